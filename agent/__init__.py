@@ -1,0 +1,1 @@
+"""The runtime: desktops, executors, the agent loop, sessions, streaming, benchmarks and the CLI."""
