@@ -1,0 +1,177 @@
+"""The one loop: observe -> act -> apply, timed per stage, optionally recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from agent.desktop import ActionRefused, Desktop, DesktopError
+from agent.session import SessionRecorder
+from policies.actions import Action, Done
+from policies.base import Observation, Policy
+
+STAGES = ("capture", "encode", "infer", "act")
+
+
+@dataclass
+class RunResult:
+    steps: int = 0
+    actions: int = 0
+    success: bool | None = None
+    reason: str = ""
+    duration: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    refused: int = 0
+    timings_ns: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in STAGES})
+
+    def to_json(self) -> dict:
+        return {
+            "steps": self.steps,
+            "actions": self.actions,
+            "success": self.success,
+            "reason": self.reason,
+            "duration": round(self.duration, 6),
+            "errors": self.errors,
+            "refused": self.refused,
+        }
+
+
+class Agent:
+    """Runs a policy against a desktop until the episode ends, a limit is hit, or it is stopped.
+
+    A policy that raises or returns something other than a list of Actions has that step
+    skipped and logged; after ``max_policy_errors`` in a row the run stops. An action the
+    desktop refuses is logged and the loop goes on. ``stop()`` (from any thread, e.g. a kill
+    switch) ends the run after the current step; every stop closes the session with its reason.
+    """
+
+    def __init__(
+        self,
+        desktop: Desktop,
+        policy: Policy,
+        *,
+        instruction: str | None = None,
+        recorder: SessionRecorder | None = None,
+        max_steps: int | None = None,
+        max_seconds: float | None = None,
+        history: int = 8,
+        max_policy_errors: int = 10,
+    ):
+        self.desktop = desktop
+        self.policy = policy
+        self.instruction = desktop.instruction if instruction is None else instruction
+        self.recorder = recorder
+        self.max_steps = max_steps
+        self.max_seconds = max_seconds
+        self.history: deque[Action] = deque(maxlen=history)
+        self.max_policy_errors = max_policy_errors
+        self._stop = threading.Event()
+        self._stop_reason = ""
+
+    def stop(self, reason: str = "stopped") -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    def _event(self, t: float, source: str, action: Action | None = None, **fields) -> None:
+        if self.recorder is not None:
+            self.recorder.add_event(t, source, action, **fields)
+
+    def run(self) -> RunResult:
+        res = RunResult()
+        desktop, policy, timings = self.desktop, self.policy, res.timings_ns
+        policy.reset(self.instruction)
+        t_start = desktop.now()
+        errors_in_row = 0
+        clock = time.perf_counter_ns
+        reason = ""
+        try:
+            while True:
+                if self._stop.is_set():
+                    reason = self._stop_reason or "stopped"
+                    break
+                if self.max_steps is not None and res.steps >= self.max_steps:
+                    reason = "max-steps"
+                    break
+                if self.max_seconds is not None and desktop.now() - t_start >= self.max_seconds:
+                    reason = "max-seconds"
+                    break
+                t0 = clock()
+                frame = desktop.observe()
+                t1 = clock()
+                if self.recorder is not None:
+                    self.recorder.add_frame(frame)
+                t2 = clock()
+                obs = Observation(frame, self.instruction, desktop.cursor, tuple(self.history), desktop.oracle)
+                try:
+                    actions = policy.act(obs)
+                    if not isinstance(actions, list) or not all(isinstance(a, Action) for a in actions):
+                        raise TypeError(f"policy returned {type(actions).__name__}, not a list of Actions")
+                    errors_in_row = 0
+                except Exception as e:  # a broken step is skipped, not fatal
+                    actions = []
+                    errors_in_row += 1
+                    msg = f"step {res.steps}: policy error: {type(e).__name__}: {e}"
+                    res.errors.append(msg)
+                    self._event(desktop.now(), "system", event="policy_error", error=msg)
+                t3 = clock()
+                done = False
+                for action in actions:
+                    t_issue = desktop.now()
+                    if isinstance(action, Done):
+                        self._event(t_issue, "policy", action)
+                        res.actions += 1
+                        done = True
+                        break
+                    try:
+                        desktop.apply(action)
+                    except ActionRefused as e:
+                        res.refused += 1
+                        self._event(t_issue, "system", event="refused", action=action.to_json(), reason=str(e))
+                        continue
+                    self._event(t_issue, "policy", action)
+                    self.history.append(action)
+                    res.actions += 1
+                t4 = clock()
+                res.steps += 1
+                timings["capture"].append(t1 - t0)
+                timings["encode"].append(t2 - t1)
+                timings["infer"].append(t3 - t2)
+                timings["act"].append(t4 - t3)
+                if done:
+                    reason = "done"
+                    break
+                if desktop.finished:
+                    reason = "finished"
+                    break
+                if errors_in_row >= self.max_policy_errors:
+                    reason = "policy-errors"
+                    break
+        except DesktopError as e:
+            reason = f"desktop-error: {e}"
+            res.errors.append(str(e))
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            res.success = desktop.success
+            res.reason = reason
+            res.duration = desktop.now() - t_start
+            if self.recorder is not None:
+                self._event(desktop.now(), "system", event="stop", reason=reason, success=res.success)
+                self.recorder.close(reason, success=res.success, steps=res.steps)
+        return res
+
+
+def percentiles(values_ns: list[int]) -> dict[str, float]:
+    """p50/p95/mean in milliseconds."""
+    if not values_ns:
+        return {"n": 0, "p50_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
+    s = sorted(values_ns)
+    pick = lambda q: s[min(len(s) - 1, int(round(q * (len(s) - 1))))]  # noqa: E731
+    return {
+        "n": len(s),
+        "p50_ms": round(pick(0.50) / 1e6, 3),
+        "p95_ms": round(pick(0.95) / 1e6, 3),
+        "mean_ms": round(sum(s) / len(s) / 1e6, 3),
+    }

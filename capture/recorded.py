@@ -1,0 +1,100 @@
+"""Frames decoded from a recorded session's video, with their recorded timestamps.
+
+The reader undoes the encoder's padding (by cropping to the screen size) and any downscale
+(by resizing back), so a replayed frame has the geometry of the screen it was captured from.
+It stops cleanly at damage (a truncated or corrupt file) and says where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from capture.frame import Frame, Screen
+
+
+class VideoDamaged(RuntimeError):
+    """The video cannot be opened at all."""
+
+
+def _to_bgra(frame: av.VideoFrame, screen: Screen) -> np.ndarray:
+    pixels = frame.to_ndarray(format="bgra")
+    h, w = pixels.shape[:2]
+    if w >= screen.width and h >= screen.height:
+        pixels = pixels[: screen.height, : screen.width]  # padding sits right and bottom
+    else:
+        pixels = cv2.resize(pixels, (screen.width, screen.height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(pixels)
+
+
+class RecordedVideo:
+    """Iterate the frames of one or more video segments in order.
+
+    ``damage`` collects what went wrong while reading (a truncated tail, a corrupt packet);
+    iteration stops at the first unreadable point rather than raising.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], screen: Screen):
+        self.paths = [Path(p) for p in paths]
+        self.screen = screen
+        self.damage: list[str] = []
+
+    def _open(self, path: Path) -> av.container.InputContainer:
+        if not path.is_file():
+            raise VideoDamaged(f"{path}: missing")
+        if path.stat().st_size == 0:
+            raise VideoDamaged(f"{path}: empty file")
+        try:
+            return av.open(str(path), "r")
+        except av.error.FFmpegError as e:
+            raise VideoDamaged(f"{path}: cannot open: {e}") from None
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        for path in self.paths:
+            try:
+                container = self._open(path)
+            except VideoDamaged as e:
+                if index == 0 and path == self.paths[0]:
+                    raise
+                self.damage.append(str(e))
+                return
+            with container:
+                if not container.streams.video:
+                    raise VideoDamaged(f"{path}: no video stream")
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                tb = stream.time_base
+                try:
+                    for packet in container.demux(stream):
+                        for vf in packet.decode():
+                            t = float(vf.pts * tb) if vf.pts is not None else index / 30.0
+                            yield Frame(_to_bgra(vf, self.screen), t, index, self.screen)
+                            index += 1
+                except av.error.FFmpegError as e:
+                    self.damage.append(f"{path.name}: unreadable after frame {index}: {e}")
+                    return
+
+    def count(self) -> int:
+        """Frames in the video, counted by demuxing (no decode); stops at damage."""
+        n = 0
+        for path in self.paths:
+            try:
+                container = self._open(path)
+            except VideoDamaged as e:
+                self.damage.append(str(e))
+                break
+            with container:
+                stream = container.streams.video[0]
+                try:
+                    for packet in container.demux(stream):
+                        if packet.size:
+                            n += 1
+                except av.error.FFmpegError as e:
+                    self.damage.append(f"{path.name}: unreadable after packet {n}: {e}")
+                    break
+        return n
