@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fractions import Fraction
+
 import av
 import cv2
 import numpy as np
@@ -34,8 +36,8 @@ class VideoWriter:
             self.stream = self.container.add_stream("libx264", rate=max(1, round(fps)), options=options)
             self.stream.width, self.stream.height = self.coded_width, self.coded_height
             self.stream.pix_fmt = "yuv420p"
-            self.stream.time_base = av.Fraction(1, 1000)
-            self.stream.codec_context.time_base = av.Fraction(1, 1000)
+            self.stream.time_base = Fraction(1, 1000)
+            self.stream.codec_context.time_base = Fraction(1, 1000)
             self.stream.codec_context.thread_count = 2
         except (av.error.FFmpegError, ValueError) as e:
             raise EncoderError(f"cannot open libx264 at {width}x{height}: {e}") from e
@@ -63,7 +65,7 @@ class VideoWriter:
         yuv = cv2.cvtColor(pixels, cv2.COLOR_BGRA2YUV_I420)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts
-        frame.time_base = av.Fraction(1, 1000)
+        frame.time_base = Fraction(1, 1000)
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
         try:

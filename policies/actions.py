@@ -64,16 +64,22 @@ def _button(value: Any) -> str:
     return value
 
 
+def split_combo(combo: str) -> list[str]:
+    """``"ctrl+shift+t"`` → ``["ctrl", "shift", "t"]``; a trailing ``"++"`` is the plus key."""
+    if combo == "+":
+        return ["+"]
+    if combo.endswith("++"):
+        return combo[:-2].split("+") + ["+"] if len(combo) > 2 else ["+"]
+    return combo.split("+")
+
+
 def normalise_combo(combo: Any) -> str:
     """Validate a key combo such as ``"ctrl+shift+t"`` and return its canonical lower-case form."""
     if not isinstance(combo, str) or not combo:
         raise ActionError("keys", f"must be a non-empty string such as 'ctrl+c', got {combo!r}")
     if len(combo) > 64:
         raise ActionError("keys", "combo is longer than 64 characters")
-    parts = combo.lower().split("+")
-    # "ctrl++" means ctrl and the plus key.
-    if combo.endswith("++"):
-        parts = parts[:-2] + ["+"]
+    parts = split_combo(combo.lower())
     out = []
     for p in parts:
         p = p.strip()
@@ -194,7 +200,7 @@ class Key(Action):
 
     @property
     def parts(self) -> list[str]:
-        return self.keys.split("+") if self.keys != "+" else ["+"]
+        return split_combo(self.keys)
 
 
 @dataclass(frozen=True, slots=True)

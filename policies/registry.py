@@ -11,6 +11,19 @@ BUILTIN = ("scripted", "random")
 PIXEL_SIZES = ("pixel-tiny", "pixel-small", "pixel-base", "pixel-large")
 
 
+def bundled_checkpoint(name: str) -> Path:
+    """Where a bundled checkpoint lives: ``fixtures/checkpoints/<name>`` beside the package."""
+    return Path(__file__).resolve().parent.parent / "fixtures" / "checkpoints" / name
+
+
+def best_bundled_policy() -> str:
+    """The best bundled policy: the largest trained checkpoint present, else the scripted expert."""
+    for name in ("pixel-small", "pixel-tiny"):
+        if (bundled_checkpoint(name) / "config.json").is_file():
+            return name
+    return "scripted"
+
+
 def available_policies() -> list[str]:
     return list(BUILTIN) + list(PIXEL_SIZES)
 

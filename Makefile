@@ -1,0 +1,51 @@
+# digital-worker: `make demo` and `make test` work on a fresh machine (Debian/Ubuntu, Python >= 3.11).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: all setup system demo test test-fast lint checkpoints clean
+
+all: test
+
+# System packages the runtime and its tests use, installed only where missing.
+system:
+	@need=""; \
+	command -v Xvfb >/dev/null     || need="$$need xvfb"; \
+	command -v ffprobe >/dev/null  || need="$$need ffmpeg"; \
+	command -v xdotool >/dev/null  || need="$$need xdotool"; \
+	command -v xdpyinfo >/dev/null || need="$$need x11-utils"; \
+	$(PYTHON) -c 'import tkinter' 2>/dev/null || need="$$need python3-tk"; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing system packages:$$need"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+# torch is pinned and installed first: it takes the CPU build the machine already has.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: system $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/dw demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -rs --durations=15
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs
