@@ -31,7 +31,7 @@ class VideoWriter:
             # Short clusters keep what a killed recorder leaves readable up to its last second.
             self.container = av.open(
                 str(self.path), "w", format="matroska",
-                options={"cluster_time_limit": "1000", "cluster_size_limit": "2097152"},
+                options={"cluster_time_limit": "1000", "cluster_size_limit": "2097152", "flush_packets": "1"},
             )
             self.stream = self.container.add_stream("libx264", rate=max(1, round(fps)), options=options)
             self.stream.width, self.stream.height = self.coded_width, self.coded_height

@@ -1,0 +1,65 @@
+"""``dw bench [PART]``: latency per stage, p50/p95, measured on this machine.
+
+Each part lives in ``agent.bench.<part>`` with ``run(**options) -> dict`` and ``table(result)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import platform
+import time
+
+from agent.cliutil import console, parse_sizes, print_json
+from agent.errors import UserError
+
+PARTS = ("capture", "encoders", "policies", "stream", "loop")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark latency per stage (p50/p95): " + ", ".join(PARTS) + ", or all")
+    p.add_argument("part", nargs="?", default="all", choices=("all",) + PARTS)
+    p.add_argument("--sizes", default=None, help="WxH[@scale],... (each part has its own default)")
+    p.add_argument("--policies", default=None, help="policy names, comma list (policies and loop parts)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (policies)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=run)
+
+
+def _machine() -> dict:
+    import os
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes = [(w, h, s) for w, h, s in parse_sizes(args.sizes)] if args.sizes else None
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
+    options = {"sizes": sizes, "policies": policies, "device": args.device, "quick": args.quick}
+    parts = PARTS if args.part == "all" else (args.part,)
+    doc: dict = {"machine": _machine(), "parts": {}}
+    c = console()
+    for part in parts:
+        try:
+            mod = importlib.import_module(f"agent.bench.{part}")
+        except ModuleNotFoundError:
+            if args.part != "all":
+                raise UserError(f"the {part} benchmark is not available in this build") from None
+            doc["parts"][part] = {"skipped": "not available in this build"}
+            continue
+        accepted = inspect.signature(mod.run).parameters
+        kwargs = {k: v for k, v in options.items() if k in accepted}
+        if "sizes" in kwargs and sizes is not None and "scale" not in str(accepted["sizes"].annotation):
+            kwargs["sizes"] = [(w, h) for w, h, _ in sizes]
+        t0 = time.perf_counter()
+        result = mod.run(**kwargs)
+        result["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        doc["parts"][part] = result
+        if not args.json:
+            c.print(mod.table(result))
+    if args.json:
+        print_json(doc)
+    return 0
