@@ -1,0 +1,161 @@
+"""Shared fixtures: a private Xvfb server for live-desktop tests, and the Tk target app."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TK_APP = Path(__file__).resolve().parent / "apps" / "tk_target.py"
+XVFB_SIZE = (640, 480)
+
+
+@dataclass
+class Xvfb:
+    display: str
+    width: int
+    height: int
+    proc: subprocess.Popen
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "DISPLAY": self.display}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def _free_display() -> int:
+    for n in range(90 + os.getpid() % 300, 1000):
+        if not os.path.exists(f"/tmp/.X11-unix/X{n}") and not os.path.exists(f"/tmp/.X{n}-lock"):
+            return n
+    raise RuntimeError("no free X display number")
+
+
+def start_xvfb(width: int = XVFB_SIZE[0], height: int = XVFB_SIZE[1], timeout: float = 10.0) -> Xvfb:
+    """Start ``Xvfb :N -screen 0 WxHx24 -nolisten tcp`` on a free N and wait until it accepts clients."""
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    last_err = ""
+    for _ in range(3):
+        n = _free_display()
+        proc = subprocess.Popen(
+            [exe, f":{n}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp", "-noreset"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                last_err = proc.stderr.read().decode(errors="replace")[-500:]
+                break
+            if os.path.exists(f"/tmp/.X11-unix/X{n}"):
+                r = subprocess.run(["xdpyinfo"], env={**os.environ, "DISPLAY": f":{n}"}, capture_output=True) \
+                    if shutil.which("xdpyinfo") else subprocess.CompletedProcess([], 0)
+                if r.returncode == 0:
+                    return Xvfb(f":{n}", width, height, proc)
+            time.sleep(0.05)
+        stop_xvfb(proc)
+    raise RuntimeError(f"Xvfb did not start: {last_err}")
+
+
+def stop_xvfb(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def xvfb_server():
+    server = start_xvfb()
+    yield server
+    stop_xvfb(server.proc)
+
+
+@pytest.fixture
+def xvfb(xvfb_server, monkeypatch):
+    """The session's Xvfb, with DISPLAY set for this test; the pointer parked mid-screen."""
+    if not xvfb_server.alive():
+        pytest.fail("the shared Xvfb died")
+    monkeypatch.setenv("DISPLAY", xvfb_server.display)
+    if shutil.which("xdotool"):
+        subprocess.run(["xdotool", "mousemove", str(xvfb_server.width // 2), str(xvfb_server.height // 2)],
+                       env=xvfb_server.env, check=False)
+    return xvfb_server
+
+
+def pointer(server: Xvfb) -> tuple[int, int]:
+    out = subprocess.run(["xdotool", "getmouselocation", "--shell"], env=server.env, capture_output=True,
+                         text=True, check=True).stdout
+    vals = dict(line.split("=", 1) for line in out.split() if "=" in line)
+    return int(vals["X"]), int(vals["Y"])
+
+
+class TkApp:
+    def __init__(self, server: Xvfb, log: Path):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, str(TK_APP), str(log), f"{server.width}x{server.height}"],
+                                     env=server.env)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            ready = [e for e in self.events() if e["ev"] == "ready"]
+            if ready:
+                self.geometry = ready[0]
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError("the Tk app exited")
+            time.sleep(0.05)
+        raise RuntimeError("the Tk app did not report ready")
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        if not self.log.exists():
+            return []
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if kind is None or e["ev"] == kind:
+                out.append(e)
+        return out
+
+    def wait_for(self, pred, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred(self.events()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def centre(self, widget: str) -> tuple[int, int]:
+        x, y, w, h = self.geometry[widget]
+        return x + w // 2, y + h // 2
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def tk_app(xvfb, tmp_path):
+    app = TkApp(xvfb, tmp_path / "tk_events.jsonl")
+    yield app
+    app.close()
