@@ -78,6 +78,13 @@ class Agent:
         if self.recorder is not None:
             self.recorder.add_event(t, source, action, **fields)
 
+    def _final_frame(self) -> None:
+        """Record what the screen shows once the run ends (the outcome of the last actions)."""
+        try:
+            self.recorder.add_frame(self.desktop.observe())
+        except Exception as e:  # the session still closes cleanly
+            self._event(self.desktop.now(), "system", event="final_frame_error", error=str(e))
+
     def run(self) -> RunResult:
         res = RunResult()
         desktop, policy, timings = self.desktop, self.policy, res.timings_ns
@@ -128,7 +135,7 @@ class Agent:
                         desktop.apply(action)
                     except ActionRefused as e:
                         res.refused += 1
-                        self._event(t_issue, "system", event="refused", action=action.to_json(), reason=str(e))
+                        self._event(t_issue, "system", action, event="refused", reason=str(e))
                         continue
                     self._event(t_issue, "policy", action)
                     self.history.append(action)
@@ -158,6 +165,8 @@ class Agent:
             res.reason = reason
             res.duration = desktop.now() - t_start
             if self.recorder is not None:
+                if not reason.startswith("desktop-error"):
+                    self._final_frame()
                 self._event(desktop.now(), "system", event="stop", reason=reason, success=res.success)
                 self.recorder.close(reason, success=res.success, steps=res.steps)
         return res

@@ -97,10 +97,13 @@ class SessionRecorder:
         self.frames += 1
         return self.frames - 1
 
-    def add_event(self, t: float, source: str, action: Action | None = None, **fields: Any) -> None:
+    def add_event(self, t: float, source: str, action: Action | None = None, *, frame: int | None = None,
+                  **fields: Any) -> None:
+        """Append one event; ``frame`` defaults to the last frame recorded (the one shown before it)."""
         if source not in SOURCES:
             raise ValueError(f"event source must be one of {SOURCES}, got {source!r}")
-        event: dict[str, Any] = {"t": round(float(t), 6), "frame": self.frames - 1, "source": source}
+        event: dict[str, Any] = {"t": round(float(t), 6), "frame": self.frames - 1 if frame is None else frame,
+                                 "source": source}
         if action is not None:
             event["action"] = action.to_json()
         event.update(fields)
@@ -183,7 +186,10 @@ class Session:
         try:
             yield from video
         except VideoDamaged as e:
-            raise SessionError(str(e)) from None
+            if self.meta.get("closed"):
+                raise SessionError(str(e)) from None
+            # A recorder stopped before its first cluster reached the disk: nothing to read, not an error.
+            self.damage.append(f"no readable frames: {e}")
         finally:
             self.damage.extend(d for d in video.damage if d not in self.damage)
 
@@ -192,7 +198,10 @@ class Session:
         try:
             n = video.count()
         except VideoDamaged as e:
-            raise SessionError(str(e)) from None
+            if self.meta.get("closed"):
+                raise SessionError(str(e)) from None
+            self.damage.append(f"no readable frames: {e}")
+            n = 0
         self.damage.extend(d for d in video.damage if d not in self.damage)
         return n
 

@@ -32,7 +32,8 @@ class Screen:
 
     def to_pixels(self, x: float, y: float) -> tuple[int, int]:
         """Normalised [0, 1] coordinates to a physical pixel inside this screen (not offset by origin)."""
-        return (min(self.width - 1, int(x * self.width)), min(self.height - 1, int(y * self.height)))
+        # The epsilon keeps exact pixel boundaries (205/800 * 800) from landing one pixel short.
+        return (min(self.width - 1, int(x * self.width + 1e-6)), min(self.height - 1, int(y * self.height + 1e-6)))
 
     def to_normalised(self, px: float, py: float) -> tuple[float, float]:
         """A physical pixel (centre-sampled) to normalised coordinates, clamped into [0, 1]."""

@@ -49,9 +49,13 @@ class RecordedVideo:
         if path.stat().st_size == 0:
             raise VideoDamaged(f"{path}: empty file")
         try:
-            return av.open(str(path), "r")
-        except av.error.FFmpegError as e:
+            container = av.open(str(path), "r")
+        except Exception as e:  # damaged files surface as FFmpeg, Unicode or value errors
             raise VideoDamaged(f"{path}: cannot open: {e}") from None
+        if not container.streams.video:
+            container.close()
+            raise VideoDamaged(f"{path}: no video stream")
+        return container
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -64,8 +68,6 @@ class RecordedVideo:
                 self.damage.append(str(e))
                 return
             with container:
-                if not container.streams.video:
-                    raise VideoDamaged(f"{path}: no video stream")
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 tb = stream.time_base
@@ -75,7 +77,7 @@ class RecordedVideo:
                             t = float(vf.pts * tb) if vf.pts is not None else index / 30.0
                             yield Frame(_to_bgra(vf, self.screen), t, index, self.screen)
                             index += 1
-                except av.error.FFmpegError as e:
+                except Exception as e:  # a corrupt packet ends the readable part
                     self.damage.append(f"{path.name}: unreadable after frame {index}: {e}")
                     return
 
@@ -94,7 +96,7 @@ class RecordedVideo:
                     for packet in container.demux(stream):
                         if packet.size:
                             n += 1
-                except av.error.FFmpegError as e:
+                except Exception as e:  # a corrupt packet ends the readable part
                     self.damage.append(f"{path.name}: unreadable after packet {n}: {e}")
                     break
         return n
