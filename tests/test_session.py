@@ -45,18 +45,21 @@ def test_recorded_session_round_trip(tmp_path):
     path, res, desk = record(tmp_path)
     assert res.steps == 12 and res.reason == "max-steps"
     s = open_session(path)
-    assert s.meta["closed"] and s.meta["frames"] == 12
+    # one frame per step, plus the final frame showing the outcome of the last actions
+    assert s.meta["closed"] and s.meta["frames"] == 13
     assert s.damage == []
     actions = s.actions()
     assert [e.action for e in actions] == desk.applied
     # "frame" is the last frame shown before the event, and t never goes backwards.
     assert all(0 <= e.frame < 12 for e in actions)
+    assert s.events[-1].frame == 12 and s.events[-1].raw["event"] == "stop"
     assert [e.t for e in s.events] == sorted(e.t for e in s.events)
     frames = list(s.frames())
-    assert len(frames) == 12
+    assert len(frames) == 13
     assert frames[0].pixels.shape == (240, 320, 4)
-    assert [round(f.t, 3) for f in frames] == [round(0.1 * (i + 1) + 0.05 * sum(
-        1 for e in actions if e.frame < i), 3) for i in range(12)] or frames[-1].t > frames[0].t
+    # pts carry the session clock in milliseconds: 0.1 s per frame plus 0.05 s per applied action
+    expected = [0.1 * (i + 1) + 0.05 * sum(1 for e in actions if e.frame < i) for i in range(13)]
+    assert [round(f.t, 3) for f in frames] == [round(t, 3) for t in expected]
     stop = [e.raw for e in s.events if e.raw.get("event") == "stop"]
     assert stop and stop[-1]["reason"] == "max-steps"
 
@@ -64,7 +67,7 @@ def test_recorded_session_round_trip(tmp_path):
 def test_ffprobe_opens_video_and_counts_frames(tmp_path):
     path, _, _ = record(tmp_path, size=(321, 241))  # odd size: padded for yuv420p, cropped on decode
     st = ffprobe_frames(path / "video.mkv")
-    assert int(st["nb_read_frames"]) == json.loads((path / "session.json").read_text())["frames"] == 12
+    assert int(st["nb_read_frames"]) == json.loads((path / "session.json").read_text())["frames"] == 13
     s = open_session(path)
     f = next(iter(s.frames()))
     assert f.pixels.shape == (241, 321, 4)
@@ -139,8 +142,8 @@ def test_truncated_video_reads_up_to_damage(tmp_path):
     data = video.read_bytes()
     video.write_bytes(data[: len(data) * 2 // 3])
     info = session_info(str(path), verify=True)
-    assert 0 < info["frames"] < 30
-    assert any("30 frames" in d for d in info["damage"])
+    assert 0 < info["frames"] < 31
+    assert any("31 frames" in d for d in info["damage"])
 
 
 def test_video_cut_to_nothing_is_a_clear_error(tmp_path):
