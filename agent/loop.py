@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from agent.desktop import ActionRefused, Desktop, DesktopError
-from agent.session import SessionRecorder
+from agent.session import RecordingError, SessionRecorder
 from policies.actions import Action, Done
 from policies.base import Observation, Policy
 
@@ -78,12 +78,26 @@ class Agent:
         if self.recorder is not None:
             self.recorder.add_event(t, source, action, **fields)
 
-    def _final_frame(self) -> None:
-        """Record what the screen shows once the run ends (the outcome of the last actions)."""
+    def _close_recording(self, reason: str, res: RunResult) -> None:
+        """Record the final screen (the outcome of the last actions) and the stop, then close.
+
+        After a recording error only the close is attempted; its own failure is reported in
+        the result, never raised, so the run's outcome is not lost."""
+        rec, desktop = self.recorder, self.desktop
         try:
-            self.recorder.add_frame(self.desktop.observe())
-        except Exception as e:  # the session still closes cleanly
-            self._event(self.desktop.now(), "system", event="final_frame_error", error=str(e))
+            if not reason.startswith(("desktop-error", "recording-error")):
+                try:
+                    rec.add_frame(desktop.observe())
+                except (DesktopError, RecordingError) as e:
+                    self._event(desktop.now(), "system", event="final_frame_error", error=str(e))
+            if not reason.startswith("recording-error"):
+                self._event(desktop.now(), "system", event="stop", reason=reason, success=res.success)
+        except RecordingError as e:
+            res.errors.append(str(e))
+        try:
+            rec.close(reason, success=res.success, steps=res.steps)
+        except RecordingError as e:
+            res.errors.append(str(e))
 
     def run(self) -> RunResult:
         res = RunResult()
@@ -158,6 +172,9 @@ class Agent:
         except DesktopError as e:
             reason = f"desktop-error: {e}"
             res.errors.append(str(e))
+        except RecordingError as e:
+            reason = f"recording-error: {e}"
+            res.errors.append(str(e))
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
@@ -165,10 +182,7 @@ class Agent:
             res.reason = reason
             res.duration = desktop.now() - t_start
             if self.recorder is not None:
-                if not reason.startswith("desktop-error"):
-                    self._final_frame()
-                self._event(desktop.now(), "system", event="stop", reason=reason, success=res.success)
-                self.recorder.close(reason, success=res.success, steps=res.steps)
+                self._close_recording(reason, res)
         return res
 
 

@@ -32,6 +32,10 @@ class SessionError(UserError):
     """A session that cannot be read, with the file (and line) at fault."""
 
 
+class RecordingError(RuntimeError):
+    """Recording cannot go on (disk full, encoder gone); what was written stays readable."""
+
+
 def _atomic_write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
@@ -92,7 +96,10 @@ class SessionRecorder:
 
     def add_frame(self, frame: Frame) -> int:
         """Encode one frame; returns its index in the recording."""
-        self.writer.write(frame.pixels, frame.t)
+        try:
+            self.writer.write(frame.pixels, frame.t)
+        except Exception as e:
+            raise RecordingError(f"{self.path / 'video.mkv'}: {e}") from e
         self._last_t = frame.t
         self.frames += 1
         return self.frames - 1
@@ -107,7 +114,10 @@ class SessionRecorder:
         if action is not None:
             event["action"] = action.to_json()
         event.update(fields)
-        self._events.write(json.dumps(event, sort_keys=True) + "\n")
+        try:
+            self._events.write(json.dumps(event, sort_keys=True) + "\n")
+        except OSError as e:
+            raise RecordingError(f"{self.path / 'events.jsonl'}: {e}") from e
 
     def close(self, reason: str = "finished", **summary: Any) -> None:
         """Finish the video and mark the session closed with why it ended."""
@@ -119,7 +129,10 @@ class SessionRecorder:
             self.writer.close()
         except Exception as e:  # the events and what was written stay readable
             error = f"closing the video failed: {e}"
-        self._events.close()
+        try:
+            self._events.close()
+        except OSError as e:
+            error = error or f"closing events.jsonl failed: {e}"
         self.meta.update(
             closed=True,
             end_reason=reason,
@@ -131,7 +144,12 @@ class SessionRecorder:
         )
         if error:
             self.meta["close_error"] = error
-        _atomic_write_json(self.path / "session.json", self.meta)
+        try:
+            _atomic_write_json(self.path / "session.json", self.meta)
+        except OSError as e:  # the session.json written at the start stays, marked not closed
+            raise RecordingError(f"{self.path / 'session.json'}: cannot mark the session closed: {e}") from e
+        if error:
+            raise RecordingError(f"{self.path}: {error}")
 
     def __enter__(self) -> SessionRecorder:
         return self
