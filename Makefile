@@ -17,6 +17,7 @@ system:
 	command -v ffprobe >/dev/null  || need="$$need ffmpeg"; \
 	command -v xdotool >/dev/null  || need="$$need xdotool"; \
 	command -v xdpyinfo >/dev/null || need="$$need x11-utils"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || need="$$need python3-tk"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
 	if [ -n "$$need" ]; then \

@@ -53,6 +53,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-failsafe", action="store_true", help="turn off pyautogui's corner failsafe (not advised)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.add_argument("--desktop", default=None, metavar="ws://HOST:PORT",
+                   help="run against a desktop served by `dw serve` instead of this screen")
+    p.add_argument("--token", default=os.environ.get("DW_TOKEN"),
+                   help="the served desktop's controller token (default: $DW_TOKEN)")
     p.set_defaults(func=cmd_run)
 
 
@@ -62,6 +66,18 @@ def make_desktop(args):
     Hook: a ``--desktop ws://...`` option selects a remote desktop here.
     """
     from agent.desktop import DesktopError
+
+    if getattr(args, "desktop", None):
+        from agent.stream.client import RemoteDesktop
+
+        if not args.desktop.startswith(("ws://", "wss://")):
+            raise UserError(f"--desktop {args.desktop!r}: expected ws://HOST:PORT (a `dw serve` address)")
+        if not args.token:
+            raise UserError("--desktop needs --token (or $DW_TOKEN): the controller token `dw serve` printed")
+        try:
+            return RemoteDesktop(args.desktop, args.token)
+        except DesktopError as e:
+            raise UserError(str(e)) from None
     from agent.executor import terminal_confirm
     from agent.live import LiveDesktop
 
