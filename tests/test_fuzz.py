@@ -129,3 +129,34 @@ def test_corrupt_or_truncated_video_never_crashes(good_session, tmp_path, cut, f
     assert len(frames) <= 15
     for f in frames:
         assert f.pixels.shape == (120, 160, 4)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(max_size=200) | st.builds(json.dumps, json_values) |
+       st.builds(lambda a: json.dumps({"type": "action", "id": 1, "action": a}), action_like))
+def test_websocket_client_messages_never_crash(text):
+    from agent.stream.protocol import ProtocolError, parse_client_message
+
+    try:
+        msg = parse_client_message(text)
+    except ProtocolError as e:
+        assert e.field
+        return
+    assert isinstance(msg, dict) and "type" in msg
+    if msg["type"] == "action":
+        try:
+            parse_action(msg.get("action"))
+        except ActionError as e:
+            assert e.field
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=64))
+def test_websocket_frame_headers_never_crash(data):
+    from agent.stream.protocol import ProtocolError, unpack_header
+
+    try:
+        h = unpack_header(data)
+    except ProtocolError:
+        return
+    assert h.index >= 0

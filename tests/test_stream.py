@@ -414,13 +414,18 @@ def test_1000_connect_disconnect_cycles_leave_the_server_alive_with_flat_memory(
 
 
 # -- latency ------------------------------------------------------------------------------------------
-def test_loopback_end_to_end_latency_at_1080p():
-    from agent.bench.stream import run
+def test_stream_benchmark_reports_every_stage_at_1080p():
+    # The latency figures themselves belong to `dw bench stream`, not to a timed unit test.
+    from agent.bench.stream import run, table
 
-    row = run(sizes=[(1920, 1080)], quick=True)["rows"][0]
-    e2e = row["stages"]["end_to_end"]
+    result = run(sizes=[(1920, 1080)], quick=True)
+    row = result["rows"][0]
+    stages = row["stages"]
+    assert {"capture", "encode", "decode", "end_to_end"} <= set(stages)
+    e2e = stages["end_to_end"]
     assert e2e["n"] >= 20
-    assert e2e["p50_ms"] <= 25.0, row["stages"]
+    assert 0 < stages["encode"]["p50_ms"] <= e2e["p50_ms"]
+    assert table(result).row_count == len(result["rows"])
 
 
 # -- the command line: dw serve + dw run --desktop ws://... ---------------------------------------------
