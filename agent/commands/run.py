@@ -35,7 +35,9 @@ def register(subparsers) -> None:
                               description="Run a policy on the live desktop. Stop it with the stop hotkey "
                                           "(default ctrl+alt+shift+q), Ctrl+C, or by moving the pointer into a "
                                           "screen corner.")
-    p.add_argument("--policy", default="random", help="policy name or checkpoint folder (default: random)")
+    p.add_argument("--policy", default=None,
+                   help="policy name or checkpoint folder (default: the best bundled trained policy; "
+                        "'random' must be named explicitly)")
     p.add_argument("--instruction", default="", help="the task's instruction text")
     p.add_argument("--monitor", type=int, default=1, help="mss monitor index (0 = all monitors; default 1)")
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"capture rate cap (default {DEFAULT_FPS:g})")
@@ -112,6 +114,10 @@ def cmd_run(args) -> int:
     if args.max_steps is not None and args.max_steps < 0:
         raise UserError("--max-steps must be >= 0")
     _positive("--max-seconds", args.max_seconds)
+    if args.policy is None:
+        from policies.registry import best_bundled_policy
+
+        args.policy = best_bundled_policy()
     try:
         policy = load_policy(args.policy, seed=args.seed)
     except PolicyError as e:
