@@ -1,0 +1,94 @@
+"""Policy latency: per pixel-model size, parameters, preprocessing from 1920x1080 and 5120x2880
+frames, and the forward pass, p50/p95 at batch 1 with torch threads = cores."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def _frame(w: int, h: int, scale: float):
+    from capture import Frame, Screen
+
+    rng = np.random.default_rng(0)
+    px = np.empty((h, w, 4), np.uint8)
+    px[:] = np.linspace(60, 140, h, dtype=np.uint8)[:, None, None]
+    for _ in range(40):  # windows, buttons and text-like noise
+        bw, bh = int(rng.integers(60, 300) * scale), int(rng.integers(20, 120) * scale)
+        x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        px[y:y + bh, x:x + bw] = rng.integers(0, 255, (bh, bw, 4), dtype=np.uint8)
+    return Frame(px, 0.0, 0, Screen(w, h, scale=scale))
+
+
+def _stats(ns: list[int]) -> dict:
+    s = np.sort(np.array(ns)) / 1e6
+    return {"p50_ms": round(float(np.percentile(s, 50)), 3), "p95_ms": round(float(np.percentile(s, 95)), 3)}
+
+
+def run(sizes=None, device: str = "cpu", quick: bool = False) -> dict:
+    import cv2
+    import torch
+
+    from policies.base import Observation
+    from policies.pixel import SIZES, PixelConfig, PixelModel, PixelPolicy
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    sizes = list(sizes or SIZES)
+    n = 10 if quick else 60
+    frames = {"1920x1080": _frame(1920, 1080, 1.0), "5120x2880@2": _frame(5120, 2880, 2.0)}
+    out = {"device": device, "threads": threads, "iterations": n, "models": {}}
+    for name in sizes:
+        torch.manual_seed(0)
+        model = PixelModel(PixelConfig.for_size(name)).eval()
+        pol = PixelPolicy(model, name=name, device=device)
+        pol.reset('Click the "OK" button.')
+        row = {"parameters": sum(p.numel() for p in model.parameters())}
+        for label, f in frames.items():
+            ts = []
+            for i in range(n + 3):
+                t0 = time.perf_counter_ns()
+                pol.pre(f)
+                if i >= 3:
+                    ts.append(time.perf_counter_ns() - t0)
+            row[f"preprocess_{label}"] = _stats(ts)
+        obs = Observation(frames["1920x1080"], pol.instruction, (0.5, 0.5), ())
+        inputs = pol.inputs(obs)
+        ts, total = [], []
+        with torch.inference_mode():
+            for i in range(n + 3):
+                t0 = time.perf_counter_ns()
+                model(**inputs, text_cache=pol._cache)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t1 = time.perf_counter_ns()
+                pol.act(obs)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t2 = time.perf_counter_ns()
+                if i >= 3:
+                    ts.append(t1 - t0)
+                    total.append(t2 - t1)
+        row["forward"] = _stats(ts)
+        row["act_1920x1080"] = _stats(total)  # preprocessing + forward + decoding
+        out["models"][name] = row
+    return out
+
+
+def table(result: dict):
+    from rich.table import Table
+
+    t = Table(title=f"policy latency, batch 1, {result['device']}, {result['threads']} threads (ms p50 / p95)")
+    for c in ("model", "params", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward", "act 1920x1080"):
+        t.add_column(c, justify="right" if c != "model" else "left")
+
+    def f(s: dict) -> str:
+        return f"{s['p50_ms']:.2f} / {s['p95_ms']:.2f}"
+
+    for name, r in result["models"].items():
+        t.add_row(name, f"{r['parameters'] / 1e6:.1f}M", f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
+                  f(r["forward"]), f(r["act_1920x1080"]))
+    return t

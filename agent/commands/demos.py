@@ -1,0 +1,126 @@
+"""``dw demos``: record the virtual desktop's scripted expert as ordinary sessions (training data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from agent.errors import UserError
+
+
+def parse_sizes(text: str) -> list[tuple[int, int, float]]:
+    """``"640x480,1920x1080,5120x2880@2"`` -> [(640, 480, 1.0), ...]."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)x(\d+)(?:@(\d+(?:\.\d+)?))?", part)
+        if not m:
+            raise UserError(f"bad size {part!r}; expected WIDTHxHEIGHT or WIDTHxHEIGHT@SCALE, e.g. 5120x2880@2")
+        w, h, s = int(m.group(1)), int(m.group(2)), float(m.group(3) or 1.0)
+        if w < 160 or h < 120 or w > 16384 or h > 16384 or not 0.5 <= s <= 4:
+            raise UserError(f"size {part!r} is out of range (160x120 to 16384x16384, scale 0.5 to 4)")
+        out.append((w, h, s))
+    if not out:
+        raise UserError("--sizes is empty")
+    return out
+
+
+def parse_tasks(text: str) -> list[str]:
+    from agent.virtual import task_names
+
+    names = task_names()
+    if text in ("all", ""):
+        return names
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    for t in tasks:
+        if t not in names:
+            raise UserError(f"unknown task {t!r}; choose from {', '.join(names)} or 'all'")
+    return tasks
+
+
+def size_tag(w: int, h: int, s: float) -> str:
+    return f"{w}x{h}@{s:g}"
+
+
+def record_demo(spec: dict, out: str) -> dict:
+    """Record one expert episode; returns a summary. ``spec``: task, seed, size, scale, fps."""
+    from agent.loop import Agent
+    from agent.session import SessionRecorder
+    from agent.virtual import VirtualDesktop
+    from policies.builtin import ScriptedPolicy
+
+    w, h = spec["size"]
+    desk = VirtualDesktop(spec["task"], seed=spec["seed"], size=(w, h), scale=spec["scale"],
+                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", True))
+    path = Path(out) / f"{spec['task']}-{size_tag(w, h, spec['scale'])}-s{spec['seed']}"
+    if (path / "session.json").exists():
+        return {"path": str(path), "skipped": True}
+    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction, policy="scripted",
+                          desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+    res = Agent(desk, ScriptedPolicy(), recorder=rec, max_steps=spec.get("max_steps", 200)).run()
+    desk.close()
+    return {"path": str(path), "success": res.success, "steps": res.steps}
+
+
+def _record_star(args: tuple[dict, str]) -> dict:
+    return record_demo(*args)
+
+
+def demo_specs(tasks: list[str], episodes: int, sizes: list[tuple[int, int, float]], seed: int,
+               human_like: bool = True) -> list[dict]:
+    specs = []
+    for task in tasks:
+        for w, h, s in sizes:
+            for e in range(episodes):
+                specs.append({"task": task, "seed": seed + e, "size": [w, h], "scale": s, "human_like": human_like})
+    return specs
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    tasks = parse_tasks(args.tasks)
+    sizes = parse_sizes(args.sizes)
+    if args.episodes < 1:
+        raise UserError("--episodes must be at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=not args.plain)
+    results = []
+    bar = tqdm(total=len(specs), desc="demos", unit="ep", disable=args.json)
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            for r in pool.imap_unordered(_record_star, [(s, str(out)) for s in specs]):
+                results.append(r)
+                bar.update(1)
+    else:
+        for s in specs:
+            results.append(record_demo(s, str(out)))
+            bar.update(1)
+    bar.close()
+    ok = sum(1 for r in results if r.get("success"))
+    done = sum(1 for r in results if not r.get("skipped"))
+    summary = {"out": str(out), "episodes": len(results), "recorded": done, "expert_successes": ok}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"recorded {done} sessions into {out} ({ok} expert successes; {len(results) - done} already there)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demos", help="record scripted-expert demos on the virtual desktop (training data)")
+    p.add_argument("--tasks", default="all", help="comma-separated virtual tasks, or 'all'")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
+    p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
+    p.add_argument("--out", required=True, help="folder for the sessions (one sub-folder each)")
+    p.add_argument("--seed", type=int, default=0, help="first episode seed (training seeds; eval uses 10000+)")
+    p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
+    p.add_argument("--plain", action="store_true",
+                   help="the direct expert (clicks targets outright) instead of human-like paths and timing")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)

@@ -1,0 +1,56 @@
+"""``dw train``: behaviour cloning of a pixel policy from recorded sessions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from agent.errors import UserError
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from agent.session import SessionError
+    from policies.pixel.config import SIZES
+    from policies.train import TrainConfig, TrainError, train
+
+    if args.size not in SIZES:
+        raise UserError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    tc = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     device=args.device, val_fraction=args.val_fraction, workers=args.workers)
+    try:
+        summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
+                        progress=not args.json, log=(lambda s: None) if args.json else print)
+    except (TrainError, SessionError) as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        last = summary["history"][-1] if summary["history"] else {}
+        print(f"saved {args.size} ({summary['parameters']:,} parameters) to {args.out}: "
+              f"{summary['train_samples']} samples, {summary['steps']} steps, "
+              + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a pixel policy from recorded sessions (behaviour cloning)")
+    p.add_argument("sessions", nargs="+", metavar="SESSIONS_OR_DIRS", help="session folders or folders of them")
+    p.add_argument("--size", default="pixel-small", help="pixel-tiny, pixel-small, pixel-base or pixel-large")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="sessions held out for validation")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--cache", default=None, help="preprocessed-sample cache folder (default OUT/cache)")
+    p.add_argument("--workers", type=int, default=1, help="processes that preprocess sessions into the cache")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)

@@ -1,0 +1,65 @@
+"""The pixel-transformer policy family: ``pixel-tiny`` (~1M parameters), ``pixel-small`` (~5M),
+``pixel-base`` (~20M), ``pixel-large`` (~80M).
+
+A checkpoint is an ordinary Hugging Face model folder (``config.json`` + ``model.safetensors``).
+Importing this package registers the config and model with the ``transformers`` Auto classes, so
+``AutoModel.from_pretrained(folder)`` works without ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModel
+
+from policies.base import PolicyError
+from policies.pixel.config import SIZES, TARGET_PARAMS, PixelConfig
+from policies.pixel.model import PixelModel, PixelOutput, TextCache
+from policies.pixel.policy import PixelPolicy
+from policies.pixel.preprocess import Preprocessor, VisualInputs, encode_text
+
+try:
+    AutoConfig.register(PixelConfig.model_type, PixelConfig)
+    AutoModel.register(PixelConfig, PixelModel)
+except ValueError:  # already registered (module reloaded)
+    pass
+
+# The bundled checkpoints live in the repository's fixtures/ (never downloaded).
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoints"
+
+
+def checkpoint_dir(spec: str) -> Path:
+    """The folder of ``pixel-<size>`` (bundled) or of a checkpoint path."""
+    if spec in SIZES:
+        return CHECKPOINTS / spec
+    return Path(spec)
+
+
+def load_model(spec: str, device: str = "cpu") -> PixelModel:
+    folder = checkpoint_dir(spec)
+    if not (folder / "config.json").is_file():
+        if spec in SIZES:
+            raise PolicyError(
+                f"no bundled checkpoint for {spec} (looked in {folder}); train one with "
+                f"`dw train SESSIONS --size {spec} --out DIR` and pass DIR as the policy"
+            )
+        raise PolicyError(f"{folder}: not a checkpoint folder (no config.json inside)")
+    try:
+        model = PixelModel.from_pretrained(str(folder)).float()  # bundled small is stored in fp16
+    except (OSError, ValueError) as e:
+        raise PolicyError(f"{folder}: cannot load the checkpoint: {e}") from None
+    return model.to(device).eval()
+
+
+def load_pixel_policy(spec: str, device: str = "cpu") -> PixelPolicy:
+    """``pixel-tiny|small|base|large`` (the bundled checkpoint) or a checkpoint folder."""
+    model = load_model(spec, device=device)
+    name = spec if spec in SIZES else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
+    return PixelPolicy(model, name=name, device=device)
+
+
+__all__ = [
+    "CHECKPOINTS", "SIZES", "TARGET_PARAMS", "PixelConfig", "PixelModel", "PixelOutput", "PixelPolicy",
+    "Preprocessor", "TextCache", "VisualInputs", "checkpoint_dir", "encode_text", "load_model",
+    "load_pixel_policy",
+]

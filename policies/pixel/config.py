@@ -1,0 +1,101 @@
+"""Configuration of the pixel-transformer policy family (a transformers ``PretrainedConfig``)."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+ACTION_TYPES = ("move", "click", "mouse_down", "mouse_up", "drag", "scroll", "key", "type", "wait", "done")
+BUTTONS = ("left", "right", "middle")
+KEYS = (
+    "enter", "tab", "escape", "backspace", "delete", "space", "up", "down", "left", "right",
+    "home", "end", "pageup", "pagedown", "shift+tab", "ctrl+a", "ctrl+c", "ctrl+v", "ctrl+x",
+    "ctrl+z", "ctrl+s", "ctrl+w", "alt+f4", "alt+tab", "f1", "f2", "f5", "ctrl+enter",
+)
+SCROLL_MAX = 5  # scroll notches are classified in [-SCROLL_MAX, SCROLL_MAX]
+WAIT_BINS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+# name -> (hidden size, layers, heads, glimpses). Parameter counts: ~1M, ~5M, ~20M, ~80M.
+SIZES: dict[str, dict] = {
+    "pixel-tiny": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "max_glimpses": 32, "stem_channels": 24},
+    "pixel-small": {"hidden_size": 256, "num_layers": 6, "num_heads": 8, "max_glimpses": 32, "stem_channels": 32},
+    "pixel-base": {"hidden_size": 448, "num_layers": 8, "num_heads": 8, "max_glimpses": 40, "stem_channels": 48},
+    "pixel-large": {"hidden_size": 768, "num_layers": 11, "num_heads": 12, "max_glimpses": 48, "stem_channels": 64},
+}
+TARGET_PARAMS = {"pixel-tiny": 1e6, "pixel-small": 5e6, "pixel-base": 20e6, "pixel-large": 80e6}
+
+
+class PixelConfig(PretrainedConfig):
+    """Sizes of the model and of its visual input.
+
+    The visual input is defined in *logical points* (physical pixels / screen scale), so one
+    checkpoint serves 640x480 at scale 1 and 5120x2880 at scale 2 alike:
+
+    - a global view: the whole screen area-averaged to ``global_w`` x ``global_h`` pixels, cut
+      into ``patch`` x ``patch`` patches (one token each);
+    - up to ``max_glimpses`` glimpses: the screen is tiled into ``tile_pt`` x ``tile_pt`` point
+      tiles; the tiles with the most visual content (edges) are cropped from the full-resolution
+      frame and resampled to ``glimpse_px`` pixels each side (``glimpse_px / tile_pt`` pixels per
+      point), one token each, with their box as position. Labels stay legible on every screen.
+    """
+
+    model_type = "dw-pixel"
+
+    def __init__(
+        self,
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        global_w: int = 64,
+        global_h: int = 40,
+        patch: int = 8,
+        cell_pt: int = 8,
+        tile_pt: int = 64,
+        glimpse_px: int = 48,
+        max_glimpses: int = 24,
+        stem_channels: int = 24,
+        content_threshold: int = 10,
+        max_text: int = 96,
+        history: int = 4,
+        action_types: tuple | list = ACTION_TYPES,
+        buttons: tuple | list = BUTTONS,
+        keys: tuple | list = KEYS,
+        scroll_max: int = SCROLL_MAX,
+        wait_bins: tuple | list = WAIT_BINS,
+        size_name: str = "",
+        **kwargs,
+    ):
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.dropout = dropout
+        self.global_w = global_w
+        self.global_h = global_h
+        self.patch = patch
+        self.cell_pt = cell_pt
+        self.tile_pt = tile_pt
+        self.glimpse_px = glimpse_px
+        self.max_glimpses = max_glimpses
+        self.stem_channels = stem_channels
+        self.content_threshold = content_threshold
+        self.max_text = max_text
+        self.history = history
+        self.action_types = list(action_types)
+        self.buttons = list(buttons)
+        self.keys = list(keys)
+        self.scroll_max = scroll_max
+        self.wait_bins = list(wait_bins)
+        self.size_name = size_name
+        super().__init__(**kwargs)
+
+    @property
+    def num_global(self) -> int:
+        return (self.global_w // self.patch) * (self.global_h // self.patch)
+
+    @classmethod
+    def for_size(cls, name: str, **overrides) -> PixelConfig:
+        if name not in SIZES:
+            raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(SIZES)}")
+        return cls(**{**SIZES[name], "size_name": name, **overrides})

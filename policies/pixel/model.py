@@ -1,0 +1,290 @@
+"""The pixel transformer: one forward pass from (frame views, instruction, cursor, last actions)
+to every part of the next action.
+
+Token streams (one set of transformer weights, a prefix-LM layout):
+
+- **text**: the instruction's UTF-8 bytes. Text tokens attend only to text, so their keys and
+  values at every layer depend on the instruction alone: :meth:`PixelModel.encode_text` computes
+  them once per episode and each step reuses them (a per-episode KV cache).
+- **step**: ``[CLS] [cursor] [history x H] [global patches] [glimpses]``; these attend to the text
+  and to each other.
+
+Heads, all read in the same pass:
+
+- action type, button, click count, key combo, scroll notches, wait bin: classifiers on CLS;
+- where: a *pointer* over the visual tokens (global patches and glimpses) plus a per-token
+  offset inside that token's box, for the action point and (for drags) the end point. A glimpse
+  covers 64 logical points, so the offset needs only ~5% accuracy for a few-point error;
+- text for ``type``: start and end byte of a span copied from the instruction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from policies.pixel.config import PixelConfig
+
+KIND_CLS, KIND_CURSOR, KIND_HISTORY, KIND_GLOBAL, KIND_GLIMPSE = range(5)
+N_FREQ = 6
+
+
+def fourier(x: torch.Tensor) -> torch.Tensor:
+    """(..., n) values in ~[0, 1] -> (..., n * 2 * N_FREQ) sin/cos features."""
+    freqs = (2.0 ** torch.arange(N_FREQ, device=x.device, dtype=x.dtype)) * math.pi
+    a = x.unsqueeze(-1) * freqs
+    return torch.cat([a.sin(), a.cos()], dim=-1).flatten(-2)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        hidden = int(d * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.drop = nn.Dropout(dropout)
+
+    def _qkv(self, x: torch.Tensor):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _out(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+    def text(self, x: torch.Tensor, mask: torch.Tensor):
+        """Text attends to text. Returns the new states and this layer's text keys/values."""
+        q, k, v = self._qkv(x)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return self._out(x, a), (k, v)
+
+    def step(self, x: torch.Tensor, text_kv, mask: torch.Tensor):
+        """Step tokens attend to the text (cached keys/values) and to themselves."""
+        q, k, v = self._qkv(x)
+        tk, tv = text_kv
+        if tk.shape[0] != k.shape[0]:
+            tk, tv = tk.expand(k.shape[0], -1, -1, -1), tv.expand(k.shape[0], -1, -1, -1)
+        a = F.scaled_dot_product_attention(q, torch.cat([tk, k], 2), torch.cat([tv, v], 2),
+                                           attn_mask=mask[:, None, None, :])
+        return self._out(x, a)
+
+
+@dataclass
+class PixelOutput(ModelOutput):
+    type_logits: torch.Tensor | None = None
+    button_logits: torch.Tensor | None = None
+    count_logits: torch.Tensor | None = None
+    key_logits: torch.Tensor | None = None
+    scroll_logits: torch.Tensor | None = None  # (B, 2, 2*scroll_max+1): dx, dy
+    wait_logits: torch.Tensor | None = None
+    pointer_logits: torch.Tensor | None = None  # (B, 2, N): action point, drag end
+    offsets: torch.Tensor | None = None  # (B, 2, N, 2)
+    boxes: torch.Tensor | None = None  # (B, N, 4) the pointer tokens' boxes (normalised)
+    span_start: torch.Tensor | None = None  # (B, L)
+    span_end: torch.Tensor | None = None
+
+
+@dataclass
+class TextCache:
+    """What :meth:`PixelModel.encode_text` computes once per instruction."""
+
+    kv: list
+    states: torch.Tensor  # (B, L, d) final text states (for span copying)
+    mask: torch.Tensor  # (B, L) bool, True = real byte
+
+
+class PixelPreTrainedModel(PreTrainedModel):
+    config_class = PixelConfig
+    base_model_prefix = "pixel"
+    main_input_name = "global_view"
+    _no_split_modules = ["Block"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, PixelModel):
+            nn.init.normal_(module.global_pos, std=0.02)
+            nn.init.normal_(module.cls, std=0.02)
+
+
+class PixelModel(PixelPreTrainedModel):
+    def __init__(self, config: PixelConfig):
+        super().__init__(config)
+        c = config
+        d = c.hidden_size
+        self.byte_emb = nn.Embedding(257, d)
+        self.text_pos = nn.Embedding(c.max_text, d)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.screen_proj = nn.Linear(4, d)
+        self.kind_emb = nn.Embedding(5, d)
+        self.point_proj = nn.Linear(3 * 2 * N_FREQ + 1, d)  # cursor / history point, + present flag
+        self.hist_type = nn.Embedding(len(c.action_types) + 1, d)
+        self.hist_pos = nn.Embedding(c.history, d)
+        self.patch_embed = nn.Linear(c.patch * c.patch * 3, d)
+        self.global_pos = nn.Parameter(torch.zeros(1, c.num_global, d))
+        ch = c.stem_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, ch, 4, 4), nn.GELU(),
+            nn.Conv2d(ch, 2 * ch, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(2 * ch, 4 * ch, 3, 2, 1), nn.GELU(),
+        )
+        side = math.ceil(math.ceil(c.glimpse_px / 4) / 4)
+        self.glimpse_proj = nn.Linear(4 * ch * side * side, d)
+        self.box_proj = nn.Linear(6 * 2 * N_FREQ, d)
+        self.layers = nn.ModuleList(Block(d, c.num_heads, c.mlp_ratio, c.dropout) for _ in range(c.num_layers))
+        self.norm = nn.LayerNorm(d)
+        self.text_norm = nn.LayerNorm(d)
+        n_scroll = 2 * c.scroll_max + 1
+        self.head_type = nn.Linear(d, len(c.action_types))
+        self.head_button = nn.Linear(d, len(c.buttons))
+        self.head_count = nn.Linear(d, 3)
+        self.head_key = nn.Linear(d, len(c.keys))
+        self.head_scroll = nn.Linear(d, 2 * n_scroll)
+        self.head_wait = nn.Linear(d, len(c.wait_bins))
+        self.ptr_q = nn.Linear(d, 2 * d)
+        self.ptr_k = nn.Linear(d, 2 * d)
+        self.off_cond = nn.Linear(d, 2 * d)
+        self.off_out = nn.Linear(d, 2)
+        self.span_q = nn.Linear(d, 2 * d)
+        self.span_k = nn.Linear(d, d)
+        self.post_init()
+
+    # -- text -------------------------------------------------------------------------------
+    def encode_text(self, text_ids: torch.Tensor) -> TextCache:
+        """(B, L) byte ids (256 = pad) -> per-layer keys/values and final states."""
+        mask = text_ids != 256
+        mask = mask.clone()
+        mask[:, 0] = True  # an empty instruction still has one (pad) key to attend to
+        pos = torch.arange(text_ids.shape[1], device=text_ids.device)
+        x = self.byte_emb(text_ids) + self.text_pos(pos)[None]
+        kv = []
+        for layer in self.layers:
+            x, lkv = layer.text(x, mask)
+            kv.append(lkv)
+        return TextCache(kv, self.text_norm(x), mask)
+
+    # -- step -------------------------------------------------------------------------------
+    def _point(self, xy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(..., 2) points and (...,) presence -> features (..., 3*2*N_FREQ+1)."""
+        feats = torch.cat([xy, (xy[..., :1] - xy[..., 1:2]) * 0.5 + 0.5], -1)
+        f = fourier(feats) * present.unsqueeze(-1)
+        return torch.cat([f, present.unsqueeze(-1)], -1)
+
+    def _boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        cx = (boxes[..., 0:1] + boxes[..., 2:3]) * 0.5
+        cy = (boxes[..., 1:2] + boxes[..., 3:4]) * 0.5
+        return self.box_proj(fourier(torch.cat([boxes, cx, cy], -1)))
+
+    def global_boxes(self, batch: int, device, dtype) -> torch.Tensor:
+        c = self.config
+        nx, ny = c.global_w // c.patch, c.global_h // c.patch
+        ys, xs = torch.meshgrid(torch.arange(ny, device=device), torch.arange(nx, device=device), indexing="ij")
+        xs, ys = xs.flatten().to(dtype), ys.flatten().to(dtype)
+        b = torch.stack([xs / nx, ys / ny, (xs + 1) / nx, (ys + 1) / ny], -1)
+        return b[None].expand(batch, -1, -1)
+
+    def forward(
+        self,
+        global_view: torch.Tensor,  # (B, GH, GW, 3) uint8
+        glimpses: torch.Tensor,  # (B, K, G, G, 3) uint8
+        boxes: torch.Tensor,  # (B, K, 4) float
+        glimpse_mask: torch.Tensor,  # (B, K) bool
+        screen: torch.Tensor,  # (B, 4)
+        cursor: torch.Tensor,  # (B, 3): x, y, present
+        history_types: torch.Tensor,  # (B, H) long, len(action_types) = none
+        history_points: torch.Tensor,  # (B, H, 3): x, y, present
+        text_ids: torch.Tensor | None = None,  # (B, L) long
+        text_cache: TextCache | None = None,
+        **_: object,
+    ) -> PixelOutput:
+        c = self.config
+        if text_cache is None:
+            if text_ids is None:
+                raise ValueError("give text_ids or text_cache")
+            text_cache = self.encode_text(text_ids)
+        dtype = self.cls.dtype
+        b = global_view.shape[0]
+        d = c.hidden_size
+        kind = self.kind_emb.weight
+        # CLS (+ screen geometry)
+        tok_cls = self.cls.expand(b, -1, -1) + self.screen_proj(screen.to(dtype))[:, None] + kind[KIND_CLS]
+        # cursor
+        cur = self._point(cursor[:, :2].to(dtype), cursor[:, 2].to(dtype))
+        tok_cur = self.point_proj(cur)[:, None] + kind[KIND_CURSOR]
+        # history
+        hp = self._point(history_points[..., :2].to(dtype), history_points[..., 2].to(dtype))
+        tok_hist = (self.point_proj(hp) + self.hist_type(history_types) + self.hist_pos.weight[None]
+                    + kind[KIND_HISTORY])
+        # global view patches
+        p = c.patch
+        gv = global_view.to(dtype) * (1.0 / 255.0) - 0.5
+        gh, gw = c.global_h // p, c.global_w // p
+        gv = gv.view(b, gh, p, gw, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * 3)
+        gboxes = self.global_boxes(b, gv.device, dtype)
+        tok_glob = self.patch_embed(gv) + self.global_pos + self._boxes(gboxes) + kind[KIND_GLOBAL]
+        # glimpses
+        k = glimpses.shape[1]
+        gl = glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3).permute(0, 3, 1, 2).to(dtype)
+        gl = self.stem(gl * (1.0 / 255.0) - 0.5).flatten(1)
+        boxes = boxes.to(dtype)
+        tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes) + kind[KIND_GLIMPSE]
+        x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)
+        n_fixed = 2 + c.history + gh * gw
+        vis_mask = torch.cat([torch.ones(b, n_fixed, dtype=torch.bool, device=x.device), glimpse_mask.bool()], 1)
+        tmask = text_cache.mask
+        if tmask.shape[0] != b:
+            tmask = tmask.expand(b, -1)
+        mask = torch.cat([tmask, vis_mask], 1)
+        for layer, kv in zip(self.layers, text_cache.kv, strict=True):
+            x = layer.step(x, kv, mask)
+        x = self.norm(x)
+        h = x[:, 0]
+        vis = x[:, 2 + c.history:]  # pointer candidates: global patches then glimpses
+        ptr_boxes = torch.cat([gboxes, boxes], 1)
+        pmask = vis_mask[:, 2 + c.history:]
+        q = self.ptr_q(h).view(b, 2, d)
+        kk = self.ptr_k(vis).view(b, -1, 2, d)
+        scale = 1.0 / math.sqrt(d)
+        ptr = torch.einsum("bjd,bnjd->bjn", q, kk) * scale
+        ptr = ptr.masked_fill(~pmask[:, None, :], -1e4)
+        cond = self.off_cond(h).view(b, 2, 1, d)
+        offsets = self.off_out(F.gelu(vis[:, None] + cond))  # (B, 2, N, 2)
+        sq = self.span_q(h).view(b, 2, d)
+        sk = self.span_k(text_cache.states)
+        if sk.shape[0] != b:
+            sk = sk.expand(b, -1, -1)
+        span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
+        span = span.masked_fill(~(text_cache.mask if text_cache.mask.shape[0] == b
+                                  else text_cache.mask.expand(b, -1))[:, None, :], -1e4)
+        return PixelOutput(
+            type_logits=self.head_type(h),
+            button_logits=self.head_button(h),
+            count_logits=self.head_count(h),
+            key_logits=self.head_key(h),
+            scroll_logits=self.head_scroll(h).view(b, 2, -1),
+            wait_logits=self.head_wait(h),
+            pointer_logits=ptr,
+            offsets=offsets,
+            boxes=ptr_boxes,
+            span_start=span[:, 0],
+            span_end=span[:, 1],
+        )

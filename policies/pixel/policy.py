@@ -1,0 +1,61 @@
+"""PixelPolicy: the Policy protocol around a :class:`PixelModel` (deterministic, argmax)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from policies.actions import Action
+from policies.base import Observation
+from policies.pixel.codec import decode, history_features
+from policies.pixel.model import PixelModel
+from policies.pixel.preprocess import Preprocessor, encode_text
+
+
+class PixelPolicy:
+    """Runs the pixel transformer on each frame and returns at most one action.
+
+    The instruction is encoded once per episode (its per-layer keys and values are cached);
+    each frame costs one preprocessing pass and one forward pass. It never reads the
+    observation's ``oracle``.
+    """
+
+    def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.cfg = model.config
+        self.name = name
+        self.device = torch.device(device)
+        self.pre = Preprocessor(self.cfg)
+        self._cache = None
+        self._raw = b""
+        self.instruction = ""
+
+    @torch.inference_mode()
+    def reset(self, instruction: str) -> None:
+        self.instruction = instruction
+        ids, self._raw = encode_text(instruction, self.cfg.max_text)
+        self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
+
+    def inputs(self, observation: Observation) -> dict[str, torch.Tensor]:
+        """Model inputs (batch of one) for an observation."""
+        vis = self.pre(observation.frame)
+        cur = observation.cursor
+        cursor = np.array([cur[0], cur[1], 1.0] if cur is not None else [0.0, 0.0, 0.0], np.float32)
+        htypes, hpts = history_features(self.cfg, observation.history, self._raw)
+        dev = self.device
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a))[None].to(dev)
+
+        return {
+            "global_view": t(vis.global_view), "glimpses": t(vis.glimpses), "boxes": t(vis.boxes),
+            "glimpse_mask": t(vis.mask), "screen": t(vis.screen), "cursor": t(cursor),
+            "history_types": t(htypes), "history_points": t(hpts),
+        }
+
+    @torch.inference_mode()
+    def act(self, observation: Observation) -> list[Action]:
+        if self._cache is None or observation.instruction != self.instruction:
+            self.reset(observation.instruction)
+        out = self.model(**self.inputs(observation), text_cache=self._cache)
+        return decode(self.cfg, out, self._raw)

@@ -1,0 +1,135 @@
+"""Frame -> model inputs, fast: a few cv2 resizes on uint8, no full-frame float conversion.
+
+Everything is measured in logical points (physical pixels / ``screen.scale``):
+
+1. an area-averaging pyramid from the BGRA frame to a *cell map* of ``cell_pt``-point cells
+   (240x135 for 1920x1080 at scale 1, 320x180 for 5120x2880 at scale 2);
+2. the global view is resized from that cell map (cheap);
+3. an edge map of the cell map scores ``tile_pt``-point tiles by how much content they hold;
+   the top tiles are cropped from the *full-resolution* frame and resampled to
+   ``glimpse_px`` pixels each: the glimpses that let the model read labels at any screen size.
+
+Buffers are allocated once per (screen size, scale) and reused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from capture import Frame
+
+PAD_BYTE = 256  # byte vocabulary: 0..255 and a pad
+
+
+@dataclass(slots=True)
+class VisualInputs:
+    """Model inputs from one frame (views into the preprocessor's buffers: copy to keep)."""
+
+    global_view: np.ndarray  # (GH, GW, 3) uint8 BGR
+    glimpses: np.ndarray  # (K, G, G, 3) uint8 BGR
+    boxes: np.ndarray  # (K, 4) float32 normalised x0, y0, x1, y1 of each glimpse
+    mask: np.ndarray  # (K,) bool: glimpse present
+    screen: np.ndarray  # (4,) float32: logical width/2560, logical height/1440, scale/2, aspect
+
+    def copy(self) -> VisualInputs:
+        return VisualInputs(*(np.array(a, copy=True) for a in (self.global_view, self.glimpses, self.boxes,
+                                                                 self.mask, self.screen)))
+
+
+def encode_text(text: str, max_len: int) -> tuple[np.ndarray, bytes]:
+    """UTF-8 bytes of ``text``, truncated to ``max_len``, padded with :data:`PAD_BYTE`."""
+    raw = text.encode("utf-8")[:max_len]
+    ids = np.full((max_len,), PAD_BYTE, np.int64)
+    ids[: len(raw)] = np.frombuffer(raw, np.uint8)
+    return ids, raw
+
+
+def area_down(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average ``pixels`` down to ``width`` x ``height``.
+
+    Exact halvings with ``INTER_LINEAR`` (which averages 2x2 blocks at factor 2, the same as
+    ``INTER_AREA`` there) run 4-8x faster than one ``INTER_AREA`` by a large non-power-of-two
+    factor; the remaining factor (< 2) is done with ``INTER_AREA``.
+    """
+    h, w = pixels.shape[:2]
+    while w // 2 >= width and h // 2 >= height:
+        pixels = cv2.resize(pixels, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+        h, w = pixels.shape[:2]
+    if (w, h) != (width, height):
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+    return pixels
+
+
+class Preprocessor:
+    """Turns frames into :class:`VisualInputs` for one :class:`PixelConfig`."""
+
+    def __init__(self, config) -> None:
+        self.cfg = config
+        self._key: tuple | None = None
+
+    def _setup(self, width: int, height: int, scale: float) -> None:
+        c = self.cfg
+        lw, lh = width / scale, height / scale
+        self.cells_w = max(1, math.ceil(lw / c.cell_pt))
+        self.cells_h = max(1, math.ceil(lh / c.cell_pt))
+        per = c.tile_pt // c.cell_pt
+        self.per = per
+        self.tiles_w = math.ceil(self.cells_w / per)
+        self.tiles_h = math.ceil(self.cells_h / per)
+        self.edge = np.zeros((self.tiles_h * per, self.tiles_w * per), np.uint8)
+        k, g = c.max_glimpses, c.glimpse_px
+        self.global_view = np.zeros((c.global_h, c.global_w, 4), np.uint8)
+        self.glimpses4 = np.zeros((k, g, g, 4), np.uint8)
+        self.boxes = np.zeros((k, 4), np.float32)
+        self.mask = np.zeros((k,), bool)
+        # physical pixel edges of every tile, and normalised boxes
+        tile_phys = c.tile_pt * scale
+        self.tx = np.minimum(width, np.round(np.arange(self.tiles_w + 1) * tile_phys)).astype(np.int64)
+        self.ty = np.minimum(height, np.round(np.arange(self.tiles_h + 1) * tile_phys)).astype(np.int64)
+        self.screen_vec = np.array([lw / 2560.0, lh / 1440.0, scale / 2.0, lw / lh], np.float32)
+        self.width, self.height = width, height
+        self._key = (width, height, scale)
+
+    def __call__(self, frame: Frame) -> VisualInputs:
+        return self.pixels(frame.pixels, frame.screen.scale)
+
+    def pixels(self, pixels: np.ndarray, scale: float = 1.0) -> VisualInputs:
+        h, w = pixels.shape[:2]
+        if self._key != (w, h, scale):
+            self._setup(w, h, scale)
+        c = self.cfg
+        cells = area_down(pixels, self.cells_w, self.cells_h)
+        cv2.resize(cells, (c.global_w, c.global_h), dst=self.global_view, interpolation=cv2.INTER_AREA)
+        # content: edges of the cell map (the wallpaper is a smooth vertical gradient: no edges)
+        gray = cv2.cvtColor(cells, cv2.COLOR_BGRA2GRAY)
+        gx = cv2.absdiff(gray[:, 1:], gray[:, :-1])
+        gy = cv2.absdiff(gray[1:, :], gray[:-1, :])
+        e = self.edge
+        e.fill(0)
+        e[: self.cells_h, : self.cells_w - 1] = gx > c.content_threshold
+        e[: self.cells_h - 1, : self.cells_w] |= gy > c.content_threshold
+        per = self.per
+        scores = e.reshape(self.tiles_h, per, self.tiles_w, per).sum(axis=(1, 3), dtype=np.int32).ravel()
+        k = c.max_glimpses
+        order = np.argsort(-scores, kind="stable")[:k]
+        order = order[scores[order] > 0]
+        order.sort()  # reading order: row-major tile index
+        self.mask.fill(False)
+        self.boxes.fill(0.0)
+        self.glimpses4.fill(0)
+        g = c.glimpse_px
+        for i, t in enumerate(order.tolist()):
+            ty, tx = divmod(t, self.tiles_w)
+            x0, x1, y0, y1 = self.tx[tx], self.tx[tx + 1], self.ty[ty], self.ty[ty + 1]
+            crop = pixels[y0:y1, x0:x1]
+            if crop.shape[0] == 0 or crop.shape[1] == 0:
+                continue
+            cv2.resize(crop, (g, g), dst=self.glimpses4[i], interpolation=cv2.INTER_AREA)
+            self.boxes[i] = (x0 / w, y0 / h, x1 / w, y1 / h)
+            self.mask[i] = True
+        return VisualInputs(self.global_view[:, :, :3], self.glimpses4[:, :, :, :3], self.boxes, self.mask,
+                            self.screen_vec)

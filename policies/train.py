@@ -1,0 +1,363 @@
+"""Behaviour cloning for the pixel-transformer family, from any recorded sessions.
+
+Each action event (``human`` or ``policy``) becomes one sample, paired with the frame the event
+names (the last frame shown before the action: no peeking at its effect), the history of the
+actions before it, the cursor (from ``cursor0`` in ``session.json`` when the recorder stored it,
+then the previous pointer actions) and the instruction. Samples are preprocessed once and cached
+per session (an ``.npz`` keyed by the session's files and the preprocessing settings), so an
+epoch only reads arrays. Training is seeded and deterministic on CPU, checkpoints each epoch
+with optimizer state (``--resume`` continues), and uses a GPU when given one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.actions import Drag
+from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end
+from policies.pixel.config import PixelConfig
+from policies.pixel.model import PixelModel
+from policies.pixel.preprocess import Preprocessor, encode_text
+
+CACHE_VERSION = 2
+ARRAYS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cursor", "history_types",
+          "history_points", "text_ids", "labels", "offsets")
+PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
+              "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
+              "wait_bins")
+
+
+class TrainError(ValueError):
+    """Bad training input (no sessions, unreadable session, ...)."""
+
+
+def find_sessions(paths: Iterable[str | Path]) -> list[Path]:
+    """Session folders among ``paths`` (each a session or a folder searched recursively), sorted."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise TrainError(f"{p}: no such file or folder")
+        if (p / "session.json").is_file():
+            out.append(p)
+        else:
+            out.extend(sorted(q.parent for q in p.rglob("session.json")))
+    out = sorted(set(out))
+    if not out:
+        raise TrainError("no sessions found (a session is a folder with session.json)")
+    return out
+
+
+def _cache_key(session: Path, cfg: PixelConfig) -> str:
+    h = hashlib.sha256()
+    h.update(str(CACHE_VERSION).encode())
+    h.update(str(session.resolve()).encode())
+    for name in ("session.json", "events.jsonl", "video.mkv"):
+        f = session / name
+        if f.exists():
+            st = f.stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(json.dumps({k: getattr(cfg, k) for k in PRE_FIELDS}, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | None = None) -> dict[str, np.ndarray]:
+    """Preprocess every action of one session into training arrays (see :data:`ARRAYS`)."""
+    from agent.session import open_session  # agent depends on policies, not the reverse: import late
+
+    s = open_session(session_dir)
+    pre = pre or Preprocessor(cfg)
+    events = s.actions(("human", "policy"))
+    ids, raw = encode_text(s.instruction, cfg.max_text)
+    want = {e.frame for e in events if e.frame >= 0}
+    views: dict[int, object] = {}
+    if want:
+        last = max(want)
+        for frame in s.frames():
+            if frame.index in want:
+                views[frame.index] = pre(frame).copy()
+            if frame.index >= last:
+                break
+    c0 = s.meta.get("cursor0")
+    cursor = (float(c0[0]), float(c0[1]), 1.0) if isinstance(c0, list | tuple) and len(c0) == 2 else (0, 0, 0.0)
+    rows: dict[str, list] = {k: [] for k in ARRAYS}
+    history: list = []
+    for e in events:
+        a = e.action
+        v = views.get(e.frame)
+        if v is not None:
+            htypes, hpts = history_features(cfg, history, raw)
+            lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
+            rows["global_view"].append(v.global_view)
+            rows["glimpses"].append(v.glimpses)
+            rows["boxes"].append(v.boxes)
+            rows["glimpse_mask"].append(v.mask)
+            rows["screen"].append(v.screen)
+            rows["cursor"].append(np.array(cursor, np.float32))
+            rows["history_types"].append(htypes)
+            rows["history_points"].append(hpts)
+            rows["text_ids"].append(ids)
+            rows["labels"].append(np.array([lab[k] for k in LABEL_FIELDS], np.int64))
+            rows["offsets"].append(off)
+        history.append(a)
+        if isinstance(a, Drag):
+            cursor = (a.x2, a.y2, 1.0)
+        elif a.point is not None:
+            cursor = (a.point[0], a.point[1], 1.0)
+    if not rows["labels"]:
+        return {}
+    return {k: np.stack(v) for k, v in rows.items()}
+
+
+def _prep_worker(args: tuple[str, dict, str]) -> str:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    sess, cfg_dict, f = args
+    cfg = PixelConfig(**cfg_dict)
+    data = session_samples(Path(sess), cfg)
+    tmp = Path(f).with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(f)
+    return f
+
+
+def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
+                 progress: Callable[[Iterable], Iterable] | None = None,
+                 workers: int = 1) -> list[dict[str, np.ndarray]]:
+    """Per-session sample arrays, from the cache where valid (``workers`` processes fill it)."""
+    pre = Preprocessor(cfg)
+    out = []
+    if workers > 1 and cache_dir is not None:
+        import multiprocessing as mp
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg)}.npz")) for s in sessions]
+        todo = [t for t in todo if not Path(t[2]).is_file()]
+        if todo:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                it = pool.imap_unordered(_prep_worker, todo, chunksize=4)
+                for _ in (progress(it) if progress else it):
+                    pass
+    it = progress(sessions) if progress and workers <= 1 else sessions
+    for sess in it:
+        data = None
+        f = cache_dir / f"{_cache_key(sess, cfg)}.npz" if cache_dir else None
+        if f is not None and f.is_file():
+            try:
+                with np.load(f) as z:
+                    data = {k: z[k] for k in z.files}
+            except (OSError, ValueError):
+                data = None
+        if data is None:
+            data = session_samples(sess, cfg, pre)
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_suffix(".tmp.npz")
+                np.savez(tmp, **data)
+                tmp.replace(f)
+        out.append(data)
+    return out
+
+
+def split_sessions(sessions: list[Path], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic train/validation split by session (indices)."""
+    idx = list(range(len(sessions)))
+    random.Random(seed).shuffle(idx)
+    n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+    if val_fraction > 0 and len(idx) > 1:
+        n_val = max(1, n_val)
+    return sorted(idx[n_val:]), sorted(idx[:n_val])
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
+
+
+@dataclass
+class TrainConfig:
+    size: str = "pixel-tiny"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    max_steps: int | None = None  # stop after this many optimizer steps (tests)
+    overrides: dict = field(default_factory=dict)  # PixelConfig overrides (tests: smaller model)
+    workers: int = 1  # preprocessing processes
+
+
+def _batch(data: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[idx] for k, v in data.items()}
+
+
+def _labels(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    lab = b["labels"]
+    return {k: lab[:, i] for i, k in enumerate(LABEL_FIELDS)}
+
+
+def _model_inputs(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: b[k] for k in ARRAYS if k not in ("labels", "offsets")}
+
+
+@torch.no_grad()
+def evaluate_offline(model: PixelModel, data: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, float]:
+    """Validation loss and accuracies (action type; pointer token) on held-out samples."""
+    from policies.pixel.codec import loss as pixel_loss
+
+    model.eval()
+    n = len(data["labels"])
+    if n == 0:
+        return {}
+    tot, type_ok, ptr_ok, ptr_n, count = 0.0, 0, 0, 0, 0
+    for s in range(0, n, batch_size):
+        idx = torch.arange(s, min(n, s + batch_size), device=data["labels"].device)
+        b = _batch(data, idx)
+        out = model(**_model_inputs(b))
+        lab = _labels(b)
+        lo, _ = pixel_loss(out, lab, b["offsets"])
+        tot += float(lo) * len(idx)
+        type_ok += int((out.type_logits.argmax(-1) == lab["type"]).sum())
+        valid = lab["ptr0"] >= 0
+        ptr_ok += int((out.pointer_logits[:, 0].argmax(-1) == lab["ptr0"])[valid].sum())
+        ptr_n += int(valid.sum())
+        count += len(idx)
+    return {"val_loss": tot / count, "val_type_acc": type_ok / count, "val_ptr_acc": ptr_ok / max(1, ptr_n)}
+
+
+def train(
+    session_paths: list[str | Path],
+    out: str | Path,
+    tc: TrainConfig,
+    *,
+    resume: bool = False,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train a pixel policy; writes a Hugging Face model folder to ``out``; returns a summary."""
+    from tqdm import tqdm
+
+    from policies.pixel.codec import loss as pixel_loss
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    torch.manual_seed(tc.seed)
+    device = torch.device(tc.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg = PixelConfig.for_size(tc.size, **tc.overrides)
+    sessions = find_sessions(session_paths)
+    cache = Path(cache_dir) if cache_dir else out / "cache"
+    bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
+    parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers)
+    tr_idx, va_idx = split_sessions(sessions, tc.val_fraction, tc.seed)
+    train_np, val_np = concat([parts[i] for i in tr_idx]), concat([parts[i] for i in va_idx])
+    if not train_np:
+        raise TrainError("the sessions hold no actions to learn from")
+
+    def to_dev(d: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(device) for k, v in d.items()}
+
+    train_t, val_t = to_dev(train_np), to_dev(val_np) if val_np else {}
+    n = len(train_t["labels"])
+    log(f"{len(sessions)} sessions: {n} training samples, {len(val_np.get('labels', []))} validation samples")
+
+    model = PixelModel(cfg).to(device)
+    steps_per_epoch = max(1, math.ceil(n / tc.batch_size))
+    total_steps = steps_per_epoch * tc.epochs
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+    warm = min(tc.warmup_steps, max(1, total_steps // 10))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        p = (step - warm) / max(1, total_steps - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ckpt = out / "checkpoint"
+    start_epoch, step, history = 0, 0, []
+    if resume and (ckpt / "trainer_state.pt").is_file():
+        state = torch.load(ckpt / "trainer_state.pt", map_location=device, weights_only=False)
+        model = PixelModel.from_pretrained(str(ckpt)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+        opt.load_state_dict(state["optimizer"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed from {ckpt} after epoch {start_epoch}")
+    gen = torch.Generator().manual_seed(tc.seed)
+    for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
+        torch.randperm(n, generator=gen)
+    t0 = time.time()
+    done = tc.max_steps is not None and step >= tc.max_steps
+    for epoch in range(start_epoch, tc.epochs):
+        if done:
+            break
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        losses = []
+        it = range(steps_per_epoch)
+        pbar = tqdm(it, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step", disable=not progress, leave=False)
+        for i in pbar:
+            idx = perm[i * tc.batch_size:(i + 1) * tc.batch_size]
+            b = _batch(train_t, idx)
+            outp = model(**_model_inputs(b))
+            lo, parts_l = pixel_loss(outp, _labels(b), b["offsets"])
+            opt.zero_grad(set_to_none=True)
+            lo.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(lo.item())
+            if i % 10 == 0:
+                pbar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+            if tc.max_steps is not None and step >= tc.max_steps:
+                done = True
+                break
+        rec = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
+               "seconds": round(time.time() - t0, 1)}
+        if val_t:
+            rec.update(evaluate_offline(model, val_t))
+        history.append(rec)
+        log(json.dumps(rec))
+        # checkpoint with optimizer state: --resume continues from here
+        model.save_pretrained(ckpt)
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                    "step": step, "history": history, "torch_rng": torch.get_rng_state()},
+                   ckpt / "trainer_state.pt")
+    model.config.training = {"sessions": len(sessions), "samples": n, "epochs": tc.epochs, "seed": tc.seed,
+                             "lr": tc.lr, "batch_size": tc.batch_size}
+    model.save_pretrained(out)
+    summary = {"out": str(out), "size": tc.size, "parameters": sum(p.numel() for p in model.parameters()),
+               "sessions": len(sessions), "train_samples": n, "val_samples": len(val_np.get("labels", [])),
+               "steps": step, "history": history}
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+

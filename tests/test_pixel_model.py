@@ -1,0 +1,140 @@
+"""The pixel-transformer family: sizes, Hugging Face round trip, preprocessing, action decoding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from capture import Frame, Screen
+from policies.actions import ACTION_TYPES, Action, Click, Drag, Key, Type
+from policies.base import Observation
+from policies.pixel import SIZES, TARGET_PARAMS, PixelConfig, PixelModel, PixelPolicy, Preprocessor
+from policies.pixel.codec import action_label, decode, history_features, type_span
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_sizes_near_targets(name):
+    cfg = PixelConfig.for_size(name)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in PixelModel(cfg).parameters())
+    assert 0.7 * TARGET_PARAMS[name] <= n <= 1.3 * TARGET_PARAMS[name], n
+
+
+def _frame(w=640, h=480, scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    px = np.full((h, w, 4), 90, np.uint8)
+    for _ in range(12):
+        x, y = int(rng.integers(0, w - 120)), int(rng.integers(0, h - 40))
+        px[y:y + 30, x:x + 100] = rng.integers(0, 255, (30, 100, 4))
+    return Frame(px, 0.0, 0, Screen(w, h, scale=scale))
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return PixelModel(PixelConfig.for_size("pixel-tiny")).eval()
+
+
+def test_round_trip_through_automodel(tmp_path):
+    from transformers import AutoModel
+
+    m = _tiny()
+    m.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    m2 = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(m2) is PixelModel
+    p1, p2 = PixelPolicy(m), PixelPolicy(m2)
+    obs = Observation(_frame(), 'Click the "OK" button.', (0.5, 0.5), ())
+    p1.reset(obs.instruction)
+    p2.reset(obs.instruction)
+    i1 = p1.inputs(obs)
+    with torch.inference_mode():
+        o1 = m(**i1, text_cache=p1._cache)
+        o2 = m2(**p2.inputs(obs), text_cache=p2._cache)
+    for k in ("type_logits", "pointer_logits", "offsets", "span_start"):
+        assert torch.allclose(getattr(o1, k), getattr(o2, k), atol=1e-5), k
+    assert p1.act(obs) == p2.act(obs)
+
+
+def test_automodel_in_a_plain_python_session(tmp_path):
+    _tiny().save_pretrained(tmp_path)
+    code = (
+        "import policies.pixel\nfrom transformers import AutoModel\n"
+        f"m = AutoModel.from_pretrained({str(tmp_path)!r})\nprint(type(m).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("PixelModel")
+
+
+def test_text_cache_matches_full_forward():
+    m = _tiny()
+    pol = PixelPolicy(m)
+    obs = Observation(_frame(), "Type \"maple\" into the text field.", None, (Click(0.2, 0.3),))
+    pol.reset(obs.instruction)
+    inp = pol.inputs(obs)
+    from policies.pixel.preprocess import encode_text
+
+    ids = torch.from_numpy(encode_text(obs.instruction, m.config.max_text)[0])[None]
+    with torch.inference_mode():
+        a = m(**inp, text_cache=pol._cache)
+        b = m(**inp, text_ids=ids)
+    assert torch.allclose(a.type_logits, b.type_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0), (1366, 768, 1.25)])
+def test_preprocess_logical_geometry(w, h, scale):
+    cfg = PixelConfig.for_size("pixel-tiny")
+    pre = Preprocessor(cfg)
+    v = pre(_frame(w, h, scale))
+    assert v.global_view.shape == (cfg.global_h, cfg.global_w, 3)
+    assert v.glimpses.shape == (cfg.max_glimpses, cfg.glimpse_px, cfg.glimpse_px, 3)
+    assert v.mask.any()
+    b = v.boxes[v.mask]
+    assert (b[:, 2] > b[:, 0]).all() and (b[:, 0] >= 0).all() and (b[:, 2] <= 1.0 + 1e-6).all()
+    # a glimpse covers tile_pt logical points whatever the screen: its physical width is tile_pt * scale
+    full = b[(b[:, 2] < 0.999)]
+    if len(full):
+        assert np.allclose((full[:, 2] - full[:, 0]) * w, cfg.tile_pt * scale, atol=1.0)
+
+
+def test_decoding_gives_valid_actions():
+    m = _tiny()
+    cfg = m.config
+    pol = PixelPolicy(m)
+    obs = Observation(_frame(), 'Type "maple" into the "Name" field and press Enter.', (0.1, 0.9), ())
+    pol.reset(obs.instruction)
+    with torch.no_grad():
+        pol._cache = m.encode_text(pol._cache.mask.new_zeros(1, 1).long() + 65)
+        out = m(**pol.inputs(obs), text_cache=pol._cache)
+    raw = obs.instruction.encode()
+    for t in range(len(cfg.action_types)):  # force every action type through the decoder
+        out.type_logits[:] = -10
+        out.type_logits[0, t] = 10
+        acts = decode(cfg, out, raw)
+        assert all(isinstance(a, Action) for a in acts)
+        for a in acts:
+            assert a.type in ACTION_TYPES
+            if a.point:
+                assert 0 <= a.point[0] <= 1 and 0 <= a.point[1] <= 1
+
+
+def test_labels_point_inside_their_box_and_type_spans():
+    cfg = PixelConfig.for_size("pixel-tiny")
+    v = Preprocessor(cfg)(_frame())
+    raw = b'Type "pepper" into the field.'
+    lab, off = action_label(cfg, Click(0.3, 0.4), v.boxes, v.mask, raw)
+    assert lab["type"] == cfg.action_types.index("click") and lab["ptr0"] >= 0
+    assert (0 <= off).all() and (off <= 1).all()
+    lab, _ = action_label(cfg, Drag(0.1, 0.5, 0.6, 0.5), v.boxes, v.mask, raw)
+    assert lab["ptr1"] >= 0
+    # "pe" occurs in "Type" too: the copy comes from inside the quotes
+    assert type_span(raw, "pe") == (6, 7)
+    assert type_span(raw, "pp", prev_end=7) == (8, 9)
+    lab, _ = action_label(cfg, Key("enter"), v.boxes, v.mask, raw)
+    assert lab["key"] == cfg.keys.index("enter")
+    types, pts = history_features(cfg, [Type("pe"), Key("enter")], raw)
+    assert types[-1] == cfg.action_types.index("key") and pts[-2, 2] == 1.0
