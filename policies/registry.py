@@ -16,11 +16,35 @@ def bundled_checkpoint(name: str) -> Path:
     return Path(__file__).resolve().parent.parent / "fixtures" / "checkpoints" / name
 
 
-def best_bundled_policy() -> str:
-    """The best bundled policy: the largest trained checkpoint present, else the scripted expert."""
-    for name in ("pixel-small", "pixel-tiny"):
-        if (bundled_checkpoint(name) / "config.json").is_file():
-            return name
+SUCCESS_BAR = 0.9
+
+
+def bundled_success(name: str) -> float | None:
+    """The closed-loop success rate measured for a bundled checkpoint (its ``eval.json``), if any."""
+    import json
+
+    f = bundled_checkpoint(name) / "eval.json"
+    try:
+        return float(json.loads(f.read_text())["success_rate"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def best_bundled_policy(trained_only: bool = False) -> str:
+    """The best bundled policy by measured success.
+
+    A trained checkpoint is chosen only when its recorded evaluation reaches the success bar;
+    otherwise the scripted expert (which needs a task with ground truth). ``trained_only``
+    (live desktops, where there is no ground truth) returns the best trained checkpoint present.
+    """
+    present = [n for n in ("pixel-small", "pixel-tiny") if (bundled_checkpoint(n) / "config.json").is_file()]
+    scored = sorted(((bundled_success(n) or 0.0, n) for n in present), reverse=True)
+    if trained_only:
+        if not scored:
+            raise PolicyError("no trained checkpoint is bundled; name one with --policy")
+        return scored[0][1]
+    if scored and scored[0][0] >= SUCCESS_BAR:
+        return scored[0][1]
     return "scripted"
 
 
@@ -34,6 +58,10 @@ def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
         return ScriptedPolicy()
     if spec == "random":
         return RandomPolicy(seed=seed)
+    if spec.startswith("hf-vlm:"):  # a local vision-language checkpoint or a random-weight shape
+        from policies.hf_vlm import load_hf_vlm_policy
+
+        return load_hf_vlm_policy(spec, device=device)
     path = Path(spec)
     if spec in PIXEL_SIZES or (path.is_dir() and (path / "config.json").is_file()):
         try:
@@ -43,4 +71,5 @@ def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
         return load_pixel_policy(spec, device=device)
     if path.exists():
         raise PolicyError(f"{spec}: not a checkpoint folder (no config.json inside)")
-    raise PolicyError(f"unknown policy {spec!r}; choose one of {', '.join(available_policies())} or a checkpoint folder")
+    raise PolicyError(f"unknown policy {spec!r}; choose one of {', '.join(available_policies())}, "
+                      "a checkpoint folder or hf-vlm:<folder or shape>")

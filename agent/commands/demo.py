@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=80)
     p.add_argument("--seed", type=int, default=DEMO_SEED)
     p.add_argument("--no-record", action="store_true", help="do not record sessions")
+    p.add_argument("--human-like", action="store_true",
+                   help="the scripted expert moves and types with human timing and cursor paths")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                        "steps": [], "sessions": []}
                 for ep in range(args.episodes):
                     seed = args.seed + ep
-                    desktop = VirtualDesktop(task, seed=seed, size=(w, h), scale=scale)
+                    desktop = VirtualDesktop(task, seed=seed, size=(w, h), scale=scale, human_like=args.human_like)
                     recorder = None
                     if out is not None:
                         sdir = out / task / f"{w}x{h}@{scale:g}-seed{seed}"

@@ -117,7 +117,10 @@ def cmd_run(args) -> int:
     if args.policy is None:
         from policies.registry import best_bundled_policy
 
-        args.policy = best_bundled_policy()
+        try:
+            args.policy = best_bundled_policy(trained_only=True)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
     try:
         policy = load_policy(args.policy, seed=args.seed)
     except PolicyError as e:
