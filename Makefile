@@ -48,5 +48,9 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Regenerate the bundled checkpoints from the project's own demos (see scripts/train_checkpoints.py).
+checkpoints: setup
+	PY=$(PY) scripts/train_checkpoints.sh $(CHECKPOINT_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs
