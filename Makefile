@@ -18,6 +18,7 @@ system:
 	command -v xdotool >/dev/null  || need="$$need xdotool"; \
 	command -v xdpyinfo >/dev/null || need="$$need x11-utils"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v chromedriver >/dev/null || need="$$need chromium-driver"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || need="$$need python3-tk"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
 	if [ -n "$$need" ]; then \
@@ -30,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,ray,miniwob]"
 	touch $@
 
 setup: system $(VENV)/.installed

@@ -65,6 +65,9 @@ def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
     path = Path(spec)
     if spec in PIXEL_SIZES or (path.is_dir() and (path / "config.json").is_file()):
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a CLI's stderr is for its own one-line messages
             from policies.pixel import load_pixel_policy
         except ImportError as e:  # pragma: no cover - the model family is part of the package
             raise PolicyError(f"the pixel policy family is unavailable: {e}") from None

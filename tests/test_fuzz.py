@@ -126,7 +126,7 @@ def test_corrupt_or_truncated_video_never_crashes(good_session, tmp_path, cut, f
     except SessionError as e:
         assert "video.mkv" in str(e)
         return
-    assert len(frames) <= 15
+    assert len(frames) <= json.loads((good_session / "session.json").read_text())["frames"]
     for f in frames:
         assert f.pixels.shape == (120, 160, 4)
 

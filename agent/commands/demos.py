@@ -81,6 +81,12 @@ def demo_specs(tasks: list[str], episodes: int, sizes: list[tuple[int, int, floa
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.suite == "miniwob":
+        from agent.miniwob.cli import run_demos
+
+        return run_demos(args)
+    if args.suite != "virtual":
+        raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
     tasks = parse_tasks(args.tasks)
     sizes = parse_sizes(args.sizes)
     if args.episodes < 1:
@@ -114,11 +120,14 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("demos", help="record scripted-expert demos on the virtual desktop (training data)")
-    p.add_argument("--tasks", default="all", help="comma-separated virtual tasks, or 'all'")
+    p.add_argument("--suite", default="virtual", help="virtual, or miniwob (MiniWoB++ in Chromium, DOM experts)")
+    p.add_argument("--mode", choices=("headless", "desktop"), default="headless", help="miniwob only")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all'")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
     p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
     p.add_argument("--out", required=True, help="folder for the sessions (one sub-folder each)")
-    p.add_argument("--seed", type=int, default=0, help="first episode seed (training seeds; eval uses 10000+)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="first episode seed (training seeds; eval uses 10000+, miniwob 100000+)")
     p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
     p.add_argument("--plain", action="store_true",
                    help="the direct expert (clicks targets outright) instead of human-like paths and timing")

@@ -3,40 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from agent.cliutil import console, print_json
+from agent.distributed import add_backend_arguments
 from agent.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="replay a recorded session open-loop through a policy and compare actions")
-    p.add_argument("sessions", nargs="+", metavar="SESSION", help="session directory (several allowed)")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="session directory, or a folder searched for sessions (several allowed)")
     p.add_argument("--policy", default="scripted", help="policy name or checkpoint folder (default: scripted)")
     p.add_argument("--tolerance-px", type=float, default=10.0, help="click distance counted as agreement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_backend_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.replay import replay_session
-    from agent.session import open_session
-    from policies import PolicyError, load_policy
+    from agent.distributed import find_sessions, replay_sessions
 
-    try:
-        policy = load_policy(args.policy, seed=args.seed)
-    except PolicyError as e:
-        raise UserError(str(e)) from None
-    results = []
-    for path in args.sessions:
-        session = open_session(path)
-        try:
-            results.append(replay_session(session, policy, tolerance_px=args.tolerance_px))
-        except ImportError as e:
-            raise UserError(f"{path}: cannot rebuild its desktop: {e}") from None
+    paths = find_sessions(args.sessions)
+    report = replay_sessions(paths, args.policy, tolerance_px=args.tolerance_px, seed=args.seed,
+                             backend=args.backend, workers=args.workers, address=args.address,
+                             progress=f"replay {args.policy}")
+    results = report.results
+    arg = Path(args.sessions[0])
+    single = len(args.sessions) == 1 and not (arg.is_dir() and not (arg / "session.json").exists())
+    if single and "error" in results[0]:  # one session named: its failure is the command's
+        raise UserError(results[0]["error"] if results[0]["error"].startswith(paths[0])
+                        else f"{paths[0]}: {results[0]['error']}")
+    if report.failed:
+        print(f"dw replay: {report.failed} of {len(results)} sessions failed (see 'error' in the results)",
+              file=sys.stderr)
     if args.json:
-        print_json(results[0] if len(results) == 1 else {"sessions": results})
-        return 0
+        print_json(results[0] if single else {"sessions": results, "throughput": report.throughput})
+        return 1 if report.failed else 0
     from rich.table import Table
 
     table = Table(title=f"replay with policy {args.policy}")
@@ -44,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col)
     fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
     for r in results:
+        if "error" in r:
+            table.add_row(r["session"], *["-"] * 7, f"[red]failed: {r['error']}[/red]")
+            continue
         cd = r["click_distance_px"]
         table.add_row(
             r["session"], str(r["frames_decoded"]), str(r["recorded_actions"]), fmt(r["agreement"]),
@@ -51,4 +59,9 @@ def run(args: argparse.Namespace) -> int:
             fmt(r["key_exact"]), fmt(r["text_exact"]), "; ".join(r["damage"]) or "none",
         )
     console().print(table)
-    return 0
+    tp = report.throughput
+    if not single:
+        print(f"{tp['sessions']} of {len(results)} sessions replayed, {tp['frames']} frames, in {tp['wall_seconds']:.2f} s "
+              f"on {tp['workers']} {tp['backend']} worker(s): {tp['sessions_per_s']:.2f} sessions/s, "
+              f"{tp['frames_per_s']:.1f} frames/s")
+    return 1 if report.failed else 0

@@ -121,12 +121,12 @@ def cmd_run(args) -> int:
             args.policy = best_bundled_policy(trained_only=True)
         except PolicyError as e:
             raise UserError(str(e)) from None
+    desktop = make_desktop(args)  # first: no display or no server is the first thing a user should hear
     try:
-        policy = load_policy(args.policy, seed=args.seed)
-    except PolicyError as e:
-        raise UserError(str(e)) from None
-    desktop = make_desktop(args)
-    try:
+        try:
+            policy = load_policy(args.policy, seed=args.seed)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
         recorder = None
         if args.record:
             recorder = SessionRecorder(args.record, desktop.screen, args.fps, instruction=args.instruction,

@@ -1,0 +1,5 @@
+import sys
+
+from agent.miniwob.cli import main
+
+sys.exit(main())

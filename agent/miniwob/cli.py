@@ -1,0 +1,101 @@
+"""``dw eval --suite miniwob`` and ``dw demos --suite miniwob`` (also ``python -m agent.miniwob``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agent.errors import UserError
+
+
+def _policies(text: str) -> list[str]:
+    out = [p.strip() for p in text.split(",") if p.strip()]
+    if not out:
+        raise UserError("--policy is empty")
+    return out
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from agent.miniwob.browser import check_available
+    from agent.miniwob.evaluate import EVAL_SEED, evaluate, parse_tasks, summarise, table
+    from policies.base import PolicyError
+
+    mode = getattr(args, "mode", None) or "headless"
+    check_available(mode)
+    if args.episodes < 1:
+        raise UserError("--episodes must be at least 1")
+    tasks = parse_tasks(args.tasks)
+    policies = _policies(args.policy)
+    seed = args.seed if args.seed is not None else EVAL_SEED
+    max_steps = getattr(args, "max_steps", None) or 30
+    bar = tqdm(total=len(tasks) * len(policies) * args.episodes, desc="eval miniwob", unit="ep",
+               disable=args.json, file=sys.stderr)
+    try:
+        results = evaluate(tasks, policies, episodes=args.episodes, seed=seed, mode=mode, max_steps=max_steps,
+                           device=getattr(args, "device", "cpu"), on_result=lambda r: bar.update(1))
+    except PolicyError as e:
+        raise UserError(str(e)) from None
+    finally:
+        bar.close()
+    summary = summarise(results)
+    if args.json:
+        print(json.dumps({"suite": "miniwob", "mode": mode, "seed": seed, "policies": policies,
+                          "summary": summary, "episodes": results}))
+    else:
+        from rich.console import Console
+
+        Console().print(table(summary, title=f"MiniWoB++ success ({mode}, seeds {seed}..{seed + args.episodes - 1})"))
+    return 0
+
+
+def run_demos(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from agent.miniwob.browser import check_available
+    from agent.miniwob.evaluate import DEMO_SEED, parse_tasks, record_demos
+
+    mode = getattr(args, "mode", None) or "headless"
+    check_available(mode)
+    if args.episodes < 1:
+        raise UserError("--episodes must be at least 1")
+    tasks = parse_tasks(args.tasks)
+    seed = args.seed if args.seed is not None else DEMO_SEED
+    bar = tqdm(total=len(tasks) * args.episodes, desc="demos miniwob", unit="ep", disable=args.json, file=sys.stderr)
+    results = record_demos(tasks, args.episodes, args.out, seed=seed, mode=mode, on_result=lambda r: bar.update(1))
+    bar.close()
+    ok = sum(r["success"] for r in results)
+    summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results), "recorded": ok,
+               "expert_failures": [f"{r['task']}/s{r['seed']}: {r['reason']}" for r in results if not r["success"]]}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"recorded {ok} successful expert sessions of {len(results)} into {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agent.miniwob.evaluate import MAX_STEPS
+
+    p = argparse.ArgumentParser(prog="python -m agent.miniwob", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval", help="success table task x policy")
+    d = sub.add_parser("demos", help="record scripted-expert demos (sessions)")
+    for q in (e, d):
+        q.add_argument("--tasks", default="all")
+        q.add_argument("--episodes", type=int, default=50 if q is e else 20)
+        q.add_argument("--seed", type=int, default=None)
+        q.add_argument("--mode", choices=("headless", "desktop"), default="headless")
+        q.add_argument("--json", action="store_true")
+    e.add_argument("--policy", default="scripted")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    d.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    try:
+        return run_eval(args) if args.cmd == "eval" else run_demos(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

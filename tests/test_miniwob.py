@@ -1,0 +1,140 @@
+"""MiniWoB++ suite: key mapping and experts offline; a headless smoke run and one desktop-mode task
+(Chromium on Xvfb, mss + pyautogui) end to end, recorded and replayed. Skips with a reason where
+``miniwob``/``selenium``, Chromium or chromedriver are not installed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.desktop import ActionRefused
+from agent.errors import UserError
+from policies.actions import Click, Key, Type
+
+
+def _need_browser():
+    pytest.importorskip("miniwob", reason="pip install miniwob selenium")
+    pytest.importorskip("selenium", reason="pip install miniwob selenium")
+    from agent.miniwob.browser import MiniWoBUnavailable, find_browser
+
+    try:
+        find_browser()
+    except MiniWoBUnavailable as e:
+        pytest.skip(str(e))
+
+
+def test_key_mapping():
+    from agent.miniwob.desktop import miniwob_key
+
+    assert miniwob_key(Key("enter")) == "<Enter>"
+    assert miniwob_key(Key("ctrl+a")) == "C-a"
+    assert miniwob_key(Key("ctrl+shift+tab")) == "C-S-<Tab>"
+    assert miniwob_key(Key("space")) == " "
+    with pytest.raises(ActionRefused):
+        miniwob_key(Key("volumeup"))
+    with pytest.raises(ActionRefused):
+        miniwob_key(Key("shift"))
+
+
+def _el(**kw):
+    base = {"tag": "button", "id": "", "type": "", "dtype": "", "cls": "", "text": "", "title": "", "label": "",
+            "x": 10.0, "y": 60.0, "w": 40.0, "h": 20.0, "checked": False, "value": None, "focused": False,
+            "sel": None, "visible": True}
+    return {**base, **kw}
+
+
+def test_experts_offline():
+    from agent.miniwob.experts import EXPERTS, ExpertError
+
+    s = {"els": [_el(text="no", x=0), _el(text="ok", x=80)], "animating": 0, "accordion_open": 0, "pushed": None}
+    (a,) = EXPERTS["click-button"](s, 'Click on the "ok" button.')
+    assert isinstance(a, Click) and a.x == pytest.approx(100 / 160) and a.y == pytest.approx(70 / 210)
+    with pytest.raises(ExpertError):
+        EXPERTS["click-button"](s, 'Click on the "cancel" button.')
+    # typing: focus, select what is there, type, then submit
+    tt = _el(tag="input", id="tt", type="text", value="")
+    sub = _el(id="subbtn", text="Submit", y=120)
+    u = 'Enter "Ann" into the text field and press Submit.'
+    assert isinstance(EXPERTS["enter-text"]({"els": [tt, sub]}, u)[0], Click)
+    tt.update(focused=True, value="x", sel=[1, 1])
+    assert EXPERTS["enter-text"]({"els": [tt, sub]}, u) == [Key("ctrl+a")]
+    tt.update(sel=[0, 1])
+    assert EXPERTS["enter-text"]({"els": [tt, sub]}, u) == [Type("Ann")]
+    tt.update(value="Ann")
+    assert EXPERTS["enter-text"]({"els": [tt, sub]}, u)[0] == Click(30 / 160, 130 / 210)
+    assert len(EXPERTS) >= 17
+
+
+def test_find_browser_env_errors(monkeypatch):
+    from agent.miniwob.browser import MiniWoBUnavailable, find_browser
+
+    monkeypatch.setenv("MINIWOB_CHROME_BINARY", "/nonexistent/chrome")
+    monkeypatch.delenv("MINIWOB_CHROMEDRIVER", raising=False)
+    with pytest.raises(MiniWoBUnavailable, match="together"):
+        find_browser()
+    assert issubclass(MiniWoBUnavailable, UserError)
+
+
+@pytest.mark.slow
+def test_headless_smoke():
+    """3 tasks x 3 episodes headless with the scripted expert, plus MiniWoB key/type actions."""
+    _need_browser()
+    from agent.miniwob.evaluate import run_task
+    from policies.builtin import ScriptedPolicy
+
+    results = []
+    for task in ("click-button", "enter-text", "click-checkboxes"):
+        results += run_task(task, range(100_000, 100_003), ScriptedPolicy())
+    assert [r["success"] for r in results] == [True] * 9, results
+
+
+@pytest.mark.slow
+def test_headless_frames_and_actions():
+    _need_browser()
+    from agent.miniwob import open_miniwob
+
+    with open_miniwob("enter-text", seed=5) as d:
+        f = d.observe()
+        assert f.pixels.shape == (210, 160, 4) and d.screen.size == (160, 210)
+        assert d.info() == {"kind": "miniwob", "task": "enter-text", "seed": 5, "mode": "headless",
+                            "task_size": [160, 210]}
+        assert "Enter" in d.instruction and not d.finished
+        while not d.finished:
+            for a in d.oracle.expert_actions():
+                d.apply(a)
+        assert d.success is True and d.reward > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xvfb
+def test_desktop_mode_record_and_replay(xvfb, tmp_path):
+    """click-button in a Chromium window on Xvfb: mss capture, pyautogui input, reward from the page;
+    the recorded session replays with a non-oracle policy."""
+    _need_browser()
+    from agent.miniwob.evaluate import record_demos
+    from agent.replay import replay_session
+    from agent.session import open_session
+    from policies.builtin import RandomPolicy
+
+    results = record_demos(["click-button"], 2, tmp_path, seed=100_000, mode="desktop")
+    assert [r["success"] for r in results] == [True, True], results
+    s = open_session(results[0]["session"])
+    assert s.desktop["kind"] == "miniwob" and s.desktop["mode"] == "desktop"
+    assert s.screen.size == (160, 210) and s.actions()
+    out = replay_session(s, RandomPolicy(seed=1))
+    assert out["frames_decoded"] >= 2 and out["recorded_actions"] == len(s.actions())
+    json.dumps(out)
+
+
+@pytest.mark.slow
+def test_dw_eval_miniwob_json(capsys):
+    _need_browser()
+    from agent.cli import main
+
+    assert main(["eval", "--suite", "miniwob", "--tasks", "click-test", "--episodes", "2", "--policy", "scripted",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["suite"] == "miniwob" and doc["mode"] == "headless"
+    assert doc["summary"]["tasks"]["click-test"]["scripted"]["success_rate"] == 1.0
+    assert main(["eval", "--suite", "miniwob", "--tasks", "no-such-task"]) == 2
