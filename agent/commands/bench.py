@@ -14,7 +14,7 @@ import time
 from agent.cliutil import console, parse_sizes, print_json
 from agent.errors import UserError
 
-PARTS = ("capture", "encoders", "policies", "stream", "loop")
+PARTS = ("capture", "encoders", "policies", "stream", "loop", "baseline", "vlm", "scaleout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,21 +25,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (policies)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="write a PNG of latency per model size (pixel sizes and VLM shapes)")
     p.set_defaults(func=run)
 
 
 def _machine() -> dict:
     import os
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+    out = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+           "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        out["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+        out["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     sizes = [(w, h, s) for w, h, s in parse_sizes(args.sizes)] if args.sizes else None
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
     options = {"sizes": sizes, "policies": policies, "device": args.device, "quick": args.quick}
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UserError(f"--plot {args.plot}: the plot is a PNG; give a FILE.png")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise UserError(f"--device {args.device}: expected cpu or cuda")
     parts = PARTS if args.part == "all" else (args.part,)
+    t_all = time.perf_counter()
     doc: dict = {"machine": _machine(), "parts": {}}
     c = console()
     for part in parts:
@@ -52,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         accepted = inspect.signature(mod.run).parameters
         kwargs = {k: v for k, v in options.items() if k in accepted}
-        if "sizes" in kwargs and sizes is not None and "scale" not in str(accepted["sizes"].annotation):
+        if "sizes" in kwargs and sizes is not None and "scale" not in str(accepted["sizes"].annotation).lower():
             kwargs["sizes"] = [(w, h) for w, h, _ in sizes]
         t0 = time.perf_counter()
         result = mod.run(**kwargs)
@@ -60,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
         doc["parts"][part] = result
         if not args.json:
             c.print(mod.table(result))
+    doc["wall_seconds"] = round(time.perf_counter() - t_all, 2)
+    if args.plot:
+        from agent.bench.plot import plot
+
+        doc["plot"] = str(plot(doc, args.plot))
+        if not args.json:
+            c.print(f"plot: {doc['plot']}")
     if args.json:
         print_json(doc)
     return 0
