@@ -6,7 +6,12 @@ actions before it, the cursor (from ``cursor0`` in ``session.json`` when the rec
 then the previous pointer actions) and the instruction. Samples are preprocessed once and cached
 per session (an ``.npz`` keyed by the session's files and the preprocessing settings), so an
 epoch only reads arrays. Training is seeded and deterministic on CPU, checkpoints each epoch
-with optimizer state (``--resume`` continues), and uses a GPU when given one.
+with optimizer state (``--resume`` continues), and uses a GPU when given one (bf16 autocast).
+
+Augmentation: with ``shifts`` > 0 each action also yields samples whose glimpse tile grid is
+shifted by a few cells (:class:`Preprocessor` ``shift``), so targets appear at every phase inside
+a glimpse. The weights kept are those of the epoch with the best held-out *action accuracy*
+(type, pointer token(s), key, count and text span all right), not the last epoch's.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from policies.pixel.config import PixelConfig
 from policies.pixel.model import PixelModel
 from policies.pixel.preprocess import Preprocessor, encode_text
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 ARRAYS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cursor", "history_types",
           "history_points", "text_ids", "labels", "offsets")
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
@@ -58,9 +63,9 @@ def find_sessions(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _cache_key(session: Path, cfg: PixelConfig) -> str:
+def _cache_key(session: Path, cfg: PixelConfig, shifts: int = 0) -> str:
     h = hashlib.sha256()
-    h.update(str(CACHE_VERSION).encode())
+    h.update(f"{CACHE_VERSION}:{shifts}".encode())
     h.update(str(session.resolve()).encode())
     for name in ("session.json", "events.jsonl", "video.mkv"):
         f = session / name
@@ -71,12 +76,31 @@ def _cache_key(session: Path, cfg: PixelConfig) -> str:
     return h.hexdigest()[:24]
 
 
-def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | None = None) -> dict[str, np.ndarray]:
-    """Preprocess every action of one session into training arrays (see :data:`ARRAYS`)."""
+def shift_set(cfg: PixelConfig, shifts: int, seed: int) -> list[tuple[int, int]]:
+    """Tile-grid shifts (in cells) for one session: (0, 0) and ``shifts`` seeded others."""
+    per = max(1, cfg.tile_pt // cfg.cell_pt)
+    rng = random.Random(seed)
+    out = [(0, 0)]
+    while len(out) < 1 + shifts and len(out) < per * per:
+        s = (rng.randrange(per), rng.randrange(per))
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | None = None,
+                    shifts: int = 0) -> dict[str, np.ndarray]:
+    """Preprocess every action of one session into training arrays (see :data:`ARRAYS`).
+
+    With ``shifts`` > 0 every action gives ``1 + shifts`` samples: the unshifted tile grid and
+    ``shifts`` shifted ones (seeded by the session's name, so the cache is deterministic).
+    """
     from agent.session import open_session  # agent depends on policies, not the reverse: import late
 
     s = open_session(session_dir)
     pre = pre or Preprocessor(cfg)
+    seed = int(hashlib.sha256(Path(session_dir).name.encode()).hexdigest()[:8], 16)
+    pres = [pre] + [Preprocessor(cfg, shift=sh) for sh in shift_set(cfg, shifts, seed)[1:]]
     events = s.actions(("human", "policy"))
     ids, raw = encode_text(s.instruction, cfg.max_text)
     want = {e.frame for e in events if e.frame >= 0}
@@ -85,7 +109,7 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
         last = max(want)
         for frame in s.frames():
             if frame.index in want:
-                views[frame.index] = pre(frame).copy()
+                views[frame.index] = [p(frame).copy() for p in pres]
             if frame.index >= last:
                 break
     c0 = s.meta.get("cursor0")
@@ -94,8 +118,7 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     history: list = []
     for e in events:
         a = e.action
-        v = views.get(e.frame)
-        if v is not None:
+        for v in views.get(e.frame, ()):
             htypes, hpts = history_features(cfg, history, raw)
             lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
             rows["global_view"].append(v.global_view)
@@ -119,14 +142,14 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     return {k: np.stack(v) for k, v in rows.items()}
 
 
-def _prep_worker(args: tuple[str, dict, str]) -> str:
+def _prep_worker(args: tuple[str, dict, str, int]) -> str:
     import cv2
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    sess, cfg_dict, f = args
+    sess, cfg_dict, f, shifts = args
     cfg = PixelConfig(**cfg_dict)
-    data = session_samples(Path(sess), cfg)
+    data = session_samples(Path(sess), cfg, shifts=shifts)
     tmp = Path(f).with_suffix(".tmp.npz")
     np.savez(tmp, **data)
     tmp.replace(f)
@@ -135,7 +158,7 @@ def _prep_worker(args: tuple[str, dict, str]) -> str:
 
 def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                  progress: Callable[[Iterable], Iterable] | None = None,
-                 workers: int = 1) -> list[dict[str, np.ndarray]]:
+                 workers: int = 1, shifts: int = 0) -> list[dict[str, np.ndarray]]:
     """Per-session sample arrays, from the cache where valid (``workers`` processes fill it)."""
     pre = Preprocessor(cfg)
     out = []
@@ -143,7 +166,8 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
         import multiprocessing as mp
 
         cache_dir.mkdir(parents=True, exist_ok=True)
-        todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg)}.npz")) for s in sessions]
+        todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg, shifts)}.npz"), shifts)
+                for s in sessions]
         todo = [t for t in todo if not Path(t[2]).is_file()]
         if todo:
             with mp.get_context("spawn").Pool(workers) as pool:
@@ -153,7 +177,7 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
     it = progress(sessions) if progress and workers <= 1 else sessions
     for sess in it:
         data = None
-        f = cache_dir / f"{_cache_key(sess, cfg)}.npz" if cache_dir else None
+        f = cache_dir / f"{_cache_key(sess, cfg, shifts)}.npz" if cache_dir else None
         if f is not None and f.is_file():
             try:
                 with np.load(f) as z:
@@ -161,7 +185,7 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
             except (OSError, ValueError):
                 data = None
         if data is None:
-            data = session_samples(sess, cfg, pre)
+            data = session_samples(sess, cfg, pre, shifts=shifts)
             if f is not None:
                 f.parent.mkdir(parents=True, exist_ok=True)
                 tmp = f.with_suffix(".tmp.npz")
@@ -202,6 +226,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (tests)
     overrides: dict = field(default_factory=dict)  # PixelConfig overrides (tests: smaller model)
     workers: int = 1  # preprocessing processes
+    shifts: int = 0  # extra tile-grid-shifted samples per action (augmentation)
+    time_budget_s: float | None = None  # fit the schedule into this many seconds (after epoch 1)
+    keep_best: bool = True  # save the epoch with the best held-out action accuracy
 
 
 def _batch(data: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -217,16 +244,31 @@ def _model_inputs(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: b[k] for k in ARRAYS if k not in ("labels", "offsets")}
 
 
+def _points(out, tokens: torch.Tensor, offsets: torch.Tensor, j: int) -> torch.Tensor:
+    """(B, 2) normalised points of pointer ``j`` for the given tokens and in-box offsets."""
+    b = out.boxes.gather(1, tokens[:, None, None].expand(-1, 1, 4))[:, 0].float()
+    return b[:, :2] + offsets * (b[:, 2:] - b[:, :2])
+
+
 @torch.no_grad()
-def evaluate_offline(model: PixelModel, data: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, float]:
-    """Validation loss and accuracies (action type; pointer token) on held-out samples."""
+def evaluate_offline(model: PixelModel, data: dict[str, torch.Tensor], batch_size: int = 256,
+                     tasks: np.ndarray | None = None, task_names: list[str] | None = None) -> dict:
+    """Held-out loss and accuracies: action type, pointer token(s), and the whole action.
+
+    ``val_action_acc``: the fraction of samples whose every applicable head is right (type,
+    pointer token(s), button count, key, text span). ``val_pt_err``: median distance in logical
+    points between the decoded and the true point (pointer 0; ``val_pt1_err`` for drag ends).
+    With ``tasks`` (a task index per sample) the same figures per task under ``per_task``.
+    """
     from policies.pixel.codec import loss as pixel_loss
 
     model.eval()
     n = len(data["labels"])
     if n == 0:
         return {}
-    tot, type_ok, ptr_ok, ptr_n, count = 0.0, 0, 0, 0, 0
+    tot = 0.0
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("type", "ptr0", "ptr1", "action", "err0", "err1",
+                                                            "v0", "v1")}
     for s in range(0, n, batch_size):
         idx = torch.arange(s, min(n, s + batch_size), device=data["labels"].device)
         b = _batch(data, idx)
@@ -234,12 +276,62 @@ def evaluate_offline(model: PixelModel, data: dict[str, torch.Tensor], batch_siz
         lab = _labels(b)
         lo, _ = pixel_loss(out, lab, b["offsets"])
         tot += float(lo) * len(idx)
-        type_ok += int((out.type_logits.argmax(-1) == lab["type"]).sum())
-        valid = lab["ptr0"] >= 0
-        ptr_ok += int((out.pointer_logits[:, 0].argmax(-1) == lab["ptr0"])[valid].sum())
-        ptr_n += int(valid.sum())
-        count += len(idx)
-    return {"val_loss": tot / count, "val_type_acc": type_ok / count, "val_ptr_acc": ptr_ok / max(1, ptr_n)}
+        ok_type = out.type_logits.argmax(-1) == lab["type"]
+        ok = ok_type.clone()
+        for name, logits in (("count", out.count_logits), ("key", out.key_logits)):
+            t = lab[name]
+            ok &= (t < 0) | (logits.argmax(-1) == t)
+        t = lab["span_start"]
+        ok &= (t < 0) | ((out.span_start.argmax(-1) == t) & (out.span_end.argmax(-1) == lab["span_end"]))
+        lw = b["screen"][:, 0].float() * 2560.0
+        lh = b["screen"][:, 1].float() * 1440.0
+        cols["type"].append(ok_type)
+        for j in range(2):
+            t = lab[f"ptr{j}"]
+            valid = t >= 0
+            pred = out.pointer_logits[:, j].argmax(-1)
+            okp = pred == t
+            ok &= ~valid | okp
+            tk = t.clamp(min=0)
+            p_off = out.offsets[:, j].gather(1, pred[:, None, None].expand(-1, 1, 2))[:, 0].float().clamp(0, 1)
+            p = _points(out, pred, p_off, j)
+            q = _points(out, tk, b["offsets"][:, j].float(), j)
+            err = torch.hypot((p[:, 0] - q[:, 0]) * lw, (p[:, 1] - q[:, 1]) * lh)
+            cols[f"ptr{j}"].append(okp)
+            cols[f"err{j}"].append(err)
+            cols[f"v{j}"].append(valid)
+        cols["action"].append(ok)
+    c = {k: torch.cat(v).cpu() for k, v in cols.items()}
+
+    def figures(sel: torch.Tensor) -> dict:
+        r = {"samples": int(sel.sum()), "type_acc": float(c["type"][sel].float().mean()),
+             "action_acc": float(c["action"][sel].float().mean())}
+        for j in range(2):
+            v = sel & c[f"v{j}"]
+            if v.any():
+                r[f"ptr{j}_acc"] = float(c[f"ptr{j}"][v].float().mean())
+                r[f"pt{j}_err"] = float(c[f"err{j}"][v].median())
+        return r
+
+    allf = figures(torch.ones(n, dtype=torch.bool))
+    res = {"val_loss": tot / n, "val_type_acc": allf["type_acc"], "val_ptr_acc": allf.get("ptr0_acc", 0.0),
+           "val_action_acc": allf["action_acc"], "val_pt_err": allf.get("pt0_err", 0.0)}
+    if "pt1_err" in allf:
+        res["val_pt1_err"] = allf["pt1_err"]
+    if tasks is not None and task_names:
+        tt = torch.from_numpy(np.asarray(tasks))
+        res["per_task"] = {name: figures(tt == i) for i, name in enumerate(task_names) if bool((tt == i).any())}
+    return res
+
+
+def session_task(session: Path) -> str:
+    """The virtual task a session recorded (``desktop.task`` in session.json), or ``""``."""
+    try:
+        meta = json.loads((session / "session.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    d = meta.get("desktop") if isinstance(meta, dict) else None
+    return str(d.get("task", "")) if isinstance(d, dict) else ""
 
 
 def train(
@@ -270,11 +362,15 @@ def train(
     sessions = find_sessions(session_paths)
     cache = Path(cache_dir) if cache_dir else out / "cache"
     bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
-    parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers)
+    parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers, shifts=tc.shifts)
     tr_idx, va_idx = split_sessions(sessions, tc.val_fraction, tc.seed)
     train_np, val_np = concat([parts[i] for i in tr_idx]), concat([parts[i] for i in va_idx])
     if not train_np:
         raise TrainError("the sessions hold no actions to learn from")
+    task_of = [session_task(sessions[i]) for i in va_idx]
+    task_names = sorted({t for t in task_of if t})
+    val_tasks = np.concatenate([np.full(len(parts[i]["labels"]), task_names.index(t) if t else -1)
+                                for i, t in zip(va_idx, task_of, strict=True) if parts[i]]) if val_np else None
 
     def to_dev(d: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v).to(device) for k, v in d.items()}
@@ -285,16 +381,18 @@ def train(
 
     model = PixelModel(cfg).to(device)
     steps_per_epoch = max(1, math.ceil(n / tc.batch_size))
-    total_steps = steps_per_epoch * tc.epochs
+    epochs = tc.epochs
+    total_steps = steps_per_epoch * epochs
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
+    sched_total = [total_steps]  # shortened after epoch 1 when a time budget is given
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
     warm = min(tc.warmup_steps, max(1, total_steps // 10))
 
     def lr_at(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        p = (step - warm) / max(1, total_steps - warm)
+        p = (step - warm) / max(1, sched_total[0] - warm)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
@@ -315,8 +413,10 @@ def train(
         torch.randperm(n, generator=gen)
     t0 = time.time()
     done = tc.max_steps is not None and step >= tc.max_steps
+    amp = device.type == "cuda"
+    best: tuple[float, int, dict] | None = None
     for epoch in range(start_epoch, tc.epochs):
-        if done:
+        if done or epoch >= epochs:
             break
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
@@ -326,7 +426,8 @@ def train(
         for i in pbar:
             idx = perm[i * tc.batch_size:(i + 1) * tc.batch_size]
             b = _batch(train_t, idx)
-            outp = model(**_model_inputs(b))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                outp = model(**_model_inputs(b))
             lo, parts_l = pixel_loss(outp, _labels(b), b["offsets"])
             opt.zero_grad(set_to_none=True)
             lo.backward()
@@ -343,20 +444,38 @@ def train(
         rec = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else None,
                "seconds": round(time.time() - t0, 1)}
         if val_t:
-            rec.update(evaluate_offline(model, val_t))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                rec.update(evaluate_offline(model, val_t, tasks=val_tasks, task_names=task_names))
+            if tc.keep_best and (best is None or rec["val_action_acc"] > best[0]):
+                best = (rec["val_action_acc"], epoch + 1,
+                        {k: v.detach().clone() for k, v in model.state_dict().items()})
         history.append(rec)
-        log(json.dumps(rec))
+        log(json.dumps({k: v for k, v in rec.items() if k != "per_task"}))
+        if tc.time_budget_s and epoch == start_epoch and epochs > epoch + 1:
+            per_epoch = max(1e-3, time.time() - t0)
+            fit = max(epoch + 1, int(tc.time_budget_s // per_epoch))
+            if fit < epochs:
+                epochs = fit
+                sched_total[0] = steps_per_epoch * epochs
+                log(f"time budget {tc.time_budget_s:.0f}s: {epochs} epochs of {per_epoch:.1f}s")
         # checkpoint with optimizer state: --resume continues from here
         model.save_pretrained(ckpt)
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
                     "step": step, "history": history, "torch_rng": torch.get_rng_state()},
                    ckpt / "trainer_state.pt")
-    model.config.training = {"sessions": len(sessions), "samples": n, "epochs": tc.epochs, "seed": tc.seed,
-                             "lr": tc.lr, "batch_size": tc.batch_size}
+    best_epoch = None
+    if best is not None:
+        model.load_state_dict(best[2])
+        best_epoch = best[1]
+        log(f"keeping epoch {best_epoch} (held-out action accuracy {best[0]:.3f})")
+    model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
+                             "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
+                             "best_epoch": best_epoch}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": tc.size, "parameters": sum(p.numel() for p in model.parameters()),
                "sessions": len(sessions), "train_samples": n, "val_samples": len(val_np.get("labels", [])),
-               "steps": step, "history": history}
+               "steps": step, "shifts": tc.shifts, "best_epoch": best_epoch,
+               "best": next((h for h in history if h["epoch"] == best_epoch), None), "history": history}
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,13 +50,47 @@ def test_trained_checkpoint_loads_as_a_policy(demos, tmp_path):
     assert res[0]["steps"] >= 1 and res[0]["errors"] == 0
 
 
+def test_shifted_samples_and_held_out_figures(demos, tmp_path):
+    from policies.pixel.config import PixelConfig
+    from policies.train import evaluate_offline, find_sessions, session_samples
+
+    cfg = PixelConfig.for_size("pixel-tiny", **SMALL)
+    sess = find_sessions([demos])[0]
+    plain, shifted = session_samples(sess, cfg), session_samples(sess, cfg, shifts=2)
+    n = len(plain["labels"])
+    assert n > 0 and len(shifted["labels"]) == 3 * n
+    # the first copy of each action is the unshifted grid; the others see other tiles
+    assert not all((shifted["boxes"][i * 3 + 1] == shifted["boxes"][i * 3]).all() for i in range(n))
+    out = _run(demos, tmp_path / "m", steps=2)
+    assert out["train_samples"] > 0
+    from policies.pixel import PixelModel
+
+    model = PixelModel.from_pretrained(str(tmp_path / "m"))
+    data = {k: torch.from_numpy(v) for k, v in plain.items()}
+    res = evaluate_offline(model, data, tasks=np.zeros(n, int), task_names=["t"])
+    assert 0.0 <= res["val_action_acc"] <= res["val_type_acc"] <= 1.0
+    assert res["per_task"]["t"]["samples"] == n and res["val_pt_err"] >= 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHECKPOINTS / "pixel-small" / "config.json").is_file(), reason="no bundled pixel-small")
 def test_bundled_pixel_small_runs_unseen_episodes():
-    from agent.evaluate import episode_specs, run_episodes, summarise
+    from agent.evaluate import EVAL_SEED, episode_specs, run_episodes, summarise
+    from agent.virtual import task_names
 
     res = run_episodes(episode_specs(["click-button", "close-dialog"], 2, [(640, 480, 1.0)]), "pixel-small")
     s = summarise(res)
     assert s["episodes"] == 4
-    # Known shortfall (see the issue note): the bundled checkpoint is far below the 90% goal.
     assert all(r["errors"] == 0 for r in res)
+    # Known shortfall (see eval.json and the issue note): far below the 90% goal, so no success
+    # bar is asserted here yet. What is asserted: the bundled eval.json is a real closed-loop
+    # record on unseen seeds, for every task at each required size, consistent with itself.
+    doc = json.loads((CHECKPOINTS / "pixel-small" / "eval.json").read_text())
+    assert doc["seeds"][0] >= EVAL_SEED
+    eps = doc["episodes"]
+    assert {e["task"] for e in eps} == set(task_names())
+    assert {(tuple(e["size"]), e["scale"]) for e in eps} == {((640, 480), 1.0), ((1920, 1080), 1.0),
+                                                              ((5120, 2880), 2.0)}
+    assert all(e["seed"] >= EVAL_SEED for e in eps)
+    assert abs(doc["overall"] - sum(e["success"] for e in eps) / len(eps)) < 1e-9
+    assert doc["latency"]["p50_ms"] > 0

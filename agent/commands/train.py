@@ -21,8 +21,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device cuda: no CUDA device is available")
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
+    if args.shifts < 0 or args.shifts > 8:
+        raise UserError("--shifts must be between 0 and 8")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UserError("--time-budget must be positive")
     tc = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     device=args.device, val_fraction=args.val_fraction, workers=args.workers)
+                     device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
+                     time_budget_s=args.time_budget)
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
                         progress=not args.json, log=(lambda s: None) if args.json else print)
@@ -52,5 +57,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--cache", default=None, help="preprocessed-sample cache folder (default OUT/cache)")
     p.add_argument("--workers", type=int, default=1, help="processes that preprocess sessions into the cache")
+    p.add_argument("--shifts", type=int, default=0,
+                   help="extra samples per action with the glimpse tile grid shifted (augmentation)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="shorten the schedule after epoch 1 so training fits this many seconds")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

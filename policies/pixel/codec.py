@@ -152,10 +152,10 @@ def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[t
         if valid.any():
             idx = tgt.clamp(min=0)
             pred = out.offsets[:, j].gather(1, idx[:, None, None].expand(-1, 1, 2))[:, 0]  # (B, 2)
-            off_terms.append(F.smooth_l1_loss(pred[valid].float(), offsets[valid, j], beta=0.05, reduction="sum")
+            off_terms.append(F.smooth_l1_loss(pred[valid].float(), offsets[valid, j], beta=0.01, reduction="sum")
                              / max(1, int(valid.sum())))
     if off_terms:
-        parts["offset"] = 4.0 * sum(off_terms)
+        parts["offset"] = 8.0 * sum(off_terms)  # ~1-point precision matters (sliders)
     total = sum(parts.values())
     return total, {k: float(v.detach()) for k, v in parts.items()}
 

@@ -8,6 +8,14 @@ Everything is measured in logical points (physical pixels / ``screen.scale``):
 3. an edge map of the cell map scores ``tile_pt``-point tiles by how much content they hold;
    the top tiles are cropped from the *full-resolution* frame and resampled to
    ``glimpse_px`` pixels each: the glimpses that let the model read labels at any screen size.
+   A tile ranks first by its cells with edges in *both* directions (text, buttons, boxes,
+   glyphs), then by all its edge cells: a tile crossed only by a straight line (a window
+   border, the taskbar's top) ranks below every tile with real content. Plain edge counts let
+   borders and text blocks crowd out small targets (a dialog's ×, a menu item): a target's
+   tile was missing from the top 32 in up to 25% of expert steps (click-menu, close-dialog).
+
+Training can shift the tile grid by a whole number of cells (``shift``, in cells) so the model
+sees targets at every phase inside a glimpse; inference always uses shift 0.
 
 Buffers are allocated once per (screen size, scale) and reused.
 """
@@ -67,8 +75,9 @@ def area_down(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
 class Preprocessor:
     """Turns frames into :class:`VisualInputs` for one :class:`PixelConfig`."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, shift: tuple[int, int] = (0, 0)) -> None:
         self.cfg = config
+        self.shift = (int(shift[0]), int(shift[1]))  # tile grid offset in cells (training augmentation)
         self._key: tuple | None = None
 
     def _setup(self, width: int, height: int, scale: float) -> None:
@@ -78,9 +87,13 @@ class Preprocessor:
         self.cells_h = max(1, math.ceil(lh / c.cell_pt))
         per = c.tile_pt // c.cell_pt
         self.per = per
-        self.tiles_w = math.ceil(self.cells_w / per)
-        self.tiles_h = math.ceil(self.cells_h / per)
+        sx, sy = (v % per for v in self.shift)
+        self.sx, self.sy = sx, sy
+        self.tiles_w = math.ceil((self.cells_w + sx) / per)
+        self.tiles_h = math.ceil((self.cells_h + sy) / per)
         self.edge = np.zeros((self.tiles_h * per, self.tiles_w * per), np.uint8)
+        self.edge_x = np.zeros_like(self.edge)
+        self.edge_y = np.zeros_like(self.edge)
         k, g = c.max_glimpses, c.glimpse_px
         self.global_view = np.zeros((c.global_h, c.global_w, 4), np.uint8)
         self.glimpses4 = np.zeros((k, g, g, 4), np.uint8)
@@ -88,8 +101,9 @@ class Preprocessor:
         self.mask = np.zeros((k,), bool)
         # physical pixel edges of every tile, and normalised boxes
         tile_phys = c.tile_pt * scale
-        self.tx = np.minimum(width, np.round(np.arange(self.tiles_w + 1) * tile_phys)).astype(np.int64)
-        self.ty = np.minimum(height, np.round(np.arange(self.tiles_h + 1) * tile_phys)).astype(np.int64)
+        ox, oy = sx * c.cell_pt * scale, sy * c.cell_pt * scale
+        self.tx = np.clip(np.round(np.arange(self.tiles_w + 1) * tile_phys - ox), 0, width).astype(np.int64)
+        self.ty = np.clip(np.round(np.arange(self.tiles_h + 1) * tile_phys - oy), 0, height).astype(np.int64)
         self.screen_vec = np.array([lw / 2560.0, lh / 1440.0, scale / 2.0, lw / lh], np.float32)
         self.width, self.height = width, height
         self._key = (width, height, scale)
@@ -108,12 +122,17 @@ class Preprocessor:
         gray = cv2.cvtColor(cells, cv2.COLOR_BGRA2GRAY)
         gx = cv2.absdiff(gray[:, 1:], gray[:, :-1])
         gy = cv2.absdiff(gray[1:, :], gray[:-1, :])
-        e = self.edge
-        e.fill(0)
-        e[: self.cells_h, : self.cells_w - 1] = gx > c.content_threshold
-        e[: self.cells_h - 1, : self.cells_w] |= gy > c.content_threshold
+        ex, ey, sx, sy, ch, cw = self.edge_x, self.edge_y, self.sx, self.sy, self.cells_h, self.cells_w
+        ex.fill(0)
+        ey.fill(0)
+        ex[sy: sy + ch, sx: sx + cw - 1] = gx > c.content_threshold
+        ey[sy: sy + ch - 1, sx: sx + cw] = gy > c.content_threshold
+        e = np.bitwise_or(ex, ey, out=self.edge)
         per = self.per
-        scores = e.reshape(self.tiles_h, per, self.tiles_w, per).sum(axis=(1, 3), dtype=np.int32).ravel()
+        shape = (self.tiles_h, per, self.tiles_w, per)
+        both = np.minimum(ex.reshape(shape).sum(axis=(1, 3), dtype=np.int32),
+                          ey.reshape(shape).sum(axis=(1, 3), dtype=np.int32))
+        scores = (both * 256 + e.reshape(shape).sum(axis=(1, 3), dtype=np.int32)).ravel()
         k = c.max_glimpses
         order = np.argsort(-scores, kind="stable")[:k]
         order = order[scores[order] > 0]
