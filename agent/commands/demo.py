@@ -112,4 +112,13 @@ def run(args: argparse.Namespace) -> int:
     c = console()
     c.print(table)
     c.print(f"overall success {overall:.1%}" + (f"; sessions in {out}" if out else ""))
+    if args.policy is None and policy_name == "scripted":
+        from policies.registry import SUCCESS_BAR, bundled_success
+
+        measured = {n: bundled_success(n) for n in ("pixel-small", "pixel-tiny")}
+        measured = {n: v for n, v in measured.items() if v is not None}
+        if measured:
+            shown = ", ".join(f"{n} {v:.0%}" for n, v in measured.items())
+            c.print(f"(the scripted expert ran: the bundled trained checkpoints measure {shown} at their worst size, "
+                    f"below the {SUCCESS_BAR:.0%} bar; try them with --policy pixel-small)")
     return 0
