@@ -75,3 +75,17 @@ def test_plot_covers_pixel_sizes_and_vlm_shapes(tmp_path):
 def test_bench_rejects_a_bad_plot_name(tmp_path):
     p = _dw("capture", "--plot", str(tmp_path / "x.svg"))
     assert p.returncode != 0 and "PNG" in p.stderr and "Traceback" not in p.stderr
+
+
+@needs_x
+@pytest.mark.xvfb
+def test_bench_pipeline_counts_encoded_frames_from_a_real_capture():
+    from agent.bench.pipeline import run, table
+
+    result = run(sizes=[(640, 480)], quick=True)
+    row = result["rows"][0]
+    assert "error" not in row, row
+    assert row["frames"] > 0 and row["fps"] > 0
+    assert row["capture_ms"]["p50"] > 0 and row["convert_encode_ms"]["p50"] > 0
+    assert row["mbit_per_s"] > 0  # the moving square makes every frame carry changes
+    assert table(result).row_count == 1

@@ -14,7 +14,7 @@ import time
 from agent.cliutil import console, parse_sizes, print_json
 from agent.errors import UserError
 
-PARTS = ("capture", "encoders", "policies", "stream", "loop", "baseline", "vlm", "scaleout")
+PARTS = ("capture", "encoders", "pipeline", "policies", "stream", "loop", "baseline", "vlm", "scaleout")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
