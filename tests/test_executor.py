@@ -212,3 +212,17 @@ def test_hotkey_spec():
     assert hotkey_to_pynput("super+f12") == "<cmd>+<f12>"
     with pytest.raises(ValueError):
         hotkey_to_pynput("ctrl+nosuchkey")
+
+
+def test_confirm_classes_from_the_command_line():
+    from agent.commands.run import _confirm_rule
+    from agent.errors import UserError
+    from policies.actions import Click, Key, Move, Type
+
+    rule = _confirm_rule("key,type")
+    assert rule(Key("ctrl+c")) and rule(Type("secret"))
+    assert not rule(Click(0.5, 0.5)) and not rule(Move(0.1, 0.1))
+    default = _confirm_rule("all")
+    assert default(Click(0.5, 0.5)) and not default(Move(0.1, 0.1))
+    with pytest.raises(UserError, match="unknown action class 'teleport'"):
+        _confirm_rule("key,teleport")

@@ -47,8 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--record", metavar="DIR", default=None, help="record the session into DIR")
     p.add_argument("--rate", type=float, default=20.0, help="max actions per second (default 20)")
     p.add_argument("--region", default=None, help="allowed pointer region x0,y0,x1,y1 (normalised)")
-    p.add_argument("--confirm", action="store_true",
-                   help="ask on the terminal before every action but moves (refused when stdin is not a TTY)")
+    p.add_argument("--confirm", nargs="?", const="all", default=None, metavar="CLASSES",
+                   help="ask on the terminal before these action classes, comma list such as 'key,type' "
+                        "(alone: every action but moves); refused when stdin is not a TTY")
     p.add_argument("--stop-hotkey", default="ctrl+alt+shift+q", help="global stop hotkey ('' turns it off)")
     p.add_argument("--deadman", type=float, default=5.0, metavar="S",
                    help="stop when no frame arrives for S seconds (default 5)")
@@ -97,12 +98,28 @@ def make_desktop(args):
             region=_region(args.region) if args.region else None,
             max_actions_per_second=args.rate,
             confirm=terminal_confirm if args.confirm else None,
+            confirm_when=_confirm_rule(args.confirm),
             failsafe=not args.no_failsafe,
             stop_hotkey=args.stop_hotkey or None,
             deadman_seconds=args.deadman,
         )
     except (DesktopError, ValueError) as e:
         raise UserError(str(e)) from None
+
+
+def _confirm_rule(spec: str | None):
+    """``--confirm`` classes → the executor's ``confirm_when`` rule."""
+    from agent.executor import needs_confirmation_default
+    from policies.actions import ACTION_TYPES
+
+    if spec is None or spec == "all":
+        return needs_confirmation_default
+    classes = {c.strip() for c in spec.split(",") if c.strip()}
+    unknown = sorted(classes - set(ACTION_TYPES))
+    if unknown or not classes:
+        raise UserError(f"--confirm: unknown action class {unknown[0] if unknown else spec!r}; "
+                        f"choose from {', '.join(ACTION_TYPES)} or 'all'")
+    return lambda action: action.type in classes
 
 
 def cmd_run(args) -> int:
