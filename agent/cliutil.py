@@ -9,28 +9,44 @@ from typing import Any
 
 from agent.errors import UserError
 
-_SIZE = re.compile(r"^\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*(?:@\s*(\d+(?:\.\d+)?))?\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*(?:@\s*(\d+(?:\.\d+)?))?\s*$")
+MAX_SIDE = 16384
 
 
-def parse_size(text: str) -> tuple[int, int, float | None]:
+def parse_size(text: str, minimum: tuple[int, int] = (16, 16)) -> tuple[int, int, float | None]:
     """``"1920x1080"`` or ``"5120x2880@2"`` → (width, height, scale or None)."""
     m = _SIZE.match(text)
     if not m:
-        raise UserError(f"bad size {text!r}: expected WIDTHxHEIGHT or WIDTHxHEIGHT@SCALE, e.g. 1920x1080@1.25")
+        raise UserError(f"bad size {text.strip()!r}: expected WIDTHxHEIGHT or WIDTHxHEIGHT@SCALE, e.g. 1920x1080@1.25")
     w, h = int(m.group(1)), int(m.group(2))
     scale = float(m.group(3)) if m.group(3) else None
-    if not (16 <= w <= 16384 and 16 <= h <= 16384):
-        raise UserError(f"bad size {text!r}: width and height must be within 16..16384")
+    if not (minimum[0] <= w <= MAX_SIDE and minimum[1] <= h <= MAX_SIDE):
+        raise UserError(f"bad size {text.strip()!r}: must be within {minimum[0]}x{minimum[1]} .. {MAX_SIDE}x{MAX_SIDE}")
     if scale is not None and not 0.5 <= scale <= 4:
-        raise UserError(f"bad size {text!r}: scale must be within 0.5..4")
+        raise UserError(f"bad size {text.strip()!r}: scale must be within 0.5..4")
     return w, h, scale
 
 
-def parse_sizes(text: str) -> list[tuple[int, int, float | None]]:
+def parse_sizes(text: str, minimum: tuple[int, int] = (16, 16)) -> list[tuple[int, int, float | None]]:
+    """A comma list of sizes; the scale is None where none was given (each command has its default)."""
     items = [s for s in text.split(",") if s.strip()]
     if not items:
         raise UserError("no sizes given")
-    return [parse_size(s) for s in items]
+    return [parse_size(s, minimum) for s in items]
+
+
+def parse_virtual_tasks(text: str) -> list[str]:
+    """``all`` or a comma list of the virtual desktop's task names."""
+    from agent.virtual import task_names
+
+    names = task_names()
+    if text in ("all", ""):
+        return names
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    for t in tasks:
+        if t not in names:
+            raise UserError(f"unknown task {t!r}; choose from {', '.join(names)} or 'all'")
+    return tasks
 
 
 def default_scale(width: int, height: int) -> float:

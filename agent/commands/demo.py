@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from agent.cliutil import console, default_scale, parse_sizes, print_json
+from agent.cliutil import console, default_scale, parse_sizes, parse_virtual_tasks, print_json
 from agent.errors import UserError
 
 DEFAULT_SIZES = "640x480,1920x1080,5120x2880@2"
@@ -29,19 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_tasks(spec: str) -> list[str]:
-    from agent.virtual import task_names
-
-    names = task_names()
-    if spec == "all":
-        return names
-    tasks = [t.strip() for t in spec.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in names]
-    if unknown:
-        raise UserError(f"unknown task {unknown[0]!r}; choose from {', '.join(names)}")
-    return tasks
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
@@ -53,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
-    tasks = resolve_tasks(args.task)
-    sizes = parse_sizes(args.size)
+    tasks = parse_virtual_tasks(args.task)
+    sizes = parse_sizes(args.size, minimum=(160, 120))
     policy_name = args.policy or best_bundled_policy()
     try:
         policy = load_policy(policy_name, seed=args.seed)

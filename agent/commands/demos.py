@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
+from agent import cliutil
 from agent.errors import UserError
+
+VIRTUAL_MIN = (160, 120)  # the virtual desktop's smallest screen
 
 
 def parse_sizes(text: str) -> list[tuple[int, int, float]]:
-    """``"640x480,1920x1080,5120x2880@2"`` -> [(640, 480, 1.0), ...]."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)x(\d+)(?:@(\d+(?:\.\d+)?))?", part)
-        if not m:
-            raise UserError(f"bad size {part!r}; expected WIDTHxHEIGHT or WIDTHxHEIGHT@SCALE, e.g. 5120x2880@2")
-        w, h, s = int(m.group(1)), int(m.group(2)), float(m.group(3) or 1.0)
-        if w < 160 or h < 120 or w > 16384 or h > 16384 or not 0.5 <= s <= 4:
-            raise UserError(f"size {part!r} is out of range (160x120 to 16384x16384, scale 0.5 to 4)")
-        out.append((w, h, s))
-    if not out:
-        raise UserError("--sizes is empty")
-    return out
+    """``"640x480,1920x1080,5120x2880@2"`` -> [(640, 480, 1.0), ...]: scale 1 unless given."""
+    return [(w, h, s or 1.0) for w, h, s in cliutil.parse_sizes(text, minimum=VIRTUAL_MIN)]
 
 
-def parse_tasks(text: str) -> list[str]:
-    from agent.virtual import task_names
-
-    names = task_names()
-    if text in ("all", ""):
-        return names
-    tasks = [t.strip() for t in text.split(",") if t.strip()]
-    for t in tasks:
-        if t not in names:
-            raise UserError(f"unknown task {t!r}; choose from {', '.join(names)} or 'all'")
-    return tasks
+parse_tasks = cliutil.parse_virtual_tasks
 
 
 def size_tag(w: int, h: int, s: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from agent.errors import UserError
+from agent import cliutil
 
 DEFAULT_SIZES = [
     (640, 480), (800, 600), (1024, 768), (1280, 1024), (1365, 767), (1366, 768), (1920, 1080), (1921, 1081),
@@ -15,13 +15,7 @@ DEFAULT_SIZES = [
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-    sizes = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", part)
-        if not m or int(m[1]) < 1 or int(m[2]) < 1:
-            raise UserError(f"--sizes: {part.strip()!r} is not WIDTHxHEIGHT (e.g. 1920x1080,5120x2880)")
-        sizes.append((int(m[1]), int(m[2])))
-    return sizes
+    return [(w, h) for w, h, _ in cliutil.parse_sizes(text, minimum=(1, 1))]
 
 
 def report(sizes: list[tuple[int, int]], purpose: str, refresh: bool, fps: float = 30.0) -> dict:
