@@ -186,15 +186,21 @@ class Agent:
         return res
 
 
+def quantile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile (0 <= q <= 1) of ``values``; 0.0 for none."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
 def percentiles(values_ns: list[int]) -> dict[str, float]:
-    """p50/p95/mean in milliseconds."""
+    """p50/p95/mean in milliseconds of durations in nanoseconds."""
     if not values_ns:
         return {"n": 0, "p50_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
-    s = sorted(values_ns)
-    pick = lambda q: s[min(len(s) - 1, int(round(q * (len(s) - 1))))]  # noqa: E731
     return {
-        "n": len(s),
-        "p50_ms": round(pick(0.50) / 1e6, 3),
-        "p95_ms": round(pick(0.95) / 1e6, 3),
-        "mean_ms": round(sum(s) / len(s) / 1e6, 3),
+        "n": len(values_ns),
+        "p50_ms": round(quantile(values_ns, 0.50) / 1e6, 3),
+        "p95_ms": round(quantile(values_ns, 0.95) / 1e6, 3),
+        "mean_ms": round(sum(values_ns) / len(values_ns) / 1e6, 3),
     }

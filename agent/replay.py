@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.loop import quantile
 from agent.session import Event, Session
 from policies.actions import Action
 from policies.base import Observation, Policy
@@ -62,11 +63,6 @@ class ReplayStats:
     policy_errors: list[str] = field(default_factory=list)
     skipped_events: int = 0
     spurious: int = 0
-
-
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def compare_step(stats: ReplayStats, recorded: list[Event], predicted: list[Action], session: Session,
@@ -166,8 +162,8 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
         "click_distance_px": {
             "n": len(d),
             "mean": round(sum(d) / len(d), 3) if d else None,
-            "p50": round(_pct(d, 0.5), 3) if d else None,
-            "p95": round(_pct(d, 0.95), 3) if d else None,
+            "p50": round(quantile(d, 0.5), 3) if d else None,
+            "p95": round(quantile(d, 0.95), 3) if d else None,
             "max": round(max(d), 3) if d else None,
         },
         "key_exact": round(sum(stats.keys) / len(stats.keys), 6) if stats.keys else None,

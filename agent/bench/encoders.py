@@ -13,14 +13,15 @@ import time
 import av
 import numpy as np
 
+from agent.loop import quantile
+
 DEFAULT_SIZES = [(1920, 1080), (3840, 2160), (5120, 2880)]
 PIPELINE_SIZES = [(1920, 1080), (5120, 2880)]
 BENCH_RUNGS = ("libx264", "libvpx-vp9", "libsvtav1", "mjpeg")
 
 
 def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))], 2) if xs else 0.0
+    return round(quantile(xs, q), 2)
 
 
 def _rung_bench(rung, w: int, h: int, frames: list[np.ndarray], purpose: str = "stream") -> dict:

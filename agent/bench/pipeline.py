@@ -24,6 +24,7 @@ DEFAULT_SIZES = [(1920, 1080), (5120, 2880)]
 def measure(width: int, height: int, seconds: float) -> dict:
     """In a child process: Xvfb at this size, the target app, capture and encode overlapped."""
     from agent.bench.live import TargetApp, desktop_content
+    from agent.loop import quantile
     from agent.xvfb import start_xvfb
 
     scale = 2.0 if width >= 5120 else 1.0
@@ -89,8 +90,7 @@ def measure(width: int, height: int, seconds: float) -> dict:
         enc.close()
 
         def pct(xs: list[float], q: float) -> float:
-            s = sorted(xs)
-            return round(s[min(len(s) - 1, int(q * (len(s) - 1)))], 2) if s else 0.0
+            return round(quantile(xs, q), 2)
 
         n = end["encoded"] - start["encoded"]
         return {"size": f"{width}x{height}", "codec": enc.decision.get("codec"), "seconds": round(dt, 2),

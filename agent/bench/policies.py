@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from agent.loop import percentiles
+
 
 def _frame(w: int, h: int, scale: float):
     from capture import Frame, Screen
@@ -20,11 +22,6 @@ def _frame(w: int, h: int, scale: float):
         x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
         px[y:y + bh, x:x + bw] = rng.integers(0, 255, (bh, bw, 4), dtype=np.uint8)
     return Frame(px, 0.0, 0, Screen(w, h, scale=scale))
-
-
-def _stats(ns: list[int]) -> dict:
-    s = np.sort(np.array(ns)) / 1e6
-    return {"p50_ms": round(float(np.percentile(s, 50)), 3), "p95_ms": round(float(np.percentile(s, 95)), 3)}
 
 
 def run(sizes=None, device: str = "cpu", quick: bool = False) -> dict:
@@ -54,7 +51,7 @@ def run(sizes=None, device: str = "cpu", quick: bool = False) -> dict:
                 pol.pre(f)
                 if i >= 3:
                     ts.append(time.perf_counter_ns() - t0)
-            row[f"preprocess_{label}"] = _stats(ts)
+            row[f"preprocess_{label}"] = percentiles(ts)
         obs = Observation(frames["1920x1080"], pol.instruction, (0.5, 0.5), ())
         inputs = pol.inputs(obs)
         ts, total = [], []
@@ -72,8 +69,8 @@ def run(sizes=None, device: str = "cpu", quick: bool = False) -> dict:
                 if i >= 3:
                     ts.append(t1 - t0)
                     total.append(t2 - t1)
-        row["forward"] = _stats(ts)
-        row["act_1920x1080"] = _stats(total)  # preprocessing + forward + decoding
+        row["forward"] = percentiles(ts)
+        row["act_1920x1080"] = percentiles(total)  # preprocessing + forward + decoding
         out["models"][name] = row
     return out
 
