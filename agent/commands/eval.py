@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="closed-loop evaluation of a policy on the virtual desktop")
+    p = sub.add_parser("eval", help="closed-loop evaluation of a policy: the virtual desktop or MiniWoB++")
     p.add_argument("--suite", default="virtual", help="evaluation suite: virtual, or miniwob (MiniWoB++ in Chromium)")
     p.add_argument("--mode", choices=("headless", "desktop"), default=None,
                    help="miniwob only: headless (MiniWoB screenshots and actions) or desktop (Chromium on the X "
