@@ -64,35 +64,6 @@ def run_episodes(specs: list[dict], policy_spec: str, *, device: str = "cpu", se
     return results
 
 
-def _chunk_worker(args: tuple) -> list[dict]:
-    import cv2
-    import torch
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-    specs, policy_spec, device, seed, max_steps = args
-    return run_episodes(specs, policy_spec, device=device, seed=seed, max_steps=max_steps)
-
-
-def run_episodes_parallel(specs: list[dict], policy_spec: str, *, workers: int, device: str = "cpu",
-                          seed: int = 0, max_steps: int = MAX_STEPS,
-                          on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """``run_episodes`` over ``workers`` processes (one torch thread each); results in spec order."""
-    import multiprocessing as mp
-
-    chunks = [specs[i::workers] for i in range(workers)]
-    order = {id(s): i for i, s in enumerate(specs)}
-    out: list[dict | None] = [None] * len(specs)
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for chunk, res in zip(chunks, pool.map(_chunk_worker, [(c, policy_spec, device, seed, max_steps)
-                                                                for c in chunks]), strict=True):
-            for s, r in zip(chunk, res, strict=True):
-                out[order[id(s)]] = r
-                if on_result:
-                    on_result(r)
-    return [r for r in out if r is not None]
-
-
 def size_label(size, scale) -> str:
     return f"{size[0]}x{size[1]}@{scale:g}"
 

@@ -88,8 +88,7 @@ def normalise_combo(combo: Any) -> str:
         out.append(p)
     if len(set(out)) != len(out):
         raise ActionError("keys", f"repeated key in {combo!r}")
-    if all(p in MODIFIERS for p in out) and len(out) > 1:
-        pass  # a chord of modifiers alone is legal (e.g. ctrl+shift switching layouts)
+    # A chord of modifiers alone is legal (e.g. ctrl+shift switching layouts).
     return "+".join(out)
 
 
@@ -268,7 +267,3 @@ def parse_action(obj: Any) -> Action:
         raise
     except (TypeError, ValueError) as e:  # pragma: no cover - dataclass signature errors
         raise ActionError("action", str(e)) from None
-
-
-def action_to_json(action: Action) -> dict:
-    return action.to_json()

@@ -96,14 +96,16 @@ def _cpu_name() -> str:
 
 
 def evaluate(spec: str, dest: Path, episodes: int, workers: int, max_steps: int) -> dict:
-    from agent.evaluate import EVAL_SEED, episode_specs, run_episodes, run_episodes_parallel, summarise
+    from agent.distributed import evaluate_episodes
+    from agent.evaluate import EVAL_SEED, episode_specs, summarise
     from agent.virtual import task_names
 
     specs = episode_specs(task_names(), episodes, EVAL_SIZES, seed=EVAL_SEED)
-    if workers > 1:
-        res = run_episodes_parallel(specs, spec, workers=workers, max_steps=max_steps)
-    else:
-        res = run_episodes(specs, spec, max_steps=max_steps)
+    report = evaluate_episodes(specs, spec, max_steps=max_steps, backend="local", workers=workers)
+    failed = [r for r in report.results if "error" in r]
+    if failed:
+        raise RuntimeError(f"{len(failed)} evaluation episodes failed, e.g. {failed[0]['error']}")
+    res = report.results
     s = summarise(res)
     doc = {"policy": spec, "suite": "virtual", "seeds": [EVAL_SEED, EVAL_SEED + episodes - 1],
            "episodes_per_cell": episodes, "max_steps": max_steps, "expert": "none (closed loop)",
