@@ -358,6 +358,7 @@ def train(
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest convolutions once
     cfg = PixelConfig.for_size(tc.size, **tc.overrides)
     sessions = find_sessions(session_paths)
     cache = Path(cache_dir) if cache_dir else out / "cache"
@@ -371,6 +372,7 @@ def train(
     task_names = sorted({t for t in task_of if t})
     val_tasks = np.concatenate([np.full(len(parts[i]["labels"]), task_names.index(t) if t else -1)
                                 for i, t in zip(va_idx, task_of, strict=True) if parts[i]]) if val_np else None
+    del parts  # the concatenated arrays hold it all: do not keep two copies in memory
 
     def to_dev(d: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v).to(device) for k, v in d.items()}
