@@ -89,6 +89,42 @@ def test_text_cache_matches_full_forward():
     assert torch.allclose(a.type_logits, b.type_logits, atol=1e-5)
 
 
+def test_inference_dtype_choice(monkeypatch):
+    from policies.pixel import inference_dtype
+
+    monkeypatch.delenv("DW_PIXEL_DTYPE", raising=False)
+    assert inference_dtype("cpu", "float32") is torch.float32
+    assert inference_dtype("cpu", "bfloat16") is torch.bfloat16
+    assert inference_dtype("cpu", "auto") in (torch.float32, torch.bfloat16)  # bf16 only on native-bf16 CPUs
+    monkeypatch.setenv("DW_PIXEL_DTYPE", "float32")
+    assert inference_dtype("cpu") is torch.float32
+    monkeypatch.setenv("DW_PIXEL_DTYPE", "float8")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        inference_dtype("cpu")
+
+
+def test_bf16_policy_points_where_fp32_does():
+    """Pointer boxes stay float32 under bf16, so a point is off by at most the offset's rounding."""
+    torch.manual_seed(1)
+    cfg = PixelConfig.for_size("pixel-tiny")
+    m32, m16 = PixelModel(cfg).eval(), PixelModel(cfg).eval()
+    m16.load_state_dict(m32.state_dict())
+    p32, p16 = PixelPolicy(m32, dtype="float32"), PixelPolicy(m16, dtype="bfloat16")
+    assert next(p16.model.parameters()).dtype is torch.bfloat16
+    obs = Observation(_frame(1920, 1080), 'Click the "OK" button.', (0.5, 0.5), ())
+    p32.reset(obs.instruction)
+    p16.reset(obs.instruction)
+    with torch.inference_mode():
+        o32 = m32(**p32.inputs(obs), text_cache=p32._cache)
+        o16 = m16(**p16.inputs(obs), text_cache=p16._cache)
+    assert o16.boxes.dtype is torch.float32
+    assert torch.equal(o16.boxes, o32.boxes)
+    tok = int(o32.pointer_logits[0, 0].argmax())
+    b = o32.boxes[0, tok]
+    d = (o16.offsets[0, 0, tok].float() - o32.offsets[0, 0, tok]).abs() * (b[2:] - b[:2]) * torch.tensor([1920, 1080])
+    assert float(d.max()) < 4.0  # pixels, inside a 64-point glimpse or a global patch
+
+
 @pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0), (1366, 768, 1.25)])
 def test_preprocess_logical_geometry(w, h, scale):
     cfg = PixelConfig.for_size("pixel-tiny")

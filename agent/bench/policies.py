@@ -43,7 +43,8 @@ def run(sizes=None, device: str = "cpu", quick: bool = False) -> dict:
         model = PixelModel(PixelConfig.for_size(name)).eval()
         pol = PixelPolicy(model, name=name, device=device)
         pol.reset('Click the "OK" button.')
-        row = {"parameters": sum(p.numel() for p in model.parameters())}
+        row = {"parameters": sum(p.numel() for p in model.parameters()),
+               "dtype": str(pol.dtype).removeprefix("torch.")}
         for label, f in frames.items():
             ts = []
             for i in range(n + 3):
@@ -79,13 +80,13 @@ def table(result: dict):
     from rich.table import Table
 
     t = Table(title=f"policy latency, batch 1, {result['device']}, {result['threads']} threads (ms p50 / p95)")
-    for c in ("model", "params", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward", "act 1920x1080"):
+    for c in ("model", "params", "dtype", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward", "act 1920x1080"):
         t.add_column(c, justify="right" if c != "model" else "left")
 
     def f(s: dict) -> str:
         return f"{s['p50_ms']:.2f} / {s['p95_ms']:.2f}"
 
     for name, r in result["models"].items():
-        t.add_row(name, f"{r['parameters'] / 1e6:.1f}M", f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
+        t.add_row(name, f"{r['parameters'] / 1e6:.1f}M", r.get("dtype", ""), f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
                   f(r["forward"]), f(r["act_1920x1080"]))
     return t

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModel
 from policies.base import PolicyError
 from policies.pixel.config import SIZES, TARGET_PARAMS, PixelConfig
 from policies.pixel.model import PixelModel, PixelOutput, TextCache
-from policies.pixel.policy import PixelPolicy
+from policies.pixel.policy import PixelPolicy, inference_dtype
 from policies.pixel.preprocess import Preprocessor, VisualInputs, encode_text
 
 try:
@@ -51,15 +51,17 @@ def load_model(spec: str, device: str = "cpu") -> PixelModel:
     return model.to(device).eval()
 
 
-def load_pixel_policy(spec: str, device: str = "cpu") -> PixelPolicy:
-    """``pixel-tiny|small|base|large`` (the bundled checkpoint) or a checkpoint folder."""
+def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto") -> PixelPolicy:
+    """``pixel-tiny|small|base|large`` (the bundled checkpoint) or a checkpoint folder.
+
+    ``dtype``: see :func:`policies.pixel.policy.inference_dtype`."""
     model = load_model(spec, device=device)
     name = spec if spec in SIZES else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
-    return PixelPolicy(model, name=name, device=device)
+    return PixelPolicy(model, name=name, device=device, dtype=dtype)
 
 
 __all__ = [
     "CHECKPOINTS", "SIZES", "TARGET_PARAMS", "PixelConfig", "PixelModel", "PixelOutput", "PixelPolicy",
-    "Preprocessor", "TextCache", "VisualInputs", "checkpoint_dir", "encode_text", "load_model",
+    "Preprocessor", "TextCache", "VisualInputs", "checkpoint_dir", "encode_text", "inference_dtype", "load_model",
     "load_pixel_policy",
 ]

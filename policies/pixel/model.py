@@ -91,7 +91,7 @@ class PixelOutput(ModelOutput):
     wait_logits: torch.Tensor | None = None
     pointer_logits: torch.Tensor | None = None  # (B, 2, N): action point, drag end
     offsets: torch.Tensor | None = None  # (B, 2, N, 2)
-    boxes: torch.Tensor | None = None  # (B, N, 4) the pointer tokens' boxes (normalised)
+    boxes: torch.Tensor | None = None  # (B, N, 4) the pointer tokens' boxes (normalised, float32)
     span_start: torch.Tensor | None = None  # (B, L)
     span_end: torch.Tensor | None = None
 
@@ -239,14 +239,14 @@ class PixelModel(PixelPreTrainedModel):
         gv = global_view.to(dtype) * (1.0 / 255.0) - 0.5
         gh, gw = c.global_h // p, c.global_w // p
         gv = gv.view(b, gh, p, gw, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * 3)
-        gboxes = self.global_boxes(b, gv.device, dtype)
-        tok_glob = self.patch_embed(gv) + self.global_pos + self._boxes(gboxes) + kind[KIND_GLOBAL]
+        gboxes = self.global_boxes(b, gv.device, torch.float32)
+        tok_glob = self.patch_embed(gv) + self.global_pos + self._boxes(gboxes.to(dtype)) + kind[KIND_GLOBAL]
         # glimpses
         k = glimpses.shape[1]
         gl = glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3).permute(0, 3, 1, 2).to(dtype)
         gl = self.stem(gl * (1.0 / 255.0) - 0.5).flatten(1)
-        boxes = boxes.to(dtype)
-        tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes) + kind[KIND_GLIMPSE]
+        boxes = boxes.float()  # pointer boxes stay float32: a bf16 box edge can be off by pixels
+        tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
         x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)
         n_fixed = 2 + c.history + gh * gw
         vis_mask = torch.cat([torch.ones(b, n_fixed, dtype=torch.bool, device=x.device), glimpse_mask.bool()], 1)

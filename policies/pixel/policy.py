@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from functools import cache
+
 import numpy as np
 import torch
 
@@ -12,6 +15,38 @@ from policies.pixel.model import PixelModel
 from policies.pixel.preprocess import Preprocessor, encode_text
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@cache
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def inference_dtype(device: str | torch.device = "cpu", dtype: str = "auto") -> torch.dtype:
+    """The dtype the policy runs in: ``float32``, ``bfloat16``, or ``auto``.
+
+    ``auto`` (the default; ``DW_PIXEL_DTYPE`` overrides it) picks bfloat16 on CUDA and on CPUs
+    with native bf16 arithmetic (AVX512-BF16 or AMX), where it makes pixel-small's forward pass
+    about 1.5x faster; float32 elsewhere. Training runs under bf16 autocast, so the checkpoints
+    are at home in either.
+    """
+    if dtype == "auto":
+        dtype = os.environ.get("DW_PIXEL_DTYPE", "auto")
+    if dtype == "auto":
+        dev = torch.device(device)
+        native = dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_native_bf16())
+        return torch.bfloat16 if native else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
 class PixelPolicy:
     """Runs the pixel transformer on each frame and returns at most one action.
 
@@ -20,8 +55,9 @@ class PixelPolicy:
     observation's ``oracle``.
     """
 
-    def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu"):
-        self.model = model.to(device).eval()
+    def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto"):
+        self.dtype = inference_dtype(device, dtype)
+        self.model = model.to(device=device, dtype=self.dtype).eval()
         self.cfg = model.config
         self.name = name
         self.device = torch.device(device)
