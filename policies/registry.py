@@ -9,6 +9,7 @@ from policies.builtin import RandomPolicy, ScriptedPolicy
 
 BUILTIN = ("scripted", "random")
 PIXEL_SIZES = ("pixel-tiny", "pixel-small", "pixel-base", "pixel-large")
+MINIWOB_CHECKPOINTS = ("miniwob-pixel-tiny", "miniwob-pixel-small")  # bundled, trained on MiniWoB++ demos
 
 
 def bundled_checkpoint(name: str) -> Path:
@@ -50,11 +51,14 @@ def best_bundled_policy(trained_only: bool = False) -> str:
 
 
 def available_policies() -> list[str]:
-    return list(BUILTIN) + list(PIXEL_SIZES)
+    return list(BUILTIN) + list(PIXEL_SIZES) + list(MINIWOB_CHECKPOINTS)
 
 
 def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
-    """``scripted``, ``random``, ``pixel-<size>`` (the bundled checkpoint) or a checkpoint folder."""
+    """``scripted``, ``random``, ``pixel-<size>`` (the bundled checkpoint), ``miniwob-pixel-<size>``
+    (the bundled checkpoint trained on MiniWoB++ demos) or a checkpoint folder."""
+    if spec in MINIWOB_CHECKPOINTS:
+        spec = str(bundled_checkpoint(spec))
     if spec == "scripted":
         return ScriptedPolicy()
     if spec == "random":

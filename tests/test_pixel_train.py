@@ -94,3 +94,27 @@ def test_bundled_pixel_small_runs_unseen_episodes():
     assert all(e["seed"] >= EVAL_SEED for e in eps)
     assert abs(doc["overall"] - sum(e["success"] for e in eps) / len(eps)) < 1e-9
     assert doc["latency"]["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("name", ["miniwob-pixel-tiny", "miniwob-pixel-small"])
+def test_bundled_miniwob_checkpoints_load_by_name_and_act(name):
+    from capture import Frame, Screen
+    from policies.base import Observation
+    from policies.registry import bundled_checkpoint, load_policy
+
+    if not (bundled_checkpoint(name) / "config.json").is_file():
+        pytest.skip(f"no bundled {name}")
+    pol = load_policy(name)
+    px = np.full((210, 160, 4), 255, np.uint8)
+    px[100:130, 40:120] = (200, 120, 40, 255)  # a button-like block on MiniWoB's white task area
+    obs = Observation(Frame(px, 0.0, 0, Screen(160, 210)), 'Click on the "ok" button.', (0.5, 0.5), ())
+    pol.reset(obs.instruction)
+    acts = pol.act(obs)
+    assert len(acts) <= 1
+    for a in acts:
+        if a.point is not None:
+            assert 0 <= a.point[0] <= 1 and 0 <= a.point[1] <= 1
+    doc = json.loads((bundled_checkpoint(name) / "eval.json").read_text())
+    assert doc["suite"] == "miniwob" and doc["seed"] >= 100_000  # evaluation seeds never used for demos
+    tasks = doc["summary"]["tasks"]
+    assert len(tasks) == 17 and all(v[doc["policies"][0]]["episodes"] >= 50 for v in tasks.values())
