@@ -104,6 +104,12 @@ class TextCache:
     states: torch.Tensor  # (B, L, d) final text states (for span copying)
     mask: torch.Tensor  # (B, L) bool, True = real byte
 
+    def trimmed(self) -> TextCache:
+        """The same cache without the trailing padding that every row masks out: identical
+        outputs, fewer keys for every step's attention (instructions are shorter than max_text)."""
+        n = int(self.mask.any(0).nonzero().max()) + 1
+        return TextCache([(k[:, :, :n], v[:, :, :n]) for k, v in self.kv], self.states[:, :n], self.mask[:, :n])
+
 
 class PixelPreTrainedModel(PreTrainedModel):
     config_class = PixelConfig
