@@ -2,12 +2,12 @@
 # The MiniWoB++ success table: every task with a scripted expert x the given policies, 50 unseen
 # seeds each (100000+), headless by default. Desktop mode needs an X display (Xvfb is started here
 # when DISPLAY is unset).
-#   scripts/miniwob_table.sh                       # scripted,random,pixel-small headless
+#   scripts/miniwob_table.sh                       # scripted, random and the MiniWoB-trained checkpoints, headless
 #   POLICIES=scripted MODE=desktop EPISODES=20 scripts/miniwob_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
-POLICIES="${POLICIES:-scripted,random,pixel-small}"
+POLICIES="${POLICIES:-scripted,random,miniwob-pixel-small,miniwob-pixel-tiny}"
 MODE="${MODE:-headless}"
 EPISODES="${EPISODES:-50}"
 TASKS="${TASKS:-all}"
