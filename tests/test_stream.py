@@ -478,3 +478,53 @@ def test_without_video_the_server_and_client_fall_back_to_jpeg():
         with RemoteDesktop(srv.url, srv.token) as r:
             assert r.format == "jpeg"
             assert r.observe().pixels.shape == (240, 320, 4)
+
+
+class BlindDesktop(NoiseDesktop):
+    """Capture fails (dead-man) while ``blind`` is set."""
+
+    blind = False
+
+    def observe(self):
+        if self.blind:
+            raise DesktopError("dead-man: no frame for 5 s (capture hung)")
+        return super().observe()
+
+
+def test_actions_are_refused_while_the_served_capture_fails():
+    desk = BlindDesktop(size=(160, 120))
+    with ServerThread(StreamServer(desk, port=0, fps=30.0)) as srv:
+        ws = _connect(srv.url, srv.token)
+        _recv_frame(ws)
+        desk.blind = True
+        err = _recv_json(ws, "error")  # the producer tells every client
+        assert err["field"] == "desktop" and "dead-man" in err["message"]
+        ws.send(json.dumps({"type": "action", "id": 7, "action": {"type": "move", "x": 0.2, "y": 0.2}}))
+        ref = _recv_json(ws, "error")
+        for _ in range(20):  # the producer repeats its capture error every second
+            if ref.get("id") is not None:
+                break
+            ref = _recv_json(ws, "error")
+        assert ref["id"] == 7 and ref["field"] == "action" and "no fresh frame" in ref["message"]
+        assert desk.cursor == (0.5, 0.5)  # nothing reached the desktop
+        desk.blind = False  # frames flow again: actions are accepted once the next capture succeeds
+        deadline, ack = time.monotonic() + 10, None
+        while ack is None and time.monotonic() < deadline:
+            ws.send(json.dumps({"type": "action", "id": 8, "action": {"type": "move", "x": 0.2, "y": 0.2}}))
+            msg = json.loads(_next_text(ws))
+            while msg.get("id") != 8:
+                msg = json.loads(_next_text(ws))
+            ack = msg if msg["type"] == "ack" else None
+            if ack is None:
+                assert "no fresh frame" in msg["message"]
+                time.sleep(0.1)
+        assert ack is not None and desk.cursor == (0.2, 0.2)
+        ws.close()
+
+
+def _next_text(ws, timeout=10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = ws.recv(max(0.01, deadline - time.monotonic()))
+        if isinstance(msg, str):
+            return msg

@@ -58,8 +58,9 @@ def _desktop(args):
     from agent.live import LiveDesktop
 
     try:
-        # the producer only captures while clients are connected: the dead-man switch would fire when idle
-        return LiveDesktop(monitor=args.monitor, fps=args.fps, deadman_seconds=1e9)
+        # dead-man as everywhere: a capture that fails for 5 s is an error, and the server refuses
+        # actions until a frame arrives again (idle time does not count: it only runs in observe)
+        return LiveDesktop(monitor=args.monitor, fps=args.fps)
     except (DesktopError, ValueError) as e:
         raise UserError(str(e)) from None
 

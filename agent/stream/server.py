@@ -151,6 +151,7 @@ class StreamServer:
         self._force_key = True
         self._last_forced = 0.0
         self._next_seq = 0  # the next capture's index (desktop thread only)
+        self._blind = ""  # why the last capture failed ("" = it did not): actions wait for a frame
         self._local_users = 0  # in-process agents (serve --policy) that need frames without clients
         self._latest: tuple[Frame, int] | None = None  # (frame, seq) for in-process observers
         self._latest_cond = threading.Condition()
@@ -309,12 +310,19 @@ class StreamServer:
                 "expert": oracle is not None and hasattr(oracle, "expert_actions"), "frame": self._next_seq}
 
     def _observe(self) -> tuple[Frame, int, dict]:
-        frame = self.desktop.observe()
+        try:
+            frame = self.desktop.observe()
+        except DesktopError as e:
+            self._blind = str(e)
+            raise
+        self._blind = ""
         seq = self._next_seq
         self._next_seq += 1
         return frame, seq, self._snapshot()
 
     def _apply(self, action: Action) -> dict:
+        if self._blind:  # nobody may act on a screen no one can see (the dead-man rule, served)
+            raise ActionRefused(f"no fresh frame: {self._blind}")
         self.desktop.apply(action)
         return self._snapshot()
 
