@@ -14,7 +14,6 @@ from policies.pixel.codec import decode, history_features
 from policies.pixel.model import PixelModel
 from policies.pixel.preprocess import Preprocessor, encode_text
 
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
