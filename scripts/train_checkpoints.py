@@ -57,9 +57,9 @@ def export(run_dir: Path, dest: Path, fp16: bool) -> None:
 def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     """p50/p95 of one step (preprocess a 1920x1080 virtual-desktop frame + forward), ``cores`` cores."""
     import cv2
-    import numpy as np
     import torch
 
+    from agent.bench.policies import act_latency
     from agent.virtual import VirtualDesktop
     from policies.base import Observation
     from policies.pixel import load_pixel_policy
@@ -73,14 +73,8 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     frame = desk.observe()
     obs = Observation(frame=frame, cursor=desk.cursor, history=[], instruction=desk.instruction)
     pol.reset(desk.instruction)
-    ns = []
-    for i in range(steps + 20):
-        t0 = time.perf_counter_ns()
-        pol.act(obs)
-        if i >= 20:
-            ns.append(time.perf_counter_ns() - t0)
-    s = np.sort(np.array(ns)) / 1e6
-    return {"p50_ms": round(float(np.percentile(s, 50)), 3), "p95_ms": round(float(np.percentile(s, 95)), 3),
+    lat = act_latency(pol, obs, steps, warmup=20)
+    return {"p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "dtype": str(pol.dtype).removeprefix("torch."),
             "steps": steps, "cores": cores, "torch_threads": cores, "frame": "1920x1080@1",
             "cpu": _cpu_name()}
 
