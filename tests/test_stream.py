@@ -41,14 +41,14 @@ def _connect(url, token=None, *, query=True, **kw):
     return connect(url, compression=None, proxy=None, open_timeout=10, close_timeout=2, **kw).__enter__()
 
 
-def _recv_json(ws, kind, timeout=10.0):
-    """The next text message of type ``kind`` (frames and other messages are skipped)."""
+def _recv_json(ws, kind=None, timeout=10.0, *, mid=None):
+    """The next text message of type ``kind`` and/or with id ``mid`` (frames and other messages are skipped)."""
     deadline = time.monotonic() + timeout
     while True:
         msg = ws.recv(max(0.01, deadline - time.monotonic()))
         if isinstance(msg, str):
             obj = json.loads(msg)
-            if obj.get("type") == kind:
+            if kind in (None, obj.get("type")) and mid in (None, obj.get("id")):
                 return obj
 
 
@@ -500,20 +500,14 @@ def test_actions_are_refused_while_the_served_capture_fails():
         err = _recv_json(ws, "error")  # the producer tells every client
         assert err["field"] == "desktop" and "dead-man" in err["message"]
         ws.send(json.dumps({"type": "action", "id": 7, "action": {"type": "move", "x": 0.2, "y": 0.2}}))
-        ref = _recv_json(ws, "error")
-        for _ in range(20):  # the producer repeats its capture error every second
-            if ref.get("id") is not None:
-                break
-            ref = _recv_json(ws, "error")
+        ref = _recv_json(ws, "error", mid=7)  # past the producer's repeated capture errors
         assert ref["id"] == 7 and ref["field"] == "action" and "no fresh frame" in ref["message"]
         assert desk.cursor == (0.5, 0.5)  # nothing reached the desktop
         desk.blind = False  # frames flow again: actions are accepted once the next capture succeeds
         deadline, ack = time.monotonic() + 10, None
         while ack is None and time.monotonic() < deadline:
             ws.send(json.dumps({"type": "action", "id": 8, "action": {"type": "move", "x": 0.2, "y": 0.2}}))
-            msg = json.loads(_next_text(ws))
-            while msg.get("id") != 8:
-                msg = json.loads(_next_text(ws))
+            msg = _recv_json(ws, mid=8)
             ack = msg if msg["type"] == "ack" else None
             if ack is None:
                 assert "no fresh frame" in msg["message"]
@@ -521,10 +515,3 @@ def test_actions_are_refused_while_the_served_capture_fails():
         assert ack is not None and desk.cursor == (0.2, 0.2)
         ws.close()
 
-
-def _next_text(ws, timeout=10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = ws.recv(max(0.01, deadline - time.monotonic()))
-        if isinstance(msg, str):
-            return msg

@@ -16,18 +16,25 @@ def _policies(text: str) -> list[str]:
     return out
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _mode_and_tasks(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The mode and tasks of an eval or demos run, once the browser and the episode count are checked."""
     from agent.miniwob.browser import check_available
-    from agent.miniwob.evaluate import EVAL_SEED, evaluate, parse_tasks, summarise, table
-    from policies.base import PolicyError
+    from agent.miniwob.evaluate import parse_tasks
 
     mode = getattr(args, "mode", None) or "headless"
     check_available(mode)
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
-    tasks = parse_tasks(args.tasks)
+    return mode, parse_tasks(args.tasks)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from agent.miniwob.evaluate import EVAL_SEED, evaluate, summarise, table
+    from policies.base import PolicyError
+
+    mode, tasks = _mode_and_tasks(args)
     policies = _policies(args.policy)
     seed = args.seed if args.seed is not None else EVAL_SEED
     max_steps = getattr(args, "max_steps", None) or 30
@@ -54,14 +61,9 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_demos(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent.miniwob.browser import check_available
-    from agent.miniwob.evaluate import DEMO_SEED, parse_tasks, record_demos
+    from agent.miniwob.evaluate import DEMO_SEED, record_demos
 
-    mode = getattr(args, "mode", None) or "headless"
-    check_available(mode)
-    if args.episodes < 1:
-        raise UserError("--episodes must be at least 1")
-    tasks = parse_tasks(args.tasks)
+    mode, tasks = _mode_and_tasks(args)
     seed = args.seed if args.seed is not None else DEMO_SEED
     bar = tqdm(total=len(tasks) * args.episodes, desc="demos miniwob", unit="ep", disable=args.json, file=sys.stderr)
     results = record_demos(tasks, args.episodes, args.out, seed=seed, mode=mode, on_result=lambda r: bar.update(1))
