@@ -89,6 +89,27 @@ def test_text_cache_matches_full_forward():
     assert torch.allclose(a.type_logits, b.type_logits, atol=1e-5)
 
 
+def test_padding_columns_change_nothing():
+    """encode_text drops the columns that are padding in every row: a short instruction gives
+    the same outputs alone as beside a longer one in a batch (where its padding is kept)."""
+    from policies.pixel.preprocess import encode_text
+
+    m = _tiny()
+    short, long_ = "Click OK.", 'Type "maple syrup" into the second text field, then press Submit.'
+    ids = torch.from_numpy(np.stack([encode_text(t, m.config.max_text)[0] for t in (short, long_)]))
+    pol = PixelPolicy(m, dtype="float32")
+    obs = Observation(_frame(), short, (0.5, 0.5), ())
+    pol.reset(short)
+    assert pol._cache.mask.shape[1] == len(short)  # trimmed to the instruction
+    inp = {k: torch.cat([v, v]) for k, v in pol.inputs(obs).items()}
+    with torch.inference_mode():
+        both = m(**inp, text_ids=ids)
+        alone = m(**{k: v[:1] for k, v in inp.items()}, text_ids=ids[:1])
+    assert torch.allclose(both.type_logits[:1], alone.type_logits, atol=1e-5)
+    assert torch.allclose(both.pointer_logits[:1], alone.pointer_logits, atol=1e-5)
+    assert torch.allclose(both.span_start[:1, :len(short)], alone.span_start, atol=1e-5)
+
+
 def test_inference_dtype_choice(monkeypatch):
     from policies.pixel import inference_dtype
 
@@ -139,6 +160,23 @@ def test_preprocess_logical_geometry(w, h, scale):
     full = b[(b[:, 2] < 0.999)]
     if len(full):
         assert np.allclose((full[:, 2] - full[:, 0]) * w, cfg.tile_pt * scale, atol=1.0)
+
+
+@pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1366, 768, 1.0), (1920, 1080, 1.25), (5120, 2880, 2.0)])
+def test_glimpses_equal_one_resize_per_crop(w, h, scale):
+    """Same-size crops are resized stacked, in one call: the result is what one resize per crop
+    gives, bit for bit (edge tiles of other sizes included)."""
+    import cv2
+
+    cfg = PixelConfig.for_size("pixel-small")
+    f = _frame(w, h, scale, seed=3)
+    v = Preprocessor(cfg)(f)
+    assert v.mask.sum() > 1
+    g = cfg.glimpse_px
+    for i in np.flatnonzero(v.mask):
+        x0, y0, x1, y1 = (int(round(float(c))) for c in v.boxes[i] * (w, h, w, h))
+        ref = cv2.resize(f.pixels[y0:y1, x0:x1], (g, g), interpolation=cv2.INTER_AREA)[:, :, :3]
+        assert np.array_equal(v.glimpses[i], ref), i
 
 
 def test_decoding_gives_valid_actions():

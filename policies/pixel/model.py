@@ -104,12 +104,6 @@ class TextCache:
     states: torch.Tensor  # (B, L, d) final text states (for span copying)
     mask: torch.Tensor  # (B, L) bool, True = real byte
 
-    def trimmed(self) -> TextCache:
-        """The same cache without the trailing padding that every row masks out: identical
-        outputs, fewer keys for every step's attention (instructions are shorter than max_text)."""
-        n = int(self.mask.any(0).nonzero().max()) + 1
-        return TextCache([(k[:, :, :n], v[:, :, :n]) for k, v in self.kv], self.states[:, :n], self.mask[:, :n])
-
 
 class PixelPreTrainedModel(PreTrainedModel):
     config_class = PixelConfig
@@ -176,9 +170,14 @@ class PixelModel(PixelPreTrainedModel):
 
     # -- text -------------------------------------------------------------------------------
     def encode_text(self, text_ids: torch.Tensor) -> TextCache:
-        """(B, L) byte ids (256 = pad) -> per-layer keys/values and final states."""
+        """(B, L) byte ids (256 = pad) -> per-layer keys/values and final states.
+
+        Trailing columns that are padding in every row are dropped first: every row masks them
+        out, so the outputs are identical, and instructions are much shorter than ``max_text``
+        (this halves a training step's work and shortens every inference step's attention)."""
         mask = text_ids != 256
-        mask = mask.clone()
+        n = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
+        text_ids, mask = text_ids[:, :n], mask[:, :n].clone()
         mask[:, 0] = True  # an empty instruction still has one (pad) key to attend to
         pos = torch.arange(text_ids.shape[1], device=text_ids.device)
         x = self.byte_emb(text_ids) + self.text_pos(pos)[None]

@@ -69,7 +69,7 @@ class PixelPolicy:
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
         ids, self._raw = encode_text(instruction, self.cfg.max_text)
-        self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device)).trimmed()
+        self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
 
     def inputs(self, observation: Observation) -> dict[str, torch.Tensor]:
         """Model inputs (batch of one) for an observation."""
