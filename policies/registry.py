@@ -57,8 +57,6 @@ def available_policies() -> list[str]:
 def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
     """``scripted``, ``random``, ``pixel-<size>`` (the bundled checkpoint), ``miniwob-pixel-<size>``
     (the bundled checkpoint trained on MiniWoB++ demos) or a checkpoint folder."""
-    if spec in MINIWOB_CHECKPOINTS:
-        spec = str(bundled_checkpoint(spec))
     if spec == "scripted":
         return ScriptedPolicy()
     if spec == "random":
@@ -68,7 +66,7 @@ def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
 
         return load_hf_vlm_policy(spec, device=device)
     path = Path(spec)
-    if spec in PIXEL_SIZES or (path.is_dir() and (path / "config.json").is_file()):
+    if spec in PIXEL_SIZES or spec in MINIWOB_CHECKPOINTS or (path.is_dir() and (path / "config.json").is_file()):
         try:
             from transformers.utils import logging as hf_logging
 

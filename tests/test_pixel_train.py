@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agent.commands.demos import demo_specs, record_demo
-from policies.pixel import CHECKPOINTS
+from policies.registry import bundled_checkpoint
 from policies.train import TrainConfig, train
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8}
@@ -50,6 +50,22 @@ def test_trained_checkpoint_loads_as_a_policy(demos, tmp_path):
     assert res[0]["steps"] >= 1 and res[0]["errors"] == 0
 
 
+def test_fine_tuning_starts_from_the_init_checkpoint(demos, tmp_path):
+    from safetensors.torch import load_file
+
+    from policies.base import PolicyError
+
+    _run(demos, tmp_path / "base", steps=2)
+    tc = TrainConfig(epochs=1, batch_size=8, lr=0.0, max_steps=1, val_fraction=0.0, warmup_steps=1,
+                     weight_decay=0.0, init=str(tmp_path / "base"))
+    out = train([demos], tmp_path / "ft", tc, cache_dir=tmp_path / "cache", progress=False, log=lambda s: None)
+    assert out["init"] == str(tmp_path / "base") and out["steps"] == 1
+    a, b = load_file(str(tmp_path / "base" / "model.safetensors")), load_file(str(tmp_path / "ft" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the init weights, kept
+    with pytest.raises(PolicyError, match="not a checkpoint folder"):
+        train([demos], tmp_path / "bad", TrainConfig(init=str(tmp_path / "nothing")), progress=False, log=lambda s: None)
+
+
 def test_shifted_samples_and_held_out_figures(demos, tmp_path):
     from policies.pixel.config import PixelConfig
     from policies.train import evaluate_offline, find_sessions, session_samples
@@ -73,7 +89,7 @@ def test_shifted_samples_and_held_out_figures(demos, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CHECKPOINTS / "pixel-small" / "config.json").is_file(), reason="no bundled pixel-small")
+@pytest.mark.skipif(not (bundled_checkpoint("pixel-small") / "config.json").is_file(), reason="no bundled pixel-small")
 def test_bundled_pixel_small_runs_unseen_episodes():
     from agent.evaluate import EVAL_SEED, episode_specs, run_episodes, summarise
     from agent.virtual import task_names
@@ -85,7 +101,7 @@ def test_bundled_pixel_small_runs_unseen_episodes():
     # Known shortfall (see eval.json and the issue note): far below the 90% goal, so no success
     # bar is asserted here yet. What is asserted: the bundled eval.json is a real closed-loop
     # record on unseen seeds, for every task at each required size, consistent with itself.
-    doc = json.loads((CHECKPOINTS / "pixel-small" / "eval.json").read_text())
+    doc = json.loads((bundled_checkpoint("pixel-small") / "eval.json").read_text())
     assert doc["seeds"][0] >= EVAL_SEED
     eps = doc["episodes"]
     assert {e["task"] for e in eps} == set(task_names())

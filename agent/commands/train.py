@@ -12,10 +12,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from agent.session import SessionError
+    from policies.base import PolicyError
     from policies.pixel.config import SIZES
     from policies.train import TrainConfig, TrainError, train
 
-    if args.size not in SIZES:
+    if args.init is None and args.size not in SIZES:
         raise UserError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
@@ -27,17 +28,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--time-budget must be positive")
     tc = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
-                     time_budget_s=args.time_budget)
+                     time_budget_s=args.time_budget, init=args.init)
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
                         progress=not args.json, log=(lambda s: None) if args.json else print)
-    except (TrainError, SessionError) as e:
+    except (TrainError, SessionError, PolicyError) as e:
         raise UserError(str(e)) from None
     if args.json:
         print(json.dumps(summary))
     else:
         last = summary["history"][-1] if summary["history"] else {}
-        print(f"saved {args.size} ({summary['parameters']:,} parameters) to {args.out}: "
+        print(f"saved {summary['size']} ({summary['parameters']:,} parameters) to {args.out}: "
               f"{summary['train_samples']} samples, {summary['steps']} steps, "
               + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)))
     return 0
@@ -48,6 +49,9 @@ def register(sub) -> None:
     p.add_argument("sessions", nargs="+", metavar="SESSIONS_OR_DIRS", help="session folders or folders of them")
     p.add_argument("--size", default="pixel-small", help="pixel-tiny, pixel-small, pixel-base or pixel-large")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (a folder or a bundled name; its size wins "
+                        "over --size): fine-tune a policy on new sessions")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

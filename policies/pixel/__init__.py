@@ -17,6 +17,7 @@ from policies.pixel.config import SIZES, TARGET_PARAMS, PixelConfig
 from policies.pixel.model import PixelModel, PixelOutput, TextCache
 from policies.pixel.policy import PixelPolicy, inference_dtype
 from policies.pixel.preprocess import Preprocessor, VisualInputs, encode_text
+from policies.registry import MINIWOB_CHECKPOINTS, bundled_checkpoint
 
 try:
     AutoConfig.register(PixelConfig.model_type, PixelConfig)
@@ -24,21 +25,19 @@ try:
 except ValueError:  # already registered (module reloaded)
     pass
 
-# The bundled checkpoints live in the repository's fixtures/ (never downloaded).
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "fixtures" / "checkpoints"
-
 
 def checkpoint_dir(spec: str) -> Path:
-    """The folder of ``pixel-<size>`` (bundled) or of a checkpoint path."""
-    if spec in SIZES:
-        return CHECKPOINTS / spec
+    """The folder of a bundled checkpoint (``pixel-<size>``, ``miniwob-pixel-<size>``) or of a
+    checkpoint path."""
+    if spec in SIZES or spec in MINIWOB_CHECKPOINTS:
+        return bundled_checkpoint(spec)
     return Path(spec)
 
 
 def load_model(spec: str, device: str = "cpu") -> PixelModel:
     folder = checkpoint_dir(spec)
     if not (folder / "config.json").is_file():
-        if spec in SIZES:
+        if spec in SIZES or spec in MINIWOB_CHECKPOINTS:
             raise PolicyError(
                 f"no bundled checkpoint for {spec} (looked in {folder}); train one with "
                 f"`dw train SESSIONS --size {spec} --out DIR` and pass DIR as the policy"
@@ -52,16 +51,17 @@ def load_model(spec: str, device: str = "cpu") -> PixelModel:
 
 
 def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto") -> PixelPolicy:
-    """``pixel-tiny|small|base|large`` (the bundled checkpoint) or a checkpoint folder.
+    """A bundled checkpoint (``pixel-<size>``, ``miniwob-pixel-<size>``) or a checkpoint folder.
 
     ``dtype``: see :func:`policies.pixel.policy.inference_dtype`."""
     model = load_model(spec, device=device)
-    name = spec if spec in SIZES else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
+    bundled = spec in SIZES or spec in MINIWOB_CHECKPOINTS
+    name = spec if bundled else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
     return PixelPolicy(model, name=name, device=device, dtype=dtype)
 
 
 __all__ = [
-    "CHECKPOINTS", "SIZES", "TARGET_PARAMS", "PixelConfig", "PixelModel", "PixelOutput", "PixelPolicy",
+    "SIZES", "TARGET_PARAMS", "PixelConfig", "PixelModel", "PixelOutput", "PixelPolicy",
     "Preprocessor", "TextCache", "VisualInputs", "checkpoint_dir", "encode_text", "inference_dtype", "load_model",
     "load_pixel_policy",
 ]
