@@ -17,6 +17,10 @@ local Ray or an existing cluster (``address``). Both give the same results in th
   fields instead of ``session``). The run goes on. When a pool process dies while several tasks
   are in flight, the pool cannot tell which one killed it: those tasks are re-run one at a time
   (uncharged), so only the culprit is charged. Ray reports the dead actor per task.
+* **A hung task is cut off** when ``task_timeout`` is given (``--task-timeout``): its worker is
+  killed, the task is charged one attempt (``"timed out after N s"``) and retried like a crash;
+  tasks in flight beside it on the pool are re-run uncharged. With a timeout, one local worker
+  runs in a pool process rather than in this process, since only a process can be killed.
 * **Results are ordered by task** (episode spec order, session path order), whichever worker
   finished first, so the ``results`` part is identical across backends and worker counts.
   Wall-clock figures live apart, under ``throughput`` (and, for episodes, the timing fields
@@ -224,7 +228,29 @@ def _run_inprocess(book: _Book, spec: str, seed: int, device: str, options: dict
         book.done(i, execute(book.kind, book.items[i], spec, seed, device, options))
 
 
-def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, options: dict) -> None:
+def _kill_pool(pool) -> None:
+    """Stop a pool whose workers may be stuck in a task: kill them, then shut it down."""
+    kill = getattr(pool, "kill_workers", None)  # Python >= 3.14
+    if kill is not None:
+        kill()
+    else:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _overdue(started: dict, timeout: float | None) -> tuple[list, float | None]:
+    """The keys of ``started`` (key -> start time) running longer than ``timeout``, and how long
+    to wait for the next one to become overdue (None: no timeout)."""
+    if timeout is None or not started:
+        return [], None
+    now = time.perf_counter()
+    late = [k for k, t in started.items() if now - t >= timeout]
+    return late, max(0.0, min(timeout - (now - t) for t in started.values()))
+
+
+def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, options: dict,
+              timeout: float | None = None) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -248,13 +274,32 @@ def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, opti
     book.ready_at = time.perf_counter()
     suspects: deque[int] = deque()  # in flight when a worker died beside others: run one at a time
     inflight: dict = {}
+    started: dict = {}  # future -> when it was submitted (a free worker takes it at once)
     try:
         while book.queue or suspects or inflight:
             limit = 1 if suspects else workers
             while len(inflight) < limit and (suspects or book.queue):
                 i = suspects.popleft() if suspects else book.queue.popleft()
-                inflight[pool.submit(execute, book.kind, book.items[i], spec, seed, device, options)] = i
-            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                fut = pool.submit(execute, book.kind, book.items[i], spec, seed, device, options)
+                inflight[fut], started[fut] = i, time.perf_counter()
+            _, wait_s = _overdue(started, timeout)
+            finished, _ = wait(inflight, timeout=wait_s, return_when=FIRST_COMPLETED)
+            late, _ = _overdue({f: t for f, t in started.items() if f not in finished}, timeout)
+            if late:  # a worker is stuck: charge its task, re-run the others uncharged, new pool
+                _kill_pool(pool)
+                for fut, i in list(inflight.items()):
+                    if fut in late:
+                        book.fail(i, f"timed out after {timeout:g} s")
+                    elif fut in finished and not fut.exception():
+                        book.done(i, fut.result())
+                    else:
+                        book.queue.appendleft(i)
+                inflight.clear()
+                started.clear()
+                pool = new_pool()
+                continue
+            for fut in finished:
+                started.pop(fut, None)
             broken = []
             for fut in finished:
                 i = inflight.pop(fut)
@@ -273,6 +318,7 @@ def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, opti
                 except Exception:
                     broken.append(i)
             inflight.clear()
+            started.clear()
             pool.shutdown(wait=True, cancel_futures=True)
             if len(broken) == 1:
                 book.fail(broken[0], "worker process died while running this task (crashed or was killed)")
@@ -312,7 +358,7 @@ def _ray_connect(ray, address: str | None, workers: int | None) -> bool:
 
 
 def _run_ray(book: _Book, workers: int | None, address: str | None, spec: str, seed: int, device: str,
-             options: dict) -> int:
+             options: dict, timeout: float | None = None) -> int:
     ray = _import_ray()
     started = _ray_connect(ray, address, workers)
     try:
@@ -329,13 +375,24 @@ def _run_ray(book: _Book, workers: int | None, address: str | None, spec: str, s
         book.ready_at = time.perf_counter()
         idle = deque(actors)
         inflight: dict = {}  # ref -> (index, actor)
+        started: dict = {}  # ref -> when it was sent to its (idle) actor
         while book.queue or inflight:
             while idle and book.queue:
                 i = book.queue.popleft()
                 actor = idle.popleft()
-                inflight[actor.run.remote(book.kind, book.items[i], options)] = (i, actor)
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+                ref = actor.run.remote(book.kind, book.items[i], options)
+                inflight[ref], started[ref] = (i, actor), time.perf_counter()
+            _, wait_s = _overdue(started, timeout)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=wait_s)
+            late, _ = _overdue({r: t for r, t in started.items() if r not in ready}, timeout)
+            for ref in late:  # stuck: kill its actor, charge the task, start a fresh actor
+                i, actor = inflight.pop(ref)
+                started.pop(ref)
+                ray.kill(actor)
+                book.fail(i, f"timed out after {timeout:g} s")
+                idle.append(actor_cls.remote(spec, seed, device, 1))
             for ref in ready:
+                started.pop(ref, None)
                 i, actor = inflight.pop(ref)
                 try:
                     book.done(i, ray.get(ref))
@@ -366,8 +423,10 @@ def _first_line(e: BaseException) -> str:
 def run_tasks(kind: str, items: list[dict], policy_spec: str, *, backend: str = "local", workers: int | None = 1,
               address: str | None = None, seed: int = 0, device: str = "cpu", options: dict | None = None,
               retries: int = 1, on_result: Callable[[dict], None] | None = None,
-              progress: str | None = None) -> RunReport:
+              progress: str | None = None, task_timeout: float | None = None) -> RunReport:
     """Run every task of ``items`` (episode specs or ``{"session": path}``) with ``policy_spec``.
+
+    ``task_timeout``: seconds one attempt at a task may run before its worker is killed.
 
     ``progress`` names a progress bar on stderr (shown on a terminal). Raises :class:`UserError`
     for a bad backend, a policy the driver cannot load, or Ray missing or unreachable.
@@ -378,6 +437,8 @@ def run_tasks(kind: str, items: list[dict], policy_spec: str, *, backend: str = 
         raise UserError(f"unknown backend {backend!r}; choose local or ray")
     if workers is not None and workers < 1:
         raise UserError("--workers must be at least 1")
+    if task_timeout is not None and not task_timeout > 0:
+        raise UserError("--task-timeout must be a positive number of seconds")
     if backend == "ray":
         _import_ray()  # fail fast, before any work
     _check_policy(policy_spec, seed)
@@ -399,13 +460,13 @@ def run_tasks(kind: str, items: list[dict], policy_spec: str, *, backend: str = 
     t0 = time.perf_counter()
     try:
         if backend == "ray":
-            n = _run_ray(book, workers, address, policy_spec, seed, device, options)
+            n = _run_ray(book, workers, address, policy_spec, seed, device, options, task_timeout)
         else:
             n = min(workers or 1, max(1, len(items)))
-            if n == 1:
+            if n == 1 and task_timeout is None:
                 _run_inprocess(book, policy_spec, seed, device, options)
             else:
-                _run_pool(book, n, policy_spec, seed, device, options)
+                _run_pool(book, n, policy_spec, seed, device, options, task_timeout)
     finally:
         if bar is not None:
             bar.close()
@@ -424,11 +485,11 @@ def _check_policy(spec: str, seed: int) -> None:
     """Resolve the policy on the driver first, so a typo is one clear line, not N task errors.
     Loads only what is cheap to load (built-ins); checkpoints are checked for presence."""
     from policies.base import PolicyError
-    from policies.registry import BUILTIN, PIXEL_SIZES, bundled_checkpoint
+    from policies.registry import BUILTIN, MINIWOB_CHECKPOINTS, PIXEL_SIZES, bundled_checkpoint
 
     if spec in BUILTIN:
         return
-    if spec in PIXEL_SIZES:
+    if spec in PIXEL_SIZES or spec in MINIWOB_CHECKPOINTS:
         if not (bundled_checkpoint(spec) / "config.json").is_file():
             raise UserError(f"policy {spec!r}: no bundled checkpoint at {bundled_checkpoint(spec)}")
         return
@@ -525,6 +586,9 @@ def add_backend_arguments(p, *, workers_default: int | None = None) -> None:
                    help="where tasks run: local process pool (default) or ray")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (e.g. auto, or HOST:6379); default: start a local Ray")
+    p.add_argument("--task-timeout", type=float, default=None, metavar="SECONDS",
+                   help="kill a worker whose task (an episode, a replay) runs longer; the task is retried once, "
+                        "then reported as timed out")
     if not any("--workers" in a.option_strings for a in p._actions):
         p.add_argument("--workers", type=int, default=workers_default,
                        help="parallel workers (local default 1 = in this process; ray default: cluster CPUs)")

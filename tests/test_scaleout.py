@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,22 @@ class CrashingPolicy:
 
 def crash_policy(seed: int = 0, device: str = "cpu") -> CrashingPolicy:
     return CrashingPolicy(seed)
+
+
+HANG_WIDTH = 704  # a test policy never returns on screens this wide
+
+
+class HangingPolicy(CrashingPolicy):
+    """Test-only: the random policy, but it hangs (a stuck browser, a deadlock) on some screens."""
+
+    def act(self, observation):
+        if observation.frame.screen.width == HANG_WIDTH:
+            time.sleep(3600)
+        return self.inner.act(observation)
+
+
+def hang_policy(seed: int = 0, device: str = "cpu") -> HangingPolicy:
+    return HangingPolicy(seed)
 
 
 def _clear_crash_marker() -> None:
@@ -156,6 +173,25 @@ def test_crashing_worker_is_retried_once_then_reported(backend, request):
     # Ray charges each death to its task: 1 retry of the always-crashing episode, 1 of the once-crashing
     # one. The pool re-runs uncharged the tasks that were in flight beside a death, so it may charge fewer.
     assert rep.throughput["retried"] == 2 if backend == "ray" else 1 <= rep.throughput["retried"] <= 2
+
+
+@pytest.mark.parametrize("backend,workers", [("local", 1), ("local", 2), ("ray", 2)])
+def test_hung_task_times_out_and_the_rest_finish(backend, workers, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    specs = episode_specs(["click-button"], 1, [(640, 480, 1.0), (HANG_WIDTH, 528, 1.0), (672, 504, 1.0)],
+                          seed=43_000)
+    t0 = time.perf_counter()
+    rep = evaluate_episodes(specs, "tests.test_scaleout:hang_policy", max_steps=20, backend=backend,
+                            workers=workers, task_timeout=2.0)
+    assert time.perf_counter() - t0 < 60  # not the hour the policy would sleep
+    hung = [r for r in rep.results if "error" in r]
+    assert [tuple(r["size"]) for r in hung] == [(HANG_WIDTH, 528)]
+    assert hung[0]["attempts"] == 2 and hung[0]["error"] == "timed out after 2 s"
+    clean = evaluate_episodes([s for s in specs if s["size"][0] != HANG_WIDTH], "random", max_steps=20)
+    assert deterministic_view([r for r in rep.results if "error" not in r]) == deterministic_view(clean.results)
+    with pytest.raises(UserError, match="--task-timeout"):
+        evaluate_episodes(specs, "random", task_timeout=0)
 
 
 def test_throughput_with_one_and_two_workers(specs, local_eval, ray_eval):

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # episodes are tasks on a backend (agent.distributed); results come back in spec order
         report = evaluate_episodes(specs, args.policy, max_steps=args.max_steps, device=args.device,
                                    backend=args.backend, workers=args.workers, address=args.address,
+                                   task_timeout=args.task_timeout,
                                    on_result=lambda r: bar.update(1))
     except PolicyError as e:
         raise UserError(str(e)) from None

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     paths = find_sessions(args.sessions)
     report = replay_sessions(paths, args.policy, tolerance_px=args.tolerance_px, seed=args.seed,
                              backend=args.backend, workers=args.workers, address=args.address,
+                             task_timeout=args.task_timeout,
                              progress=f"replay {args.policy}")
     results = report.results
     arg = Path(args.sessions[0])

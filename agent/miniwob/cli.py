@@ -35,6 +35,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from policies.base import PolicyError
 
     mode, tasks = _mode_and_tasks(args)
+    if getattr(args, "backend", "local") != "local" or (getattr(args, "workers", None) or 1) > 1 \
+            or getattr(args, "task_timeout", None) is not None:
+        raise UserError("--backend, --workers and --task-timeout apply to --suite virtual; "
+                        "MiniWoB++ episodes run one at a time in this process")
     policies = _policies(args.policy)
     seed = args.seed if args.seed is not None else EVAL_SEED
     max_steps = getattr(args, "max_steps", None) or 30
