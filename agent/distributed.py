@@ -257,20 +257,26 @@ def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, opti
 
     threads = max(1, (os.cpu_count() or 1) // workers)
 
-    def new_pool() -> ProcessPoolExecutor:
+    def spawn() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
                                    initargs=(spec, seed, device, threads))
 
+    def new_pool() -> ProcessPoolExecutor:
+        """A pool with every worker started and its policy loaded, so neither the throughput
+        figures nor a task's timeout clock count a worker's start-up."""
+        pool = spawn()
+        try:
+            seen: set[int] = set()
+            for _ in range(20):
+                seen |= {f.result() for f in [pool.submit(_ready, 0.05) for _ in range(workers)]}
+                if len(seen) >= workers:
+                    break
+        except BrokenProcessPool:  # a worker died starting: the tasks will find out, one by one
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = spawn()
+        return pool
+
     pool = new_pool()
-    try:  # start every worker (and load its policy) before timing tasks
-        seen: set[int] = set()
-        for _ in range(20):
-            seen |= {f.result() for f in [pool.submit(_ready, 0.05) for _ in range(workers)]}
-            if len(seen) >= workers:
-                break
-    except BrokenProcessPool:
-        pool.shutdown(wait=True, cancel_futures=True)
-        pool = new_pool()
     book.ready_at = time.perf_counter()
     suspects: deque[int] = deque()  # in flight when a worker died beside others: run one at a time
     inflight: dict = {}
@@ -373,6 +379,16 @@ def _run_ray(book: _Book, workers: int | None, address: str | None, spec: str, s
         except ray.exceptions.RayError:
             pass  # a dead actor is found, and replaced, by the first task sent to it
         book.ready_at = time.perf_counter()
+
+        def fresh_actor():
+            """A replacement actor, up with its policy loaded before its first task's clock starts."""
+            actor = actor_cls.remote(spec, seed, device, 1)
+            try:
+                ray.get(actor.loads.remote(), timeout=timeout)
+            except ray.exceptions.RayError:  # it died or hangs starting: its first task finds out
+                pass
+            return actor
+
         idle = deque(actors)
         inflight: dict = {}  # ref -> (index, actor)
         started: dict = {}  # ref -> when it was sent to its (idle) actor
@@ -390,7 +406,7 @@ def _run_ray(book: _Book, workers: int | None, address: str | None, spec: str, s
                 started.pop(ref)
                 ray.kill(actor)
                 book.fail(i, f"timed out after {timeout:g} s")
-                idle.append(actor_cls.remote(spec, seed, device, 1))
+                idle.append(fresh_actor())
             for ref in ready:
                 started.pop(ref, None)
                 i, actor = inflight.pop(ref)
@@ -400,7 +416,7 @@ def _run_ray(book: _Book, workers: int | None, address: str | None, spec: str, s
                 except ray.exceptions.RayActorError as e:
                     book.fail(i, f"worker process died while running this task: {_first_line(e)}")
                     ray.kill(actor)
-                    idle.append(actor_cls.remote(spec, seed, device, 1))
+                    idle.append(fresh_actor())
                 except ray.exceptions.RayError as e:
                     book.fail(i, f"{type(e).__name__}: {_first_line(e)}")
                     idle.append(actor)
