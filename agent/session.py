@@ -26,6 +26,9 @@ from policies.actions import Action, ActionError, parse_action
 
 SCHEMA_VERSION = 1
 SOURCES = ("human", "policy", "system")
+# A system event whose action is what the scripted expert would do on that frame (``dw demos
+# --dagger``): a training label beside the actions that really ran, never one of them.
+EXPERT_LABEL = "expert_label"
 
 
 class SessionError(UserError):

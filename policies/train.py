@@ -3,7 +3,9 @@
 Each action event (``human`` or ``policy``) becomes one sample, paired with the frame the event
 names (the last frame shown before the action: no peeking at its effect), the history of the
 actions before it, the cursor (from ``cursor0`` in ``session.json`` when the recorder stored it,
-then the previous pointer actions) and the instruction. Samples are preprocessed once and cached
+then the previous pointer actions) and the instruction. A DAgger session (``dw demos --dagger``:
+a policy drove, the expert labelled each state) instead gives one sample per expert label, with
+the actions that really ran as its history. Samples are preprocessed once and cached
 per session (an ``.npz`` keyed by the session's files and the preprocessing settings), so an
 epoch only reads arrays. Training is seeded and deterministic on CPU, checkpoints each epoch
 with optimizer state (``--resume`` continues), and uses a GPU when given one. It runs under bf16
@@ -99,15 +101,23 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     With ``shifts`` > 0 every action gives ``1 + shifts`` samples: the unshifted tile grid and
     ``shifts`` shifted ones (seeded by the session's name, so the cache is deterministic).
     """
-    from agent.session import open_session  # agent depends on policies, not the reverse: import late
+    # agent depends on policies, not the reverse: import late
+    from agent.session import EXPERT_LABEL, open_session
 
     s = open_session(session_dir)
     pre = pre or Preprocessor(cfg)
     seed = int(hashlib.sha256(Path(session_dir).name.encode()).hexdigest()[:8], 16)
     pres = [pre] + [Preprocessor(cfg, shift=sh) for sh in shift_set(cfg, shifts, seed)[1:]]
-    events = s.actions(("human", "policy"))
+    executed = s.actions(("human", "policy"))
+    labels = [e for e in s.events if e.source == "system" and e.action is not None
+              and e.raw.get("event") == EXPERT_LABEL]
+    # A DAgger session (``dw demos --dagger``) teaches its expert labels; the executed actions
+    # are only the history. Any other session teaches its own actions.
+    targets = labels or executed
+    timeline = sorted(executed + labels, key=lambda e: e.line) if labels else executed
+    learn = {id(e) for e in targets}
     ids, raw = encode_text(s.instruction, cfg.max_text)
-    want = {e.frame for e in events if e.frame >= 0}
+    want = {e.frame for e in targets if e.frame >= 0}
     views: dict[int, object] = {}
     if want:
         last = max(want)
@@ -120,9 +130,9 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     cursor = (float(c0[0]), float(c0[1]), 1.0) if isinstance(c0, list | tuple) and len(c0) == 2 else (0, 0, 0.0)
     rows: dict[str, list] = {k: [] for k in ARRAYS}
     history: list = []
-    for e in events:
+    for e in timeline:
         a = e.action
-        for v in views.get(e.frame, ()):
+        for v in views.get(e.frame, ()) if id(e) in learn else ():
             htypes, hpts = history_features(cfg, history, raw)
             lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
             rows["global_view"].append(v.global_view)
@@ -136,6 +146,8 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
             rows["text_ids"].append(ids)
             rows["labels"].append(np.array([lab[k] for k in LABEL_FIELDS], np.int64))
             rows["offsets"].append(off)
+        if e.source == "system":  # a label: what the expert would have done, not what happened
+            continue
         history.append(a)
         if isinstance(a, Drag):
             cursor = (a.x2, a.y2, 1.0)

@@ -134,3 +134,38 @@ def test_bundled_miniwob_checkpoints_load_by_name_and_act(name):
     assert doc["suite"] == "miniwob" and doc["seed"] >= 100_000  # evaluation seeds never used for demos
     tasks = doc["summary"]["tasks"]
     assert len(tasks) == 17 and all(v[doc["policies"][0]]["episodes"] >= 50 for v in tasks.values())
+
+
+def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path):
+    """``dw demos --dagger``: the policy drives, the expert labels each state; training learns
+    the labels, and the history it sees is what the policy really did."""
+    from agent.cli import main
+    from agent.session import EXPERT_LABEL, open_session
+    from policies.pixel.codec import LABEL_FIELDS, action_label, history_features
+    from policies.pixel.config import PixelConfig
+    from policies.pixel.preprocess import Preprocessor, encode_text
+    from policies.train import session_samples
+
+    out = tmp_path / "dagger"
+    assert main(["demos", "--tasks", "click-button", "--episodes", "2", "--sizes", "640x480", "--plain",
+                 "--dagger", "random", "--out", str(out), "--json"]) == 0
+    cfg = PixelConfig.for_size("pixel-tiny", **SMALL)
+    for path in sorted(out.iterdir()):
+        s = open_session(path)
+        executed = s.actions(("policy",))
+        labels = [e for e in s.events if e.source == "system" and e.raw.get("event") == EXPERT_LABEL]
+        assert executed and len(labels) >= 1
+        assert [e.action for e in executed] != [e.action for e in labels]  # random is not the expert
+        got = session_samples(path, cfg)
+        assert len(got["labels"]) == len(labels)
+        # the last label's sample: its own label, and the executed actions before it as history
+        last = labels[-1]
+        before = [e.action for e in executed if e.line < last.line]
+        frame = next(f for f in s.frames() if f.index == last.frame)
+        v = Preprocessor(cfg)(frame)
+        _, raw = encode_text(s.instruction, cfg.max_text)
+        lab, _ = action_label(cfg, last.action, v.boxes, v.mask, raw, -1)
+        assert got["labels"][-1].tolist() == [lab[k] for k in LABEL_FIELDS]
+        htypes, _ = history_features(cfg, before, raw)
+        assert np.array_equal(got["history_types"][-1], htypes)
+    assert main(["demos", "--dagger", "random", "--workers", "2", "--out", str(tmp_path / "x")]) == 2

@@ -10,6 +10,7 @@ from agent import cliutil
 from agent.errors import UserError
 
 VIRTUAL_MIN = (160, 120)  # the virtual desktop's smallest screen
+DAGGER_MAX_STEPS = 40  # a policy that is lost stops here (the expert needs a few steps per task)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int, float]]:
@@ -24,8 +25,31 @@ def size_tag(w: int, h: int, s: float) -> str:
     return f"{w}x{h}@{s:g}"
 
 
-def record_demo(spec: dict, out: str) -> dict:
-    """Record one expert episode; returns a summary. ``spec``: task, seed, size, scale, fps."""
+class ExpertLabels:
+    """DAgger's data: ``policy`` drives, and at every state it reaches the scripted expert's next
+    action is recorded beside it as a label (a ``system`` event ``expert_label`` on that frame).
+    Training learns the labels, with the policy's own actions as the history, so the policy is
+    taught to recover from the states its own mistakes lead to."""
+
+    def __init__(self, policy, recorder) -> None:
+        self.policy, self.recorder = policy, recorder
+        self.name = f"{policy.name}+expert-labels"
+
+    def reset(self, instruction: str) -> None:
+        self.policy.reset(instruction)
+
+    def act(self, observation):
+        expert = observation.oracle.expert_actions() if observation.oracle is not None else []
+        if expert:
+            from agent.session import EXPERT_LABEL
+
+            self.recorder.add_event(observation.frame.t, "system", expert[0], event=EXPERT_LABEL)
+        return self.policy.act(observation)
+
+
+def record_demo(spec: dict, out: str, policy=None) -> dict:
+    """Record one expert episode; returns a summary. ``spec``: task, seed, size, scale, fps.
+    With ``policy`` (a loaded policy) that policy drives and the expert only labels (DAgger)."""
     from agent.loop import Agent
     from agent.session import SessionRecorder
     from agent.virtual import VirtualDesktop
@@ -37,9 +61,11 @@ def record_demo(spec: dict, out: str) -> dict:
     path = Path(out) / f"{spec['task']}-{size_tag(w, h, spec['scale'])}-s{spec['seed']}"
     if (path / "session.json").exists():
         return {"path": str(path), "skipped": True}
-    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction, policy="scripted",
+    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction,
+                          policy="scripted" if policy is None else f"{policy.name}+expert-labels",
                           desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
-    res = Agent(desk, ScriptedPolicy(), recorder=rec, max_steps=spec.get("max_steps", 200)).run()
+    driver = ScriptedPolicy() if policy is None else ExpertLabels(policy, rec)
+    res = Agent(desk, driver, recorder=rec, max_steps=spec.get("max_steps", 200)).run()
     desk.close()
     return {"path": str(path), "success": res.success, "steps": res.steps}
 
@@ -74,9 +100,24 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=not args.plain)
+    policy = None
+    if args.dagger:
+        from policies import load_policy
+        from policies.base import PolicyError
+
+        if args.workers > 1:
+            raise UserError("--dagger records in this process: leave --workers at 1")
+        try:
+            policy = load_policy(args.dagger)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
     results = []
     bar = tqdm(total=len(specs), desc="demos", unit="ep", disable=args.json)
-    if args.workers > 1:
+    if policy is not None:
+        for s in specs:
+            results.append(record_demo({**s, "max_steps": DAGGER_MAX_STEPS}, str(out), policy=policy))
+            bar.update(1)
+    elif args.workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers) as pool:
@@ -90,11 +131,13 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     ok = sum(1 for r in results if r.get("success"))
     done = sum(1 for r in results if not r.get("skipped"))
-    summary = {"out": str(out), "episodes": len(results), "recorded": done, "expert_successes": ok}
+    who = f"{args.dagger} successes (expert-labelled)" if args.dagger else "expert successes"
+    summary = {"out": str(out), "episodes": len(results), "recorded": done,
+               "policy_successes" if args.dagger else "expert_successes": ok}
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"recorded {done} sessions into {out} ({ok} expert successes; {len(results) - done} already there)")
+        print(f"recorded {done} sessions into {out} ({ok} {who}; {len(results) - done} already there)")
     return 0
 
 
@@ -111,5 +154,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
     p.add_argument("--plain", action="store_true",
                    help="the direct expert (clicks targets outright) instead of human-like paths and timing")
+    p.add_argument("--dagger", default=None, metavar="POLICY",
+                   help="POLICY drives and the expert labels every state it reaches (DAgger data for dw train)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

@@ -68,6 +68,9 @@ def run_demos(args: argparse.Namespace) -> int:
     from agent.miniwob.evaluate import DEMO_SEED, record_demos
 
     mode, tasks = _mode_and_tasks(args)
+    if getattr(args, "dagger", None):
+        raise UserError("--dagger applies to --suite virtual (its experts label any state); "
+                        "MiniWoB++ demos are the DOM experts' own episodes")
     seed = args.seed if args.seed is not None else DEMO_SEED
     bar = tqdm(total=len(tasks) * args.episodes, desc="demos miniwob", unit="ep", disable=args.json, file=sys.stderr)
     results = record_demos(tasks, args.episodes, args.out, seed=seed, mode=mode, on_result=lambda r: bar.update(1))
