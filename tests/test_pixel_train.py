@@ -169,3 +169,11 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
         htypes, _ = history_features(cfg, before, raw)
         assert np.array_equal(got["history_types"][-1], htypes)
     assert main(["demos", "--dagger", "random", "--workers", "2", "--out", str(tmp_path / "x")]) == 2
+    assert main(["demos", "--dagger", "random", "--beta", "1.5", "--out", str(tmp_path / "x")]) == 2
+    # beta 1: the expert's action runs at every step: what ran is exactly what was labelled
+    assert main(["demos", "--tasks", "click-button", "--episodes", "2", "--sizes", "640x480", "--plain",
+                 "--dagger", "random", "--beta", "1", "--out", str(tmp_path / "b1"), "--json"]) == 0
+    for path in (tmp_path / "b1").iterdir():
+        s = open_session(path)
+        labels = [e.action for e in s.events if e.source == "system" and e.raw.get("event") == EXPERT_LABEL]
+        assert labels == [e.action for e in s.actions(("policy",))]

@@ -29,10 +29,17 @@ class ExpertLabels:
     """DAgger's data: ``policy`` drives, and at every state it reaches the scripted expert's next
     action is recorded beside it as a label (a ``system`` event ``expert_label`` on that frame).
     Training learns the labels, with the policy's own actions as the history, so the policy is
-    taught to recover from the states its own mistakes lead to."""
+    taught to recover from the states its own mistakes lead to.
 
-    def __init__(self, policy, recorder) -> None:
-        self.policy, self.recorder = policy, recorder
+    ``beta``: the chance that a step runs the expert's action instead of the policy's (seeded by
+    ``seed``). A policy that ends episodes early (a premature Submit) then still visits, and gets
+    labels for, the later states of a task. The label is recorded either way."""
+
+    def __init__(self, policy, recorder, beta: float = 0.0, seed: int = 0) -> None:
+        import random
+
+        self.policy, self.recorder, self.beta = policy, recorder, beta
+        self.rng = random.Random(f"dagger/{seed}")
         self.name = f"{policy.name}+expert-labels"
 
     def reset(self, instruction: str) -> None:
@@ -44,7 +51,8 @@ class ExpertLabels:
             from agent.session import EXPERT_LABEL
 
             self.recorder.add_event(observation.frame.t, "system", expert[0], event=EXPERT_LABEL)
-        return self.policy.act(observation)
+        own = self.policy.act(observation)  # always asked: a stateful policy sees every frame
+        return expert[:1] if expert and self.rng.random() < self.beta else own
 
 
 def record_demo(spec: dict, out: str, policy=None) -> dict:
@@ -64,7 +72,7 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
     rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction,
                           policy="scripted" if policy is None else f"{policy.name}+expert-labels",
                           desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
-    driver = ScriptedPolicy() if policy is None else ExpertLabels(policy, rec)
+    driver = ScriptedPolicy() if policy is None else ExpertLabels(policy, rec, spec.get("beta", 0.0), spec["seed"])
     res = Agent(desk, driver, recorder=rec, max_steps=spec.get("max_steps", 200)).run()
     desk.close()
     return {"path": str(path), "success": res.success, "steps": res.steps}
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.workers > 1:
             raise UserError("--dagger records in this process: leave --workers at 1")
+        if not 0.0 <= args.beta <= 1.0:
+            raise UserError("--beta must be between 0 and 1")
         try:
             policy = load_policy(args.dagger)
         except PolicyError as e:
@@ -115,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(specs), desc="demos", unit="ep", disable=args.json)
     if policy is not None:
         for s in specs:
-            results.append(record_demo({**s, "max_steps": DAGGER_MAX_STEPS}, str(out), policy=policy))
+            results.append(record_demo({**s, "max_steps": DAGGER_MAX_STEPS, "beta": args.beta}, str(out),
+                                       policy=policy))
             bar.update(1)
     elif args.workers > 1:
         import multiprocessing as mp
@@ -156,5 +167,7 @@ def register(sub) -> None:
                    help="the direct expert (clicks targets outright) instead of human-like paths and timing")
     p.add_argument("--dagger", default=None, metavar="POLICY",
                    help="POLICY drives and the expert labels every state it reaches (DAgger data for dw train)")
+    p.add_argument("--beta", type=float, default=0.0,
+                   help="with --dagger: the chance that a step runs the expert's action instead (0..1)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
