@@ -127,6 +127,25 @@ def test_desktop_mode_record_and_replay(xvfb, tmp_path):
     json.dumps(out)
 
 
+def test_dagger_demos_record_dom_expert_labels(tmp_path):
+    """A policy drives MiniWoB++; the DOM expert labels each state; training learns the labels."""
+    _need_browser()
+    from agent.miniwob.evaluate import record_demos
+    from agent.session import EXPERT_LABEL, open_session
+    from policies.builtin import RandomPolicy
+    from policies.pixel.config import PixelConfig
+    from policies.train import session_samples
+
+    results = record_demos(["click-test"], 2, tmp_path, seed=100_000, dagger=RandomPolicy(seed=3), max_steps=4)
+    assert len(results) == 2 and all(r["policy"] == "random+expert-labels" for r in results)
+    for r in results:  # kept whether or not the random policy succeeded
+        s = open_session(r["session"])
+        labels = [e for e in s.events if e.source == "system" and e.raw.get("event") == EXPERT_LABEL]
+        assert labels and all(isinstance(e.action, Click) for e in labels)  # click-test: click the button
+        cfg = PixelConfig.for_size("pixel-tiny", max_glimpses=8)
+        assert len(session_samples(s.path, cfg)["labels"]) == len(labels)
+
+
 @pytest.mark.slow
 def test_dw_eval_miniwob_json(capsys):
     _need_browser()

@@ -25,36 +25,6 @@ def size_tag(w: int, h: int, s: float) -> str:
     return f"{w}x{h}@{s:g}"
 
 
-class ExpertLabels:
-    """DAgger's data: ``policy`` drives, and at every state it reaches the scripted expert's next
-    action is recorded beside it as a label (a ``system`` event ``expert_label`` on that frame).
-    Training learns the labels, with the policy's own actions as the history, so the policy is
-    taught to recover from the states its own mistakes lead to.
-
-    ``beta``: the chance that a step runs the expert's action instead of the policy's (seeded by
-    ``seed``). A policy that ends episodes early (a premature Submit) then still visits, and gets
-    labels for, the later states of a task. The label is recorded either way."""
-
-    def __init__(self, policy, recorder, beta: float = 0.0, seed: int = 0) -> None:
-        import random
-
-        self.policy, self.recorder, self.beta = policy, recorder, beta
-        self.rng = random.Random(f"dagger/{seed}")
-        self.name = f"{policy.name}+expert-labels"
-
-    def reset(self, instruction: str) -> None:
-        self.policy.reset(instruction)
-
-    def act(self, observation):
-        expert = observation.oracle.expert_actions() if observation.oracle is not None else []
-        if expert:
-            from agent.session import EXPERT_LABEL
-
-            self.recorder.add_event(observation.frame.t, "system", expert[0], event=EXPERT_LABEL)
-        own = self.policy.act(observation)  # always asked: a stateful policy sees every frame
-        return expert[:1] if expert and self.rng.random() < self.beta else own
-
-
 def record_demo(spec: dict, out: str, policy=None) -> dict:
     """Record one expert episode; returns a summary. ``spec``: task, seed, size, scale, fps.
     With ``policy`` (a loaded policy) that policy drives and the expert only labels (DAgger)."""
@@ -72,7 +42,13 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
     rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction,
                           policy="scripted" if policy is None else f"{policy.name}+expert-labels",
                           desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
-    driver = ScriptedPolicy() if policy is None else ExpertLabels(policy, rec, spec.get("beta", 0.0), spec["seed"])
+    if policy is None:
+        driver = ScriptedPolicy()
+    else:
+        from agent.dagger import ExpertLabels
+
+        driver = ExpertLabels(policy, spec.get("beta", 0.0))
+        driver.start(rec, spec["seed"])
     res = Agent(desk, driver, recorder=rec, max_steps=spec.get("max_steps", 200)).run()
     desk.close()
     return {"path": str(path), "success": res.success, "steps": res.steps}
@@ -95,6 +71,8 @@ def demo_specs(tasks: list[str], episodes: int, sizes: list[tuple[int, int, floa
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if not 0.0 <= args.beta <= 1.0:
+        raise UserError("--beta must be between 0 and 1")
     if args.suite == "miniwob":
         from agent.miniwob.cli import run_demos
 
@@ -115,8 +93,6 @@ def run(args: argparse.Namespace) -> int:
 
         if args.workers > 1:
             raise UserError("--dagger records in this process: leave --workers at 1")
-        if not 0.0 <= args.beta <= 1.0:
-            raise UserError("--beta must be between 0 and 1")
         try:
             policy = load_policy(args.dagger)
         except PolicyError as e:

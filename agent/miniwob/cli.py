@@ -68,20 +68,30 @@ def run_demos(args: argparse.Namespace) -> int:
     from agent.miniwob.evaluate import DEMO_SEED, record_demos
 
     mode, tasks = _mode_and_tasks(args)
+    dagger = None
     if getattr(args, "dagger", None):
-        raise UserError("--dagger applies to --suite virtual (its experts label any state); "
-                        "MiniWoB++ demos are the DOM experts' own episodes")
+        from policies import load_policy
+        from policies.base import PolicyError
+
+        try:
+            dagger = load_policy(args.dagger)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
     seed = args.seed if args.seed is not None else DEMO_SEED
     bar = tqdm(total=len(tasks) * args.episodes, desc="demos miniwob", unit="ep", disable=args.json, file=sys.stderr)
-    results = record_demos(tasks, args.episodes, args.out, seed=seed, mode=mode, on_result=lambda r: bar.update(1))
+    results = record_demos(tasks, args.episodes, args.out, seed=seed, mode=mode, on_result=lambda r: bar.update(1),
+                           dagger=dagger, beta=getattr(args, "beta", 0.0))
     bar.close()
     ok = sum(r["success"] for r in results)
-    summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results), "recorded": ok,
-               "expert_failures": [f"{r['task']}/s{r['seed']}: {r['reason']}" for r in results if not r["success"]]}
-    if args.json:
-        print(json.dumps(summary))
+    if dagger is not None:
+        summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results),
+                   "recorded": len(results), "policy_successes": ok}
+        text = f"recorded {len(results)} expert-labelled sessions of {args.dagger} ({ok} successes) into {args.out}"
     else:
-        print(f"recorded {ok} successful expert sessions of {len(results)} into {args.out}")
+        summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results), "recorded": ok,
+                   "expert_failures": [f"{r['task']}/s{r['seed']}: {r['reason']}" for r in results if not r["success"]]}
+        text = f"recorded {ok} successful expert sessions of {len(results)} into {args.out}"
+    print(json.dumps(summary) if args.json else text)
     return 0
 
 

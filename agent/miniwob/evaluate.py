@@ -88,28 +88,37 @@ def evaluate(tasks: list[str], policies: list[str], *, episodes: int = 50, seed:
 
 def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int = DEMO_SEED,
                  mode: str = "headless", max_steps: int = MAX_STEPS, keep_failures: bool = False,
-                 on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Scripted-expert demos as ordinary sessions: ``out/<task>-<mode>-s<seed>``."""
+                 on_result: Callable[[dict], None] | None = None, dagger=None, beta: float = 0.0) -> list[dict]:
+    """Scripted-expert demos as ordinary sessions: ``out/<task>-<mode>-s<seed>``.
+
+    With ``dagger`` (a loaded policy) that policy drives and the DOM expert labels every state it
+    reaches (:class:`agent.dagger.ExpertLabels`, ``beta`` as there); every episode is kept, the
+    failures being the point."""
     import shutil
 
+    from agent.dagger import ExpertLabels
     from agent.session import SessionRecorder
     from policies.builtin import ScriptedPolicy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    driver = ScriptedPolicy() if dagger is None else ExpertLabels(dagger, beta)
 
     def recorder_for(desk, s):
         path = out / f"{desk.task}-{mode}-s{s}"
         if path.exists():
             shutil.rmtree(path)
-        return SessionRecorder(path, desk.screen, DEMO_FPS, instruction=desk.instruction, policy="scripted",
-                               desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+        rec = SessionRecorder(path, desk.screen, DEMO_FPS, instruction=desk.instruction, policy=driver.name,
+                              desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+        if dagger is not None:
+            driver.start(rec, s)
+        return rec
 
     results = []
     for task in tasks:
-        for r in run_task(task, range(seed, seed + episodes), ScriptedPolicy(), mode=mode, max_steps=max_steps,
+        for r in run_task(task, range(seed, seed + episodes), driver, mode=mode, max_steps=max_steps,
                           recorder_for=recorder_for):
-            if not r["success"] and not keep_failures:
+            if not r["success"] and not keep_failures and dagger is None:
                 shutil.rmtree(r["session"], ignore_errors=True)
                 r["kept"] = False
             results.append(r)
