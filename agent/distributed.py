@@ -279,21 +279,20 @@ def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, opti
     pool = new_pool()
     book.ready_at = time.perf_counter()
     suspects: deque[int] = deque()  # in flight when a worker died beside others: run one at a time
-    inflight: dict = {}
-    started: dict = {}  # future -> when it was submitted (a free worker takes it at once)
+    inflight: dict = {}  # future -> (task index, when it was submitted: a free worker takes it at once)
     try:
         while book.queue or suspects or inflight:
             limit = 1 if suspects else workers
             while len(inflight) < limit and (suspects or book.queue):
                 i = suspects.popleft() if suspects else book.queue.popleft()
                 fut = pool.submit(execute, book.kind, book.items[i], spec, seed, device, options)
-                inflight[fut], started[fut] = i, time.perf_counter()
-            _, wait_s = _overdue(started, timeout)
+                inflight[fut] = (i, time.perf_counter())
+            _, wait_s = _overdue({f: t for f, (_, t) in inflight.items()}, timeout)
             finished, _ = wait(inflight, timeout=wait_s, return_when=FIRST_COMPLETED)
-            late, _ = _overdue({f: t for f, t in started.items() if f not in finished}, timeout)
+            late, _ = _overdue({f: t for f, (_, t) in inflight.items() if f not in finished}, timeout)
             if late:  # a worker is stuck: charge its task, re-run the others uncharged, new pool
                 _kill_pool(pool)
-                for fut, i in list(inflight.items()):
+                for fut, (i, _) in list(inflight.items()):
                     if fut in late:
                         book.fail(i, f"timed out after {timeout:g} s")
                     elif fut in finished and not fut.exception():
@@ -301,14 +300,11 @@ def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, opti
                     else:
                         book.queue.appendleft(i)
                 inflight.clear()
-                started.clear()
                 pool = new_pool()
                 continue
-            for fut in finished:
-                started.pop(fut, None)
             broken = []
             for fut in finished:
-                i = inflight.pop(fut)
+                i, _ = inflight.pop(fut)
                 try:
                     book.done(i, fut.result())
                 except BrokenProcessPool:
@@ -318,13 +314,12 @@ def _run_pool(book: _Book, workers: int, spec: str, seed: int, device: str, opti
             if not broken:
                 continue
             # The pool is dead: every task still in flight fails with it.
-            for fut, i in list(inflight.items()):
+            for fut, (i, _) in list(inflight.items()):
                 try:
                     book.done(i, fut.result())
                 except Exception:
                     broken.append(i)
             inflight.clear()
-            started.clear()
             pool.shutdown(wait=True, cancel_futures=True)
             if len(broken) == 1:
                 book.fail(broken[0], "worker process died while running this task (crashed or was killed)")
@@ -390,26 +385,22 @@ def _run_ray(book: _Book, workers: int | None, address: str | None, spec: str, s
             return actor
 
         idle = deque(actors)
-        inflight: dict = {}  # ref -> (index, actor)
-        started: dict = {}  # ref -> when it was sent to its (idle) actor
+        inflight: dict = {}  # ref -> (index, actor, when it was sent to that idle actor)
         while book.queue or inflight:
             while idle and book.queue:
                 i = book.queue.popleft()
                 actor = idle.popleft()
-                ref = actor.run.remote(book.kind, book.items[i], options)
-                inflight[ref], started[ref] = (i, actor), time.perf_counter()
-            _, wait_s = _overdue(started, timeout)
+                inflight[actor.run.remote(book.kind, book.items[i], options)] = (i, actor, time.perf_counter())
+            _, wait_s = _overdue({r: t for r, (*_, t) in inflight.items()}, timeout)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=wait_s)
-            late, _ = _overdue({r: t for r, t in started.items() if r not in ready}, timeout)
+            late, _ = _overdue({r: t for r, (*_, t) in inflight.items() if r not in ready}, timeout)
             for ref in late:  # stuck: kill its actor, charge the task, start a fresh actor
-                i, actor = inflight.pop(ref)
-                started.pop(ref)
+                i, actor, _ = inflight.pop(ref)
                 ray.kill(actor)
                 book.fail(i, f"timed out after {timeout:g} s")
                 idle.append(fresh_actor())
             for ref in ready:
-                started.pop(ref, None)
-                i, actor = inflight.pop(ref)
+                i, actor, _ = inflight.pop(ref)
                 try:
                     book.done(i, ray.get(ref))
                     idle.append(actor)
@@ -501,11 +492,11 @@ def _check_policy(spec: str, seed: int) -> None:
     """Resolve the policy on the driver first, so a typo is one clear line, not N task errors.
     Loads only what is cheap to load (built-ins); checkpoints are checked for presence."""
     from policies.base import PolicyError
-    from policies.registry import BUILTIN, MINIWOB_CHECKPOINTS, PIXEL_SIZES, bundled_checkpoint
+    from policies.registry import BUILTIN, BUNDLED, bundled_checkpoint
 
     if spec in BUILTIN:
         return
-    if spec in PIXEL_SIZES or spec in MINIWOB_CHECKPOINTS:
+    if spec in BUNDLED:
         if not (bundled_checkpoint(spec) / "config.json").is_file():
             raise UserError(f"policy {spec!r}: no bundled checkpoint at {bundled_checkpoint(spec)}")
         return
