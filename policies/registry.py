@@ -10,6 +10,7 @@ from policies.builtin import RandomPolicy, ScriptedPolicy
 BUILTIN = ("scripted", "random")
 PIXEL_SIZES = ("pixel-tiny", "pixel-small", "pixel-base", "pixel-large")
 MINIWOB_CHECKPOINTS = ("miniwob-pixel-tiny", "miniwob-pixel-small")  # bundled, trained on MiniWoB++ demos
+BUNDLED = PIXEL_SIZES + MINIWOB_CHECKPOINTS  # names that mean a checkpoint in fixtures/checkpoints
 
 
 def bundled_checkpoint(name: str) -> Path:
@@ -51,7 +52,7 @@ def best_bundled_policy(trained_only: bool = False) -> str:
 
 
 def available_policies() -> list[str]:
-    return list(BUILTIN) + list(PIXEL_SIZES) + list(MINIWOB_CHECKPOINTS)
+    return list(BUILTIN) + list(BUNDLED)
 
 
 def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
@@ -66,7 +67,7 @@ def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
 
         return load_hf_vlm_policy(spec, device=device)
     path = Path(spec)
-    if spec in PIXEL_SIZES or spec in MINIWOB_CHECKPOINTS or (path.is_dir() and (path / "config.json").is_file()):
+    if spec in BUNDLED or (path.is_dir() and (path / "config.json").is_file()):
         try:
             from transformers.utils import logging as hf_logging
 

@@ -39,15 +39,15 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
     path = Path(out) / f"{spec['task']}-{size_tag(w, h, spec['scale'])}-s{spec['seed']}"
     if (path / "session.json").exists():
         return {"path": str(path), "skipped": True}
-    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction,
-                          policy="scripted" if policy is None else f"{policy.name}+expert-labels",
-                          desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
     if policy is None:
         driver = ScriptedPolicy()
     else:
         from agent.dagger import ExpertLabels
 
         driver = ExpertLabels(policy, spec.get("beta", 0.0))
+    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction, policy=driver.name,
+                          desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+    if policy is not None:
         driver.start(rec, spec["seed"])
     res = Agent(desk, driver, recorder=rec, max_steps=spec.get("max_steps", 200)).run()
     desk.close()
@@ -97,14 +97,10 @@ def run(args: argparse.Namespace) -> int:
             policy = load_policy(args.dagger)
         except PolicyError as e:
             raise UserError(str(e)) from None
+        specs = [{**s, "max_steps": DAGGER_MAX_STEPS, "beta": args.beta} for s in specs]
     results = []
     bar = tqdm(total=len(specs), desc="demos", unit="ep", disable=args.json)
-    if policy is not None:
-        for s in specs:
-            results.append(record_demo({**s, "max_steps": DAGGER_MAX_STEPS, "beta": args.beta}, str(out),
-                                       policy=policy))
-            bar.update(1)
-    elif args.workers > 1:
+    if args.workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers) as pool:
@@ -113,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
     else:
         for s in specs:
-            results.append(record_demo(s, str(out)))
+            results.append(record_demo(s, str(out), policy=policy))
             bar.update(1)
     bar.close()
     ok = sum(1 for r in results if r.get("success"))

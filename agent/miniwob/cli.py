@@ -83,13 +83,13 @@ def run_demos(args: argparse.Namespace) -> int:
                            dagger=dagger, beta=getattr(args, "beta", 0.0))
     bar.close()
     ok = sum(r["success"] for r in results)
+    summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results)}
     if dagger is not None:
-        summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results),
-                   "recorded": len(results), "policy_successes": ok}
+        summary.update(recorded=len(results), policy_successes=ok)
         text = f"recorded {len(results)} expert-labelled sessions of {args.dagger} ({ok} successes) into {args.out}"
     else:
-        summary = {"suite": "miniwob", "mode": mode, "out": str(args.out), "episodes": len(results), "recorded": ok,
-                   "expert_failures": [f"{r['task']}/s{r['seed']}: {r['reason']}" for r in results if not r["success"]]}
+        summary.update(recorded=ok, expert_failures=[f"{r['task']}/s{r['seed']}: {r['reason']}"
+                                                     for r in results if not r["success"]])
         text = f"recorded {ok} successful expert sessions of {len(results)} into {args.out}"
     print(json.dumps(summary) if args.json else text)
     return 0

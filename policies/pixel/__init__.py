@@ -17,7 +17,7 @@ from policies.pixel.config import SIZES, TARGET_PARAMS, PixelConfig
 from policies.pixel.model import PixelModel, PixelOutput, TextCache
 from policies.pixel.policy import PixelPolicy, inference_dtype
 from policies.pixel.preprocess import Preprocessor, VisualInputs, encode_text
-from policies.registry import MINIWOB_CHECKPOINTS, bundled_checkpoint
+from policies.registry import BUNDLED, bundled_checkpoint
 
 try:
     AutoConfig.register(PixelConfig.model_type, PixelConfig)
@@ -29,7 +29,7 @@ except ValueError:  # already registered (module reloaded)
 def checkpoint_dir(spec: str) -> Path:
     """The folder of a bundled checkpoint (``pixel-<size>``, ``miniwob-pixel-<size>``) or of a
     checkpoint path."""
-    if spec in SIZES or spec in MINIWOB_CHECKPOINTS:
+    if spec in BUNDLED:
         return bundled_checkpoint(spec)
     return Path(spec)
 
@@ -37,10 +37,10 @@ def checkpoint_dir(spec: str) -> Path:
 def load_model(spec: str, device: str = "cpu") -> PixelModel:
     folder = checkpoint_dir(spec)
     if not (folder / "config.json").is_file():
-        if spec in SIZES or spec in MINIWOB_CHECKPOINTS:
+        if spec in BUNDLED:
             raise PolicyError(
                 f"no bundled checkpoint for {spec} (looked in {folder}); train one with "
-                f"`dw train SESSIONS --size {spec} --out DIR` and pass DIR as the policy"
+                f"`dw train SESSIONS --size {spec.removeprefix('miniwob-')} --out DIR` and pass DIR as the policy"
             )
         raise PolicyError(f"{folder}: not a checkpoint folder (no config.json inside)")
     try:
@@ -55,8 +55,7 @@ def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto") -> Pi
 
     ``dtype``: see :func:`policies.pixel.policy.inference_dtype`."""
     model = load_model(spec, device=device)
-    bundled = spec in SIZES or spec in MINIWOB_CHECKPOINTS
-    name = spec if bundled else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
+    name = spec if spec in BUNDLED else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
     return PixelPolicy(model, name=name, device=device, dtype=dtype)
 
 
