@@ -246,6 +246,7 @@ class TrainConfig:
     time_budget_s: float | None = None  # fit the schedule into this many seconds (after epoch 1)
     keep_best: bool = True  # save the epoch with the best held-out action accuracy
     init: str | None = None  # checkpoint folder to start from (its config wins over size/overrides)
+    tile_pt: int | None = None  # glimpse tile size in points (also over an init checkpoint: no weight depends on it)
 
 
 def _compute(device: torch.device):
@@ -399,6 +400,10 @@ def train(
         cfg = init_model.config
     else:
         cfg = PixelConfig.for_size(tc.size, **tc.overrides)
+    if tc.tile_pt is not None:
+        if tc.tile_pt < cfg.cell_pt or tc.tile_pt % cfg.cell_pt:
+            raise TrainError(f"tile_pt {tc.tile_pt} must be a positive multiple of the {cfg.cell_pt}-point cell")
+        cfg.tile_pt = tc.tile_pt
     sessions = find_sessions(session_paths)
     cache = Path(cache_dir) if cache_dir else out / "cache"
     bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None

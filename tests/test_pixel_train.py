@@ -10,7 +10,7 @@ import torch
 
 from agent.commands.demos import demo_specs, record_demo
 from policies.registry import bundled_checkpoint
-from policies.train import TrainConfig, train
+from policies.train import TrainConfig, TrainError, train
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8}
 
@@ -64,6 +64,15 @@ def test_fine_tuning_starts_from_the_init_checkpoint(demos, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the init weights, kept
     with pytest.raises(PolicyError, match="not a checkpoint folder"):
         train([demos], tmp_path / "bad", TrainConfig(init=str(tmp_path / "nothing")), progress=False, log=lambda s: None)
+    # a new glimpse tile size over the init checkpoint: same weights, the new size in the saved config
+    tc.tile_pt = 32
+    train([demos], tmp_path / "ft32", tc, cache_dir=tmp_path / "cache", progress=False, log=lambda s: None)
+    c = load_file(str(tmp_path / "ft32" / "model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert json.loads((tmp_path / "ft32" / "config.json").read_text())["tile_pt"] == 32
+    tc.tile_pt = 20
+    with pytest.raises(TrainError, match="multiple of the 8-point cell"):
+        train([demos], tmp_path / "bad", tc, progress=False, log=lambda s: None)
 
 
 def test_shifted_samples_and_held_out_figures(demos, tmp_path):
