@@ -146,6 +146,52 @@ def test_bf16_policy_points_where_fp32_does():
     assert float(d.max()) < 4.0  # pixels, inside a 64-point glimpse or a global patch
 
 
+def test_onnx_step_matches_torch():
+    """The ONNX Runtime step computes what the PyTorch forward pass computes, for instructions of
+    any length (the text axis is dynamic), with history, and acts the same."""
+    m_onnx, m_torch = _tiny(), _tiny()
+    po = PixelPolicy(m_onnx, runtime="onnx")
+    pt = PixelPolicy(m_torch, runtime="torch", dtype="float32")
+    assert po.runtime == "onnx" and pt.runtime == "torch" and po.dtype is torch.float32
+    for text, hist in (("Click OK.", ()), ('Type "maple syrup" into the second field, then press Submit.',
+                                           (Click(0.2, 0.3), Type("maple"), Key("tab")))):
+        obs = Observation(_frame(1920, 1080, seed=len(text)), text, (0.4, 0.6), hist)
+        po.reset(text)
+        pt.reset(text)
+        o = po._step(po.arrays(obs))
+        with torch.inference_mode():
+            r = m_torch(**pt.inputs(obs), text_cache=pt._cache)
+        for k in ("type_logits", "key_logits", "pointer_logits", "offsets", "span_start", "span_end", "boxes"):
+            assert torch.allclose(getattr(o, k), getattr(r, k), atol=1e-4), k
+        a1, a2 = po.act(obs), pt.act(obs)
+        assert [a.type for a in a1] == [a.type for a in a2]
+        for x, y in zip(a1, a2, strict=True):
+            if x.point is not None:
+                assert np.allclose(x.point, y.point, atol=1e-5)
+
+
+def test_runtime_choice(monkeypatch):
+    from policies.pixel.runtime import choose_runtime
+
+    monkeypatch.delenv("DW_PIXEL_RUNTIME", raising=False)
+    monkeypatch.delenv("DW_PIXEL_DTYPE", raising=False)
+    assert choose_runtime("cpu") == "onnx"  # onnxruntime is a dependency
+    assert choose_runtime("cpu", hidden_size=256) == "onnx"  # pixel-small
+    assert choose_runtime("cpu", hidden_size=448) == "torch"  # pixel-base: bf16 PyTorch is faster
+    assert choose_runtime("cuda") == "torch"
+    assert choose_runtime("cpu", dtype="bfloat16") == "torch"  # a dtype asked for: PyTorch honours it
+    assert choose_runtime("cpu", "torch") == "torch"
+    monkeypatch.setenv("DW_PIXEL_RUNTIME", "torch")
+    assert choose_runtime("cpu") == "torch"
+    monkeypatch.setenv("DW_PIXEL_RUNTIME", "auto")
+    monkeypatch.setenv("DW_PIXEL_DTYPE", "float32")
+    assert choose_runtime("cpu") == "torch"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        choose_runtime("cuda", "onnx")
+    with pytest.raises(ValueError, match="unknown runtime"):
+        choose_runtime("cpu", "tensorrt")
+
+
 @pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0), (1366, 768, 1.25)])
 def test_preprocess_logical_geometry(w, h, scale):
     cfg = PixelConfig.for_size("pixel-tiny")

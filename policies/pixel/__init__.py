@@ -50,13 +50,17 @@ def load_model(spec: str, device: str = "cpu") -> PixelModel:
     return model.to(device).eval()
 
 
-def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto") -> PixelPolicy:
+def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto", runtime: str = "auto") -> PixelPolicy:
     """A bundled checkpoint (``pixel-<size>``, ``miniwob-pixel-<size>``) or a checkpoint folder.
 
-    ``dtype``: see :func:`policies.pixel.policy.inference_dtype`."""
+    ``dtype``: see :func:`policies.pixel.policy.inference_dtype`; ``runtime``:
+    :func:`policies.pixel.runtime.choose_runtime`."""
     model = load_model(spec, device=device)
     name = spec if spec in BUNDLED else (model.config.size_name or "pixel") + f"@{Path(spec).name}"
-    return PixelPolicy(model, name=name, device=device, dtype=dtype)
+    try:
+        return PixelPolicy(model, name=name, device=device, dtype=dtype, runtime=runtime)
+    except (ValueError, RuntimeError) as e:
+        raise PolicyError(f"{spec}: {e}") from None
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from policies.base import Observation
 from policies.pixel.codec import decode, history_features
 from policies.pixel.model import PixelModel
 from policies.pixel.preprocess import Preprocessor, encode_text
+from policies.pixel.runtime import OnnxStep, choose_runtime
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -51,12 +52,16 @@ class PixelPolicy:
 
     The instruction is encoded once per episode (its per-layer keys and values are cached);
     each frame costs one preprocessing pass and one forward pass. It never reads the
-    observation's ``oracle``.
+    observation's ``oracle``. ``runtime`` picks the engine of that forward pass:
+    :func:`policies.pixel.runtime.choose_runtime` (ONNX Runtime on a CPU for the small sizes).
     """
 
-    def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto"):
-        self.dtype = inference_dtype(device, dtype)
+    def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto",
+                 runtime: str = "auto"):
+        self.runtime = choose_runtime(device, runtime, dtype, model.config.hidden_size)
+        self.dtype = torch.float32 if self.runtime == "onnx" else inference_dtype(device, dtype)
         self.model = model.to(device=device, dtype=self.dtype).eval()
+        self._step = OnnxStep(self.model) if self.runtime == "onnx" else None
         self.cfg = model.config
         self.name = name
         self.device = torch.device(device)
@@ -70,27 +75,30 @@ class PixelPolicy:
         self.instruction = instruction
         ids, self._raw = encode_text(instruction, self.cfg.max_text)
         self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
+        if self._step is not None:
+            self._step.set_text(self._cache)
 
-    def inputs(self, observation: Observation) -> dict[str, torch.Tensor]:
-        """Model inputs (batch of one) for an observation."""
+    def arrays(self, observation: Observation) -> dict[str, np.ndarray]:
+        """Model inputs (batch of one) for an observation, as contiguous arrays."""
         vis = self.pre(observation.frame)
         cur = observation.cursor
         cursor = np.array([cur[0], cur[1], 1.0] if cur is not None else [0.0, 0.0, 0.0], np.float32)
         htypes, hpts = history_features(self.cfg, observation.history, self._raw)
-        dev = self.device
+        named = {"global_view": vis.global_view, "glimpses": vis.glimpses, "boxes": vis.boxes,
+                 "glimpse_mask": vis.mask, "screen": vis.screen, "cursor": cursor,
+                 "history_types": htypes, "history_points": hpts}
+        return {k: np.ascontiguousarray(a)[None] for k, a in named.items()}
 
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a))[None].to(dev)
-
-        return {
-            "global_view": t(vis.global_view), "glimpses": t(vis.glimpses), "boxes": t(vis.boxes),
-            "glimpse_mask": t(vis.mask), "screen": t(vis.screen), "cursor": t(cursor),
-            "history_types": t(htypes), "history_points": t(hpts),
-        }
+    def inputs(self, observation: Observation) -> dict[str, torch.Tensor]:
+        """Model inputs (batch of one) for an observation, as tensors on the policy's device."""
+        return {k: torch.from_numpy(a).to(self.device) for k, a in self.arrays(observation).items()}
 
     @torch.inference_mode()
     def act(self, observation: Observation) -> list[Action]:
         if self._cache is None or observation.instruction != self.instruction:
             self.reset(observation.instruction)
-        out = self.model(**self.inputs(observation), text_cache=self._cache)
+        if self._step is not None:
+            out = self._step(self.arrays(observation))
+        else:
+            out = self.model(**self.inputs(observation), text_cache=self._cache)
         return decode(self.cfg, out, self._raw)

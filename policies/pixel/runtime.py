@@ -1,0 +1,129 @@
+"""Which engine runs the pixel policy's per-frame step, and the ONNX Runtime one.
+
+A step is small (pixel-tiny: ~1M parameters, ~70 tokens at batch 1), so on a CPU its cost is
+mostly per-operator overhead, not arithmetic. ONNX Runtime runs the same graph with far less of
+it: pixel-tiny's forward pass takes ~1.8 ms there against ~3.7 ms in eager PyTorch (float32) on
+this project's 2-core reference box. The graph is exported from the loaded model when the policy
+is built (in memory, under a second for pixel-small), so a checkpoint stays a plain
+transformers folder. Only the step runs here; the instruction is still encoded once per episode by
+PyTorch, and its per-layer keys and values are fed to every step.
+
+``auto`` (the default; ``DW_PIXEL_RUNTIME`` overrides it) picks ONNX Runtime on a CPU for the
+small sizes (hidden size up to 256: pixel-tiny, pixel-small) when it is installed and no dtype was
+asked for, and PyTorch otherwise: on CUDA, for an explicit dtype, and for pixel-base and
+pixel-large, whose forward pass is arithmetic-bound and runs faster in PyTorch's bfloat16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from policies.pixel.model import PixelModel, PixelOutput, TextCache
+
+RUNTIMES = ("auto", "torch", "onnx")
+ONNX_MAX_HIDDEN = 256  # auto picks ONNX Runtime up to this hidden size (dw bench policies measures why)
+STEP_INPUTS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cursor", "history_types",
+               "history_points")
+OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput))
+
+
+def onnx_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dtype: str = "auto",
+                   hidden_size: int = 0) -> str:
+    """``torch`` or ``onnx`` for a model of ``hidden_size`` on ``device``; see the module docstring."""
+    if runtime == "auto":
+        runtime = os.environ.get("DW_PIXEL_RUNTIME", "auto")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    cpu = torch.device(device).type == "cpu"
+    if runtime == "auto":
+        dtype_asked = dtype != "auto" or os.environ.get("DW_PIXEL_DTYPE", "auto") != "auto"
+        small = hidden_size <= ONNX_MAX_HIDDEN
+        return "onnx" if cpu and small and onnx_available() and not dtype_asked else "torch"
+    if runtime == "onnx" and not cpu:
+        raise ValueError("the onnx runtime runs on the CPU; use the torch runtime on CUDA")
+    return runtime
+
+
+class _FlatStep(nn.Module):
+    """The step as a function of flat tensors (the text cache spread into its parts), for export."""
+
+    def __init__(self, model: PixelModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor):
+        n = len(STEP_INPUTS)
+        inputs = dict(zip(STEP_INPUTS, args[:n], strict=True))
+        states, mask, kv = args[n], args[n + 1], args[n + 2:]
+        cache = TextCache([(kv[i], kv[i + 1]) for i in range(0, len(kv), 2)], states, mask)
+        out = self.model(**inputs, text_cache=cache)
+        return tuple(getattr(out, k) for k in OUTPUTS)
+
+
+class OnnxStep:
+    """One pixel model's step (batch 1, float32) in an ONNX Runtime session."""
+
+    def __init__(self, model: PixelModel, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeError("the onnx runtime needs the onnxruntime package (pip install onnxruntime)") from None
+        c = model.config
+        n_layers = len(model.layers)
+        k, g, d = c.max_glimpses, c.glimpse_px, c.hidden_size
+        heads = c.num_heads
+        example = (
+            torch.zeros(1, c.global_h, c.global_w, 3, dtype=torch.uint8),
+            torch.zeros(1, k, g, g, 3, dtype=torch.uint8),
+            torch.zeros(1, k, 4),
+            torch.ones(1, k, dtype=torch.bool),
+            torch.zeros(1, 4),
+            torch.zeros(1, 3),
+            torch.zeros(1, c.history, dtype=torch.long),
+            torch.zeros(1, c.history, 3),
+            torch.zeros(1, 2, d),
+            torch.ones(1, 2, dtype=torch.bool),
+        ) + tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
+        self.text_names = ["text_states", "text_mask"] + [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
+        names = list(STEP_INPUTS) + self.text_names
+        text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
+                    **{n: {2: "text"} for n in self.text_names[2:]}}
+        buf = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
+            torch.onnx.export(_FlatStep(model.float().eval()), example, buf, input_names=names,
+                              output_names=[f"out_{k}" for k in OUTPUTS], dynamic_axes=text_len,
+                              opset_version=17, dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if os.environ.get("DW_ORT_SPIN", "0") == "0":
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs
+        self._text: dict[str, np.ndarray] = {}
+
+    def set_text(self, cache: TextCache) -> None:
+        """Feed this instruction's cached keys/values to every following step."""
+        parts = [cache.states, cache.mask] + [t for kv in cache.kv for t in kv]
+        self._text = {n: t.detach().float().numpy() if t.is_floating_point() else t.numpy()
+                      for n, t in zip(self.text_names, parts, strict=True) if n in self.used}
+
+    def __call__(self, arrays: dict[str, np.ndarray]) -> PixelOutput:
+        feed = {n: a for n, a in arrays.items() if n in self.used}
+        feed.update(self._text)
+        out = self.session.run(None, feed)
+        return PixelOutput(**{k: torch.from_numpy(v) for k, v in zip(OUTPUTS, out, strict=True)})
