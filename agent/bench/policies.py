@@ -1,5 +1,6 @@
-"""Policy latency: per pixel-model size, parameters, preprocessing from 1920x1080 and 5120x2880
-frames, and the forward pass, p50/p95 at batch 1 with torch threads = cores."""
+"""Policy latency: per pixel-model size and runtime (PyTorch; ONNX Runtime on a CPU), parameters,
+preprocessing from 1920x1080 and 5120x2880 frames, the forward pass and one whole step, p50/p95
+at batch 1 with threads = cores."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import numpy as np
 
+from agent.errors import UserError
 from agent.loop import percentiles
 
 
@@ -40,63 +42,85 @@ def act_latency(pol, obs, n: int, warmup: int = 3, cuda: bool = False) -> dict:
     return percentiles(ts)
 
 
-def run(sizes=None, device: str = "cpu", quick: bool = False) -> dict:
+def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
+    """``policies``: model sizes (``pixel-tiny``, ...; default all)."""
     import cv2
     import torch
 
-    from policies.base import Observation
-    from policies.pixel import SIZES, PixelConfig, PixelModel, PixelPolicy
+    from policies.pixel import SIZES
+    from policies.pixel.runtime import onnx_available
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    sizes = list(sizes or SIZES)
+    sizes = list(policies or SIZES)
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise UserError(f"--policies: unknown model size {unknown[0]!r}; choose from {', '.join(SIZES)}")
     n = 10 if quick else 60
     frames = {"1920x1080": _frame(1920, 1080, 1.0), "5120x2880@2": _frame(5120, 2880, 2.0)}
     out = {"device": device, "threads": threads, "iterations": n, "models": {}}
+    runtimes = ["torch"] if device.startswith("cuda") else ["onnx", "torch"]
+    if not onnx_available():
+        runtimes.remove("onnx")
     for name in sizes:
-        torch.manual_seed(0)
-        model = PixelModel(PixelConfig.for_size(name)).eval()
-        pol = PixelPolicy(model, name=name, device=device)
-        pol.reset('Click the "OK" button.')
-        row = {"parameters": sum(p.numel() for p in model.parameters()),
-               "dtype": str(pol.dtype).removeprefix("torch.")}
-        for label, f in frames.items():
-            ts = []
-            for i in range(n + 3):
-                t0 = time.perf_counter_ns()
-                pol.pre(f)
-                if i >= 3:
-                    ts.append(time.perf_counter_ns() - t0)
-            row[f"preprocess_{label}"] = percentiles(ts)
-        obs = Observation(frames["1920x1080"], pol.instruction, (0.5, 0.5), ())
-        inputs = pol.inputs(obs)
-        ts = []
-        with torch.inference_mode():
-            for i in range(n + 3):
-                t0 = time.perf_counter_ns()
-                model(**inputs, text_cache=pol._cache)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                if i >= 3:
-                    ts.append(time.perf_counter_ns() - t0)
-        row["forward"] = percentiles(ts)
-        row["act_1920x1080"] = act_latency(pol, obs, n, cuda=device.startswith("cuda"))
-        out["models"][name] = row
+        for runtime in runtimes:
+            out["models"][f"{name}/{runtime}"] = _row(name, runtime, device, frames, n)
     return out
+
+
+def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
+    """One model size in one runtime: preprocessing per frame size, forward pass, whole step."""
+    import torch
+
+    from policies.base import Observation
+    from policies.pixel import PixelConfig, PixelModel, PixelPolicy
+
+    torch.manual_seed(0)
+    model = PixelModel(PixelConfig.for_size(name)).eval()
+    pol = PixelPolicy(model, name=name, device=device, runtime=runtime)
+    pol.reset('Click the "OK" button.')
+    row = {"size": name, "runtime": runtime, "parameters": sum(p.numel() for p in model.parameters()),
+           "dtype": str(pol.dtype).removeprefix("torch.")}
+    cuda = device.startswith("cuda")
+
+    def timed(fn) -> dict:
+        ts = []
+        for i in range(n + 3):
+            t0 = time.perf_counter_ns()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= 3:
+                ts.append(time.perf_counter_ns() - t0)
+        return percentiles(ts)
+
+    for label, f in frames.items():
+        row[f"preprocess_{label}"] = timed(lambda f=f: pol.pre(f))
+    obs = Observation(frames["1920x1080"], pol.instruction, (0.5, 0.5), ())
+    if runtime == "onnx":
+        arrays = pol.arrays(obs)
+        forward = lambda: pol._step(arrays)  # noqa: E731
+    else:
+        inputs = pol.inputs(obs)
+        forward = lambda: model(**inputs, text_cache=pol._cache)  # noqa: E731
+    with torch.inference_mode():
+        row["forward"] = timed(forward)
+    row["act_1920x1080"] = act_latency(pol, obs, n, cuda=cuda)
+    return row
 
 
 def table(result: dict):
     from rich.table import Table
 
     t = Table(title=f"policy latency, batch 1, {result['device']}, {result['threads']} threads (ms p50 / p95)")
-    for c in ("model", "params", "dtype", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward", "act 1920x1080"):
+    for c in ("model", "runtime", "params", "dtype", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward", "act 1920x1080"):
         t.add_column(c, justify="right" if c != "model" else "left")
 
     def f(s: dict) -> str:
         return f"{s['p50_ms']:.2f} / {s['p95_ms']:.2f}"
 
-    for name, r in result["models"].items():
-        t.add_row(name, f"{r['parameters'] / 1e6:.1f}M", r.get("dtype", ""), f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
+    for r in result["models"].values():
+        t.add_row(r["size"], r["runtime"], f"{r['parameters'] / 1e6:.1f}M", r.get("dtype", ""), f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
                   f(r["forward"]), f(r["act_1920x1080"]))
     return t

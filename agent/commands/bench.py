@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark latency per stage (p50/p95): " + ", ".join(PARTS) + ", or all")
     p.add_argument("part", nargs="?", default="all", choices=("all",) + PARTS)
     p.add_argument("--sizes", default=None, help="WxH[@scale],... (each part has its own default)")
-    p.add_argument("--policies", default=None, help="policy names, comma list (policies and loop parts)")
+    p.add_argument("--policies", default=None,
+                   help="policy names, comma list (loop and baseline parts; model sizes for the policies part)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (policies)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--json", action="store_true", help="print one JSON document")
