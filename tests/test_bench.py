@@ -89,3 +89,18 @@ def test_bench_pipeline_counts_encoded_frames_from_a_real_capture():
     assert row["capture_ms"]["p50"] > 0 and row["convert_encode_ms"]["p50"] > 0
     assert row["mbit_per_s"] > 0  # the moving square makes every frame carry changes
     assert table(result).row_count == 1
+
+
+def test_bench_policies_quick_json():
+    """Every size asked for, in every runtime on this machine (the ONNX Runtime row included)."""
+    p = _dw("policies", "--quick", "--policies", "pixel-tiny", "--json", timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    models = json.loads(p.stdout)["parts"]["policies"]["models"]
+    assert set(models) == {"pixel-tiny/onnx", "pixel-tiny/torch"}
+    assert models["pixel-tiny/onnx"]["dtype"] == "float32"
+    for row in models.values():
+        assert row["size"] == "pixel-tiny" and 0.7e6 < row["parameters"] < 1.3e6
+        for k in ("preprocess_1920x1080", "preprocess_5120x2880@2", "forward", "act_1920x1080"):
+            assert row[k]["n"] == 10 and row[k]["p50_ms"] > 0, k
+    bad = _dw("policies", "--policies", "pixel-huge", timeout=120)
+    assert bad.returncode != 0 and "unknown model size 'pixel-huge'" in bad.stderr
