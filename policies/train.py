@@ -39,10 +39,10 @@ from policies.pixel.config import PixelConfig
 from policies.pixel.model import PixelModel
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
+from policies.pixel.runtime import STEP_INPUTS
 
 CACHE_VERSION = 3
-ARRAYS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cursor", "history_types",
-          "history_points", "text_ids", "labels", "offsets")
+ARRAYS = STEP_INPUTS + ("text_ids", "labels", "offsets")
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
               "wait_bins")

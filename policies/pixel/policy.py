@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 import numpy as np
@@ -13,7 +12,7 @@ from policies.base import Observation
 from policies.pixel.codec import decode, history_features
 from policies.pixel.model import PixelModel
 from policies.pixel.preprocess import Preprocessor, encode_text
-from policies.pixel.runtime import OnnxStep, choose_runtime
+from policies.pixel.runtime import OnnxStep, choose_runtime, dtype_setting
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -36,8 +35,7 @@ def inference_dtype(device: str | torch.device = "cpu", dtype: str = "auto") -> 
     about 1.5x faster; float32 elsewhere. Training runs under bf16 autocast, so the checkpoints
     are at home in either.
     """
-    if dtype == "auto":
-        dtype = os.environ.get("DW_PIXEL_DTYPE", "auto")
+    dtype = dtype_setting(dtype)
     if dtype == "auto":
         dev = torch.device(device)
         native = dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_native_bf16())

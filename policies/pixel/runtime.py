@@ -35,6 +35,11 @@ STEP_INPUTS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cu
 OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput))
 
 
+def dtype_setting(dtype: str = "auto") -> str:
+    """The dtype asked for: ``dtype``, or ``DW_PIXEL_DTYPE`` where ``dtype`` is ``auto``."""
+    return os.environ.get("DW_PIXEL_DTYPE", "auto") if dtype == "auto" else dtype
+
+
 def onnx_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
@@ -48,7 +53,7 @@ def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dt
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     cpu = torch.device(device).type == "cpu"
     if runtime == "auto":
-        dtype_asked = dtype != "auto" or os.environ.get("DW_PIXEL_DTYPE", "auto") != "auto"
+        dtype_asked = dtype_setting(dtype) != "auto"
         small = hidden_size <= ONNX_MAX_HIDDEN
         return "onnx" if cpu and small and onnx_available() and not dtype_asked else "torch"
     if runtime == "onnx" and not cpu:
