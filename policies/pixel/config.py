@@ -57,6 +57,7 @@ class PixelConfig(PretrainedConfig):
         glimpse_px: int = 48,
         max_glimpses: int = 24,
         stem_channels: int = 24,
+        stem: str = "patch",
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -81,6 +82,7 @@ class PixelConfig(PretrainedConfig):
         self.glimpse_px = glimpse_px
         self.max_glimpses = max_glimpses
         self.stem_channels = stem_channels
+        self.stem = stem
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history
