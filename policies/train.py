@@ -247,6 +247,8 @@ class TrainConfig:
     keep_best: bool = True  # save the epoch with the best held-out action accuracy
     init: str | None = None  # checkpoint folder to start from (its config wins over size/overrides)
     tile_pt: int | None = None  # glimpse tile size in points (also over an init checkpoint: no weight depends on it)
+    reader: str | None = None  # reader folder (policies.pixel.reader): its pretrained stem encodes the glimpses
+    reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
 
 
 def _compute(device: torch.device):
@@ -368,6 +370,38 @@ def session_task(session: Path) -> str:
     return str(d.get("task", "")) if isinstance(d, dict) else ""
 
 
+def with_reader(model: PixelModel, reader: str | Path) -> PixelModel:
+    """``model`` with its glimpse stem replaced by a pretrained reader's (a fresh glimpse
+    projection; every other weight kept)."""
+    from policies.pixel.reader import ReaderError, load_reader_stem
+
+    try:
+        rcfg, weights = load_reader_stem(reader)
+    except ReaderError as e:
+        raise TrainError(str(e)) from None
+    cfg = PixelConfig(**model.config.to_dict())
+    if rcfg["glimpse_px"] != cfg.glimpse_px:
+        raise TrainError(f"{reader}: the reader reads {rcfg['glimpse_px']}-pixel glimpses, the model "
+                         f"takes {cfg.glimpse_px}-pixel ones")
+    cfg.stem, cfg.stem_channels = rcfg["stem"], rcfg["stem_channels"]
+    new = PixelModel(cfg)
+    keep = {k: v for k, v in model.state_dict().items() if not k.startswith(("stem.", "glimpse_proj."))}
+    new.load_state_dict(keep, strict=False)
+    new.stem.load_state_dict(weights)
+    return new
+
+
+def _optimizer(model: PixelModel, tc: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; a pretrained reader stem (``tc.reader``) at ``tc.reader_lr_scale`` of the rate, so
+    the fresh layers around it do not wash out what it learned while they are still random."""
+    stem = list(model.stem.parameters()) if tc.reader else []
+    ids = {id(p) for p in stem}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    if stem:
+        groups.append({"params": stem, "lr": tc.lr * tc.reader_lr_scale})
+    return torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+
+
 def train(
     session_paths: list[str | Path],
     out: str | Path,
@@ -425,14 +459,18 @@ def train(
     n = len(train_t["labels"])
     log(f"{len(sessions)} sessions: {n} training samples, {len(val_np.get('labels', []))} validation samples")
 
-    model = (init_model if tc.init else PixelModel(cfg)).to(device)
+    model = (init_model if tc.init else PixelModel(cfg))
+    if tc.reader:
+        model = with_reader(model, tc.reader)
+        cfg = model.config
+    model = model.to(device)
     steps_per_epoch = max(1, math.ceil(n / tc.batch_size))
     epochs = tc.epochs
     total_steps = steps_per_epoch * epochs
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
     sched_total = [total_steps]  # shortened after epoch 1 when a time budget is given
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+    opt = _optimizer(model, tc)
     warm = min(tc.warmup_steps, max(1, total_steps // 10))
 
     def lr_at(step: int) -> float:
@@ -447,7 +485,7 @@ def train(
     if resume and (ckpt / "trainer_state.pt").is_file():
         state = torch.load(ckpt / "trainer_state.pt", map_location=device, weights_only=False)
         model = PixelModel.from_pretrained(str(ckpt)).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+        opt = _optimizer(model, tc)
         opt.load_state_dict(state["optimizer"])
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         sched.load_state_dict(state["scheduler"])
@@ -515,7 +553,8 @@ def train(
         log(f"keeping epoch {best_epoch} (held-out action accuracy {best[0]:.3f})")
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
-                             "best_epoch": best_epoch, "init": tc.init}
+                             "best_epoch": best_epoch, "init": tc.init,
+                             "reader": tc.reader}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": cfg.size_name or tc.size, "init": tc.init, "parameters": sum(p.numel() for p in model.parameters()),
                "sessions": len(sessions), "train_samples": n, "val_samples": len(val_np.get("labels", [])),

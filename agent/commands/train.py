@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--time-budget must be positive")
     tc = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
-                     time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt)
+                     time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt, reader=args.reader)
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
                         progress=not args.json, log=(lambda s: None) if args.json else print)
@@ -52,6 +52,9 @@ def register(sub) -> None:
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this checkpoint's weights (a folder or a bundled name; its size wins "
                         "over --size): fine-tune a policy on new sessions")
+    p.add_argument("--reader", default=None, metavar="FOLDER",
+                   help="a reader stem from `dw reader`: it becomes the glimpse encoder (over --init too: "
+                        "every other weight is kept)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

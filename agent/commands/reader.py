@@ -1,0 +1,58 @@
+"""``dw reader``: pretrain a pixel policy's glimpse encoder to read, on synthetic UI text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from agent.errors import UserError
+
+
+def words() -> list[str]:
+    """The virtual desktop's own labels: half the synthetic words are drawn from these."""
+    from agent.virtual import tasks as t
+
+    menus = tuple(w for name, items in t.MENUS.items() for w in (name, *items))
+    dialogs = tuple(w for title, _, buttons in t.DIALOGS for w in (title, *buttons))
+    return sorted(set(t.BUTTON_WORDS + t.CHECK_WORDS + t.TEXT_WORDS + t.FIELD_NAMES + t.WINDOW_TITLES
+                      + t.ICON_NAMES + menus + dialogs))
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from policies.pixel.config import SIZES
+    from policies.pixel.reader import pretrain_reader
+
+    if args.size not in SIZES:
+        raise UserError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
+    if args.steps < 1 or args.batch_size < 1:
+        raise UserError("--steps and --batch-size must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    summary = pretrain_reader(args.out, channels=SIZES[args.size]["stem_channels"], steps=args.steps,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
+                              time_budget_s=args.time_budget, device=args.device,
+                              log=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"saved a {args.size} reader stem to {args.out}: {summary['steps']} steps, "
+              f"word accuracy on held-out synthetic glimpses {summary['val_word_acc']:.3f}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reader", help="pretrain a pixel policy's glimpse encoder to read (synthetic UI text); "
+                                      "use it with dw train --reader")
+    p.add_argument("--size", default="pixel-small", help="the policy size the stem is for (its width)")
+    p.add_argument("--out", required=True, help="folder to write (reader.safetensors, reader.json)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="fit the schedule into this many seconds")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)

@@ -1,0 +1,285 @@
+"""Reading pretraining for the glimpse encoder: synthetic UI-text tiles -> the word's characters.
+
+A policy trained by behaviour cloning alone gets one labelled pointer choice per screen, too
+little signal to learn to read; its glimpse encoder then tells buttons apart by shape, not by
+label, and clicks the wrong one about half the time (docs/policies.md). Reading is learned here
+instead, from an unlimited stream of synthetic glimpses: a ``tile_pt``-point tile, rendered at a
+random screen scale, holding one word in a UI font (Pillow's bundled face, which the virtual
+desktop draws with, and the system's DejaVu/Liberation faces where present, which Chromium uses)
+at 10-16 points, in a random colour over a random background, with clutter (boxes, lines, cut-off
+words at the edges); resampled to ``glimpse_px`` pixels with area averaging, as
+:class:`~policies.pixel.preprocess.Preprocessor` makes glimpses. The target is the word's
+characters, one classifier per slot (up to :data:`MAX_CHARS`, then an end mark), so what is
+learned carries over to words never seen.
+
+The trained stem (the policy's own glimpse stem, :func:`policies.pixel.model.build_stem`) is then
+loaded into a pixel policy by ``dw train --reader``; the reading head is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import string
+import time
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from policies.pixel.model import build_stem
+
+CHARS = string.printable[:95]  # printable ASCII: letters, digits, punctuation, space
+END = len(CHARS)  # the class after the last character
+MAX_CHARS = 12
+SYSTEM_FONTS = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
+)
+READER_FILE = "reader.safetensors"
+READER_CONFIG = "reader.json"
+
+
+class ReaderError(ValueError):
+    """A reader folder that cannot be used."""
+
+
+def font_faces() -> list[str | None]:
+    """Font files to draw with: ``None`` is Pillow's bundled face (always there)."""
+    return [None] + [f for f in SYSTEM_FONTS if Path(f).is_file()]
+
+
+@lru_cache(maxsize=512)
+def _font(face: str | None, px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=px) if face is None else ImageFont.truetype(face, px)
+
+
+def random_word(rng: random.Random, words: Sequence[str]) -> str:
+    """A word from ``words`` half the time, else a random string shaped like a UI label."""
+    if words and rng.random() < 0.5:
+        return rng.choice(words)
+    n = rng.randint(1, 10)
+    kind = rng.random()
+    if kind < 0.6:
+        w = "".join(rng.choice(string.ascii_lowercase) for _ in range(n))
+        return w.capitalize() if rng.random() < 0.6 else w
+    if kind < 0.75:
+        return "".join(rng.choice(string.ascii_uppercase) for _ in range(n))
+    if kind < 0.9:
+        return "".join(rng.choice(string.digits) for _ in range(min(n, 6)))
+    return "".join(rng.choice(CHARS[:-1]) for _ in range(n)).strip() or "x"
+
+
+def _colour(rng: random.Random) -> tuple[int, int, int]:
+    return rng.randrange(256), rng.randrange(256), rng.randrange(256)
+
+
+def _luma(c: tuple[int, int, int]) -> float:
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+
+
+def _contrasting(rng: random.Random, bg: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A colour whose luma differs from ``bg``'s by at least 80 (UI text is meant to be read)."""
+    while True:
+        c = _colour(rng) if rng.random() < 0.5 else ((20, 20, 24) if _luma(bg) > 128 else (250, 250, 250))
+        if abs(_luma(c) - _luma(bg)) >= 80:
+            return c
+
+
+def render_tile(rng: random.Random, words: Sequence[str], faces: Sequence[str | None],
+                tile_pt: int = 64, glimpse_px: int = 48) -> tuple[np.ndarray, str]:
+    """One synthetic glimpse (``glimpse_px`` square, uint8 BGR) and the word wholly inside it."""
+    scale = rng.choice((1.0, 1.0, 1.25, 1.5, 2.0))
+    side = max(1, round(tile_pt * scale))
+    bg = _colour(rng) if rng.random() < 0.5 else (rng.choice((236, 240, 246, 250, 255)),) * 3
+    img = Image.new("RGB", (side, side), bg)
+    d = ImageDraw.Draw(img)
+    s = scale
+    for _ in range(rng.randint(0, 3)):  # clutter: boxes, lines, bits of other words at the edges
+        r = rng.random()
+        x0, y0 = rng.uniform(-0.3, 1.0) * side, rng.uniform(-0.3, 1.0) * side
+        x1, y1 = x0 + rng.uniform(0.1, 1.2) * side, y0 + rng.uniform(0.05, 0.8) * side
+        if r < 0.4:
+            d.rectangle((x0, y0, x1, y1), fill=_colour(rng) if rng.random() < 0.5 else None,
+                        outline=_colour(rng), width=max(1, round(s)))
+        elif r < 0.7:
+            d.line((x0, y0, x1, y0 if rng.random() < 0.5 else y1), fill=_colour(rng), width=max(1, round(s)))
+        else:
+            # at least 6 characters, starting in the right 15% or ending in the left 15%: always cut
+            f = _font(rng.choice(faces), round(rng.uniform(10, 16) * s))
+            cut = (random_word(rng, words) + "".join(rng.choice(string.ascii_lowercase) for _ in range(6)))[:12]
+            left = rng.random() < 0.5
+            x = rng.uniform(0, 0.15) * side if left else rng.uniform(0.85, 1.0) * side
+            d.text((x, rng.uniform(0, side)), cut, font=f, fill=_contrasting(rng, bg), anchor="rm" if left else "lm")
+    word = ""
+    if rng.random() < 0.92:
+        face = rng.choice(faces)
+        f = _font(face, round(rng.uniform(10, 16) * s))
+        word = random_word(rng, words)[:MAX_CHARS]
+        while word and f.getlength(word) > side - 2:  # keep the word wholly inside the tile
+            word = word[:-1]
+        word = word.strip()
+        if word:
+            x0, y0, x1, y1 = f.getbbox(word, anchor="ls")
+            w, h = x1 - x0, y1 - y0
+            x = rng.uniform(1, max(1.0, side - w - 1)) - x0
+            y = rng.uniform(1, max(1.0, side - h - 1)) - y0
+            under = bg
+            if rng.random() < 0.3:  # a button or field behind the word
+                under, pad = _colour(rng), rng.uniform(2, 8) * s
+                d.rounded_rectangle((x + x0 - pad, y + y0 - pad, x + x1 + pad, y + y1 + pad),
+                                    radius=round(3 * s), fill=under)
+            d.text((x, y), word, font=f, fill=_contrasting(rng, under), anchor="ls")
+    out = cv2.resize(np.asarray(img)[:, :, ::-1], (glimpse_px, glimpse_px), interpolation=cv2.INTER_AREA)
+    return out, word
+
+
+def encode_word(word: str) -> np.ndarray:
+    """(MAX_CHARS + 1,) class per slot: the characters, then END, then -1 (ignored)."""
+    t = np.full((MAX_CHARS + 1,), -1, np.int64)
+    ids = [CHARS.index(ch) if ch in CHARS else CHARS.index("?") for ch in word[:MAX_CHARS]]
+    t[: len(ids)] = ids
+    t[len(ids)] = END
+    return t
+
+
+def decode_word(classes: Sequence[int]) -> str:
+    out = []
+    for c in classes:
+        if c >= END:
+            break
+        out.append(CHARS[c])
+    return "".join(out)
+
+
+def batch(rng: random.Random, n: int, words: Sequence[str], faces: Sequence[str | None],
+          tile_pt: int, glimpse_px: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    tiles, targets, texts = [], [], []
+    for _ in range(n):
+        t, w = render_tile(rng, words, faces, tile_pt, glimpse_px)
+        tiles.append(t)
+        targets.append(encode_word(w))
+        texts.append(w)
+    return torch.from_numpy(np.stack(tiles)), torch.from_numpy(np.stack(targets)), texts
+
+
+class Reader(nn.Module):
+    """The glimpse stem and a reading head: (B, G, G, 3) uint8 BGR -> (B, MAX_CHARS + 1, END + 1)."""
+
+    def __init__(self, stem: str, channels: int, glimpse_px: int, width: int = 512):
+        super().__init__()
+        self.stem, flat = build_stem(stem, channels, glimpse_px)
+        self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, (MAX_CHARS + 1) * (END + 1)))
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = tiles.permute(0, 3, 1, 2).float() * (1.0 / 255.0) - 0.5
+        return self.head(self.stem(x).flatten(1)).view(len(tiles), MAX_CHARS + 1, END + 1)
+
+
+def reader_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+
+
+@torch.no_grad()
+def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batch_size: int = 512) -> float:
+    model.eval()
+    got = []
+    for i in range(0, len(tiles), batch_size):
+        got.extend(decode_word(r) for r in model(tiles[i:i + batch_size]).argmax(-1).tolist())
+    model.train()
+    return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
+
+
+def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, tile_pt: int = 64,
+                    glimpse_px: int = 48, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
+                    seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
+                    time_budget_s: float | None = None, device: str = "cpu",
+                    log: Callable[[str], None] = print) -> dict:
+    """Train a reader on synthetic tiles and save its stem to ``out`` (see :func:`load_reader_stem`).
+
+    Seeded: the same seed draws the same tiles and gives the same weights on CPU. With
+    ``time_budget_s`` the cosine schedule is fitted to the budget after the first 20 steps."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    faces = font_faces()
+    dev = torch.device(device)
+    val_x, val_y, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px)
+    val_x = val_x.to(dev)
+    rng = random.Random(seed)
+    model = Reader(stem, channels, glimpse_px).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    total = [steps]
+    warm = min(100, steps // 10 + 1)
+
+    def lr_at(i: int) -> float:
+        if i < warm:
+            return (i + 1) / warm
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - warm) / max(1, total[0] - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    t0, losses, history = time.time(), [], []
+    step = 0
+    while step < total[0]:
+        x, y, _ = batch(rng, batch_size, words, faces, tile_pt, glimpse_px)
+        loss = reader_loss(model(x.to(dev)), y.to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        step += 1
+        if time_budget_s and step == 20:
+            per = (time.time() - t0) / step
+            total[0] = max(step, min(steps, int(time_budget_s / per)))
+        if step % 100 == 0 or step == total[0]:
+            rec = {"step": step, "loss": round(float(np.mean(losses[-20:])), 4),
+                   "val_word_acc": round(word_accuracy(model, val_x, val_text), 4),
+                   "seconds": round(time.time() - t0, 1)}
+            history.append(rec)
+            log(json.dumps(rec))
+    cfg = {"stem": stem, "stem_channels": channels, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
+           "steps": step, "batch_size": batch_size, "seed": seed,
+           "start_loss": round(float(np.mean(losses[:5])), 4), "history": history}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / READER_FILE))
+    (out / READER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+    return {"out": str(out), **cfg, "val_word_acc": history[-1]["val_word_acc"] if history else None}
+
+
+def load_reader(folder: str | Path) -> tuple[dict, Reader]:
+    """A reader folder's settings and the whole reader (stem and reading head)."""
+    cfg, _ = load_reader_stem(folder)
+    model = Reader(cfg["stem"], cfg["stem_channels"], cfg["glimpse_px"])
+    try:
+        model.load_state_dict(load_file(str(Path(folder) / READER_FILE)))
+    except RuntimeError as e:
+        raise ReaderError(f"{folder}: the weights do not fit the reader ({e})") from None
+    return cfg, model.eval()
+
+
+def load_reader_stem(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A reader folder's settings and stem weights (``stem.*`` keys of a pixel model, without the prefix)."""
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / READER_CONFIG).read_text())
+        weights = load_file(str(folder / READER_FILE))
+    except (OSError, ValueError) as e:
+        raise ReaderError(f"{folder}: not a reader folder ({e})") from None
+    for k in ("stem", "stem_channels", "glimpse_px"):
+        if k not in cfg:
+            raise ReaderError(f"{folder}/{READER_CONFIG}: missing {k!r}")
+    stem = {k.removeprefix("stem."): v for k, v in weights.items() if k.startswith("stem.")}
+    if not stem:
+        raise ReaderError(f"{folder}/{READER_FILE}: no stem weights inside")
+    return cfg, stem
