@@ -45,8 +45,10 @@ def fourier(x: torch.Tensor) -> torch.Tensor:
 STEMS = ("patch", "reader")
 
 
-def _out(n: int, stride: int) -> int:
-    return math.ceil(n / stride)
+def stem_input(glimpses: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, G, G, 3) uint8 BGR glimpses -> the stem's (N, 3, G, G) input in [-0.5, 0.5]. The policy
+    and reading pretraining (:mod:`policies.pixel.reader`) both feed the stem through here."""
+    return glimpses.permute(0, 3, 1, 2).to(dtype) * (1.0 / 255.0) - 0.5
 
 
 def build_stem(kind: str, ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]:
@@ -69,7 +71,7 @@ def build_stem(kind: str, ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]
         for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
                                           (2 * ch, 4 * ch, 3, 2, 1), (4 * ch, 4 * ch, 3, 2, 1)):
             layers += [nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
-        side = _out(_out(_out(glimpse_px // 2, 2), 2), 2)
+        side = math.ceil(glimpse_px // 2 / 8)  # three stride-2 convolutions after the first
     else:
         raise ValueError(f"unknown glimpse stem {kind!r}; choose one of {', '.join(STEMS)}")
     return nn.Sequential(*layers), 4 * ch * side * side
@@ -275,8 +277,7 @@ class PixelModel(PixelPreTrainedModel):
         tok_glob = self.patch_embed(gv) + self.global_pos + self._boxes(gboxes.to(dtype)) + kind[KIND_GLOBAL]
         # glimpses
         k = glimpses.shape[1]
-        gl = glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3).permute(0, 3, 1, 2).to(dtype)
-        gl = self.stem(gl * (1.0 / 255.0) - 0.5).flatten(1)
+        gl = self.stem(stem_input(glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3), dtype)).flatten(1)
         boxes = boxes.float()  # pointer boxes stay float32: a bf16 box edge can be off by pixels
         tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
         x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)

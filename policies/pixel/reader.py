@@ -13,7 +13,8 @@ characters, one classifier per slot (up to :data:`MAX_CHARS`, then an end mark),
 learned carries over to words never seen.
 
 The trained stem (the policy's own glimpse stem, :func:`policies.pixel.model.build_stem`) is then
-loaded into a pixel policy by ``dw train --reader``; the reading head is dropped.
+loaded into a pixel policy by ``dw train --reader``; the reading head stays in the reader's folder,
+for measuring (:func:`load_reader`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from policies.pixel.model import build_stem
+from policies.pixel.model import build_stem, stem_input
 
 CHARS = string.printable[:95]  # printable ASCII: letters, digits, punctuation, space
 END = len(CHARS)  # the class after the last character
@@ -104,19 +105,18 @@ def render_tile(rng: random.Random, words: Sequence[str], faces: Sequence[str | 
     bg = _colour(rng) if rng.random() < 0.5 else (rng.choice((236, 240, 246, 250, 255)),) * 3
     img = Image.new("RGB", (side, side), bg)
     d = ImageDraw.Draw(img)
-    s = scale
     for _ in range(rng.randint(0, 3)):  # clutter: boxes, lines, bits of other words at the edges
         r = rng.random()
         x0, y0 = rng.uniform(-0.3, 1.0) * side, rng.uniform(-0.3, 1.0) * side
         x1, y1 = x0 + rng.uniform(0.1, 1.2) * side, y0 + rng.uniform(0.05, 0.8) * side
         if r < 0.4:
             d.rectangle((x0, y0, x1, y1), fill=_colour(rng) if rng.random() < 0.5 else None,
-                        outline=_colour(rng), width=max(1, round(s)))
+                        outline=_colour(rng), width=max(1, round(scale)))
         elif r < 0.7:
-            d.line((x0, y0, x1, y0 if rng.random() < 0.5 else y1), fill=_colour(rng), width=max(1, round(s)))
+            d.line((x0, y0, x1, y0 if rng.random() < 0.5 else y1), fill=_colour(rng), width=max(1, round(scale)))
         else:
             # at least 6 characters, starting in the right 15% or ending in the left 15%: always cut
-            f = _font(rng.choice(faces), round(rng.uniform(10, 16) * s))
+            f = _font(rng.choice(faces), round(rng.uniform(10, 16) * scale))
             cut = (random_word(rng, words) + "".join(rng.choice(string.ascii_lowercase) for _ in range(6)))[:12]
             left = rng.random() < 0.5
             x = rng.uniform(0, 0.15) * side if left else rng.uniform(0.85, 1.0) * side
@@ -124,7 +124,7 @@ def render_tile(rng: random.Random, words: Sequence[str], faces: Sequence[str | 
     word = ""
     if rng.random() < 0.92:
         face = rng.choice(faces)
-        f = _font(face, round(rng.uniform(10, 16) * s))
+        f = _font(face, round(rng.uniform(10, 16) * scale))
         word = random_word(rng, words)[:MAX_CHARS]
         while word and f.getlength(word) > side - 2:  # keep the word wholly inside the tile
             word = word[:-1]
@@ -136,9 +136,9 @@ def render_tile(rng: random.Random, words: Sequence[str], faces: Sequence[str | 
             y = rng.uniform(1, max(1.0, side - h - 1)) - y0
             under = bg
             if rng.random() < 0.3:  # a button or field behind the word
-                under, pad = _colour(rng), rng.uniform(2, 8) * s
+                under, pad = _colour(rng), rng.uniform(2, 8) * scale
                 d.rounded_rectangle((x + x0 - pad, y + y0 - pad, x + x1 + pad, y + y1 + pad),
-                                    radius=round(3 * s), fill=under)
+                                    radius=round(3 * scale), fill=under)
             d.text((x, y), word, font=f, fill=_contrasting(rng, under), anchor="ls")
     out = cv2.resize(np.asarray(img)[:, :, ::-1], (glimpse_px, glimpse_px), interpolation=cv2.INTER_AREA)
     return out, word
@@ -182,8 +182,7 @@ class Reader(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, (MAX_CHARS + 1) * (END + 1)))
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        x = tiles.permute(0, 3, 1, 2).float() * (1.0 / 255.0) - 0.5
-        return self.head(self.stem(x).flatten(1)).view(len(tiles), MAX_CHARS + 1, END + 1)
+        return self.head(self.stem(stem_input(tiles, torch.float32)).flatten(1)).view(len(tiles), MAX_CHARS + 1, END + 1)
 
 
 def reader_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -192,11 +191,12 @@ def reader_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batch_size: int = 512) -> float:
+    was_training = model.training
     model.eval()
     got = []
     for i in range(0, len(tiles), batch_size):
         got.extend(decode_word(r) for r in model(tiles[i:i + batch_size]).argmax(-1).tolist())
-    model.train()
+    model.train(was_training)
     return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
 
 
@@ -205,7 +205,8 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
                     seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
                     time_budget_s: float | None = None, device: str = "cpu",
                     log: Callable[[str], None] = print) -> dict:
-    """Train a reader on synthetic tiles and save its stem to ``out`` (see :func:`load_reader_stem`).
+    """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
+    :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
 
     Seeded: the same seed draws the same tiles and gives the same weights on CPU. With
     ``time_budget_s`` the cosine schedule is fitted to the budget after the first 20 steps."""
@@ -214,7 +215,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     torch.manual_seed(seed)
     faces = font_faces()
     dev = torch.device(device)
-    val_x, val_y, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px)
+    val_x, _, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px)
     val_x = val_x.to(dev)
     rng = random.Random(seed)
     model = Reader(stem, channels, glimpse_px).to(dev)
