@@ -39,13 +39,19 @@ from policies.pixel.config import PixelConfig
 from policies.pixel.model import PixelModel
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
-from policies.pixel.runtime import STEP_INPUTS
+from policies.pixel.runtime import STEP_INPUTS, step_inputs
 
 CACHE_VERSION = 3
 ARRAYS = STEP_INPUTS + ("text_ids", "labels", "offsets")
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
-              "wait_bins")
+              "wait_bins", "match", "match_phases")
+
+
+def arrays_for(cfg: PixelConfig) -> tuple[str, ...]:
+    """The training arrays of a model with ``cfg``: :data:`ARRAYS`, and a reading model's
+    shifted glimpse copies."""
+    return step_inputs(cfg) + ("text_ids", "labels", "offsets")
 
 
 class TrainError(ValueError):
@@ -128,7 +134,7 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
                 break
     c0 = s.meta.get("cursor0")
     cursor = (float(c0[0]), float(c0[1]), 1.0) if isinstance(c0, list | tuple) and len(c0) == 2 else (0, 0, 0.0)
-    rows: dict[str, list] = {k: [] for k in ARRAYS}
+    rows: dict[str, list] = {k: [] for k in arrays_for(cfg)}
     history: list = []
     for e in timeline:
         a = e.action
@@ -139,6 +145,8 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
             rows["glimpses"].append(v.glimpses)
             rows["boxes"].append(v.boxes)
             rows["glimpse_mask"].append(v.mask)
+            if v.read_glimpses is not None:
+                rows["read_glimpses"].append(v.read_glimpses)
             rows["screen"].append(v.screen)
             rows["cursor"].append(np.array(cursor, np.float32))
             rows["history_types"].append(htypes)
@@ -225,7 +233,7 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     parts = [p for p in parts if p]
     if not parts:
         return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 @dataclass
@@ -249,6 +257,8 @@ class TrainConfig:
     tile_pt: int | None = None  # glimpse tile size in points (also over an init checkpoint: no weight depends on it)
     reader: str | None = None  # reader folder (policies.pixel.reader): its pretrained stem encodes the glimpses
     reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
+    match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
+    train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
 
 
 def _compute(device: torch.device):
@@ -277,7 +287,7 @@ def _labels(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _model_inputs(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: b[k] for k in ARRAYS if k not in ("labels", "offsets")}
+    return {k: v for k, v in b.items() if k not in ("labels", "offsets")}
 
 
 def _points(out, tokens: torch.Tensor, offsets: torch.Tensor, j: int) -> torch.Tensor:
@@ -391,12 +401,59 @@ def with_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     return new
 
 
+def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
+    """``model`` made a reading model (``PixelConfig.match``): a pretrained reader, frozen, names
+    each glimpse's word for the pointer to match against the instruction. Every weight of
+    ``model`` is kept; the match layers start where the pointer is as before, plus the match."""
+    from policies.pixel.reader import ReaderError, load_reader
+
+    try:
+        rcfg, reader_model = load_reader(reader)
+    except ReaderError as e:
+        raise TrainError(str(e)) from None
+    cfg = PixelConfig(**model.config.to_dict())
+    if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] != "reader":
+        raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
+                         f"needs a reader stem for {cfg.glimpse_px}-pixel ones")
+    cfg.match, cfg.match_channels = True, rcfg["stem_channels"]
+    new = PixelModel(cfg)
+    keep = {k: v for k, v in model.state_dict().items() if not k.startswith("reader.")}
+    new.load_state_dict(keep, strict=False)
+    new.reader.load_state_dict(reader_model.state_dict())
+    return new
+
+
+@torch.no_grad()
+def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size: int = 64,
+                     progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, np.ndarray]:
+    """Replace a reading model's ``read_glimpses`` by the match scores they give
+    (:meth:`PixelModel.read_match`, float16): the reader is frozen, so its scores are fixed per
+    sample, and training then never runs it (nor keeps the copies in memory)."""
+    if "read_glimpses" not in data:
+        return data
+    model.eval()
+    n = len(data["labels"])
+    out = None
+    it = range(0, n, batch_size)
+    for s in (progress(it) if progress else it):
+        sl = slice(s, min(n, s + batch_size))
+        cache = model.encode_text(torch.from_numpy(data["text_ids"][sl]))
+        m = model.read_match(torch.from_numpy(data["glimpses"][sl]), torch.from_numpy(data["read_glimpses"][sl]),
+                             cache)
+        if out is None:
+            out = np.zeros((n, m.shape[1], data["text_ids"].shape[1]), np.float16)
+        out[sl, :, :m.shape[2]] = m.numpy()
+    data = {k: v for k, v in data.items() if k != "read_glimpses"}
+    data["match"] = out
+    return data
+
+
 def _optimizer(model: PixelModel, tc: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; a pretrained reader stem (``tc.reader``) at ``tc.reader_lr_scale`` of the rate, so
     the fresh layers around it do not wash out what it learned while they are still random."""
     stem = list(model.stem.parameters()) if tc.reader else []
     ids = {id(p) for p in stem}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]}]
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids and p.requires_grad]}]
     if stem:
         groups.append({"params": stem, "lr": tc.lr * tc.reader_lr_scale})
     return torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
@@ -438,10 +495,26 @@ def train(
         if tc.tile_pt < cfg.cell_pt or tc.tile_pt % cfg.cell_pt:
             raise TrainError(f"tile_pt {tc.tile_pt} must be a positive multiple of the {cfg.cell_pt}-point cell")
         cfg.tile_pt = tc.tile_pt
+    model = init_model if tc.init else PixelModel(cfg)
+    if tc.reader:
+        model = with_reader(model, tc.reader)
+        cfg = model.config
+    if tc.match_reader:
+        model = with_match_reader(model, tc.match_reader)
+        cfg = model.config
+    for name, p in model.named_parameters():
+        if (cfg.match and name.startswith("reader.")) or (tc.train_only and not name.startswith(tc.train_only)):
+            p.requires_grad_(False)  # a pretrained reader stays as it is; so does all but train_only
+    if tc.train_only and not any(p.requires_grad for p in model.parameters()):
+        raise TrainError(f"no parameter name starts with {', '.join(tc.train_only)}")
     sessions = find_sessions(session_paths)
     cache = Path(cache_dir) if cache_dir else out / "cache"
     bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
     parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers, shifts=tc.shifts)
+    if cfg.match:
+        with _compute(torch.device("cpu")):
+            it = tqdm(parts, desc="read glimpses", unit="session") if progress else parts
+            parts = [precompute_match(model, p) if p else p for p in it]
     tr_idx, va_idx = split_sessions(sessions, tc.val_fraction, tc.seed)
     train_np, val_np = concat([parts[i] for i in tr_idx]), concat([parts[i] for i in va_idx])
     if not train_np:
@@ -459,10 +532,6 @@ def train(
     n = len(train_t["labels"])
     log(f"{len(sessions)} sessions: {n} training samples, {len(val_np.get('labels', []))} validation samples")
 
-    model = (init_model if tc.init else PixelModel(cfg))
-    if tc.reader:
-        model = with_reader(model, tc.reader)
-        cfg = model.config
     model = model.to(device)
     steps_per_epoch = max(1, math.ceil(n / tc.batch_size))
     epochs = tc.epochs
@@ -554,7 +623,8 @@ def train(
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
-                             "reader": tc.reader}
+                             "reader": tc.reader, "match_reader": tc.match_reader,
+                             "train_only": list(tc.train_only)}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": cfg.size_name or tc.size, "init": tc.init, "parameters": sum(p.numel() for p in model.parameters()),
                "sessions": len(sessions), "train_samples": n, "val_samples": len(val_np.get("labels", [])),

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 CHEAP_SIZES = "640x480,800x600,1024x768,1280x720,1366x768,1920x1080,2560x1440"
 LARGE_SIZES = "1440x900@1.5,1920x1200@1.25,2880x1800@2,3840x2160@1.5,5120x2880@2"
 EVAL_SIZES = ((640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0))
+READ_SIZES = "640x480,1280x720,1920x1080,2560x1440,1440x900@1.5,5120x2880@2"
 
 
 def dw(module, argv: list[str]) -> int:
@@ -115,7 +116,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--stage", default="all", choices=("all", "demos", "train", "eval"))
+    ap.add_argument("--stage", default="all", choices=("all", "demos", "train", "read", "eval"))
+    ap.add_argument("--read-models", default="pixel-small",
+                    help="models taught to read after training (a reader, then their match layers)")
+    ap.add_argument("--reader-steps", type=int, default=3000, help="reading pretraining steps")
+    ap.add_argument("--read-episodes", type=int, default=60,
+                    help="fresh demo episodes per task and size for the match layers")
+    ap.add_argument("--read-epochs", type=int, default=4)
     ap.add_argument("--episodes", type=int, default=500, help="demo episodes per task at each cheap size")
     ap.add_argument("--episodes-large", type=int, default=100, help="demo episodes per task at each large size")
     ap.add_argument("--epochs-tiny", type=int, default=40)
@@ -152,6 +159,22 @@ def main() -> int:
             dw(train, argv)
             export(runs / size, Path(a.dest) / size, fp16=(size == "pixel-small"))
             print(f"[{time.time() - t0:.0f}s] {size} trained and exported", flush=True)
+    read = [m for m in a.read_models.split(",") if m in models]
+    if a.stage in ("all", "read") and read:
+        from agent.commands import reader
+
+        dw(demos, ["demos", "--tasks", "all", "--episodes", str(a.read_episodes), "--sizes", READ_SIZES,
+                   "--seed", "70000", "--out", str(runs / "demos-read"), "--workers", str(a.workers), "--plain"])
+        for size in read:
+            dw(reader, ["reader", "--size", size, "--out", str(runs / f"reader-{size}"), "--steps",
+                        str(a.reader_steps), "--device", a.device])
+            trained = runs / size if (runs / size / "config.json").is_file() else Path(a.dest) / size
+            dw(train, ["train", str(runs / "demos-read"), "--init", str(trained), "--match-reader",
+                       str(runs / f"reader-{size}"), "--train-only", "match_", "--out", str(runs / f"{size}-read"),
+                       "--epochs", str(a.read_epochs), "--batch-size", "64", "--lr", "3e-3", "--device", a.device,
+                       "--seed", "0", "--cache", str(runs / f"cache-{size}-read")])
+            export(runs / f"{size}-read", Path(a.dest) / size, fp16=(size == "pixel-small"))
+            print(f"[{time.time() - t0:.0f}s] {size} reads: trained and exported", flush=True)
     if a.stage in ("all", "eval"):
         for size in models:
             dest = Path(a.dest) / size

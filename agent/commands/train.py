@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--time-budget must be positive")
     tc = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
-                     time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt, reader=args.reader)
+                     time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt, reader=args.reader,
+                     match_reader=args.match_reader,
+                     train_only=tuple(x for x in (args.train_only or "").split(",") if x))
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
                         progress=not args.json, log=(lambda s: None) if args.json else print)
@@ -55,6 +57,13 @@ def register(sub) -> None:
     p.add_argument("--reader", default=None, metavar="FOLDER",
                    help="a reader stem from `dw reader`: it becomes the glimpse encoder (over --init too: "
                         "every other weight is kept)")
+    p.add_argument("--match-reader", default=None, metavar="FOLDER",
+                   help="a reader from `dw reader`, kept frozen: the model reads every glimpse (and a "
+                        "shifted copy) with it and points where a word matches the instruction's "
+                        "(over --init too: every other weight is kept)")
+    p.add_argument("--train-only", default=None, metavar="PREFIXES",
+                   help="comma-separated parameter-name prefixes: train only those and keep every other "
+                        "weight (e.g. match_ to teach an --init checkpoint to use a --match-reader)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -58,6 +58,10 @@ class PixelConfig(PretrainedConfig):
         max_glimpses: int = 24,
         stem_channels: int = 24,
         stem: str = "patch",
+        match: bool = False,
+        match_phases: tuple | list = ((0.5, 0.0),),
+        match_slots: int = 4,
+        match_channels: int = 32,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -83,6 +87,10 @@ class PixelConfig(PretrainedConfig):
         self.max_glimpses = max_glimpses
         self.stem_channels = stem_channels
         self.stem = stem
+        self.match = bool(match)
+        self.match_phases = [list(map(float, p)) for p in match_phases]
+        self.match_slots = match_slots
+        self.match_channels = match_channels
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history

@@ -21,6 +21,7 @@ Heads, all read in the same pass:
 from __future__ import annotations
 
 import math
+import string
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,64 @@ def build_stem(kind: str, ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]
     else:
         raise ValueError(f"unknown glimpse stem {kind!r}; choose one of {', '.join(STEMS)}")
     return nn.Sequential(*layers), 4 * ch * side * side
+
+
+CHARS = string.printable[:95]  # what a reader names: printable ASCII (letters, digits, punctuation, space)
+END = len(CHARS)  # the class after the last character
+MAX_CHARS = 12  # a reader names up to this many characters, then END
+WORD_EXTRA = "-'_&/@"  # besides letters and digits, these stay inside an instruction word
+
+
+class Reader(nn.Module):
+    """A reader: a ``reader`` stem and a head naming the glimpse's word, one classifier per slot:
+    (N, G, G, 3) uint8 BGR -> (N, MAX_CHARS + 1, END + 1) logits. Pretrained on synthetic UI text
+    by :mod:`policies.pixel.reader`; a ``match`` pixel model carries one (frozen) to read with."""
+
+    def __init__(self, stem: str, channels: int, glimpse_px: int, width: int = 512):
+        super().__init__()
+        self.stem, flat = build_stem(stem, channels, glimpse_px)
+        self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, (MAX_CHARS + 1) * (END + 1)))
+
+    def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.head(self.stem(stem_input(tiles, dtype)).flatten(1)).view(len(tiles), MAX_CHARS + 1, END + 1)
+
+
+def _byte_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    cls = torch.full((257,), END, dtype=torch.long)
+    word = torch.zeros(257, dtype=torch.bool)
+    for i, ch in enumerate(CHARS):
+        cls[ord(ch)] = i
+        word[ord(ch)] = ch.isalnum() or ch in WORD_EXTRA
+    return cls, word
+
+
+def word_templates(text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) byte ids -> what a reader would say if glimpse held the instruction's word at each
+    position, and where words start.
+
+    Returns ``template`` (B, L, (MAX_CHARS + 1) * (END + 1)): for position l, the one-hot class of
+    each slot of the word starting there (its characters up to the next non-word byte, at most
+    ``MAX_CHARS``, then END, as the reader is taught), divided by the number of slots; and
+    ``starts`` (B, L) bool, True where a word starts. ``reader probabilities . template`` is then
+    the expected fraction of the word's slots the reader got right: 1 for a perfect read."""
+    cls_t, word_t = _byte_tables()
+    cls_t, word_t = cls_t.to(text_ids.device), word_t.to(text_ids.device)
+    b, n = text_ids.shape
+    s = MAX_CHARS + 1
+    ids = F.pad(text_ids, (0, s), value=256)
+    win = ids.unfold(1, s, 1)[:, :n]  # (B, L, S): the bytes from each position on
+    is_word = word_t[win]
+    # slot k is part of the template while every byte before it is a word byte
+    alive = torch.cat([torch.ones_like(is_word[..., :1]), is_word[..., :-1].cumprod(-1).bool()], -1)
+    cls = torch.where(is_word, cls_t[win], torch.full_like(win, END))
+    cls[..., -1] = END  # a word longer than MAX_CHARS is cut, then END, as the reader reads it
+    last = alive & ~is_word  # the END slot of a shorter word
+    use = (alive & is_word) | last
+    use[..., -1] |= alive[..., -1]
+    weights = use.float() / use.sum(-1, keepdim=True).clamp(min=1).float()
+    template = F.one_hot(cls, END + 1).float() * weights[..., None]
+    starts = word_t[ids[:, :n]] & ~F.pad(word_t[ids[:, :n]], (1, 0), value=False)[:, :n]
+    return template.flatten(2), starts
 
 
 class Block(nn.Module):
@@ -138,6 +197,8 @@ class TextCache:
     kv: list
     states: torch.Tensor  # (B, L, d) final text states (for span copying)
     mask: torch.Tensor  # (B, L) bool, True = real byte
+    template: torch.Tensor | None = None  # (B, L, S*C) word templates (match models): word_templates
+    starts: torch.Tensor | None = None  # (B, L) bool: a word starts here (match models)
 
 
 class PixelPreTrainedModel(PreTrainedModel):
@@ -195,7 +256,29 @@ class PixelModel(PixelPreTrainedModel):
         self.off_out = nn.Linear(d, 2)
         self.span_q = nn.Linear(d, 2 * d)
         self.span_k = nn.Linear(d, d)
+        if c.match:
+            self.reader = Reader("reader", c.match_channels, c.glimpse_px)
+            self.match_tq = nn.Linear(d, 2 * d)  # which instruction word each pointer looks for
+            self.match_tk = nn.Linear(d, d)
+            self.match_gate = nn.Linear(d, 2)  # how much each pointer trusts the match, per state
+            self.match_temp = nn.Linear(d, 2)  # and how much its own (visual) pointer logits
+            self.match_slot_q = nn.Parameter(torch.zeros(c.match_slots, d))
+            self.match_slot_k = nn.Linear(d, d)
+            self.match_in = nn.Linear(c.match_slots, d)
         self.post_init()
+        if c.match:  # start as the model without reading (the pointer bias is learned from there)
+            nn.init.zeros_(self.match_in.weight)
+            nn.init.zeros_(self.match_gate.weight)
+            nn.init.constant_(self.match_gate.bias, 4.0)
+            nn.init.zeros_(self.match_temp.weight)
+            nn.init.constant_(self.match_temp.bias, math.log(math.e - 1))  # softplus -> 1: logits as they were
+
+    def train(self, mode: bool = True) -> PixelModel:
+        """As ``nn.Module.train``, but a reader stays in eval mode: it is pretrained and frozen."""
+        super().train(mode)
+        if self.config.match:
+            self.reader.eval()
+        return self
 
     # -- text -------------------------------------------------------------------------------
     def encode_text(self, text_ids: torch.Tensor) -> TextCache:
@@ -214,7 +297,27 @@ class PixelModel(PixelPreTrainedModel):
         for layer in self.layers:
             x, lkv = layer.text(x, mask)
             kv.append(lkv)
-        return TextCache(kv, self.text_norm(x), mask)
+        cache = TextCache(kv, self.text_norm(x), mask)
+        if self.config.match:
+            cache.template, cache.starts = word_templates(text_ids)
+            cache.starts &= mask
+        return cache
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_match(self, glimpses: torch.Tensor, read_glimpses: torch.Tensor, text: TextCache) -> torch.Tensor:
+        """(B, K, L) how well each glimpse's word matches the instruction's word at each position:
+        the reader's expected fraction of right slots, the best of the glimpse and its shifted
+        copies (``read_glimpses``: (B, P*K, G, G, 3), phase-major), zero where no word starts."""
+        b, k = glimpses.shape[:2]
+        g = self.config.glimpse_px
+        tiles = torch.cat([glimpses, read_glimpses], 1).reshape(-1, g, g, 3)
+        probs = self.reader(tiles, self.cls.dtype).float().softmax(-1).view(b, -1, (MAX_CHARS + 1) * (END + 1))
+        tmpl, starts = text.template, text.starts
+        if tmpl.shape[0] != b:
+            tmpl, starts = tmpl.expand(b, -1, -1), starts.expand(b, -1)
+        m = torch.bmm(probs, tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
+        m = m.view(b, -1, k, m.shape[-1]).amax(1)
+        return m * starts[:, None, :].float()
 
     # -- step -------------------------------------------------------------------------------
     def _point(self, xy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -248,6 +351,8 @@ class PixelModel(PixelPreTrainedModel):
         history_points: torch.Tensor,  # (B, H, 3): x, y, present
         text_ids: torch.Tensor | None = None,  # (B, L) long
         text_cache: TextCache | None = None,
+        read_glimpses: torch.Tensor | None = None,  # (B, P*K, G, G, 3) uint8: match models
+        match: torch.Tensor | None = None,  # (B, K, L): read_match's scores, precomputed (training)
         **_: object,
     ) -> PixelOutput:
         c = self.config
@@ -280,6 +385,22 @@ class PixelModel(PixelPreTrainedModel):
         gl = self.stem(stem_input(glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3), dtype)).flatten(1)
         boxes = boxes.float()  # pointer boxes stay float32: a bf16 box edge can be off by pixels
         tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
+        if c.match:
+            if match is None:
+                if read_glimpses is None:
+                    raise ValueError("a match model needs read_glimpses or match")
+                match = self.read_match(glimpses, read_glimpses, text_cache)
+            match = match.float()
+            states = text_cache.states if text_cache.states.shape[0] == b else text_cache.states.expand(b, -1, -1)
+            starts = text_cache.starts if text_cache.starts.shape[0] == b else text_cache.starts.expand(b, -1)
+            match, starts = match[..., :starts.shape[1]], starts[:, :match.shape[-1]]
+            states = states[:, :match.shape[-1]]
+            # text-only word summaries: which words of the instruction each slot stands for
+            sk = self.match_slot_k(states).float()
+            att = torch.einsum("sd,bld->bsl", self.match_slot_q.float(), sk) / math.sqrt(d)
+            att = att.masked_fill(~starts[:, None, :], -1e4).softmax(-1)
+            feats = torch.einsum("bsl,bkl->bks", att, match)
+            tok_gl = tok_gl + self.match_in(feats.to(dtype))
         x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)
         n_fixed = 2 + c.history + gh * gw
         vis_mask = torch.cat([torch.ones(b, n_fixed, dtype=torch.bool, device=x.device), glimpse_mask.bool()], 1)
@@ -298,6 +419,14 @@ class PixelModel(PixelPreTrainedModel):
         kk = self.ptr_k(vis).view(b, -1, 2, d)
         scale = 1.0 / math.sqrt(d)
         ptr = torch.einsum("bjd,bnjd->bjn", q, kk) * scale
+        if c.match:  # favour the glimpses whose word matches the word this pointer looks for
+            tq = self.match_tq(h).view(b, 2, d).float()
+            tk = self.match_tk(states).float()
+            ta = (torch.einsum("bjd,bld->bjl", tq, tk) * scale).masked_fill(~starts[:, None, :], -1e4).softmax(-1)
+            bias = torch.einsum("bjl,bkl->bjk", ta, match)  # (B, 2, K)
+            gate = F.softplus(self.match_gate(h).float())[:, :, None]
+            temp = F.softplus(self.match_temp(h).float())[:, :, None]
+            ptr = temp * ptr.float() + gate * F.pad(bias, (gh * gw, 0))
         ptr = ptr.masked_fill(~pmask[:, None, :], -1e4)
         cond = self.off_cond(h).view(b, 2, 1, d)
         offsets = self.off_out(F.gelu(vis[:, None] + cond))  # (B, 2, N, 2)

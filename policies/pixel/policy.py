@@ -85,6 +85,8 @@ class PixelPolicy:
         named = {"global_view": vis.global_view, "glimpses": vis.glimpses, "boxes": vis.boxes,
                  "glimpse_mask": vis.mask, "screen": vis.screen, "cursor": cursor,
                  "history_types": htypes, "history_points": hpts}
+        if vis.read_glimpses is not None:
+            named["read_glimpses"] = vis.read_glimpses
         return {k: np.ascontiguousarray(a)[None] for k, a in named.items()}
 
     def inputs(self, observation: Observation) -> dict[str, torch.Tensor]:

@@ -42,10 +42,12 @@ class VisualInputs:
     boxes: np.ndarray  # (K, 4) float32 normalised x0, y0, x1, y1 of each glimpse
     mask: np.ndarray  # (K,) bool: glimpse present
     screen: np.ndarray  # (4,) float32: logical width/2560, logical height/1440, scale/2, aspect
+    read_glimpses: np.ndarray | None = None  # (P*K, G, G, 3): each glimpse's tile shifted by each match phase
 
     def copy(self) -> VisualInputs:
-        return VisualInputs(*(np.array(a, copy=True) for a in (self.global_view, self.glimpses, self.boxes,
-                                                                 self.mask, self.screen)))
+        return VisualInputs(*(None if a is None else np.array(a, copy=True)
+                              for a in (self.global_view, self.glimpses, self.boxes, self.mask, self.screen,
+                                        self.read_glimpses)))
 
 
 def encode_text(text: str, max_len: int) -> tuple[np.ndarray, bytes]:
@@ -99,11 +101,13 @@ class Preprocessor:
         self.glimpses = np.zeros((k, g, g, 3), np.uint8)
         self.boxes = np.zeros((k, 4), np.float32)
         self.mask = np.zeros((k,), bool)
+        self.read_glimpses = np.zeros((len(c.match_phases) * k, g, g, 3), np.uint8) if c.match else None
         # physical pixel edges of every tile, and normalised boxes
         tile_phys = c.tile_pt * scale
         ox, oy = sx * c.cell_pt * scale, sy * c.cell_pt * scale
         self.tx = np.clip(np.round(np.arange(self.tiles_w + 1) * tile_phys - ox), 0, width).astype(np.int64)
         self.ty = np.clip(np.round(np.arange(self.tiles_h + 1) * tile_phys - oy), 0, height).astype(np.int64)
+        self.tile_phys = tile_phys
         self.screen_vec = np.array([lw / 2560.0, lh / 1440.0, scale / 2.0, lw / lh], np.float32)
         self.width, self.height = width, height
         self._key = (width, height, scale)
@@ -141,30 +145,48 @@ class Preprocessor:
         order.sort()  # reading order: row-major tile index
         self.mask.fill(False)
         self.boxes.fill(0.0)
-        self.glimpses.fill(0)
-        g = c.glimpse_px
-        by_shape: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+        crops: list[tuple[int, np.ndarray]] = []
         for i, t in enumerate(order.tolist()):
             ty, tx = divmod(t, self.tiles_w)
             x0, x1, y0, y1 = self.tx[tx], self.tx[tx + 1], self.ty[ty], self.ty[ty + 1]
             crop = pixels[y0:y1, x0:x1]
             if crop.shape[0] == 0 or crop.shape[1] == 0:
                 continue
-            by_shape.setdefault(crop.shape[:2], []).append((i, crop))
+            crops.append((i, crop))
             self.boxes[i] = (x0 / w, y0 / h, x1 / w, y1 / h)
             self.mask[i] = True
-        # Area averaging treats channels alike, so alpha is dropped before resizing (a quarter less work).
-        for (ch, cw), crops in by_shape.items():
-            if len(crops) == 1 or ch < g or cw < g:
-                for i, crop in crops:
-                    cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), (g, g), dst=self.glimpses[i],
-                               interpolation=cv2.INTER_AREA)
-                continue
-            # Same-size crops that shrink on both axes go through one resize, stacked: area
-            # averaging never mixes rows across a crop boundary there (n*ch rows -> n*g rows),
-            # so the result is identical to one resize per crop, at about half the cost.
-            stack = cv2.cvtColor(np.concatenate([crop for _, crop in crops]), cv2.COLOR_BGRA2BGR)
-            out = cv2.resize(stack, (g, g * len(crops)), interpolation=cv2.INTER_AREA)
-            self.glimpses[[i for i, _ in crops]] = out.reshape(len(crops), g, g, 3)
+        _resize_into(self.glimpses, crops, c.glimpse_px)
+        if self.read_glimpses is not None:
+            # the same tiles shifted by each phase (kept inside the frame): a word cut by the tile
+            # grid is whole in one of them
+            side = max(1, round(self.tile_phys))
+            shifted = []
+            for p, (fx, fy) in enumerate(c.match_phases):
+                for i, _ in crops:
+                    bx, by = self.boxes[i, 0] * w, self.boxes[i, 1] * h
+                    sx0 = int(min(max(0, round(bx + fx * self.tile_phys)), max(0, w - side)))
+                    sy0 = int(min(max(0, round(by + fy * self.tile_phys)), max(0, h - side)))
+                    shifted.append((p * k + i, pixels[sy0:sy0 + side, sx0:sx0 + side]))
+            _resize_into(self.read_glimpses, shifted, c.glimpse_px)
         return VisualInputs(self.global_view[:, :, :3], self.glimpses, self.boxes, self.mask,
-                            self.screen_vec)
+                            self.screen_vec, self.read_glimpses)
+
+
+def _resize_into(dst: np.ndarray, crops: list[tuple[int, np.ndarray]], g: int) -> None:
+    """Clear ``dst`` (N, g, g, 3) and resample each BGRA ``(index, crop)`` into ``dst[index]``."""
+    dst.fill(0)
+    by_shape: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
+    for i, crop in crops:
+        by_shape.setdefault(crop.shape[:2], []).append((i, crop))
+    # Area averaging treats channels alike, so alpha is dropped before resizing (a quarter less work).
+    for (ch, cw), group in by_shape.items():
+        if len(group) == 1 or ch < g or cw < g:
+            for i, crop in group:
+                cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), (g, g), dst=dst[i], interpolation=cv2.INTER_AREA)
+            continue
+        # Same-size crops that shrink on both axes go through one resize, stacked: area
+        # averaging never mixes rows across a crop boundary there (n*ch rows -> n*g rows),
+        # so the result is identical to one resize per crop, at about half the cost.
+        stack = cv2.cvtColor(np.concatenate([crop for _, crop in group]), cv2.COLOR_BGRA2BGR)
+        out = cv2.resize(stack, (g, g * len(group)), interpolation=cv2.INTER_AREA)
+        dst[[i for i, _ in group]] = out.reshape(len(group), g, g, 3)

@@ -34,13 +34,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from policies.pixel.model import build_stem, stem_input
+from policies.pixel.model import CHARS, END, MAX_CHARS, Reader
 
-CHARS = string.printable[:95]  # printable ASCII: letters, digits, punctuation, space
-END = len(CHARS)  # the class after the last character
-MAX_CHARS = 12
 SYSTEM_FONTS = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -171,18 +167,6 @@ def batch(rng: random.Random, n: int, words: Sequence[str], faces: Sequence[str 
         targets.append(encode_word(w))
         texts.append(w)
     return torch.from_numpy(np.stack(tiles)), torch.from_numpy(np.stack(targets)), texts
-
-
-class Reader(nn.Module):
-    """The glimpse stem and a reading head: (B, G, G, 3) uint8 BGR -> (B, MAX_CHARS + 1, END + 1)."""
-
-    def __init__(self, stem: str, channels: int, glimpse_px: int, width: int = 512):
-        super().__init__()
-        self.stem, flat = build_stem(stem, channels, glimpse_px)
-        self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, (MAX_CHARS + 1) * (END + 1)))
-
-    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stem(stem_input(tiles, torch.float32)).flatten(1)).view(len(tiles), MAX_CHARS + 1, END + 1)
 
 
 def reader_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

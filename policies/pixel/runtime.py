@@ -61,18 +61,29 @@ def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dt
     return runtime
 
 
+def step_inputs(config) -> tuple[str, ...]:
+    """The per-frame inputs of a model with ``config``: a reading (``match``) model also takes the
+    shifted copies of its glimpses."""
+    return STEP_INPUTS + (("read_glimpses",) if config.match else ())
+
+
 class _FlatStep(nn.Module):
     """The step as a function of flat tensors (the text cache spread into its parts), for export."""
 
     def __init__(self, model: PixelModel):
         super().__init__()
         self.model = model
+        self.inputs = step_inputs(model.config)
 
     def forward(self, *args: torch.Tensor):
-        n = len(STEP_INPUTS)
-        inputs = dict(zip(STEP_INPUTS, args[:n], strict=True))
-        states, mask, kv = args[n], args[n + 1], args[n + 2:]
-        cache = TextCache([(kv[i], kv[i + 1]) for i in range(0, len(kv), 2)], states, mask)
+        n = len(self.inputs)
+        inputs = dict(zip(self.inputs, args[:n], strict=True))
+        states, mask, *rest = args[n:]
+        template = starts = None
+        if self.model.config.match:
+            template, starts, *rest = rest
+        kv = rest
+        cache = TextCache([(kv[i], kv[i + 1]) for i in range(0, len(kv), 2)], states, mask, template, starts)
         out = self.model(**inputs, text_cache=cache)
         return tuple(getattr(out, k) for k in OUTPUTS)
 
@@ -98,13 +109,21 @@ class OnnxStep:
             torch.zeros(1, 3),
             torch.zeros(1, c.history, dtype=torch.long),
             torch.zeros(1, c.history, 3),
-            torch.zeros(1, 2, d),
-            torch.ones(1, 2, dtype=torch.bool),
-        ) + tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
-        self.text_names = ["text_states", "text_mask"] + [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
-        names = list(STEP_INPUTS) + self.text_names
+        )
+        if c.match:
+            example += (torch.zeros(1, len(c.match_phases) * k, g, g, 3, dtype=torch.uint8),)
+        example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
+        match_names = ["text_template", "text_starts"] if c.match else []
+        if c.match:
+            from policies.pixel.model import word_templates
+
+            example += word_templates(torch.tensor([[65, 32]]))
+        example += tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
+        kv_names = [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
+        self.text_names = ["text_states", "text_mask"] + match_names + kv_names
+        names = list(step_inputs(c)) + self.text_names
         text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
-                    **{n: {2: "text"} for n in self.text_names[2:]}}
+                    **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names}}
         buf = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
@@ -124,7 +143,8 @@ class OnnxStep:
 
     def set_text(self, cache: TextCache) -> None:
         """Feed this instruction's cached keys/values to every following step."""
-        parts = [cache.states, cache.mask] + [t for kv in cache.kv for t in kv]
+        match = [cache.template, cache.starts] if cache.template is not None else []
+        parts = [cache.states, cache.mask] + match + [t for kv in cache.kv for t in kv]
         self._text = {n: t.detach().float().numpy() if t.is_floating_point() else t.numpy()
                       for n, t in zip(self.text_names, parts, strict=True) if n in self.used}
 

@@ -1,0 +1,190 @@
+"""Reading models (PixelConfig.match): word templates, shifted reads, the pointer's match bias,
+the ONNX step, and fine-tuning an existing checkpoint to use a frozen reader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agent.commands.demos import demo_specs, record_demo
+from capture import Frame, Screen
+from policies.base import Observation
+from policies.pixel import PixelConfig, PixelModel, PixelPolicy, Preprocessor, encode_text
+from policies.pixel import reader as R
+from policies.pixel.model import END, MAX_CHARS, word_templates
+from policies.train import TrainConfig, TrainError, precompute_match, train
+
+SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8}
+MATCH = {**SMALL, "match": True, "match_channels": 8}
+
+
+def _ids(text: str) -> torch.Tensor:
+    return torch.from_numpy(encode_text(text, 96)[0])[None]
+
+
+def _read(word: str) -> torch.Tensor:
+    """What a perfect reader says of a glimpse holding ``word``: (S*C,) one-hot per slot."""
+    t = torch.from_numpy(R.encode_word(word))
+    t[t < 0] = END
+    return torch.nn.functional.one_hot(t, END + 1).float().flatten()
+
+
+def test_word_templates_score_a_perfect_read_one_at_its_word_only():
+    text = 'Click the "Submit" button, then Wi-Fi.'
+    tmpl, starts = word_templates(_ids(text))
+    assert tmpl.shape == (1, 96, (MAX_CHARS + 1) * (END + 1))
+    words = [i for i in range(len(text)) if starts[0, i]]
+    assert [text[i:i + 3] for i in words] == ["Cli", "the", "Sub", "but", "the", "Wi-"]
+    score = tmpl[0] @ _read("Submit")  # (L,) expected fraction of right slots
+    at = text.index("Submit")
+    assert float(score[at]) == pytest.approx(1.0)
+    assert float(score[text.index("Wi-Fi")]) < 0.5
+    assert float((tmpl[0] @ _read("Wi-Fi"))[text.index("Wi-Fi")]) == pytest.approx(1.0)  # "-" stays inside
+    # a word read from a tile with more after it ("Submit" seen as "Submi" + END) still scores high
+    assert 0.7 < float((tmpl[0] @ _read("Submi"))[at]) < 1.0
+    # longer than MAX_CHARS: cut, then END, as the reader is taught
+    long = "Extraordinarily"
+    t2, _ = word_templates(_ids(long))
+    assert float(t2[0, 0] @ _read(long[:MAX_CHARS])) == pytest.approx(1.0)
+
+
+def _frame(w: int, h: int, scale: float = 1.0, seed: int = 0) -> Frame:
+    rng = np.random.default_rng(seed)
+    px = np.full((h, w, 4), 90, np.uint8)
+    for _ in range(10):
+        x, y = int(rng.integers(0, w - 120)), int(rng.integers(0, h - 40))
+        px[y:y + 30, x:x + 100] = rng.integers(0, 255, (30, 100, 4))
+    return Frame(px, 0.0, 0, Screen(w, h, scale=scale))
+
+
+@pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1000, 700, 1.25), (2880, 1800, 2.0)])
+def test_shifted_reads_are_whole_tiles_inside_the_frame(w, h, scale):
+    import cv2
+
+    cfg = PixelConfig(**MATCH, match_phases=[[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]])
+    fr = _frame(w, h, scale)
+    v = Preprocessor(cfg)(fr)
+    k = cfg.max_glimpses
+    assert v.read_glimpses.shape == (3 * k, 48, 48, 3)
+    # phase (0, 0) reads the glimpses themselves (full tiles; edge tiles are clamped inside instead)
+    side = round(cfg.tile_pt * scale)
+    for i in np.flatnonzero(v.mask):
+        x0, y0, x1, y1 = (v.boxes[i] * [w, h, w, h]).round().astype(int)
+        sx0, sy0 = min(int(round(x0 + 0.5 * side)), w - side), min(y0, h - side)
+        want = cv2.resize(np.ascontiguousarray(fr.pixels[sy0:sy0 + side, sx0:sx0 + side, :3]), (48, 48),
+                          interpolation=cv2.INTER_AREA)
+        assert np.array_equal(v.read_glimpses[k + i], want)
+        if x1 - x0 == side and y1 - y0 == side:
+            assert np.array_equal(v.read_glimpses[i], v.glimpses[i])
+    assert not v.read_glimpses[~np.tile(v.mask, 3)].any()
+
+
+def _match_model(seed: int = 0) -> PixelModel:
+    torch.manual_seed(seed)
+    return PixelModel(PixelConfig(**MATCH)).eval()
+
+
+def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
+    m = _match_model()
+    text = 'Click the "Save" button.'
+    cache = m.encode_text(_ids(text))
+    k, g = m.config.max_glimpses, m.config.glimpse_px
+    args = dict(global_view=torch.zeros(1, 40, 64, 3, dtype=torch.uint8),
+                glimpses=torch.zeros(1, k, g, g, 3, dtype=torch.uint8),
+                boxes=torch.rand(1, k, 4), glimpse_mask=torch.ones(1, k, dtype=torch.bool),
+                screen=torch.zeros(1, 4), cursor=torch.zeros(1, 3),
+                history_types=torch.full((1, 4), len(m.config.action_types)), history_points=torch.zeros(1, 4, 3),
+                text_cache=cache)
+    none = torch.zeros(1, k, 96)
+    hit = none.clone()
+    hit[0, 5, text.index("Save")] = 1.0
+    with torch.no_grad():
+        a, b = m(**args, match=none), m(**args, match=hit)
+    ng = m.config.num_global
+    d = (b.pointer_logits - a.pointer_logits)[0, 0]
+    # only glimpse 5's logit moves (match_in starts at zero), by the gate times its share of the
+    # pointer's attention over the instruction's words
+    assert float(d[ng + 5]) > 0 and torch.count_nonzero(d) == 1
+
+
+def test_onnx_step_of_a_reading_model_matches_torch():
+    from agent.virtual import VirtualDesktop
+
+    m1, m2 = _match_model(1), _match_model(1)
+    po, pt = PixelPolicy(m1, runtime="onnx"), PixelPolicy(m2, runtime="torch", dtype="float32")
+    for task, size in (("click-button", (640, 480)), ("click-menu", (1280, 720))):
+        d = VirtualDesktop(task, seed=4, size=size)
+        obs = Observation(d.observe(), d.instruction, d.cursor, ())
+        po.reset(obs.instruction)
+        pt.reset(obs.instruction)
+        o = po._step(po.arrays(obs))
+        with torch.inference_mode():
+            r = m2(**pt.inputs(obs), text_cache=pt._cache)
+        for key in ("type_logits", "pointer_logits", "offsets", "span_start"):
+            assert torch.allclose(getattr(o, key), getattr(r, key), atol=1e-4), key
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reader")
+    R.pretrain_reader(out, channels=8, steps=2, batch_size=8, val_tiles=8, words=["Submit"], log=lambda s: None)
+    return out
+
+
+def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path):
+    from safetensors.torch import load_file
+
+    from policies.pixel import load_pixel_policy
+
+    demos = tmp_path / "demos"
+    for spec in demo_specs(["click-button"], 2, [(640, 480, 1.0)], seed=0):
+        record_demo(spec, str(demos))
+    quiet = dict(progress=False, log=lambda s: None, cache_dir=tmp_path / "cache")
+    base = TrainConfig(size="pixel-tiny", epochs=1, batch_size=8, max_steps=1, val_fraction=0.0, warmup_steps=1,
+                       lr=0.0, weight_decay=0.0, overrides=SMALL)
+    train([demos], tmp_path / "base", base, **quiet)
+    tc = TrainConfig(epochs=2, batch_size=8, max_steps=2, val_fraction=0.0, warmup_steps=1, lr=1e-2,
+                     init=str(tmp_path / "base"), match_reader=str(reader), train_only=("match_",))
+    s = train([demos], tmp_path / "ft", tc, **quiet)
+    assert s["steps"] == 2
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert cfg["match"] and cfg["training"]["match_reader"] == str(reader)
+    a, b = load_file(str(tmp_path / "base" / "model.safetensors")), load_file(str(tmp_path / "ft" / "model.safetensors"))
+    _, rd = R.load_reader(reader)
+    # every init weight kept (train_only), the reader as pretrained, and the match layers learned
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(b[f"reader.{k}"], v) for k, v in rd.state_dict().items())
+    fresh = PixelModel(PixelConfig(**cfg)).state_dict()
+    assert any(not torch.equal(b[k], fresh[k]) for k in b if k.startswith("match_"))
+    # precomputed scores (training) and reading on the fly (acting) give the same step
+    pol = load_pixel_policy(str(tmp_path / "ft"), runtime="torch", dtype="float32")
+    from agent.virtual import VirtualDesktop
+
+    d = VirtualDesktop("click-button", seed=7, size=(640, 480))
+    obs = Observation(d.observe(), d.instruction, d.cursor, ())
+    pol.reset(obs.instruction)
+    x = {k: v.numpy() for k, v in pol.inputs(obs).items()}
+    x["text_ids"] = encode_text(obs.instruction, pol.cfg.max_text)[0][None]
+    x["labels"] = np.zeros((1, 1))
+    pre = precompute_match(pol.model, x)
+    assert "read_glimpses" not in pre and pre["match"].dtype == np.float16
+    with torch.inference_mode():
+        live = pol.model(**pol.inputs(obs), text_cache=pol._cache)
+        cached = pol.model(**{k: torch.from_numpy(v) for k, v in pre.items()
+                              if k not in ("labels", "read_glimpses")})
+    assert torch.allclose(live.pointer_logits, cached.pointer_logits, atol=2e-2)
+    assert len(pol.act(obs)) >= 1
+    # bad input: nothing to train, or a reader of the wrong glimpse size
+    tc.train_only = ("nothing_",)
+    with pytest.raises(TrainError, match="no parameter name starts with nothing_"):
+        train([demos], tmp_path / "bad", tc, **quiet)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / R.READER_CONFIG).write_text(json.dumps({"stem": "reader", "stem_channels": 8, "glimpse_px": 32}))
+    (wrong / R.READER_FILE).write_bytes((reader / R.READER_FILE).read_bytes())
+    tc.train_only, tc.match_reader = ("match_",), str(wrong)
+    with pytest.raises(TrainError, match="do not fit the reader"):
+        train([demos], tmp_path / "bad", tc, **quiet)
