@@ -424,8 +424,7 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
 
 
 @torch.no_grad()
-def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size: int = 64,
-                     progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, np.ndarray]:
+def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
     """Replace a reading model's ``read_glimpses`` by the match scores they give
     (:meth:`PixelModel.read_match`, float16): the reader is frozen, so its scores are fixed per
     sample, and training then never runs it (nor keeps the copies in memory)."""
@@ -434,8 +433,7 @@ def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size:
     model.eval()
     n = len(data["labels"])
     out = None
-    it = range(0, n, batch_size)
-    for s in (progress(it) if progress else it):
+    for s in range(0, n, batch_size):
         sl = slice(s, min(n, s + batch_size))
         cache = model.encode_text(torch.from_numpy(data["text_ids"][sl]))
         m = model.read_match(torch.from_numpy(data["glimpses"][sl]), torch.from_numpy(data["read_glimpses"][sl]),

@@ -118,7 +118,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stage", default="all", choices=("all", "demos", "train", "read", "eval"))
     ap.add_argument("--read-models", default="pixel-small",
-                    help="models taught to read after training (a reader, then their match layers)")
+                    help="--stage read: models taught to read after training (a reader, then their match "
+                         "layers), exported over their checkpoints; not part of --stage all")
     ap.add_argument("--reader-steps", type=int, default=3000, help="reading pretraining steps")
     ap.add_argument("--read-episodes", type=int, default=60,
                     help="fresh demo episodes per task and size for the match layers")
@@ -160,7 +161,7 @@ def main() -> int:
             export(runs / size, Path(a.dest) / size, fp16=(size == "pixel-small"))
             print(f"[{time.time() - t0:.0f}s] {size} trained and exported", flush=True)
     read = [m for m in a.read_models.split(",") if m in models]
-    if a.stage in ("all", "read") and read:
+    if a.stage == "read" and read:  # opt-in: a reading model is not bundled while its step is too slow
         from agent.commands import reader
 
         dw(demos, ["demos", "--tasks", "all", "--episodes", str(a.read_episodes), "--sizes", READ_SIZES,

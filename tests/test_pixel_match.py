@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from agent.commands.demos import demo_specs, record_demo
-from capture import Frame, Screen
 from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, Preprocessor, encode_text
 from policies.pixel import reader as R
 from policies.pixel.model import END, MAX_CHARS, word_templates
 from policies.train import TrainConfig, TrainError, precompute_match, train
+from tests.test_pixel_model import _frame
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8}
 MATCH = {**SMALL, "match": True, "match_channels": 8}
@@ -49,15 +49,6 @@ def test_word_templates_score_a_perfect_read_one_at_its_word_only():
     long = "Extraordinarily"
     t2, _ = word_templates(_ids(long))
     assert float(t2[0, 0] @ _read(long[:MAX_CHARS])) == pytest.approx(1.0)
-
-
-def _frame(w: int, h: int, scale: float = 1.0, seed: int = 0) -> Frame:
-    rng = np.random.default_rng(seed)
-    px = np.full((h, w, 4), 90, np.uint8)
-    for _ in range(10):
-        x, y = int(rng.integers(0, w - 120)), int(rng.integers(0, h - 40))
-        px[y:y + 30, x:x + 100] = rng.integers(0, 255, (30, 100, 4))
-    return Frame(px, 0.0, 0, Screen(w, h, scale=scale))
 
 
 @pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1000, 700, 1.25), (2880, 1800, 2.0)])

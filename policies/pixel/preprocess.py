@@ -146,6 +146,7 @@ class Preprocessor:
         self.mask.fill(False)
         self.boxes.fill(0.0)
         crops: list[tuple[int, np.ndarray]] = []
+        origins: list[tuple[int, int]] = []  # each crop's top-left pixel
         for i, t in enumerate(order.tolist()):
             ty, tx = divmod(t, self.tiles_w)
             x0, x1, y0, y1 = self.tx[tx], self.tx[tx + 1], self.ty[ty], self.ty[ty + 1]
@@ -153,6 +154,7 @@ class Preprocessor:
             if crop.shape[0] == 0 or crop.shape[1] == 0:
                 continue
             crops.append((i, crop))
+            origins.append((x0, y0))
             self.boxes[i] = (x0 / w, y0 / h, x1 / w, y1 / h)
             self.mask[i] = True
         _resize_into(self.glimpses, crops, c.glimpse_px)
@@ -162,8 +164,7 @@ class Preprocessor:
             side = max(1, round(self.tile_phys))
             shifted = []
             for p, (fx, fy) in enumerate(c.match_phases):
-                for i, _ in crops:
-                    bx, by = self.boxes[i, 0] * w, self.boxes[i, 1] * h
+                for (i, _), (bx, by) in zip(crops, origins, strict=True):
                     sx0 = int(min(max(0, round(bx + fx * self.tile_phys)), max(0, w - side)))
                     sy0 = int(min(max(0, round(by + fy * self.tile_phys)), max(0, h - side)))
                     shifted.append((p * k + i, pixels[sy0:sy0 + side, sx0:sx0 + side]))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.pixel.model import PixelModel, PixelOutput, TextCache
+from policies.pixel.model import PixelModel, PixelOutput, TextCache, word_templates
 
 RUNTIMES = ("auto", "torch", "onnx")
 ONNX_MAX_HIDDEN = 256  # auto picks ONNX Runtime up to this hidden size (dw bench policies measures why)
@@ -115,8 +115,6 @@ class OnnxStep:
         example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
         match_names = ["text_template", "text_starts"] if c.match else []
         if c.match:
-            from policies.pixel.model import word_templates
-
             example += word_templates(torch.tensor([[65, 32]]))
         example += tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
         kv_names = [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
