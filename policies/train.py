@@ -42,6 +42,7 @@ from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import STEP_INPUTS, step_inputs
 
 CACHE_VERSION = 3
+MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
 ARRAYS = STEP_INPUTS + ("text_ids", "labels", "offsets")
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
@@ -415,7 +416,8 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] != "reader":
         raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
                          f"needs a reader stem for {cfg.glimpse_px}-pixel ones")
-    cfg.match, cfg.match_channels = True, rcfg["stem_channels"]
+    cfg.match, cfg.match_channels, cfg.match_head = True, rcfg["stem_channels"], rcfg.get("head_width", 512)
+    cfg.match_reach = cfg.match_reach or MATCH_REACH
     new = PixelModel(cfg)
     keep = {k: v for k, v in model.state_dict().items() if not k.startswith("reader.")}
     new.load_state_dict(keep, strict=False)

@@ -73,9 +73,14 @@ def test_shifted_reads_are_whole_tiles_inside_the_frame(w, h, scale):
     assert not v.read_glimpses[~np.tile(v.mask, 3)].any()
 
 
-def _match_model(seed: int = 0) -> PixelModel:
+def _match_model(seed: int = 0, **over) -> PixelModel:
     torch.manual_seed(seed)
-    return PixelModel(PixelConfig(**MATCH)).eval()
+    m = PixelModel(PixelConfig(**{**MATCH, **over})).eval()
+    if m.config.match_reach:  # learned kernels, not their all-zero start
+        with torch.no_grad():
+            m.match_kernel.normal_()
+            m.match_mix.weight.normal_(std=0.1)
+    return m
 
 
 def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
@@ -101,10 +106,37 @@ def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
     assert float(d[ng + 5]) > 0 and torch.count_nonzero(d) == 1
 
 
+def test_spread_moves_a_words_match_to_the_widget_beside_it():
+    m = _match_model(match_reach=2, match_kernels=1)
+    r, n = 2, 5
+    # a 4 x 3 grid of whole 0.2 x 0.25 tiles, the first column cut short by the frame's left edge
+    cols, rows = 4, 3
+    boxes = torch.tensor([[max(0.0, c * 0.2 - 0.05), rr * 0.25, c * 0.2 + 0.15, rr * 0.25 + 0.25]
+                          for rr in range(rows) for c in range(cols)])[None]
+    k = cols * rows
+    mask = torch.ones(1, k, dtype=torch.bool)
+    h = torch.zeros(1, m.config.hidden_size)
+    bias = torch.zeros(1, 2, k)
+    word = 1 * cols + 0  # the label: row 1, first column
+    bias[0, :, word] = 1.0
+    with torch.no_grad():
+        m.match_kernel.zero_()
+        assert torch.equal(m.spread(bias, boxes, mask, h), bias)  # zero kernels: the glimpse itself only
+        m.match_kernel[0, r * n + (r - 1)] = 0.7  # the word one tile to the left
+        m.match_kernel[0, (r - 2) * n + r] = 0.3  # the word two tiles above (out of this grid here)
+        out = m.spread(bias, boxes, mask, h)[0, 0]
+    want = torch.zeros(k)
+    want[word], want[word + 1] = 1.0, 0.7  # the field right of the label
+    assert torch.allclose(out, want)
+    mask[0, word + 1] = False  # a glimpse that is not there gets nothing
+    with torch.no_grad():
+        assert float(m.spread(bias, boxes, mask, h)[0, 0, word + 1]) == 0.0
+
+
 def test_onnx_step_of_a_reading_model_matches_torch():
     from agent.virtual import VirtualDesktop
 
-    m1, m2 = _match_model(1), _match_model(1)
+    m1, m2 = _match_model(1, match_reach=2), _match_model(1, match_reach=2)
     po, pt = PixelPolicy(m1, runtime="onnx"), PixelPolicy(m2, runtime="torch", dtype="float32")
     for task, size in (("click-button", (640, 480)), ("click-menu", (1280, 720))):
         d = VirtualDesktop(task, seed=4, size=size)
@@ -179,3 +211,16 @@ def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path):
     tc.train_only, tc.match_reader = ("match_",), str(wrong)
     with pytest.raises(TrainError, match="do not fit the reader"):
         train([demos], tmp_path / "bad", tc, **quiet)
+
+
+def test_a_narrow_reader_makes_a_reading_model_of_its_width(tmp_path):
+    from policies.train import MATCH_REACH, with_match_reader
+
+    R.pretrain_reader(tmp_path, channels=4, head_width=32, steps=1, batch_size=4, val_tiles=4, words=["Save"],
+                      log=lambda s: None)
+    cfg, rd = R.load_reader(tmp_path)
+    assert cfg["head_width"] == 32 and rd.head[0].out_features == 32
+    m = with_match_reader(PixelModel(PixelConfig(**SMALL)), tmp_path)
+    c = m.config
+    assert (c.match, c.match_channels, c.match_head, c.match_reach) == (True, 4, 32, MATCH_REACH)
+    assert all(torch.equal(m.reader.state_dict()[k], v) for k, v in rd.state_dict().items())

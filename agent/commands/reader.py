@@ -30,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps and --batch-size must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
-    summary = pretrain_reader(args.out, channels=SIZES[args.size]["stem_channels"], steps=args.steps,
+    channels = args.channels or SIZES[args.size]["stem_channels"]
+    if channels < 1 or args.head_width < 1:
+        raise UserError("--channels and --head-width must be at least 1")
+    summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
                               time_budget_s=args.time_budget, device=args.device,
                               log=(lambda s: None) if args.json else print)
@@ -47,6 +50,9 @@ def register(sub) -> None:
                                       "use it with dw train --reader")
     p.add_argument("--size", default="pixel-small", help="the policy size the stem is for (its width)")
     p.add_argument("--out", required=True, help="folder to write (reader.safetensors, reader.json)")
+    p.add_argument("--channels", type=int, default=None,
+                   help="the stem's width (default: --size's); a reader for --match-reader costs ~channels^2")
+    p.add_argument("--head-width", type=int, default=512, help="the reading head's hidden width")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)

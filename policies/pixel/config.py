@@ -62,6 +62,9 @@ class PixelConfig(PretrainedConfig):
         match_phases: tuple | list = ((0.5, 0.0),),
         match_slots: int = 4,
         match_channels: int = 32,
+        match_head: int = 512,
+        match_reach: int = 0,
+        match_kernels: int = 4,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -91,6 +94,9 @@ class PixelConfig(PretrainedConfig):
         self.match_phases = [list(map(float, p)) for p in match_phases]
         self.match_slots = match_slots
         self.match_channels = match_channels
+        self.match_head = match_head
+        self.match_reach = match_reach
+        self.match_kernels = match_kernels
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history

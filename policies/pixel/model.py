@@ -257,7 +257,7 @@ class PixelModel(PixelPreTrainedModel):
         self.span_q = nn.Linear(d, 2 * d)
         self.span_k = nn.Linear(d, d)
         if c.match:
-            self.reader = Reader("reader", c.match_channels, c.glimpse_px)
+            self.reader = Reader("reader", c.match_channels, c.glimpse_px, c.match_head)
             self.match_tq = nn.Linear(d, 2 * d)  # which instruction word each pointer looks for
             self.match_tk = nn.Linear(d, d)
             self.match_gate = nn.Linear(d, 2)  # how much each pointer trusts the match, per state
@@ -265,6 +265,10 @@ class PixelModel(PixelPreTrainedModel):
             self.match_slot_q = nn.Parameter(torch.zeros(c.match_slots, d))
             self.match_slot_k = nn.Linear(d, d)
             self.match_in = nn.Linear(c.match_slots, d)
+            if c.match_reach:  # a word names the widget beside it: spread the match over the tile grid
+                n = 2 * c.match_reach + 1
+                self.match_kernel = nn.Parameter(torch.zeros(c.match_kernels, n * n))
+                self.match_mix = nn.Linear(d, 2 * c.match_kernels)  # which kernel, per pointer and state
         self.post_init()
         if c.match:  # start as the model without reading (the pointer bias is learned from there)
             nn.init.zeros_(self.match_in.weight)
@@ -272,6 +276,10 @@ class PixelModel(PixelPreTrainedModel):
             nn.init.constant_(self.match_gate.bias, 4.0)
             nn.init.zeros_(self.match_temp.weight)
             nn.init.constant_(self.match_temp.bias, math.log(math.e - 1))  # softplus -> 1: logits as they were
+            if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
+                nn.init.zeros_(self.match_kernel)
+                nn.init.zeros_(self.match_mix.weight)
+                nn.init.zeros_(self.match_mix.bias)
 
     def train(self, mode: bool = True) -> PixelModel:
         """As ``nn.Module.train``, but a reader stays in eval mode: it is pretrained and frozen."""
@@ -318,6 +326,33 @@ class PixelModel(PixelPreTrainedModel):
         m = torch.bmm(probs, tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
         m = m.view(b, -1, k, m.shape[-1]).amax(1)
         return m * starts[:, None, :].float()
+
+    def spread(self, bias: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """(B, 2, K) per-glimpse match -> the match of each glimpse's neighbours on the tile grid,
+        weighted by a (2R+1)^2 kernel per pointer: a field's label sits left of it, an icon's
+        below it, a checkbox's right of it. The kernel is the glimpse itself (the centre, fixed at
+        1) plus a state-chosen mix of ``match_kernels`` learned ones; offsets are counted in tiles."""
+        c = self.config
+        r, b = c.match_reach, bias.shape[0]
+        n = 2 * r + 1
+        m = mask.bool()
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        tw = ((x1 - x0) * m).amax(1, keepdim=True).clamp(min=1e-6)  # a whole tile, normalised
+        th = ((y1 - y0) * m).amax(1, keepdim=True).clamp(min=1e-6)
+        # grid-aligned left/top edges: a tile at the frame's left/top edge is cut short there
+        gx = torch.where(x0 > 0, x0, x1 - tw) / tw
+        gy = torch.where(y0 > 0, y0, y1 - th) / th
+        dx = torch.round(gx[:, :, None] - gx[:, None, :])  # (B, K target, K source), in tiles
+        dy = torch.round(gy[:, :, None] - gy[:, None, :])
+        near = (dx.abs() <= r) & (dy.abs() <= r) & m[:, None, :] & m[:, :, None]
+        # offset of the source seen from the target, as a kernel index (a word right of a box: dx < 0)
+        idx = ((r - dy) * n + (r - dx)).clamp(0, n * n - 1)
+        onehot = (idx[..., None] == torch.arange(n * n, device=idx.device, dtype=idx.dtype)) & near[..., None]
+        mix = self.match_mix(h).float().view(b, 2, -1).softmax(-1)
+        kern = torch.einsum("bpm,mq->bpq", mix, self.match_kernel.float())
+        kern = kern + F.one_hot(torch.tensor(r * n + r, device=kern.device), n * n).float()
+        w = torch.einsum("bkjq,bpq->bpkj", onehot.float(), kern)  # (B, 2, K, K)
+        return torch.einsum("bpkj,bpj->bpk", w, bias)
 
     # -- step -------------------------------------------------------------------------------
     def _point(self, xy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -424,6 +459,8 @@ class PixelModel(PixelPreTrainedModel):
             tk = self.match_tk(states).float()
             ta = (torch.einsum("bjd,bld->bjl", tq, tk) * scale).masked_fill(~starts[:, None, :], -1e4).softmax(-1)
             bias = torch.einsum("bjl,bkl->bjk", ta, match)  # (B, 2, K)
+            if c.match_reach:
+                bias = self.spread(bias, boxes, glimpse_mask, h)
             gate = F.softplus(self.match_gate(h).float())[:, :, None]
             temp = F.softplus(self.match_temp(h).float())[:, :, None]
             ptr = temp * ptr.float() + gate * F.pad(bias, (gh * gw, 0))

@@ -184,8 +184,8 @@ def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batc
     return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
 
 
-def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, tile_pt: int = 64,
-                    glimpse_px: int = 48, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
+def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, head_width: int = 512,
+                    tile_pt: int = 64, glimpse_px: int = 48, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
                     seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
                     time_budget_s: float | None = None, device: str = "cpu",
                     log: Callable[[str], None] = print) -> dict:
@@ -202,7 +202,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     val_x, _, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px)
     val_x = val_x.to(dev)
     rng = random.Random(seed)
-    model = Reader(stem, channels, glimpse_px).to(dev)
+    model = Reader(stem, channels, glimpse_px, head_width).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = [steps]
     warm = min(100, steps // 10 + 1)
@@ -234,7 +234,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
                    "seconds": round(time.time() - t0, 1)}
             history.append(rec)
             log(json.dumps(rec))
-    cfg = {"stem": stem, "stem_channels": channels, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
+    cfg = {"stem": stem, "stem_channels": channels, "head_width": head_width, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
            "steps": step, "batch_size": batch_size, "seed": seed,
            "start_loss": round(float(np.mean(losses[:5])), 4), "history": history}
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / READER_FILE))
@@ -245,7 +245,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
 def load_reader(folder: str | Path) -> tuple[dict, Reader]:
     """A reader folder's settings and the whole reader (stem and reading head)."""
     cfg, _ = load_reader_stem(folder)
-    model = Reader(cfg["stem"], cfg["stem_channels"], cfg["glimpse_px"])
+    model = Reader(cfg["stem"], cfg["stem_channels"], cfg["glimpse_px"], cfg.get("head_width", 512))
     try:
         model.load_state_dict(load_file(str(Path(folder) / READER_FILE)))
     except RuntimeError as e:
