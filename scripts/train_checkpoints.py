@@ -4,7 +4,9 @@ Runs the same code as ``dw demos`` / ``dw train`` (each command's own parser), c
 into ``fixtures/checkpoints/<size>/`` (pixel-small stored in fp16 to stay small), then evaluates
 each exported checkpoint closed-loop on unseen seeds (10000+) at 640x480, 1920x1080 and
 5120x2880@2 and measures one step's latency (preprocessing a 1920x1080 frame + forward, 2 cores),
-writing ``eval.json`` beside the weights.
+writing ``eval.json`` beside the weights. pixel-small is then taught to read (``--read-models``):
+a 16-channel reader is pretrained on synthetic UI text, and the match layers are fine-tuned on
+fresh demos with every other weight kept (``dw reader``, ``dw train --match-reader``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -34,6 +36,7 @@ CHEAP_SIZES = "640x480,800x600,1024x768,1280x720,1366x768,1920x1080,2560x1440"
 LARGE_SIZES = "1440x900@1.5,1920x1200@1.25,2880x1800@2,3840x2160@1.5,5120x2880@2"
 EVAL_SIZES = ((640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0))
 READ_SIZES = "640x480,1280x720,1920x1080,2560x1440,1440x900@1.5,5120x2880@2"
+READ_ROUNDS = ((2, "5e-3"), (2, "3e-3"))  # (epochs, lr) of each match-layer fine-tune
 
 
 def dw(module, argv: list[str]) -> int:
@@ -118,12 +121,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stage", default="all", choices=("all", "demos", "train", "read", "eval"))
     ap.add_argument("--read-models", default="pixel-small",
-                    help="--stage read: models taught to read after training (a reader, then their match "
-                         "layers), exported over their checkpoints; not part of --stage all")
-    ap.add_argument("--reader-steps", type=int, default=3000, help="reading pretraining steps")
+                    help="models taught to read after training (a reader, then their match layers), "
+                         "exported over their checkpoints (--stage all or read)")
+    ap.add_argument("--reader-steps", type=int, default=4637, help="reading pretraining steps")
+    ap.add_argument("--reader-channels", type=int, default=16, help="the reader's stem width")
     ap.add_argument("--read-episodes", type=int, default=60,
                     help="fresh demo episodes per task and size for the match layers")
-    ap.add_argument("--read-epochs", type=int, default=4)
     ap.add_argument("--episodes", type=int, default=500, help="demo episodes per task at each cheap size")
     ap.add_argument("--episodes-large", type=int, default=100, help="demo episodes per task at each large size")
     ap.add_argument("--epochs-tiny", type=int, default=40)
@@ -161,20 +164,24 @@ def main() -> int:
             export(runs / size, Path(a.dest) / size, fp16=(size == "pixel-small"))
             print(f"[{time.time() - t0:.0f}s] {size} trained and exported", flush=True)
     read = [m for m in a.read_models.split(",") if m in models]
-    if a.stage == "read" and read:  # opt-in: a reading model is not bundled while its step is too slow
+    if a.stage in ("all", "read") and read:
         from agent.commands import reader
 
         dw(demos, ["demos", "--tasks", "all", "--episodes", str(a.read_episodes), "--sizes", READ_SIZES,
                    "--seed", "70000", "--out", str(runs / "demos-read"), "--workers", str(a.workers), "--plain"])
         for size in read:
             dw(reader, ["reader", "--size", size, "--out", str(runs / f"reader-{size}"), "--steps",
-                        str(a.reader_steps), "--device", a.device])
+                        str(a.reader_steps), "--channels", str(a.reader_channels), "--head-width", "256",
+                        "--device", a.device])
             trained = runs / size if (runs / size / "config.json").is_file() else Path(a.dest) / size
-            dw(train, ["train", str(runs / "demos-read"), "--init", str(trained), "--match-reader",
-                       str(runs / f"reader-{size}"), "--train-only", "match_", "--out", str(runs / f"{size}-read"),
-                       "--epochs", str(a.read_epochs), "--batch-size", "64", "--lr", "3e-3", "--device", a.device,
-                       "--seed", "0", "--cache", str(runs / f"cache-{size}-read")])
-            export(runs / f"{size}-read", Path(a.dest) / size, fp16=(size == "pixel-small"))
+            for i, (epochs, lr) in enumerate(READ_ROUNDS):  # the match layers only; each round from the last
+                out = runs / f"{size}-read{i + 1}"
+                dw(train, ["train", str(runs / "demos-read"), "--init", str(trained), "--match-reader",
+                           str(runs / f"reader-{size}"), "--train-only", "match_", "--out", str(out),
+                           "--epochs", str(epochs), "--batch-size", "64", "--lr", lr, "--device", a.device,
+                           "--seed", "0", "--cache", str(runs / f"cache-{size}-read")])
+                trained = out
+            export(trained, Path(a.dest) / size, fp16=(size == "pixel-small"))
             print(f"[{time.time() - t0:.0f}s] {size} reads: trained and exported", flush=True)
     if a.stage in ("all", "eval"):
         for size in models:
