@@ -38,6 +38,11 @@ class PixelConfig(PretrainedConfig):
       tiles; the tiles with the most visual content (edges) are cropped from the full-resolution
       frame and resampled to ``glimpse_px`` pixels each side (``glimpse_px / tile_pt`` pixels per
       point), one token each, with their box as position. Labels stay legible on every screen.
+
+    Reading models (``match``): a frozen reader (``match_channels`` wide, a ``match_head``-wide
+    head) reads every glimpse and its copies shifted by ``match_phases`` tiles; each pointer adds
+    how well a glimpse's read matches an instruction word, spread over the glimpses up to
+    ``match_reach`` tiles around it by a state-chosen mix of ``match_kernels`` learned kernels.
     """
 
     model_type = "dw-pixel"
