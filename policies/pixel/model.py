@@ -328,12 +328,12 @@ class PixelModel(PixelPreTrainedModel):
         return m * starts[:, None, :].float()
 
     def spread(self, bias: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """(B, 2, K) per-glimpse match -> the match of each glimpse's neighbours on the tile grid,
-        weighted by a (2R+1)^2 kernel per pointer: a field's label sits left of it, an icon's
-        below it, a checkbox's right of it. The kernel is the glimpse itself (the centre, fixed at
-        1) plus a state-chosen mix of ``match_kernels`` learned ones; offsets are counted in tiles."""
+        """(B, 2, K) per-glimpse match -> each glimpse's own match plus its neighbours' on the tile
+        grid, weighted by a (2R+1)^2 kernel per pointer: a field's label sits left of it, an icon's
+        below it, a checkbox's right of it. The kernel is a state-chosen mix of ``match_kernels``
+        learned ones; offsets are counted in tiles."""
         c = self.config
-        r, b = c.match_reach, bias.shape[0]
+        r, (b, _, k) = c.match_reach, bias.shape
         n = 2 * r + 1
         m = mask.bool()
         x0, y0, x1, y1 = boxes.unbind(-1)
@@ -346,13 +346,11 @@ class PixelModel(PixelPreTrainedModel):
         dy = torch.round(gy[:, :, None] - gy[:, None, :])
         near = (dx.abs() <= r) & (dy.abs() <= r) & m[:, None, :] & m[:, :, None]
         # offset of the source seen from the target, as a kernel index (a word right of a box: dx < 0)
-        idx = ((r - dy) * n + (r - dx)).clamp(0, n * n - 1)
-        onehot = (idx[..., None] == torch.arange(n * n, device=idx.device, dtype=idx.dtype)) & near[..., None]
+        idx = ((r - dy) * n + (r - dx)).clamp(0, n * n - 1).long()
         mix = self.match_mix(h).float().view(b, 2, -1).softmax(-1)
-        kern = torch.einsum("bpm,mq->bpq", mix, self.match_kernel.float())
-        kern = kern + F.one_hot(torch.tensor(r * n + r, device=kern.device), n * n).float()
-        w = torch.einsum("bkjq,bpq->bpkj", onehot.float(), kern)  # (B, 2, K, K)
-        return torch.einsum("bpkj,bpj->bpk", w, bias)
+        kern = torch.einsum("bpm,mq->bpq", mix, self.match_kernel.float())  # (B, 2, n*n)
+        w = torch.gather(kern[:, :, None, :].expand(-1, -1, k, -1), 3, idx[:, None].expand(-1, 2, -1, -1))
+        return bias + torch.einsum("bpkj,bpj->bpk", w * near[:, None], bias)
 
     # -- step -------------------------------------------------------------------------------
     def _point(self, xy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
