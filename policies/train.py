@@ -39,19 +39,18 @@ from policies.pixel.config import PixelConfig
 from policies.pixel.model import PixelModel
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
-from policies.pixel.runtime import STEP_INPUTS, step_inputs
+from policies.pixel.runtime import step_inputs
 
 CACHE_VERSION = 3
 MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
-ARRAYS = STEP_INPUTS + ("text_ids", "labels", "offsets")
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
               "wait_bins", "match", "match_phases")
 
 
 def arrays_for(cfg: PixelConfig) -> tuple[str, ...]:
-    """The training arrays of a model with ``cfg``: :data:`ARRAYS`, and a reading model's
-    shifted glimpse copies."""
+    """The training arrays of a model with ``cfg``: its per-frame step inputs (a reading model's
+    include the shifted glimpse copies), the instruction's bytes, and the labels."""
     return step_inputs(cfg) + ("text_ids", "labels", "offsets")
 
 
@@ -103,7 +102,7 @@ def shift_set(cfg: PixelConfig, shifts: int, seed: int) -> list[tuple[int, int]]
 
 def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | None = None,
                     shifts: int = 0) -> dict[str, np.ndarray]:
-    """Preprocess every action of one session into training arrays (see :data:`ARRAYS`).
+    """Preprocess every action of one session into training arrays (see :func:`arrays_for`).
 
     With ``shifts`` > 0 every action gives ``1 + shifts`` samples: the unshifted tile grid and
     ``shifts`` shifted ones (seeded by the session's name, so the cache is deterministic).
@@ -416,7 +415,7 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] != "reader":
         raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
                          f"needs a reader stem for {cfg.glimpse_px}-pixel ones")
-    cfg.match, cfg.match_channels, cfg.match_head = True, rcfg["stem_channels"], rcfg.get("head_width", 512)
+    cfg.match, cfg.match_channels, cfg.match_head = True, rcfg["stem_channels"], rcfg["head_width"]
     cfg.match_reach = cfg.match_reach or MATCH_REACH
     new = PixelModel(cfg)
     keep = {k: v for k, v in model.state_dict().items() if not k.startswith("reader.")}

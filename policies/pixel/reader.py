@@ -245,7 +245,8 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
 def load_reader(folder: str | Path) -> tuple[dict, Reader]:
     """A reader folder's settings and the whole reader (stem and reading head)."""
     cfg, _ = load_reader_stem(folder)
-    model = Reader(cfg["stem"], cfg["stem_channels"], cfg["glimpse_px"], cfg.get("head_width", 512))
+    cfg.setdefault("head_width", 512)  # readers saved before the setting existed have the 512-wide head
+    model = Reader(cfg["stem"], cfg["stem_channels"], cfg["glimpse_px"], cfg["head_width"])
     try:
         model.load_state_dict(load_file(str(Path(folder) / READER_FILE)))
     except RuntimeError as e:
