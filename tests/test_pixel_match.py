@@ -133,7 +133,9 @@ def test_spread_moves_a_words_match_to_the_widget_beside_it():
         assert float(m.spread(bias, boxes, mask, h)[0, 0, word + 1]) == 0.0
 
 
-def test_onnx_step_of_a_reading_model_matches_torch():
+def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside():
+    """Both runtimes: the policy's step (tiles read by TileReads, then ``match`` fed in) gives the
+    model's own in-step reading (``read_glimpses``), and each distinct tile is read once."""
     from agent.virtual import VirtualDesktop
 
     m1, m2 = _match_model(1, match_reach=2), _match_model(1, match_reach=2)
@@ -143,11 +145,52 @@ def test_onnx_step_of_a_reading_model_matches_torch():
         obs = Observation(d.observe(), d.instruction, d.cursor, ())
         po.reset(obs.instruction)
         pt.reset(obs.instruction)
-        o = po._step(po.arrays(obs))
+        arrays = po.arrays(obs)
         with torch.inference_mode():
-            r = m2(**pt.inputs(obs), text_cache=pt._cache)
-        for key in ("type_logits", "pointer_logits", "offsets", "span_start"):
-            assert torch.allclose(getattr(o, key), getattr(r, key), atol=1e-4), key
+            want = m2(**{k: torch.from_numpy(v) for k, v in arrays.items()}, text_cache=pt._cache)
+        for pol in (po, pt):
+            pol.reads.clear()
+            before = pol.reads.read
+            out = pol.run(arrays)
+            used = arrays["glimpse_mask"][0]
+            tiles = np.concatenate([arrays["glimpses"][0][used], arrays["read_glimpses"][0][np.tile(used, 1)]])
+            distinct = len({t.tobytes() for t in tiles})
+            assert pol.reads.read - before == distinct  # every used tile, each distinct one once
+            for key in ("type_logits", "pointer_logits", "offsets", "span_start"):
+                assert torch.allclose(getattr(out, key), getattr(want, key), atol=1e-4), (key, pol.runtime)
+            before = pol.reads.read
+            again = pol.run(arrays)  # the same screen: nothing read, the same step
+            assert pol.reads.read == before
+            assert torch.equal(again.pointer_logits, out.pointer_logits)
+
+
+def test_tile_reads_read_only_new_used_tiles_and_forget_the_oldest():
+    from policies.pixel.model import READ_WIDTH
+    from policies.pixel.reads import TileReads
+
+    m = _match_model(0)
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 255, (6, 48, 48, 3), dtype=np.uint8)
+    tr = TileReads(m.reader, 48, "torch", capacity=8)
+    use = np.array([True, True, True, True, False, True])
+    p = tr.probs(tiles, use)
+    assert p.shape == (6, READ_WIDTH) and tr.read == 5
+    assert not p[4].any() and np.allclose(p[0].reshape(MAX_CHARS + 1, END + 1).sum(-1), 1.0, atol=1e-5)
+    with torch.inference_mode():
+        ref = m.reader(torch.from_numpy(tiles[:1])).softmax(-1).flatten(1).numpy()
+    assert np.allclose(p[0], ref, atol=1e-6)
+    tiles2 = tiles.copy()
+    tiles2[2, 10, 10] ^= 1  # one pixel of one tile changes: that tile alone is read again
+    p2 = tr.probs(tiles2, use)
+    assert tr.read == 6 and np.array_equal(p2[[0, 1, 3, 5]], p[[0, 1, 3, 5]])
+    fresh = rng.integers(0, 255, (6, 48, 48, 3), dtype=np.uint8)
+    tr.probs(fresh, np.ones(6, bool))  # 6 new tiles: the least recently used are forgotten
+    assert tr.read == 12 and len(tr._seen) == 8
+    tr.probs(tiles2[:1], np.ones(1, bool))  # used two calls ago, forgotten since
+    assert tr.read == 13
+    tr.clear()
+    tr.probs(fresh[:2], np.ones(2, bool))
+    assert tr.read == 15
 
 
 @pytest.fixture(scope="module")

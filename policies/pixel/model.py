@@ -81,6 +81,7 @@ def build_stem(kind: str, ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]
 CHARS = string.printable[:95]  # what a reader names: printable ASCII (letters, digits, punctuation, space)
 END = len(CHARS)  # the class after the last character
 MAX_CHARS = 12  # a reader names up to this many characters, then END
+READ_WIDTH = (MAX_CHARS + 1) * (END + 1)  # a reader's probabilities per tile, flattened
 WORD_EXTRA = "-'_&/@"  # besides letters and digits, these stay inside an instruction word
 
 
@@ -95,7 +96,12 @@ class Reader(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, (MAX_CHARS + 1) * (END + 1)))
 
     def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return self.head(self.stem(stem_input(tiles, dtype)).flatten(1)).view(len(tiles), MAX_CHARS + 1, END + 1)
+        return self.head(self.stem(stem_input(tiles, dtype)).flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
+
+    def probs(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, G, G, 3) uint8 -> (N, (MAX_CHARS + 1) * (END + 1)) float32: each slot's class
+        probabilities, flattened (what a match model compares with its word templates)."""
+        return self(tiles, dtype).float().softmax(-1).flatten(1)
 
 
 def _byte_tables() -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,11 +325,15 @@ class PixelModel(PixelPreTrainedModel):
         b, k = glimpses.shape[:2]
         g = self.config.glimpse_px
         tiles = torch.cat([glimpses, read_glimpses], 1).reshape(-1, g, g, 3)
-        probs = self.reader(tiles, self.cls.dtype).float().softmax(-1).view(b, -1, (MAX_CHARS + 1) * (END + 1))
+        return self.match_of(self.reader.probs(tiles, self.cls.dtype).view(b, -1, READ_WIDTH), k, text)
+
+    def match_of(self, probs: torch.Tensor, k: int, text: TextCache) -> torch.Tensor:
+        """:meth:`read_match` from the reader's probabilities for the same tiles, (B, (P+1)*K, C)."""
+        b = probs.shape[0]
         tmpl, starts = text.template, text.starts
         if tmpl.shape[0] != b:
             tmpl, starts = tmpl.expand(b, -1, -1), starts.expand(b, -1)
-        m = torch.bmm(probs, tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
+        m = torch.bmm(probs.float(), tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
         m = m.view(b, -1, k, m.shape[-1]).amax(1)
         return m * starts[:, None, :].float()
 
@@ -385,6 +395,7 @@ class PixelModel(PixelPreTrainedModel):
         text_ids: torch.Tensor | None = None,  # (B, L) long
         text_cache: TextCache | None = None,
         read_glimpses: torch.Tensor | None = None,  # (B, P*K, G, G, 3) uint8: match models
+        read_probs: torch.Tensor | None = None,  # (B, (P+1)*K, C): the reader's, on glimpses then copies
         match: torch.Tensor | None = None,  # (B, K, L): read_match's scores, precomputed (training)
         **_: object,
     ) -> PixelOutput:
@@ -419,9 +430,11 @@ class PixelModel(PixelPreTrainedModel):
         boxes = boxes.float()  # pointer boxes stay float32: a bf16 box edge can be off by pixels
         tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
         if c.match:
-            if match is None:
+            if match is None and read_probs is not None:
+                match = self.match_of(read_probs, k, text_cache)
+            elif match is None:
                 if read_glimpses is None:
-                    raise ValueError("a match model needs read_glimpses or match")
+                    raise ValueError("a match model needs read_glimpses, read_probs or match")
                 match = self.read_match(glimpses, read_glimpses, text_cache)
             match = match.float()
             states = text_cache.states if text_cache.states.shape[0] == b else text_cache.states.expand(b, -1, -1)

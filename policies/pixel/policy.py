@@ -10,8 +10,9 @@ import torch
 from policies.actions import Action
 from policies.base import Observation
 from policies.pixel.codec import decode, history_features
-from policies.pixel.model import PixelModel
+from policies.pixel.model import PixelModel, PixelOutput
 from policies.pixel.preprocess import Preprocessor, encode_text
+from policies.pixel.reads import TileReads
 from policies.pixel.runtime import OnnxStep, choose_runtime, dtype_setting
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -61,6 +62,7 @@ class PixelPolicy:
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self._step = OnnxStep(self.model) if self.runtime == "onnx" else None
         self.cfg = model.config
+        self.reads = TileReads(self.model.reader, self.cfg.glimpse_px, self.runtime) if self.cfg.match else None
         self.name = name
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)
@@ -94,11 +96,20 @@ class PixelPolicy:
         return {k: torch.from_numpy(a).to(self.device) for k, a in self.arrays(observation).items()}
 
     @torch.inference_mode()
+    def run(self, arrays: dict[str, np.ndarray]) -> PixelOutput:
+        """The step on :meth:`arrays`' inputs: a reading model's tiles are read first, each
+        distinct one once (:class:`~policies.pixel.reads.TileReads`), then the step runs."""
+        arrays = dict(arrays)
+        if self.reads is not None:
+            arrays["read_probs"] = self.reads.frame(arrays["glimpses"][0], arrays.pop("read_glimpses")[0],
+                                                    arrays["glimpse_mask"][0])[None]
+        if self._step is not None:
+            return self._step(arrays)
+        return self.model(**{k: torch.from_numpy(a).to(self.device) for k, a in arrays.items()},
+                          text_cache=self._cache)
+
+    @torch.inference_mode()
     def act(self, observation: Observation) -> list[Action]:
         if self._cache is None or observation.instruction != self.instruction:
             self.reset(observation.instruction)
-        if self._step is not None:
-            out = self._step(self.arrays(observation))
-        else:
-            out = self.model(**self.inputs(observation), text_cache=self._cache)
-        return decode(self.cfg, out, self._raw)
+        return decode(self.cfg, self.run(self.arrays(observation)), self._raw)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.pixel.model import PixelModel, PixelOutput, TextCache, word_templates
+from policies.pixel.model import READ_WIDTH, PixelModel, PixelOutput, TextCache, word_templates
 
 RUNTIMES = ("auto", "torch", "onnx")
 ONNX_MAX_HIDDEN = 256  # auto picks ONNX Runtime up to this hidden size (dw bench policies measures why)
@@ -67,13 +67,19 @@ def step_inputs(config) -> tuple[str, ...]:
     return STEP_INPUTS + (("read_glimpses",) if config.match else ())
 
 
+def run_inputs(config) -> tuple[str, ...]:
+    """The inputs of the step a policy runs: a reading model's reads come in as ``read_probs``,
+    made outside the step by :class:`policies.pixel.reads.TileReads` (each distinct tile read once)."""
+    return STEP_INPUTS + (("read_probs",) if config.match else ())
+
+
 class _FlatStep(nn.Module):
     """The step as a function of flat tensors (the text cache spread into its parts), for export."""
 
     def __init__(self, model: PixelModel):
         super().__init__()
         self.model = model
-        self.inputs = step_inputs(model.config)
+        self.inputs = run_inputs(model.config)
 
     def forward(self, *args: torch.Tensor):
         n = len(self.inputs)
@@ -111,7 +117,7 @@ class OnnxStep:
             torch.zeros(1, c.history, 3),
         )
         if c.match:
-            example += (torch.zeros(1, len(c.match_phases) * k, g, g, 3, dtype=torch.uint8),)
+            example += (torch.zeros(1, (len(c.match_phases) + 1) * k, READ_WIDTH),)
         example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
         match_names = ["text_template", "text_starts"] if c.match else []
         if c.match:
@@ -119,7 +125,7 @@ class OnnxStep:
         example += tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
         kv_names = [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
         self.text_names = ["text_states", "text_mask"] + match_names + kv_names
-        names = list(step_inputs(c)) + self.text_names
+        names = list(run_inputs(c)) + self.text_names
         text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
                     **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names}}
         buf = io.BytesIO()

@@ -1,0 +1,103 @@
+"""What a reading (``match``) policy's reader says about each frame's tiles, remembered per tile.
+
+At video rate most of a screen does not change from one frame to the next, and a reader's output
+depends on a tile's pixels only (the instruction enters afterwards, as a product with its word
+templates). So each tile's reading is kept, keyed by a digest of its pixels, and only tiles not
+seen before are read: a static screen costs no reading at all, a click that changes one widget
+costs one tile. Tiles of padded (masked) glimpses are not read: no output of the step depends on
+them. The result is what :meth:`policies.pixel.model.PixelModel.read_match` computes inside the
+step (tested), handed to the step as its ``match`` input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from policies.pixel.model import READ_WIDTH, Reader
+
+CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
+
+
+class _Probs(torch.nn.Module):
+    """(N, G, G, 3) uint8 tiles -> (N, slots * classes): the reader's per-slot probabilities."""
+
+    def __init__(self, reader: Reader):
+        super().__init__()
+        self.reader = reader
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return self.reader.probs(tiles, next(self.reader.parameters()).dtype)
+
+
+class TileReads:
+    """A match model's reader run over glimpse tiles, each distinct tile read once (LRU-bounded).
+
+    ``runtime`` ``onnx`` runs the reader in its own ONNX Runtime session (float32), ``torch`` in
+    the model's dtype on its device. ``read`` counts the tiles actually read, for tests and
+    benchmarks; :meth:`clear` forgets every tile (a cold start)."""
+
+    def __init__(self, reader: Reader, glimpse_px: int, runtime: str = "torch", capacity: int = CAPACITY):
+        self.module = _Probs(reader).eval()
+        self.capacity = capacity
+        self.read = 0
+        self._seen: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._session = None
+        if runtime == "onnx":
+            import onnxruntime as ort
+
+            buf = io.BytesIO()
+            example = torch.zeros(2, glimpse_px, glimpse_px, 3, dtype=torch.uint8)
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(self.module, (example,), buf, input_names=["tiles"],
+                                  output_names=["probs"], dynamic_axes={"tiles": {0: "n"}, "probs": {0: "n"}},
+                                  opset_version=17, dynamo=False)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = torch.get_num_threads()
+            so.inter_op_num_threads = 1
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+    def _run(self, tiles: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(None, {"tiles": tiles})[0]
+        p = next(self.module.parameters())
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(tiles).to(p.device)).float().cpu().numpy()
+
+    def probs(self, tiles: np.ndarray, use: np.ndarray) -> np.ndarray:
+        """(N, G, G, 3) uint8 tiles and (N,) bool: which to read -> (N, C) probabilities, zero
+        where not used."""
+        keys = {int(i): hashlib.blake2b(tiles[i], digest_size=16).digest() for i in np.flatnonzero(use)}
+        for key in keys.values():
+            if key in self._seen:
+                self._seen.move_to_end(key)
+        todo = {key: i for i, key in keys.items() if key not in self._seen}
+        if todo:
+            fresh = self._run(np.ascontiguousarray(tiles[list(todo.values())]))
+            self.read += len(todo)
+            self._seen.update((key, row.copy()) for key, row in zip(todo, fresh, strict=True))  # not views of the batch
+        out = np.zeros((len(tiles), READ_WIDTH), np.float32)
+        for i, key in keys.items():
+            out[i] = self._seen[key]
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return out
+
+    def frame(self, glimpses: np.ndarray, read_glimpses: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One frame's (K, G, G, 3) glimpses, their (P*K, G, G, 3) shifted copies (phase-major)
+        and (K,) mask -> ((P+1)*K, C) probabilities: the step's ``read_probs`` (zero for the tiles
+        of masked glimpses). The step compares them with the instruction's words itself: in ONNX
+        Runtime's threads, not numpy's (whose BLAS threads spin on after a product, and took the
+        cores from the step that followed)."""
+        tiles = np.concatenate([glimpses, read_glimpses])
+        return self.probs(tiles, np.tile(mask.astype(bool), len(tiles) // len(glimpses)))
