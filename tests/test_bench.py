@@ -92,7 +92,8 @@ def test_bench_pipeline_counts_encoded_frames_from_a_real_capture():
 
 
 def test_bench_policies_quick_json():
-    """Every size asked for, in every runtime on this machine (the ONNX Runtime row included)."""
+    """Every size asked for, in every runtime on this machine (the ONNX Runtime row included), as
+    bundled where a checkpoint is bundled."""
     p = _dw("policies", "--quick", "--policies", "pixel-tiny", "--json", timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     models = json.loads(p.stdout)["parts"]["policies"]["models"]
@@ -100,6 +101,7 @@ def test_bench_policies_quick_json():
     assert models["pixel-tiny/onnx"]["dtype"] == "float32"
     for row in models.values():
         assert row["size"] == "pixel-tiny" and 0.7e6 < row["parameters"] < 1.3e6
+        assert row["weights"] == "bundled" and row["reads"] is False  # the shipped checkpoint, not a fresh one
         for k in ("preprocess_1920x1080", "preprocess_5120x2880@2", "forward", "act_1920x1080"):
             assert row[k]["n"] == 10 and row[k]["p50_ms"] > 0, k
     bad = _dw("policies", "--policies", "pixel-huge", timeout=120)

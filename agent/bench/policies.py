@@ -1,6 +1,9 @@
 """Policy latency: per pixel-model size and runtime (PyTorch; ONNX Runtime on a CPU), parameters,
 preprocessing from 1920x1080 and 5120x2880 frames, the forward pass and one whole step, p50/p95
-at batch 1 with threads = cores."""
+at batch 1 with threads = cores.
+
+A size with a bundled checkpoint is measured as bundled (its own settings: a reading model reads);
+the others with their size's default settings and random weights (``weights`` says which)."""
 
 from __future__ import annotations
 
@@ -26,20 +29,30 @@ def _frame(w: int, h: int, scale: float):
     return Frame(px, 0.0, 0, Screen(w, h, scale=scale))
 
 
-def act_latency(pol, obs, n: int, warmup: int = 3, cuda: bool = False) -> dict:
+def act_latency(pol, obs, n: int, warmup: int = 3, cuda: bool = False, cold: bool = True) -> dict:
     """p50/p95 of one policy step, ``pol.act(obs)`` (preprocessing + forward + decoding), over
-    ``n`` timed steps after ``warmup`` untimed ones."""
+    ``n`` timed steps after ``warmup`` untimed ones. ``cold``: a reading model reads every tile
+    afresh each step, as on a screen that changed all over; otherwise the tiles it read on the
+    last step are remembered (the screen did not change)."""
     import torch
 
     ts = []
     for i in range(n + warmup):
         t0 = time.perf_counter_ns()
+        if cold:
+            _forget(pol)
         pol.act(obs)
         if cuda:
             torch.cuda.synchronize()
         if i >= warmup:
             ts.append(time.perf_counter_ns() - t0)
     return percentiles(ts)
+
+
+def _forget(pol) -> None:
+    """A reading policy forgets the tiles it has read (its next step reads them all)."""
+    if getattr(pol, "reads", None) is not None:
+        pol.reads.clear()
 
 
 def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
@@ -74,14 +87,16 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     import torch
 
     from policies.base import Observation
-    from policies.pixel import PixelConfig, PixelModel, PixelPolicy
+    from policies.pixel import PixelConfig, PixelModel, PixelPolicy, checkpoint_dir, load_model
 
     torch.manual_seed(0)
-    model = PixelModel(PixelConfig.for_size(name)).eval()
+    bundled = (checkpoint_dir(name) / "config.json").is_file()
+    model = load_model(name, device) if bundled else PixelModel(PixelConfig.for_size(name)).to(device).eval()
     pol = PixelPolicy(model, name=name, device=device, runtime=runtime)
     pol.reset('Click the "OK" button.')
     row = {"size": name, "runtime": runtime, "parameters": sum(p.numel() for p in model.parameters()),
-           "dtype": str(pol.dtype).removeprefix("torch.")}
+           "dtype": str(pol.dtype).removeprefix("torch."), "weights": "bundled" if bundled else "random",
+           "reads": bool(model.config.match)}
     cuda = device.startswith("cuda")
 
     def timed(fn) -> dict:
@@ -98,15 +113,12 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     for label, f in frames.items():
         row[f"preprocess_{label}"] = timed(lambda f=f: pol.pre(f))
     obs = Observation(frames["1920x1080"], pol.instruction, (0.5, 0.5), ())
-    if runtime == "onnx":
-        arrays = pol.arrays(obs)
-        forward = lambda: pol._step(arrays)  # noqa: E731
-    else:
-        inputs = pol.inputs(obs)
-        forward = lambda: model(**inputs, text_cache=pol._cache)  # noqa: E731
-    with torch.inference_mode():
-        row["forward"] = timed(forward)
+    arrays = pol.arrays(obs)
+    with torch.inference_mode():  # a reading model's forward pass reads every tile (cold)
+        row["forward"] = timed(lambda: (_forget(pol), pol.run(arrays)))
     row["act_1920x1080"] = act_latency(pol, obs, n, cuda=cuda)
+    if model.config.match:  # the same frame again: every tile already read
+        row["act_1920x1080_unchanged"] = act_latency(pol, obs, n, cuda=cuda, cold=False)
     return row
 
 
@@ -114,13 +126,16 @@ def table(result: dict):
     from rich.table import Table
 
     t = Table(title=f"policy latency, batch 1, {result['device']}, {result['threads']} threads (ms p50 / p95)")
-    for c in ("model", "runtime", "params", "dtype", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward", "act 1920x1080"):
+    for c in ("model", "weights", "runtime", "params", "dtype", "preprocess 1920x1080", "preprocess 5120x2880@2", "forward",
+              "act 1920x1080", "act, unchanged screen"):
         t.add_column(c, justify="right" if c != "model" else "left")
 
     def f(s: dict) -> str:
         return f"{s['p50_ms']:.2f} / {s['p95_ms']:.2f}"
 
     for r in result["models"].values():
-        t.add_row(r["size"], r["runtime"], f"{r['parameters'] / 1e6:.1f}M", r.get("dtype", ""), f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
-                  f(r["forward"]), f(r["act_1920x1080"]))
+        weights = r.get("weights", "") + (", reads" if r.get("reads") else "")
+        t.add_row(r["size"], weights, r["runtime"], f"{r['parameters'] / 1e6:.1f}M", r.get("dtype", ""), f(r["preprocess_1920x1080"]), f(r["preprocess_5120x2880@2"]),
+                  f(r["forward"]), f(r["act_1920x1080"]),
+                  f(r["act_1920x1080_unchanged"]) if "act_1920x1080_unchanged" in r else "-")
     return t
