@@ -6,7 +6,9 @@ it: pixel-tiny's forward pass takes ~1.8 ms there against ~3.7 ms in eager PyTor
 this project's 2-core reference box. The graph is exported from the loaded model when the policy
 is built (in memory, under a second for pixel-small), so a checkpoint stays a plain
 transformers folder. Only the step runs here; the instruction is still encoded once per episode by
-PyTorch, and its per-layer keys and values are fed to every step.
+PyTorch, and its per-layer keys and values are fed to every step. A reading model's reader runs
+outside the step, in a session of its own, on the tiles it has not read yet
+(:mod:`policies.pixel.reads`).
 
 ``auto`` (the default; ``DW_PIXEL_RUNTIME`` overrides it) picks ONNX Runtime on a CPU for the
 small sizes (hidden size up to 256: pixel-tiny, pixel-small) when it is installed and no dtype was
