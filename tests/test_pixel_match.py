@@ -134,7 +134,7 @@ def test_spread_moves_a_words_match_to_the_widget_beside_it():
 
 
 def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside():
-    """Both runtimes: the policy's step (tiles read by TileReads, then ``match`` fed in) gives the
+    """Both runtimes: the policy's step (tiles read by TileReads, fed in as ``read_probs``) gives the
     model's own in-step reading (``read_glimpses``), and each distinct tile is read once."""
     from agent.virtual import VirtualDesktop
 

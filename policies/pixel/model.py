@@ -93,13 +93,13 @@ class Reader(nn.Module):
     def __init__(self, stem: str, channels: int, glimpse_px: int, width: int = 512):
         super().__init__()
         self.stem, flat = build_stem(stem, channels, glimpse_px)
-        self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, (MAX_CHARS + 1) * (END + 1)))
+        self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, READ_WIDTH))
 
     def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return self.head(self.stem(stem_input(tiles, dtype)).flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
 
     def probs(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(N, G, G, 3) uint8 -> (N, (MAX_CHARS + 1) * (END + 1)) float32: each slot's class
+        """(N, G, G, 3) uint8 -> (N, READ_WIDTH) float32: each slot's class
         probabilities, flattened (what a match model compares with its word templates)."""
         return self(tiles, dtype).float().softmax(-1).flatten(1)
 

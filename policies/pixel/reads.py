@@ -5,21 +5,21 @@ depends on a tile's pixels only (the instruction enters afterwards, as a product
 templates). So each tile's reading is kept, keyed by a digest of its pixels, and only tiles not
 seen before are read: a static screen costs no reading at all, a click that changes one widget
 costs one tile. Tiles of padded (masked) glimpses are not read: no output of the step depends on
-them. The result is what :meth:`policies.pixel.model.PixelModel.read_match` computes inside the
-step (tested), handed to the step as its ``match`` input.
+them. The step takes the remembered probabilities as its ``read_probs`` input and matches them
+with the instruction's words itself, as :meth:`policies.pixel.model.PixelModel.read_match` does
+from the tiles (tested).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
 from policies.pixel.model import READ_WIDTH, Reader
+from policies.pixel.runtime import onnx_session
 
 CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
 
@@ -49,20 +49,9 @@ class TileReads:
         self._seen: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._session = None
         if runtime == "onnx":
-            import onnxruntime as ort
-
-            buf = io.BytesIO()
-            example = torch.zeros(2, glimpse_px, glimpse_px, 3, dtype=torch.uint8)
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(self.module, (example,), buf, input_names=["tiles"],
-                                  output_names=["probs"], dynamic_axes={"tiles": {0: "n"}, "probs": {0: "n"}},
-                                  opset_version=17, dynamo=False)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = torch.get_num_threads()
-            so.inter_op_num_threads = 1
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+            example = (torch.zeros(2, glimpse_px, glimpse_px, 3, dtype=torch.uint8),)
+            self._session = onnx_session(self.module, example, ["tiles"], ["probs"],
+                                         {"tiles": {0: "n"}, "probs": {0: "n"}})
 
     def clear(self) -> None:
         self._seen.clear()

@@ -75,6 +75,29 @@ def run_inputs(config) -> tuple[str, ...]:
     return STEP_INPUTS + (("read_probs",) if config.match else ())
 
 
+def onnx_session(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
+                 dynamic_axes: dict):
+    """An ONNX Runtime session (CPU) of ``module``, exported in memory from a trace on ``example``,
+    with torch's thread count."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("the onnx runtime needs the onnxruntime package (pip install onnxruntime)") from None
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
+        torch.onnx.export(module, example, buf, input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No spin-waiting after a run: idle ORT threads would compete with the next frame's
+    # OpenCV preprocessing threads for the same cores (measured slower per step on 2 cores).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
 class _FlatStep(nn.Module):
     """The step as a function of flat tensors (the text cache spread into its parts), for export."""
 
@@ -100,10 +123,6 @@ class OnnxStep:
     """One pixel model's step (batch 1, float32) in an ONNX Runtime session."""
 
     def __init__(self, model: PixelModel):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeError("the onnx runtime needs the onnxruntime package (pip install onnxruntime)") from None
         c = model.config
         n_layers = len(model.layers)
         k, g, d = c.max_glimpses, c.glimpse_px, c.hidden_size
@@ -130,20 +149,8 @@ class OnnxStep:
         names = list(run_inputs(c)) + self.text_names
         text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
                     **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names}}
-        buf = io.BytesIO()
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
-            torch.onnx.export(_FlatStep(model.float().eval()), example, buf, input_names=names,
-                              output_names=[f"out_{k}" for k in OUTPUTS], dynamic_axes=text_len,
-                              opset_version=17, dynamo=False)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No spin-waiting after a step: idle ORT threads would compete with the next frame's
-        # OpenCV preprocessing threads for the same cores (measured slower per step on 2 cores).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(_FlatStep(model.float().eval()), example, names,
+                                    [f"out_{k}" for k in OUTPUTS], text_len)
         self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs
         self._text: dict[str, np.ndarray] = {}
 
