@@ -106,3 +106,66 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     assert "unknown --size 'pixel-huge'" in capsys.readouterr().err
     assert main(["reader", "--steps", "0", "--out", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()
+    assert main(["reader", "--desktop-share", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "--desktop-share" in capsys.readouterr().err
+
+
+def test_desktop_scenes_are_painted_as_the_desktop_paints_them_with_every_visible_word():
+    from agent.virtual import VirtualDesktop
+    from agent.virtual.reading import paint_scene
+
+    desk = VirtualDesktop("click-button", seed=7, size=(800, 600), scale=1.25)
+    frame = desk.observe()
+    pixels, words = paint_scene(desk)
+    tx, ty = desk.cursor_px
+    same = np.ones(pixels.shape[:2], bool)
+    same[ty:ty + 40, tx:tx + 40] = False  # the cursor is drawn over the desktop's frame only
+    assert np.array_equal(pixels[same], frame.pixels[:, :, :3][same])
+    target = desk.oracle.target.label
+    assert target in [w for w, _ in words]
+    for _, (x0, y0, x1, y1) in words:  # each word's box lies on the screen and holds ink
+        assert 0 <= x0 < x1 <= 800 and 0 <= y0 < y1 <= 600
+        assert pixels[int(y0):int(y1) + 1, int(x0):int(x1) + 1].std() > 10
+    desk.close()
+
+
+def test_a_word_painted_over_is_not_visible():
+    from PIL import Image
+
+    from agent.virtual.reading import _Recorder
+    from agent.virtual.render import Rect
+
+    p = _Recorder(Image.new("RGBA", (200, 100)), 1.0)
+    p.text(10, 20, "Hidden word:", 13.0)
+    p.rect(Rect(0, 0, 200, 40), fill=(255, 255, 255))
+    p.text(10, 60, "Shown", 13.0)
+    assert [w for _, w, _ in p.words] == ["Hidden", "word", "Shown"]
+    assert len(p.fills) == 1 and p.fills[0][0] == 2  # painted after the first text's words, before the last
+
+
+def test_desktop_tiles_name_the_one_whole_word_inside():
+    from agent.virtual.reading import desktop_tiles, word_of
+
+    assert [word_of(t) for t in ("Name:", "Budget.xlsx", "(Save)", "-", "e-mail", "42")] == \
+        ["Name", "Budget", "Save", "", "e-mail", "42"]
+    tiles, words = desktop_tiles(random.Random(0), 48)
+    again, words2 = desktop_tiles(random.Random(0), 48)
+    assert tiles.shape == (48, 48, 48, 3) and tiles.dtype == np.uint8 and len(words) == 48
+    assert np.array_equal(tiles, again) and words == words2  # seeded
+    assert sum(bool(w) for w in words) > 24 and all(len(w) <= R.MAX_CHARS for w in words)
+    held, _ = desktop_tiles(random.Random(0), 8, held_out=True)
+    assert not np.array_equal(held, tiles[:8])
+
+
+def test_reader_training_goes_on_from_a_reader_with_desktop_tiles(reader, tmp_path):
+    from agent.virtual.reading import desktop_tiles
+
+    out, _, _ = reader
+    logs: list[str] = []
+    summary = R.pretrain_reader(tmp_path / "more", channels=99, steps=3, batch_size=8, val_tiles=16, init=out,
+                                desktop=desktop_tiles, desktop_share=0.5, log=logs.append)
+    assert summary["stem_channels"] == 8 and summary["init"] == str(out) and summary["desktop_share"] == 0.5
+    assert 0.0 <= summary["val_desktop_word_acc"] <= 1.0 and "val_desktop_word_acc" in logs[-1]
+    _, model = R.load_reader(tmp_path / "more")
+    _, before = R.load_reader(out)
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.state_dict().values(), strict=True))

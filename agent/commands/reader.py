@@ -1,4 +1,5 @@
-"""``dw reader``: pretrain a pixel policy's glimpse encoder to read, on synthetic UI text."""
+"""``dw reader``: pretrain a pixel policy's glimpse encoder to read, on synthetic UI text and the
+virtual desktop's own screens."""
 
 from __future__ import annotations
 
@@ -33,15 +34,23 @@ def run(args: argparse.Namespace) -> int:
     channels = args.channels or SIZES[args.size]["stem_channels"]
     if channels < 1 or args.head_width < 1:
         raise UserError("--channels and --head-width must be at least 1")
+    if not 0.0 <= args.desktop_share < 1.0:
+        raise UserError("--desktop-share must be at least 0 and below 1")
+    desktop = None
+    if args.desktop_share > 0:
+        from agent.virtual.reading import desktop_tiles as desktop
     summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
-                              time_budget_s=args.time_budget, device=args.device,
+                              time_budget_s=args.time_budget, device=args.device, init=args.init,
+                              desktop=desktop, desktop_share=args.desktop_share,
                               log=(lambda s: None) if args.json else print)
     if args.json:
         print(json.dumps(summary))
     else:
+        desk = summary.get("val_desktop_word_acc")
         print(f"saved a {args.size} reader stem to {args.out}: {summary['steps']} steps, "
-              f"word accuracy on held-out synthetic glimpses {summary['val_word_acc']:.3f}")
+              f"word accuracy on held-out synthetic glimpses {summary['val_word_acc']:.3f}"
+              + (f", on held-out virtual-desktop tiles {desk:.3f}" if desk is not None else ""))
     return 0
 
 
@@ -60,5 +69,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="fit the schedule into this many seconds")
+    p.add_argument("--init", default=None, metavar="READER_DIR",
+                   help="go on training this reader (its stem and width; --channels/--head-width are ignored)")
+    p.add_argument("--desktop-share", type=float, default=0.5, metavar="F",
+                   help="share of each batch cut from the virtual desktop's own screens, labelled by what it drew "
+                        "(0: synthetic tiles only)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

@@ -206,6 +206,12 @@ class Canvas:
         self._cursor_rgba = cur
         self._cursor_mask = cur[:, :, 3] > 0
 
+    def wallpaper(self) -> np.ndarray:
+        """A fresh (height, width, 4) BGRA screen holding the wallpaper only."""
+        out = np.empty((self.height, self.width, 4), np.uint8)
+        out.view(np.uint32)[:, :, 0] = self._rows.view(np.uint32)
+        return out
+
     def _key(self, w: Paintable) -> tuple | None:
         return (w.bounds(), w.state_key()) if w.visible else None
 

@@ -117,7 +117,7 @@ def word_templates(text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, L) byte ids -> what a reader would say if glimpse held the instruction's word at each
     position, and where words start.
 
-    Returns ``template`` (B, L, (MAX_CHARS + 1) * (END + 1)): for position l, the one-hot class of
+    Returns ``template`` (B, L, READ_WIDTH): for position l, the one-hot class of
     each slot of the word starting there (its characters up to the next non-word byte, at most
     ``MAX_CHARS``, then END, as the reader is taught), divided by the number of slots; and
     ``starts`` (B, L) bool, True where a word starts. ``reader probabilities . template`` is then

@@ -184,13 +184,23 @@ def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batc
     return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
 
 
+TileSource = Callable[[random.Random, int, bool], tuple[np.ndarray, list[str]]]  # (rng, n, held_out)
+
+
 def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, head_width: int = 512,
                     tile_pt: int = 64, glimpse_px: int = 48, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
                     seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
                     time_budget_s: float | None = None, device: str = "cpu",
+                    init: str | Path | None = None, desktop: TileSource | None = None, desktop_share: float = 0.5,
                     log: Callable[[str], None] = print) -> dict:
     """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
     :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
+
+    ``init``: a reader folder to go on from (its stem, width and head; ``stem``, ``channels`` and
+    ``head_width`` are then taken from it). ``desktop``: a source of labelled tiles from the screens
+    the policy will read (``(rng, n, held_out) -> (tiles, words)``, e.g.
+    :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
+    it, and its held-out accuracy is reported beside the synthetic one.
 
     Seeded: the same seed draws the same tiles and gives the same weights on CPU. With
     ``time_budget_s`` the cosine schedule is fitted to the budget after the first 20 steps."""
@@ -201,8 +211,21 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     dev = torch.device(device)
     val_x, _, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px)
     val_x = val_x.to(dev)
+    n_desk = round(batch_size * desktop_share) if desktop is not None else 0
+    if desktop is not None:
+        dx, desk_text = desktop(random.Random(seed + 2_000_003), val_tiles, True)
+        desk_x = torch.from_numpy(dx).to(dev)
     rng = random.Random(seed)
-    model = Reader(stem, channels, glimpse_px, head_width).to(dev)
+    if init is not None:
+        cfg0, model = load_reader(init)
+        stem, channels, head_width = cfg0["stem"], cfg0["stem_channels"], cfg0["head_width"]
+        if (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"]) != (tile_pt, glimpse_px):
+            raise ReaderError(f"{init}: a reader for {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px, "
+                              f"not {tile_pt} at {glimpse_px}")
+        model = model.to(dev)
+    else:
+        model = Reader(stem, channels, glimpse_px, head_width).to(dev)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = [steps]
     warm = min(100, steps // 10 + 1)
@@ -216,7 +239,11 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     t0, losses, history = time.time(), [], []
     step = 0
     while step < total[0]:
-        x, y, _ = batch(rng, batch_size, words, faces, tile_pt, glimpse_px)
+        x, y, _ = batch(rng, batch_size - n_desk, words, faces, tile_pt, glimpse_px)
+        if n_desk:
+            dx, dw = desktop(rng, n_desk, False)
+            x = torch.cat([x, torch.from_numpy(dx)])
+            y = torch.cat([y, torch.from_numpy(np.stack([encode_word(w) for w in dw]))])
         loss = reader_loss(model(x.to(dev)), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -232,14 +259,19 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
             rec = {"step": step, "loss": round(float(np.mean(losses[-20:])), 4),
                    "val_word_acc": round(word_accuracy(model, val_x, val_text), 4),
                    "seconds": round(time.time() - t0, 1)}
+            if desktop is not None:
+                rec["val_desktop_word_acc"] = round(word_accuracy(model, desk_x, desk_text), 4)
             history.append(rec)
             log(json.dumps(rec))
     cfg = {"stem": stem, "stem_channels": channels, "head_width": head_width, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
-           "steps": step, "batch_size": batch_size, "seed": seed,
+           "steps": step, "batch_size": batch_size, "seed": seed, "lr": lr,
+           "init": str(init) if init is not None else None, "desktop_share": n_desk / batch_size,
            "start_loss": round(float(np.mean(losses[:5])), 4), "history": history}
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / READER_FILE))
     (out / READER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
-    return {"out": str(out), **cfg, "val_word_acc": history[-1]["val_word_acc"] if history else None}
+    last = history[-1] if history else {}
+    return {"out": str(out), **cfg, "val_word_acc": last.get("val_word_acc"),
+            "val_desktop_word_acc": last.get("val_desktop_word_acc")}
 
 
 def load_reader(folder: str | Path) -> tuple[dict, Reader]:
