@@ -440,8 +440,8 @@ def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size:
         m = model.read_match(torch.from_numpy(data["glimpses"][sl]), torch.from_numpy(data["read_glimpses"][sl]),
                              cache)
         if out is None:
-            out = np.zeros((n, m.shape[1], data["text_ids"].shape[1]), np.float16)
-        out[sl, :, :m.shape[2]] = m.numpy()
+            out = np.zeros((n, *m.shape[1:-1], data["text_ids"].shape[1]), np.float16)
+        out[sl, ..., :m.shape[-1]] = m.numpy()
     data = {k: v for k, v in data.items() if k != "read_glimpses"}
     data["match"] = out
     return data

@@ -133,12 +133,45 @@ def test_spread_moves_a_words_match_to_the_widget_beside_it():
         assert float(m.spread(bias, boxes, mask, h)[0, 0, word + 1]) == 0.0
 
 
-def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside():
+def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
+    m = _match_model(match_per_phase=True, match_phases=[[0.5, 0.0], [0.0, 0.5]])
+    with torch.no_grad():
+        m.match_in.weight.normal_()
+    text = 'Click the "Save" button.'
+    cache = m.encode_text(_ids(text))
+    k, g = m.config.max_glimpses, m.config.glimpse_px
+    assert m.match_in.in_features == 3 * m.config.match_slots
+    args = dict(global_view=torch.zeros(1, 40, 64, 3, dtype=torch.uint8),
+                glimpses=torch.zeros(1, k, g, g, 3, dtype=torch.uint8),
+                boxes=torch.rand(1, k, 4), glimpse_mask=torch.ones(1, k, dtype=torch.bool),
+                screen=torch.zeros(1, 4), cursor=torch.zeros(1, 3),
+                history_types=torch.full((1, 4), len(m.config.action_types)), history_points=torch.zeros(1, 4, 3),
+                text_cache=cache)
+    outs = []
+    for phase in (1, 2):  # the word read in the copy shifted right, or in the one shifted down
+        hit = torch.zeros(1, k, 3, 96)
+        hit[0, 5, phase, text.index("Save")] = 1.0
+        with torch.no_grad():
+            outs.append(m(**args, match=hit))
+    # the pointer sees the best copy either way; the glimpse's token (and so the step) does not
+    ng = m.config.num_global
+    assert not torch.allclose(outs[0].offsets[0, :, ng + 5], outs[1].offsets[0, :, ng + 5])
+    assert torch.equal(outs[0].boxes, outs[1].boxes)
+
+
+@pytest.mark.parametrize("over", [{"match_reach": 2},
+                                  {"match_per_phase": True, "match_phases": [[0.5, 0.0], [0.0, 0.5], [0.0, -0.5]]}])
+def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
     """Both runtimes: the policy's step (tiles read by TileReads, fed in as ``read_probs``) gives the
     model's own in-step reading (``read_glimpses``), and each distinct tile is read once."""
     from agent.virtual import VirtualDesktop
 
-    m1, m2 = _match_model(1, match_reach=2), _match_model(1, match_reach=2)
+    m1, m2 = _match_model(1, **over), _match_model(1, **over)
+    if m1.config.match_per_phase:  # learned per-phase inputs, not their all-zero start
+        for m in (m1, m2):
+            with torch.no_grad():
+                torch.manual_seed(2)
+                m.match_in.weight.normal_()
     po, pt = PixelPolicy(m1, runtime="onnx"), PixelPolicy(m2, runtime="torch", dtype="float32")
     for task, size in (("click-button", (640, 480)), ("click-menu", (1280, 720))):
         d = VirtualDesktop(task, seed=4, size=size)
@@ -153,7 +186,8 @@ def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside():
             before = pol.reads.read
             out = pol.run(arrays)
             used = arrays["glimpse_mask"][0]
-            tiles = np.concatenate([arrays["glimpses"][0][used], arrays["read_glimpses"][0][np.tile(used, 1)]])
+            copies = len(m1.config.match_phases)
+            tiles = np.concatenate([arrays["glimpses"][0][used], arrays["read_glimpses"][0][np.tile(used, copies)]])
             distinct = len({t.tobytes() for t in tiles})
             assert pol.reads.read - before == distinct  # every used tile, each distinct one once
             for key in ("type_logits", "pointer_logits", "offsets", "span_start"):

@@ -43,6 +43,9 @@ class PixelConfig(PretrainedConfig):
     head) reads every glimpse and its copies shifted by ``match_phases`` tiles; each pointer adds
     how well a glimpse's read matches an instruction word, spread over the glimpses up to
     ``match_reach`` tiles around it by a state-chosen mix of ``match_kernels`` learned kernels.
+    ``match_per_phase``: each glimpse token also learns which of its copies matched (the tile
+    itself, or the copy shifted down, ...), so it can tell where inside the tile the word is;
+    otherwise it gets the best match over the copies.
     """
 
     model_type = "dw-pixel"
@@ -70,6 +73,7 @@ class PixelConfig(PretrainedConfig):
         match_head: int = 512,
         match_reach: int = 0,
         match_kernels: int = 4,
+        match_per_phase: bool = False,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -102,6 +106,7 @@ class PixelConfig(PretrainedConfig):
         self.match_head = match_head
         self.match_reach = match_reach
         self.match_kernels = match_kernels
+        self.match_per_phase = bool(match_per_phase)
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history

@@ -270,7 +270,7 @@ class PixelModel(PixelPreTrainedModel):
             self.match_temp = nn.Linear(d, 2)  # and how much its own (visual) pointer logits
             self.match_slot_q = nn.Parameter(torch.zeros(c.match_slots, d))
             self.match_slot_k = nn.Linear(d, d)
-            self.match_in = nn.Linear(c.match_slots, d)
+            self.match_in = nn.Linear(c.match_slots * (len(c.match_phases) + 1 if c.match_per_phase else 1), d)
             if c.match_reach:  # a word names the widget beside it: spread the match over the tile grid
                 n = 2 * c.match_reach + 1
                 self.match_kernel = nn.Parameter(torch.zeros(c.match_kernels, n * n))
@@ -321,7 +321,8 @@ class PixelModel(PixelPreTrainedModel):
     def read_match(self, glimpses: torch.Tensor, read_glimpses: torch.Tensor, text: TextCache) -> torch.Tensor:
         """(B, K, L) how well each glimpse's word matches the instruction's word at each position:
         the reader's expected fraction of right slots, the best of the glimpse and its shifted
-        copies (``read_glimpses``: (B, P*K, G, G, 3), phase-major), zero where no word starts."""
+        copies (``read_glimpses``: (B, P*K, G, G, 3), phase-major), zero where no word starts.
+        With ``match_per_phase``, (B, K, P+1, L): the glimpse's, then each copy's."""
         b, k = glimpses.shape[:2]
         g = self.config.glimpse_px
         tiles = torch.cat([glimpses, read_glimpses], 1).reshape(-1, g, g, 3)
@@ -334,8 +335,8 @@ class PixelModel(PixelPreTrainedModel):
         if tmpl.shape[0] != b:
             tmpl, starts = tmpl.expand(b, -1, -1), starts.expand(b, -1)
         m = torch.bmm(probs.float(), tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
-        m = m.view(b, -1, k, m.shape[-1]).amax(1)
-        return m * starts[:, None, :].float()
+        m = m.view(b, -1, k, m.shape[-1]) * starts[:, None, None, :].float()
+        return m.transpose(1, 2) if self.config.match_per_phase else m.amax(1)
 
     def spread(self, bias: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """(B, 2, K) per-glimpse match -> each glimpse's own match plus its neighbours' on the tile
@@ -445,7 +446,11 @@ class PixelModel(PixelPreTrainedModel):
             sk = self.match_slot_k(states).float()
             att = torch.einsum("sd,bld->bsl", self.match_slot_q.float(), sk) / math.sqrt(d)
             att = att.masked_fill(~starts[:, None, :], -1e4).softmax(-1)
-            feats = torch.einsum("bsl,bkl->bks", att, match)
+            if match.dim() == 4:  # per phase: (B, K, P+1, L); the pointer takes the best copy
+                feats = torch.einsum("bsl,bkpl->bkps", att, match).flatten(2)
+                match = match.amax(2)
+            else:
+                feats = torch.einsum("bsl,bkl->bks", att, match)
             tok_gl = tok_gl + self.match_in(feats.to(dtype))
         x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)
         n_fixed = 2 + c.history + gh * gw
