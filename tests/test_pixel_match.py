@@ -83,17 +83,23 @@ def _match_model(seed: int = 0, **over) -> PixelModel:
     return m
 
 
-def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
-    m = _match_model()
-    text = 'Click the "Save" button.'
-    cache = m.encode_text(_ids(text))
+def _blank_step(m: PixelModel, cache) -> dict:
+    """A step's inputs on a blank screen (random glimpse boxes), all but the match."""
     k, g = m.config.max_glimpses, m.config.glimpse_px
-    args = dict(global_view=torch.zeros(1, 40, 64, 3, dtype=torch.uint8),
+    return dict(global_view=torch.zeros(1, 40, 64, 3, dtype=torch.uint8),
                 glimpses=torch.zeros(1, k, g, g, 3, dtype=torch.uint8),
                 boxes=torch.rand(1, k, 4), glimpse_mask=torch.ones(1, k, dtype=torch.bool),
                 screen=torch.zeros(1, 4), cursor=torch.zeros(1, 3),
                 history_types=torch.full((1, 4), len(m.config.action_types)), history_points=torch.zeros(1, 4, 3),
                 text_cache=cache)
+
+
+def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
+    m = _match_model()
+    text = 'Click the "Save" button.'
+    cache = m.encode_text(_ids(text))
+    k = m.config.max_glimpses
+    args = _blank_step(m, cache)
     none = torch.zeros(1, k, 96)
     hit = none.clone()
     hit[0, 5, text.index("Save")] = 1.0
@@ -139,14 +145,9 @@ def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
         m.match_in.weight.normal_()
     text = 'Click the "Save" button.'
     cache = m.encode_text(_ids(text))
-    k, g = m.config.max_glimpses, m.config.glimpse_px
+    k = m.config.max_glimpses
     assert m.match_in.in_features == 3 * m.config.match_slots
-    args = dict(global_view=torch.zeros(1, 40, 64, 3, dtype=torch.uint8),
-                glimpses=torch.zeros(1, k, g, g, 3, dtype=torch.uint8),
-                boxes=torch.rand(1, k, 4), glimpse_mask=torch.ones(1, k, dtype=torch.bool),
-                screen=torch.zeros(1, 4), cursor=torch.zeros(1, 3),
-                history_types=torch.full((1, 4), len(m.config.action_types)), history_points=torch.zeros(1, 4, 3),
-                text_cache=cache)
+    args = _blank_step(m, cache)
     outs = []
     for phase in (1, 2):  # the word read in the copy shifted right, or in the one shifted down
         hit = torch.zeros(1, k, 3, 96)

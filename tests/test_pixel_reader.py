@@ -108,6 +108,9 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["reader", "--desktop-share", "1", "--out", str(tmp_path / "r")]) == 2
     assert "--desktop-share" in capsys.readouterr().err
+    assert main(["reader", "--init", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "not a reader folder" in err
 
 
 def test_desktop_scenes_are_painted_as_the_desktop_paints_them_with_every_visible_word():

@@ -32,10 +32,14 @@ def browser():
         b.close()
 
 
+def _server() -> ServerThread:
+    """A served click-checkboxes episode (it times out after 30 s of wall time at 20 fps)."""
+    return ServerThread(StreamServer(VirtualDesktop("click-checkboxes", seed=3, size=SIZE, fps=20.0), port=0, fps=20.0))
+
+
 @pytest.fixture(scope="module")
 def served():
-    desk = VirtualDesktop("click-checkboxes", seed=3, size=SIZE, fps=20.0)
-    with ServerThread(StreamServer(desk, port=0, fps=20.0)) as srv:
+    with _server() as srv:
         yield srv
 
 
@@ -96,24 +100,19 @@ def test_desktop_pixels_reach_the_canvas(browser, served, mode):
 
 
 def test_overlay_shows_the_agents_clicks(browser):
-    # a fresh episode: the module's shared one may have timed out by now (30 virtual seconds at
-    # 20 fps), and a finished episode ignores the click, so the cursor would not move
-    desk = VirtualDesktop("click-checkboxes", seed=3, size=SIZE, fps=20.0)
-    with ServerThread(StreamServer(desk, port=0, fps=20.0)) as srv:
-        _check_overlay(browser, srv)
-
-
-def _check_overlay(browser, served):
-    page, _ = _open(browser, served)
-    try:
-        served.apply_local(Click(0.25, 0.75))
-        page.wait_for_function("() => window.dwViewer.clicks.length > 0", timeout=10000)
-        click = page.evaluate("() => window.dwViewer.clicks[0]")
-        assert click["x"] == pytest.approx(0.25) and click["y"] == pytest.approx(0.75)
-        cursor = page.evaluate("() => window.dwViewer.cursor")
-        assert cursor[0] == pytest.approx(0.25, abs=0.01)
-    finally:
-        page.close()
+    # a fresh episode: the module's shared one may have timed out by now, and a finished episode
+    # ignores the click, so the cursor would not move
+    with _server() as srv:
+        page, _ = _open(browser, srv)
+        try:
+            srv.apply_local(Click(0.25, 0.75))
+            page.wait_for_function("() => window.dwViewer.clicks.length > 0", timeout=10000)
+            click = page.evaluate("() => window.dwViewer.clicks[0]")
+            assert click["x"] == pytest.approx(0.25) and click["y"] == pytest.approx(0.75)
+            cursor = page.evaluate("() => window.dwViewer.cursor")
+            assert cursor[0] == pytest.approx(0.25, abs=0.01)
+        finally:
+            page.close()
 
 
 def test_viewer_without_token_is_refused(browser, served):

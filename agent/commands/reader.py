@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from policies.pixel.config import SIZES
-    from policies.pixel.reader import pretrain_reader
+    from policies.pixel.reader import ReaderError, pretrain_reader
 
     if args.size not in SIZES:
         raise UserError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
@@ -39,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
     desktop = None
     if args.desktop_share > 0:
         from agent.virtual.reading import desktop_tiles as desktop
-    summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
-                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
-                              time_budget_s=args.time_budget, device=args.device, init=args.init,
-                              desktop=desktop, desktop_share=args.desktop_share,
-                              log=(lambda s: None) if args.json else print)
+    try:
+        summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
+                                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
+                                  time_budget_s=args.time_budget, device=args.device, init=args.init,
+                                  desktop=desktop, desktop_share=args.desktop_share,
+                                  log=(lambda s: None) if args.json else print)
+    except ReaderError as e:  # --init is not a usable reader
+        raise UserError(f"--init: {e}") from None
     if args.json:
         print(json.dumps(summary))
     else:

@@ -78,10 +78,11 @@ class _Recorder(Painter):
         left = ax - {"l": 0.0, "m": full / 2, "r": full}[anchor[0]]
         i = 0
         for token in s.split(" "):
-            if word_of(token):
+            word = word_of(token)
+            if word:
                 x0 = left + f.getlength(s[:i])
                 x1 = left + f.getlength(s[:i + len(token)])
-                self.words.append((len(self.words) + len(self.fills), word_of(token), (x0, ay + top, x1, ay + bottom)))
+                self.words.append((len(self.words) + len(self.fills), word, (x0, ay + top, x1, ay + bottom)))
             i += len(token) + 1
 
 

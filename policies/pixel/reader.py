@@ -184,7 +184,8 @@ def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batc
     return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
 
 
-TileSource = Callable[[random.Random, int, bool], tuple[np.ndarray, list[str]]]  # (rng, n, held_out)
+# (rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)
+TileSource = Callable[[random.Random, int, bool, int, int], tuple[np.ndarray, list[str]]]
 
 
 def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, head_width: int = 512,
@@ -198,7 +199,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
 
     ``init``: a reader folder to go on from (its stem, width and head; ``stem``, ``channels`` and
     ``head_width`` are then taken from it). ``desktop``: a source of labelled tiles from the screens
-    the policy will read (``(rng, n, held_out) -> (tiles, words)``, e.g.
+    the policy will read (``(rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)``, e.g.
     :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
     it, and its held-out accuracy is reported beside the synthetic one.
 
@@ -213,7 +214,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     val_x = val_x.to(dev)
     n_desk = round(batch_size * desktop_share) if desktop is not None else 0
     if desktop is not None:
-        dx, desk_text = desktop(random.Random(seed + 2_000_003), val_tiles, True)
+        dx, desk_text = desktop(random.Random(seed + 2_000_003), val_tiles, True, tile_pt, glimpse_px)
         desk_x = torch.from_numpy(dx).to(dev)
     rng = random.Random(seed)
     if init is not None:
@@ -241,7 +242,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     while step < total[0]:
         x, y, _ = batch(rng, batch_size - n_desk, words, faces, tile_pt, glimpse_px)
         if n_desk:
-            dx, dw = desktop(rng, n_desk, False)
+            dx, dw = desktop(rng, n_desk, False, tile_pt, glimpse_px)
             x = torch.cat([x, torch.from_numpy(dx)])
             y = torch.cat([y, torch.from_numpy(np.stack([encode_word(w) for w in dw]))])
         loss = reader_loss(model(x.to(dev)), y.to(dev))
