@@ -255,6 +255,7 @@ class TrainConfig:
     keep_best: bool = True  # save the epoch with the best held-out action accuracy
     init: str | None = None  # checkpoint folder to start from (its config wins over size/overrides)
     tile_pt: int | None = None  # glimpse tile size in points (also over an init checkpoint: no weight depends on it)
+    max_glimpses: int | None = None  # glimpses per frame (likewise: no weight depends on it)
     reader: str | None = None  # reader folder (policies.pixel.reader): its pretrained stem encodes the glimpses
     reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
@@ -494,6 +495,10 @@ def train(
         if tc.tile_pt < cfg.cell_pt or tc.tile_pt % cfg.cell_pt:
             raise TrainError(f"tile_pt {tc.tile_pt} must be a positive multiple of the {cfg.cell_pt}-point cell")
         cfg.tile_pt = tc.tile_pt
+    if tc.max_glimpses is not None:
+        if tc.max_glimpses < 1:
+            raise TrainError(f"max_glimpses must be at least 1, not {tc.max_glimpses}")
+        cfg.max_glimpses = tc.max_glimpses
     model = init_model if tc.init else PixelModel(cfg)
     if tc.reader:
         model = with_reader(model, tc.reader)

@@ -65,13 +65,18 @@ def test_fine_tuning_starts_from_the_init_checkpoint(demos, tmp_path):
     with pytest.raises(PolicyError, match="not a checkpoint folder"):
         train([demos], tmp_path / "bad", TrainConfig(init=str(tmp_path / "nothing")), progress=False, log=lambda s: None)
     # a new glimpse tile size over the init checkpoint: same weights, the new size in the saved config
-    tc.tile_pt = 32
+    # (and another glimpse count)
+    tc.tile_pt, tc.max_glimpses = 32, 7
     train([demos], tmp_path / "ft32", tc, cache_dir=tmp_path / "cache", progress=False, log=lambda s: None)
     c = load_file(str(tmp_path / "ft32" / "model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
-    assert json.loads((tmp_path / "ft32" / "config.json").read_text())["tile_pt"] == 32
+    saved = json.loads((tmp_path / "ft32" / "config.json").read_text())
+    assert (saved["tile_pt"], saved["max_glimpses"]) == (32, 7)
     tc.tile_pt = 20
     with pytest.raises(TrainError, match="multiple of the 8-point cell"):
+        train([demos], tmp_path / "bad", tc, progress=False, log=lambda s: None)
+    tc.tile_pt, tc.max_glimpses = None, 0
+    with pytest.raises(TrainError, match="max_glimpses must be at least 1"):
         train([demos], tmp_path / "bad", tc, progress=False, log=lambda s: None)
 
 

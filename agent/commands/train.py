@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--time-budget must be positive")
     tc = TrainConfig(size=args.size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
-                     time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt, reader=args.reader,
+                     time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt,
+                     max_glimpses=args.max_glimpses, reader=args.reader,
                      match_reader=args.match_reader,
                      train_only=tuple(x for x in (args.train_only or "").split(",") if x))
     try:
@@ -78,6 +79,9 @@ def register(sub) -> None:
     p.add_argument("--tile-pt", type=int, default=None, metavar="POINTS",
                    help="glimpse tile size in points (default 64; smaller tiles read small text at a "
                         "higher resolution: 32 suits MiniWoB's 160x210 page); applies over --init too")
+    p.add_argument("--max-glimpses", type=int, default=None, metavar="N",
+                   help="glimpses per frame (default: the size's; 36 covers MiniWoB's page in 32-point "
+                        "tiles); applies over --init too")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="shorten the schedule after epoch 1 so training fits this many seconds")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
