@@ -157,3 +157,34 @@ def test_dw_eval_miniwob_json(capsys):
     assert doc["suite"] == "miniwob" and doc["mode"] == "headless"
     assert doc["summary"]["tasks"]["click-test"]["scripted"]["success_rate"] == 1.0
     assert main(["eval", "--suite", "miniwob", "--tasks", "no-such-task"]) == 2
+
+
+def test_page_words_cut_into_a_tile_bank(tmp_path):
+    import random
+
+    _need_browser()
+    from agent.miniwob.desktop import MiniWoBBrowser, open_miniwob
+    from agent.miniwob.reading import bank_source, cut_bank, page_words, save_bank
+
+    with MiniWoBBrowser("click-test-2", "headless") as browser:
+        desk = open_miniwob("click-test-2", 7, "headless", browser=browser)
+        words = dict(page_words(browser.driver))
+        desk.close()
+    assert {"Click", "button", "ONE", "TWO"} <= words.keys()  # the instruction bar's and the buttons'
+    x0, y0, x1, y1 = words["ONE"]
+    assert 0 <= x0 < x1 <= 160 and 50 <= y0 < y1 <= 210  # below the instruction bar, inside the task area
+    bank = cut_bank(["click-test-2"], pages=2, seed=10, tile_pt=32, glimpse_px=24, per_page=8)
+    assert bank["tiles"].shape[1:] == (24, 24, 3) and len(bank["tiles"]) == len(bank["words"]) == len(bank["seeds"])
+    assert set(bank["seeds"]) == {10, 11} and {"ONE", "TWO"} & set(bank["words"])
+    save_bank(bank, tmp_path / "bank.npz")
+    source = bank_source(tmp_path / "bank.npz")
+    tiles, texts = source(random.Random(0), 5, True, 32, 24)  # held out: page 11's tiles only
+    odd = {bytes(t) for t in bank["tiles"][bank["seeds"] == 11]}
+    assert tiles.shape == (5, 24, 24, 3) and all(bytes(t) in odd for t in tiles) and len(texts) == 5
+    with pytest.raises(UserError, match="not the reader's 64 in 48"):
+        source(random.Random(0), 1, False, 64, 48)
+    one_page = {k: (v[bank["seeds"] == 10] if getattr(v, "ndim", 0) else v) for k, v in bank.items()}
+    save_bank(one_page, tmp_path / "even.npz")
+    with pytest.raises(UserError, match="odd"):
+        bank_source(tmp_path / "even.npz")
+

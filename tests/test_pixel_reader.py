@@ -111,6 +111,11 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     assert main(["reader", "--init", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "--init" in err and "not a reader folder" in err
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert main(["reader", "--bank", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a tile bank" in capsys.readouterr().err
+    assert main(["reader", "--tile-pt", "4", "--out", str(tmp_path / "r")]) == 2
+    assert "--tile-pt" in capsys.readouterr().err
 
 
 def test_desktop_scenes_are_painted_as_the_desktop_paints_them_with_every_visible_word():

@@ -36,14 +36,20 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--channels and --head-width must be at least 1")
     if not 0.0 <= args.desktop_share < 1.0:
         raise UserError("--desktop-share must be at least 0 and below 1")
+    if args.tile_pt < 8:
+        raise UserError("--tile-pt must be at least 8")
     desktop = None
-    if args.desktop_share > 0:
+    if args.desktop_share > 0 and args.bank:
+        from agent.miniwob.reading import bank_source
+
+        desktop = bank_source(args.bank)
+    elif args.desktop_share > 0:
         from agent.virtual.reading import desktop_tiles as desktop
     try:
         summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
                                   time_budget_s=args.time_budget, device=args.device, init=args.init,
-                                  desktop=desktop, desktop_share=args.desktop_share,
+                                  desktop=desktop, desktop_share=args.desktop_share, tile_pt=args.tile_pt,
                                   log=(lambda s: None) if args.json else print)
     except ReaderError as e:  # --init is not a usable reader
         raise UserError(f"--init: {e}") from None
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         desk = summary.get("val_desktop_word_acc")
         print(f"saved a {args.size} reader stem to {args.out}: {summary['steps']} steps, "
               f"word accuracy on held-out synthetic glimpses {summary['val_word_acc']:.3f}"
-              + (f", on held-out virtual-desktop tiles {desk:.3f}" if desk is not None else ""))
+              + (f", on held-out {'bank' if args.bank else 'virtual-desktop'} tiles {desk:.3f}"
+                 if desk is not None else ""))
     return 0
 
 
@@ -77,5 +84,10 @@ def register(sub) -> None:
     p.add_argument("--desktop-share", type=float, default=0.5, metavar="F",
                    help="share of each batch cut from the virtual desktop's own screens, labelled by what it drew "
                         "(0: synthetic tiles only)")
+    p.add_argument("--bank", default=None, metavar="FILE.npz",
+                   help="take the --desktop-share tiles from this bank of labelled page tiles (python -m "
+                        "agent.miniwob tiles) instead of the virtual desktop")
+    p.add_argument("--tile-pt", type=int, default=64, metavar="POINTS",
+                   help="tile size in points the reader reads (the policy's --tile-pt; a bank's must match)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

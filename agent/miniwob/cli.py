@@ -95,6 +95,20 @@ def run_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tiles(args: argparse.Namespace) -> int:
+    from agent.miniwob.browser import check_available
+    from agent.miniwob.evaluate import parse_tasks
+    from agent.miniwob.reading import cut_bank, save_bank
+
+    check_available("headless")
+    if args.pages < 2:
+        raise UserError("--pages must be at least 2 (odd seeds are held out)")
+    bank = cut_bank(parse_tasks(args.tasks), args.pages, args.seed, args.tile_pt, args.glimpse_px)
+    save_bank(bank, args.out)
+    print(f"cut {len(bank['words'])} tiles ({int((bank['words'] != '').sum())} holding a word) into {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from agent.miniwob.evaluate import MAX_STEPS
 
@@ -112,9 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--device", default="cpu")
     e.add_argument("--max-steps", type=int, default=MAX_STEPS)
     d.add_argument("--out", required=True)
+    t = sub.add_parser("tiles", help="cut a bank of DOM-labelled reading tiles (for dw reader --bank)")
+    t.add_argument("--tasks", default="all")
+    t.add_argument("--pages", type=int, default=100, help="pages per task (seeds --seed..; odd ones are held out)")
+    t.add_argument("--seed", type=int, default=300_000)
+    t.add_argument("--tile-pt", type=int, default=32)
+    t.add_argument("--glimpse-px", type=int, default=48)
+    t.add_argument("--out", required=True, help="the bank to write (.npz)")
     args = p.parse_args(argv)
     try:
-        return run_eval(args) if args.cmd == "eval" else run_demos(args)
+        return {"eval": run_eval, "demos": run_demos, "tiles": run_tiles}[args.cmd](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
