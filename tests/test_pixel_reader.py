@@ -114,6 +114,8 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert main(["reader", "--bank", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "r")]) == 2
     assert "not a tile bank" in capsys.readouterr().err
+    assert main(["reader", "--bank", str(tmp_path / "junk.npz"), "--desktop-share", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "would go unused" in capsys.readouterr().err
     assert main(["reader", "--tile-pt", "4", "--out", str(tmp_path / "r")]) == 2
     assert "--tile-pt" in capsys.readouterr().err
 

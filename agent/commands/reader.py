@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--desktop-share must be at least 0 and below 1")
     if args.tile_pt < 8:
         raise UserError("--tile-pt must be at least 8")
+    if args.bank and args.desktop_share == 0:
+        raise UserError("--bank gives the --desktop-share tiles: with a share of 0 it would go unused")
     desktop = None
     if args.desktop_share > 0 and args.bank:
         from agent.miniwob.reading import bank_source
