@@ -187,4 +187,3 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     save_bank(one_page, tmp_path / "even.npz")
     with pytest.raises(UserError, match="odd"):
         bank_source(tmp_path / "even.npz")
-
