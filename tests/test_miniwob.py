@@ -187,3 +187,15 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     save_bank(one_page, tmp_path / "even.npz")
     with pytest.raises(UserError, match="odd"):
         bank_source(tmp_path / "even.npz")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pages", "1"], "--pages must be at least 2"),
+    (["--tile-pt", "4"], "--tile-pt and --glimpse-px must be at least 8"),
+    (["--glimpse-px", "0"], "--tile-pt and --glimpse-px must be at least 8"),
+])
+def test_tiles_rejects_bad_arguments_before_opening_a_browser(argv, message, capsys, tmp_path):
+    from agent.miniwob.cli import main
+
+    assert main(["tiles", "--out", str(tmp_path / "bank.npz"), *argv]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "bank.npz").exists()

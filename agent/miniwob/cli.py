@@ -100,9 +100,11 @@ def run_tiles(args: argparse.Namespace) -> int:
     from agent.miniwob.evaluate import parse_tasks
     from agent.miniwob.reading import cut_bank, save_bank
 
-    check_available("headless")
     if args.pages < 2:
         raise UserError("--pages must be at least 2 (odd seeds are held out)")
+    if args.tile_pt < 8 or args.glimpse_px < 8:
+        raise UserError("--tile-pt and --glimpse-px must be at least 8")
+    check_available("headless")
     bank = cut_bank(parse_tasks(args.tasks), args.pages, args.seed, args.tile_pt, args.glimpse_px)
     save_bank(bank, args.out)
     print(f"cut {len(bank['words'])} tiles ({int((bank['words'] != '').sum())} holding a word) into {args.out}")
