@@ -92,10 +92,11 @@ def bank_source(path: str | Path):
     split = {held: np.flatnonzero(bank["seeds"] % 2 == int(held)) for held in (False, True)}
     if not len(split[False]) or not len(split[True]):
         raise UserError(f"{path}: the bank needs pages of both even (training) and odd (held-out) seeds")
+    geometry = int(bank["tile_pt"]), int(bank["glimpse_px"])
 
     def source(rng: random.Random, n: int, held_out: bool, tile_pt: int, glimpse_px: int):
-        if (tile_pt, glimpse_px) != (int(bank["tile_pt"]), int(bank["glimpse_px"])):
-            raise UserError(f"{path}: tiles of {int(bank['tile_pt'])} points in {int(bank['glimpse_px'])} pixels, "
+        if (tile_pt, glimpse_px) != geometry:
+            raise UserError(f"{path}: tiles of {geometry[0]} points in {geometry[1]} pixels, "
                             f"not the reader's {tile_pt} in {glimpse_px}")
         pick = [int(split[held_out][rng.randrange(len(split[held_out]))]) for _ in range(n)]
         return bank["tiles"][pick], [str(bank["words"][i]) for i in pick]
