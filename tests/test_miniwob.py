@@ -162,6 +162,8 @@ def test_dw_eval_miniwob_json(capsys):
 def test_page_words_cut_into_a_tile_bank(tmp_path):
     import random
 
+    import numpy as np
+
     _need_browser()
     from agent.miniwob.desktop import MiniWoBBrowser, open_miniwob
     from agent.miniwob.reading import bank_source, cut_bank, page_words, save_bank
@@ -187,6 +189,13 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     save_bank(one_page, tmp_path / "even.npz")
     with pytest.raises(UserError, match="odd"):
         bank_source(tmp_path / "even.npz")
+    both = bank_source([tmp_path / "even.npz", tmp_path / "bank.npz"])  # several banks draw as one
+    tiles, texts = both(random.Random(0), 40, False, 32, 24)
+    even = {bytes(t) for t in bank["tiles"][bank["seeds"] == 10]}
+    assert all(bytes(t) in even for t in tiles) and len(texts) == 40
+    save_bank({**one_page, "tile_pt": np.int64(64)}, tmp_path / "big.npz")
+    with pytest.raises(UserError, match="different sizes"):
+        bank_source([tmp_path / "bank.npz", tmp_path / "big.npz"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bank:  # a share above 0, checked above
         from agent.miniwob.reading import bank_source
 
-        desktop = bank_source(args.bank)
+        desktop = bank_source(args.bank.split(","))
     elif args.desktop_share > 0:
         from agent.virtual.reading import desktop_tiles as desktop
     try:
@@ -86,9 +86,9 @@ def register(sub) -> None:
     p.add_argument("--desktop-share", type=float, default=0.5, metavar="F",
                    help="share of each batch cut from the virtual desktop's own screens, labelled by what it drew "
                         "(0: synthetic tiles only)")
-    p.add_argument("--bank", default=None, metavar="FILE.npz",
-                   help="take the --desktop-share tiles from this bank of labelled page tiles (python -m "
-                        "agent.miniwob tiles) instead of the virtual desktop")
+    p.add_argument("--bank", default=None, metavar="FILE.npz[,...]",
+                   help="take the --desktop-share tiles from these banks of labelled page tiles (python -m "
+                        "agent.miniwob tiles; comma-separated) instead of the virtual desktop")
     p.add_argument("--tile-pt", type=int, default=64, metavar="POINTS",
                    help="tile size in points the reader reads (the policy's --tile-pt; a bank's must match)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -80,19 +80,28 @@ def save_bank(bank: dict[str, np.ndarray], path: str | Path) -> None:
     np.savez_compressed(path, **bank)
 
 
-def bank_source(path: str | Path):
-    """A reader-pretraining tile source (``policies.pixel.reader.TileSource``) drawing from a bank:
-    training tiles from even-seeded pages, held-out ones from odd. The bank's tile geometry must be
-    the reader's."""
-    try:
-        with np.load(path) as z:
-            bank = {k: z[k] for k in ("tiles", "words", "seeds", "tile_pt", "glimpse_px")}
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: not a tile bank ({e})") from None
+def bank_source(paths: str | Path | list[str | Path]):
+    """A reader-pretraining tile source (``policies.pixel.reader.TileSource``) drawing from one bank
+    or several (of one tile geometry, the reader's): training tiles from even-seeded pages,
+    held-out ones from odd."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    parts = []
+    for path in paths:
+        try:
+            with np.load(path) as z:
+                parts.append({k: z[k] for k in ("tiles", "words", "seeds", "tile_pt", "glimpse_px")})
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{path}: not a tile bank ({e})") from None
+    path = ", ".join(map(str, paths))
+    geometries = {(int(b["tile_pt"]), int(b["glimpse_px"])) for b in parts}
+    if len(geometries) > 1:
+        raise UserError(f"{path}: the banks cut tiles of different sizes "
+                        f"({', '.join(f'{t} points in {g} pixels' for t, g in sorted(geometries))})")
+    bank = {k: np.concatenate([b[k] for b in parts]) for k in ("tiles", "words", "seeds")}
     split = {held: np.flatnonzero(bank["seeds"] % 2 == int(held)) for held in (False, True)}
     if not len(split[False]) or not len(split[True]):
         raise UserError(f"{path}: the bank needs pages of both even (training) and odd (held-out) seeds")
-    geometry = int(bank["tile_pt"]), int(bank["glimpse_px"])
+    geometry = geometries.pop()
 
     def source(rng: random.Random, n: int, held_out: bool, tile_pt: int, glimpse_px: int):
         if (tile_pt, glimpse_px) != geometry:
