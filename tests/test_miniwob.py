@@ -189,10 +189,13 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     save_bank(one_page, tmp_path / "even.npz")
     with pytest.raises(UserError, match="odd"):
         bank_source(tmp_path / "even.npz")
-    both = bank_source([tmp_path / "even.npz", tmp_path / "bank.npz"])  # several banks draw as one
-    tiles, texts = both(random.Random(0), 40, False, 32, 24)
-    even = {bytes(t) for t in bank["tiles"][bank["seeds"] == 10]}
-    assert all(bytes(t) in even for t in tiles) and len(texts) == 40
+    inverted = {**bank, "tiles": 255 - bank["tiles"], "seeds": bank["seeds"] + 100}  # pages 110 and 111
+    save_bank(inverted, tmp_path / "more.npz")
+    both = bank_source([tmp_path / "bank.npz", tmp_path / "more.npz"])  # several banks draw as one
+    tiles, texts = both(random.Random(0), 40, True, 32, 24)
+    first, second = ({bytes(t) for t in b["tiles"][b["seeds"] % 2 == 1]} for b in (bank, inverted))
+    got = [bytes(t) for t in tiles]
+    assert all(t in first | second for t in got) and first & set(got) and second & set(got) and len(texts) == 40
     save_bank({**one_page, "tile_pt": np.int64(64)}, tmp_path / "big.npz")
     with pytest.raises(UserError, match="different sizes"):
         bank_source([tmp_path / "bank.npz", tmp_path / "big.npz"])
