@@ -92,20 +92,20 @@ def bank_source(paths: str | Path | list[str | Path]):
                 parts.append({k: z[k] for k in ("tiles", "words", "seeds", "tile_pt", "glimpse_px")})
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"{path}: not a tile bank ({e})") from None
-    path = ", ".join(map(str, paths))
+    name = ", ".join(map(str, paths))
     geometries = {(int(b["tile_pt"]), int(b["glimpse_px"])) for b in parts}
     if len(geometries) > 1:
-        raise UserError(f"{path}: the banks cut tiles of different sizes "
+        raise UserError(f"{name}: the banks cut tiles of different sizes "
                         f"({', '.join(f'{t} points in {g} pixels' for t, g in sorted(geometries))})")
+    (geometry,) = geometries
     bank = {k: np.concatenate([b[k] for b in parts]) for k in ("tiles", "words", "seeds")}
     split = {held: np.flatnonzero(bank["seeds"] % 2 == int(held)) for held in (False, True)}
     if not len(split[False]) or not len(split[True]):
-        raise UserError(f"{path}: the bank needs pages of both even (training) and odd (held-out) seeds")
-    geometry = geometries.pop()
+        raise UserError(f"{name}: the bank needs pages of both even (training) and odd (held-out) seeds")
 
     def source(rng: random.Random, n: int, held_out: bool, tile_pt: int, glimpse_px: int):
         if (tile_pt, glimpse_px) != geometry:
-            raise UserError(f"{path}: tiles of {geometry[0]} points in {geometry[1]} pixels, "
+            raise UserError(f"{name}: tiles of {geometry[0]} points in {geometry[1]} pixels, "
                             f"not the reader's {tile_pt} in {glimpse_px}")
         pick = [int(split[held_out][rng.randrange(len(split[held_out]))]) for _ in range(n)]
         return bank["tiles"][pick], [str(bank["words"][i]) for i in pick]
