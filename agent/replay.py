@@ -13,8 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.loop import quantile
 from agent.session import Event, Session
+from agent.stats import quantile
 from policies.actions import Action
 from policies.base import Observation, Policy
 

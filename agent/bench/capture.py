@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from agent.loop import percentiles
+from agent.stats import percentiles
 
 DEFAULT_SIZES = [(640, 480), (1280, 720), (1920, 1080), (2560, 1440), (3840, 2160), (5120, 2880)]
 COLUMNS = ("grab", "peer_grab", "act_move", "act_click")

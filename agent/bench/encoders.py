@@ -13,7 +13,7 @@ import time
 import av
 import numpy as np
 
-from agent.loop import quantile
+from agent.stats import quantile
 
 DEFAULT_SIZES = [(1920, 1080), (3840, 2160), (5120, 2880)]
 PIPELINE_SIZES = [(1920, 1080), (5120, 2880)]

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.loop import STAGES, percentiles
+from agent.loop import STAGES
+from agent.stats import percentiles
 
 ROOT = Path(__file__).resolve().parents[2]
 FLIP_PT = 96  # side of the flipped square, in logical points

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from agent.loop import STAGES, Agent, percentiles
+from agent.loop import STAGES, Agent
+from agent.stats import percentiles
 
 DEFAULT_SIZES = [(1920, 1080, 1.0), (5120, 2880, 2.0)]
 ScaledSizes = list[tuple[int, int, float | None]]  # (width, height, scale or None)

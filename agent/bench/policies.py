@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from agent.errors import UserError
-from agent.loop import percentiles
+from agent.stats import percentiles
 
 
 def _frame(w: int, h: int, scale: float):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 
-from agent.loop import percentiles
+from agent.stats import percentiles
 
 DEFAULT_SIZES = [(1920, 1080), (5120, 2880)]
 STAGES = ("capture", "encode", "send", "transfer", "decode", "end_to_end")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from agent.loop import percentiles
+from agent.stats import percentiles
 
 CPU_SHAPES = ["qwen2-vl-tiny", "qwen2-vl-small"]
 CUDA_SHAPES = ["qwen2-vl-tiny", "qwen2-vl-small", "qwen2-vl-2b", "qwen2-vl-7b"]

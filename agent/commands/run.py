@@ -123,9 +123,10 @@ def _confirm_rule(spec: str | None):
 
 
 def cmd_run(args) -> int:
-    from agent.loop import Agent, percentiles
+    from agent.loop import Agent
     from agent.safety import stop_on_signals
     from agent.session import SessionRecorder
+    from agent.stats import percentiles
     from policies import PolicyError, load_policy
 
     if args.max_steps is not None and args.max_steps < 0:

@@ -260,7 +260,7 @@ class RemoteDesktop:
 
     def stats(self) -> dict:
         """This client's side (no network): bytes, decode time and capture-to-decoded latency."""
-        from agent.loop import percentiles
+        from agent.stats import percentiles
 
         return {"format": self.format, "bytes_received": self.bytes_received,
                 "decode": percentiles(list(self.timings["decode"])),

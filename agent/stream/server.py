@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agent.desktop import ActionRefused, Desktop, DesktopError
-from agent.loop import percentiles
+from agent.stats import percentiles
 from agent.stream import protocol as P
 from agent.stream.video import StreamEncoder, VideoUnavailable, jpeg_encode, open_stream_encoder
 from capture import Frame
