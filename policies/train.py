@@ -45,7 +45,7 @@ CACHE_VERSION = 3
 MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
-              "wait_bins", "match", "match_phases")
+              "wait_bins", "match", "match_phases", "match_window", "match_window_px")
 
 
 def arrays_for(cfg: PixelConfig) -> tuple[str, ...]:
@@ -182,8 +182,10 @@ def _prep_worker(args: tuple[str, dict, str, int]) -> str:
 
 def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                  progress: Callable[[Iterable], Iterable] | None = None,
-                 workers: int = 1, shifts: int = 0) -> list[dict[str, np.ndarray]]:
-    """Per-session sample arrays, from the cache where valid (``workers`` processes fill it)."""
+                 workers: int = 1, shifts: int = 0,
+                 transform: Callable[[dict], dict] | None = None) -> list[dict[str, np.ndarray]]:
+    """Per-session sample arrays, from the cache where valid (``workers`` processes fill it), each
+    passed through ``transform`` as it is loaded (so what it drops is never all in memory at once)."""
     pre = Preprocessor(cfg)
     out = []
     if workers > 1 and cache_dir is not None:
@@ -215,7 +217,7 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                 tmp = f.with_suffix(".tmp.npz")
                 np.savez(tmp, **data)
                 tmp.replace(f)
-        out.append(data)
+        out.append(transform(data) if transform is not None and data else data)
     return out
 
 
@@ -391,6 +393,8 @@ def with_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     except ReaderError as e:
         raise TrainError(str(e)) from None
     cfg = PixelConfig(**model.config.to_dict())
+    if rcfg.get("window"):
+        raise TrainError(f"{reader}: a reader of read windows, not of glimpses: give it as --match-reader")
     if rcfg["glimpse_px"] != cfg.glimpse_px:
         raise TrainError(f"{reader}: the reader reads {rcfg['glimpse_px']}-pixel glimpses, the model "
                          f"takes {cfg.glimpse_px}-pixel ones")
@@ -416,7 +420,12 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] != "reader":
         raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
                          f"needs a reader stem for {cfg.glimpse_px}-pixel ones")
+    if rcfg.get("window") and rcfg.get("tile_pt") != cfg.tile_pt:
+        raise TrainError(f"{reader}: its windows are centred on quarters of {rcfg.get('tile_pt')}-point tiles; "
+                         f"the model's tiles are {cfg.tile_pt} points")
     cfg.match, cfg.match_channels, cfg.match_head = True, rcfg["stem_channels"], rcfg["head_width"]
+    cfg.match_window, cfg.match_window_px = rcfg.get("window"), rcfg.get("window_px")
+    cfg.match_per_phase = cfg.match_per_phase and not cfg.match_window
     cfg.match_reach = cfg.match_reach or MATCH_REACH
     new = PixelModel(cfg)
     keep = {k: v for k, v in model.state_dict().items() if not k.startswith("reader.")}
@@ -514,11 +523,15 @@ def train(
     sessions = find_sessions(session_paths)
     cache = Path(cache_dir) if cache_dir else out / "cache"
     bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
-    parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers, shifts=tc.shifts)
-    if cfg.match:
+
+    def read(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A reading model's reads become match scores session by session: the tiles it reads
+        (four windows a glimpse, with match_window) are never all in memory at once."""
         with _compute(torch.device("cpu")):
-            it = tqdm(parts, desc="read glimpses", unit="session") if progress else parts
-            parts = [precompute_match(model, p) if p else p for p in it]
+            return precompute_match(model, part)
+
+    parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers, shifts=tc.shifts,
+                         transform=read if cfg.match else None)
     tr_idx, va_idx = split_sessions(sessions, tc.val_fraction, tc.seed)
     train_np, val_np = concat([parts[i] for i in tr_idx]), concat([parts[i] for i in va_idx])
     if not train_np:
