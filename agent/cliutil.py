@@ -35,6 +35,23 @@ def parse_sizes(text: str, minimum: tuple[int, int] = (16, 16)) -> list[tuple[in
     return [parse_size(s, minimum) for s in items]
 
 
+def parse_window(points: str | None, pixels: str | None, tile_pt: int) -> tuple[int, int, int, int] | None:
+    """``--window WxH`` (points) and ``--window-px WxH`` (pixels; default one per point) -> a read
+    window ``(w_pt, h_pt, w_px, h_px)`` for ``tile_pt``-point tiles, or None without ``--window``."""
+    if not points:
+        if pixels:
+            raise UserError("--window-px needs --window")
+        return None
+    w, h, scale = parse_size(points, (8, 8))
+    pw, ph, pscale = parse_size(pixels, (8, 8)) if pixels else (w, h, None)
+    if scale is not None or pscale is not None:
+        raise UserError("--window and --window-px take WIDTHxHEIGHT, without a scale")
+    if min(w, h) < tile_pt / 2:
+        raise UserError(f"--window {w}x{h}: a window holds its middle half-tile cell, so at least "
+                        f"{tile_pt // 2} points each way for {tile_pt}-point tiles")
+    return w, h, pw, ph
+
+
 def parse_virtual_tasks(text: str) -> list[str]:
     """``all`` or a comma list of the virtual desktop's task names."""
     from agent.virtual import task_names

@@ -183,9 +183,9 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     tiles, texts = source(random.Random(0), 5, True, 32, 24)  # held out: page 11's tiles only
     odd = {bytes(t) for t in bank["tiles"][bank["seeds"] == 11]}
     assert tiles.shape == (5, 24, 24, 3) and all(bytes(t) in odd for t in tiles) and len(texts) == 5
-    with pytest.raises(UserError, match="not the reader's 64 in 48"):
+    with pytest.raises(UserError, match="not the reader's tiles of 64 points"):
         source(random.Random(0), 1, False, 64, 48)
-    one_page = {k: (v[bank["seeds"] == 10] if getattr(v, "ndim", 0) else v) for k, v in bank.items()}
+    one_page = {k: (v[bank["seeds"] == 10] if k in ("tiles", "words", "seeds") else v) for k, v in bank.items()}
     save_bank(one_page, tmp_path / "even.npz")
     with pytest.raises(UserError, match="odd"):
         bank_source(tmp_path / "even.npz")
@@ -199,6 +199,17 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     save_bank({**one_page, "tile_pt": np.int64(64)}, tmp_path / "big.npz")
     with pytest.raises(UserError, match="different sizes"):
         bank_source([tmp_path / "bank.npz", tmp_path / "big.npz"])
+    # read windows: each names the word centred in it (PixelConfig.match_window)
+    window = (64, 32, 64, 32)
+    windows = cut_bank(["click-test-2"], pages=2, seed=10, tile_pt=32, per_page=8, window=window)
+    assert windows["tiles"].shape[1:] == (32, 64, 3) and {"ONE", "TWO"} & set(windows["words"])
+    save_bank(windows, tmp_path / "windows.npz")
+    wsource = bank_source(tmp_path / "windows.npz")
+    assert wsource(random.Random(0), 3, False, 32, 48, window=window)[0].shape == (3, 32, 64, 3)
+    with pytest.raises(UserError, match="not the reader's tiles of 32 points"):
+        wsource(random.Random(0), 1, False, 32, 48)
+    with pytest.raises(UserError, match="different sizes"):
+        bank_source([tmp_path / "bank.npz", tmp_path / "windows.npz"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from agent.cliutil import parse_window
 from agent.errors import UserError
 
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--tile-pt must be at least 8")
     if args.bank and args.desktop_share == 0:
         raise UserError("--bank gives the --desktop-share tiles: with a share of 0 it would go unused")
+    window = parse_window(args.window, args.window_px, args.tile_pt)
     desktop = None
     if args.bank:  # a share above 0, checked above
         from agent.miniwob.reading import bank_source
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
                                   time_budget_s=args.time_budget, device=args.device, init=args.init,
-                                  desktop=desktop, desktop_share=args.desktop_share, tile_pt=args.tile_pt,
+                                  desktop=desktop, desktop_share=args.desktop_share, tile_pt=args.tile_pt, window=window,
                                   log=(lambda s: None) if args.json else print)
     except ReaderError as e:  # --init is not a usable reader
         raise UserError(f"--init: {e}") from None
@@ -91,5 +93,9 @@ def register(sub) -> None:
                         "agent.miniwob tiles; comma-separated) instead of the virtual desktop")
     p.add_argument("--tile-pt", type=int, default=64, metavar="POINTS",
                    help="tile size in points the reader reads (the policy's --tile-pt; a bank's must match)")
+    p.add_argument("--window", default=None, metavar="WxH",
+                   help="read windows of this many points (PixelConfig.match_window), each naming the word centred "
+                        "in it, instead of tiles; use the reader with dw train --match-reader")
+    p.add_argument("--window-px", default=None, metavar="WxH", help="the windows' size in pixels (default: --window)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from agent.cliutil import parse_window
 from agent.errors import UserError
 
 
@@ -104,8 +105,9 @@ def run_tiles(args: argparse.Namespace) -> int:
         raise UserError("--pages must be at least 2 (odd seeds are held out)")
     if args.tile_pt < 8 or args.glimpse_px < 8:
         raise UserError("--tile-pt and --glimpse-px must be at least 8")
+    window = parse_window(args.window, args.window_px, args.tile_pt)
     check_available("headless")
-    bank = cut_bank(parse_tasks(args.tasks), args.pages, args.seed, args.tile_pt, args.glimpse_px)
+    bank = cut_bank(parse_tasks(args.tasks), args.pages, args.seed, args.tile_pt, args.glimpse_px, window=window)
     save_bank(bank, args.out)
     print(f"cut {len(bank['words'])} tiles ({int((bank['words'] != '').sum())} holding a word) into {args.out}")
     return 0
@@ -134,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=300_000)
     t.add_argument("--tile-pt", type=int, default=32)
     t.add_argument("--glimpse-px", type=int, default=48)
+    t.add_argument("--window", default=None, metavar="WxH",
+                   help="cut read windows of this many points, each naming the word centred in it, instead of "
+                        "tiles (a reader for PixelConfig.match_window)")
+    t.add_argument("--window-px", default=None, metavar="WxH", help="the windows' size in pixels (default: --window)")
     t.add_argument("--out", required=True, help="the bank to write (.npz)")
     args = p.parse_args(argv)
     try:

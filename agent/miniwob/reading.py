@@ -49,10 +49,13 @@ def page_words(driver) -> list[tuple[str, tuple[float, float, float, float]]]:
 
 
 def cut_bank(tasks: list[str], pages: int, seed: int = 0, tile_pt: int = 32, glimpse_px: int = 48,
-             per_page: int = 16) -> dict[str, np.ndarray]:
+             per_page: int = 16, window: tuple[int, int, int, int] | None = None) -> dict[str, np.ndarray]:
     """Tiles from ``pages`` pages of each task (seeds ``seed``..): ``tiles`` (N, G, G, 3) uint8 BGR,
-    ``words`` (N,) str, ``seeds`` (N,) the page each came from, and the tile geometry."""
+    ``words`` (N,) str, ``seeds`` (N,) the page each came from, and the tile geometry. With
+    ``window`` ``(w_pt, h_pt, w_px, h_px)``, read windows ((N, h_px, w_px, 3)) instead of tiles
+    (:func:`agent.virtual.reading.scene_windows`)."""
     from agent.miniwob.desktop import MiniWoBBrowser, open_miniwob
+    from agent.virtual.reading import scene_windows
 
     rng = random.Random(seed)
     tiles, words, seeds = [], [], []
@@ -66,18 +69,28 @@ def cut_bank(tasks: list[str], pages: int, seed: int = 0, tile_pt: int = 32, gli
                 finally:
                     desk.close()
                 pixels = np.ascontiguousarray(frame.pixels[:, :, :3])
-                for tile, word in scene_tiles(rng, pixels, frame.screen.scale, found, per_page, tile_pt, glimpse_px):
+                scale = frame.screen.scale
+                cut = (scene_windows(rng, pixels, scale, found, per_page, tile_pt, window) if window
+                       else scene_tiles(rng, pixels, scale, found, per_page, tile_pt, glimpse_px))
+                for tile, word in cut:
                     tiles.append(tile)
                     words.append(word)
                     seeds.append(s)
     if not tiles:
         raise UserError("no page gave a tile (no visible words?)")
     return {"tiles": np.stack(tiles), "words": np.array(words), "seeds": np.array(seeds, np.int64),
-            "tile_pt": np.int64(tile_pt), "glimpse_px": np.int64(glimpse_px)}
+            "tile_pt": np.int64(tile_pt), "glimpse_px": np.int64(glimpse_px),
+            "window": np.array(window or (), np.int64)}
 
 
 def save_bank(bank: dict[str, np.ndarray], path: str | Path) -> None:
     np.savez_compressed(path, **bank)
+
+
+def _geometry(tile_pt: int, glimpse_px: int, window=()) -> str:
+    if window:
+        return f"{window[0]}x{window[1]}-point windows in {window[2]}x{window[3]} pixels for {tile_pt}-point tiles"
+    return f"tiles of {tile_pt} points in {glimpse_px} pixels"
 
 
 def bank_source(paths: str | Path | list[str | Path]):
@@ -89,24 +102,25 @@ def bank_source(paths: str | Path | list[str | Path]):
     for path in paths:
         try:
             with np.load(path) as z:
-                parts.append({k: z[k] for k in ("tiles", "words", "seeds", "tile_pt", "glimpse_px")})
+                part = {k: z[k] for k in ("tiles", "words", "seeds", "tile_pt", "glimpse_px")}
+                part["window"] = tuple(int(v) for v in z["window"]) if "window" in z.files else ()
+                parts.append(part)
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"{path}: not a tile bank ({e})") from None
     name = ", ".join(map(str, paths))
-    geometries = {(int(b["tile_pt"]), int(b["glimpse_px"])) for b in parts}
+    geometries = {(int(b["tile_pt"]), int(b["glimpse_px"]), b["window"]) for b in parts}
     if len(geometries) > 1:
         raise UserError(f"{name}: the banks cut tiles of different sizes "
-                        f"({', '.join(f'{t} points in {g} pixels' for t, g in sorted(geometries))})")
+                        f"({', '.join(_geometry(*g) for g in sorted(geometries))})")
     (geometry,) = geometries
     bank = {k: np.concatenate([b[k] for b in parts]) for k in ("tiles", "words", "seeds")}
     split = {held: np.flatnonzero(bank["seeds"] % 2 == int(held)) for held in (False, True)}
     if not len(split[False]) or not len(split[True]):
         raise UserError(f"{name}: the bank needs pages of both even (training) and odd (held-out) seeds")
 
-    def source(rng: random.Random, n: int, held_out: bool, tile_pt: int, glimpse_px: int):
-        if (tile_pt, glimpse_px) != geometry:
-            raise UserError(f"{name}: tiles of {geometry[0]} points in {geometry[1]} pixels, "
-                            f"not the reader's {tile_pt} in {glimpse_px}")
+    def source(rng: random.Random, n: int, held_out: bool, tile_pt: int, glimpse_px: int, window=None):
+        if (tile_pt, glimpse_px, tuple(window or ())) != geometry:
+            raise UserError(f"{name}: {_geometry(*geometry)}, not the reader's {_geometry(tile_pt, glimpse_px, window)}")
         pick = [int(split[held_out][rng.randrange(len(split[held_out]))]) for _ in range(n)]
         return bank["tiles"][pick], [str(bank["words"][i]) for i in pick]
 

@@ -153,14 +153,49 @@ def scene_tiles(rng: random.Random, pixels: np.ndarray, scale: float, words: lis
     return out
 
 
+def scene_windows(rng: random.Random, pixels: np.ndarray, scale: float, words: list, n: int, tile_pt: int,
+                  window: tuple[int, int, int, int], max_chars: int = 12) -> list[tuple[np.ndarray, str]]:
+    """Up to ``n`` read windows (``window`` = ``(w_pt, h_pt, w_px, h_px)``, as
+    ``PixelConfig.match_window``) cut around the scene's words, each with the word it names
+    (:func:`~policies.pixel.preprocess.centred_word`: the one centred in its middle half-tile
+    cell, if whole). Mostly placed so a chosen word's centre lies in that cell, as one of the
+    four windows of a glimpse has it wherever the tile grid falls; sometimes anywhere near it.
+    Black beyond the frame's edges, as the policy's windows are."""
+    from policies.pixel.preprocess import centred_word, crop_padded
+
+    w_pt, h_pt, w_px, h_px = window
+    ww, wh, cell = max(1, round(w_pt * scale)), max(1, round(h_pt * scale)), tile_pt * scale / 2
+    out = []
+    if not words:
+        return out
+    for _ in range(4 * n):
+        if len(out) >= n:
+            break
+        _, (x0, y0, x1, y1) = rng.choice(words)
+        reach = cell / 2 if rng.random() < 0.8 else 2 * cell
+        cx = (x0 + x1) / 2 + rng.uniform(-reach, reach)
+        cy = (y0 + y1) / 2 + rng.uniform(-reach, reach)
+        wx, wy = round(cx - ww / 2), round(cy - wh / 2)
+        word = centred_word(words, wx, wy, ww, wh, cell)
+        if word is None:
+            continue
+        crop = crop_padded(pixels, wx, wy, ww, wh)
+        out.append((cv2.resize(crop, (w_px, h_px), interpolation=cv2.INTER_AREA), word[:max_chars]))
+    return out
+
+
 def desktop_tiles(rng: random.Random, n: int, held_out: bool = False, tile_pt: int = 64, glimpse_px: int = 48,
-                  per_scene: int = 24) -> tuple[np.ndarray, list[str]]:
+                  per_scene: int = 24, window: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, list[str]]:
     """``n`` labelled desktop tiles ((n, G, G, 3) uint8 BGR and their words), ``per_scene`` from each
-    scene; ``held_out`` scenes never appear otherwise."""
+    scene; ``held_out`` scenes never appear otherwise. With ``window``, read windows
+    (:func:`scene_windows`) instead of tiles."""
     tiles, texts = [], []
     while len(tiles) < n:
         pixels, scale, words = scene(rng, held_out)
-        for t, word in scene_tiles(rng, pixels, scale, words, min(per_scene, n - len(tiles)), tile_pt, glimpse_px):
+        m = min(per_scene, n - len(tiles))
+        cut = (scene_windows(rng, pixels, scale, words, m, tile_pt, window) if window
+               else scene_tiles(rng, pixels, scale, words, m, tile_pt, glimpse_px))
+        for t, word in cut:
             tiles.append(t)
             texts.append(word)
     return np.stack(tiles), texts

@@ -46,6 +46,12 @@ class PixelConfig(PretrainedConfig):
     ``match_per_phase``: each glimpse token also learns which of its copies matched (the tile
     itself, or the copy shifted down, ...), so it can tell where inside the tile the word is;
     otherwise it gets the best match over the copies.
+
+    ``match_window`` ``[w, h]`` (points; ``match_window_px`` ``[w, h]`` pixels): the reader reads
+    windows instead of tiles. Four per glimpse, one centred on each quarter of its tile, and each
+    names the word centred in it (:func:`policies.pixel.preprocess.window_origins`). A word up
+    to ``w - tile_pt / 2`` points wide is then whole in one window, wherever the tile grid falls;
+    tile-sized reads hold a word only if it is shorter than a tile.
     """
 
     model_type = "dw-pixel"
@@ -74,6 +80,8 @@ class PixelConfig(PretrainedConfig):
         match_reach: int = 0,
         match_kernels: int = 4,
         match_per_phase: bool = False,
+        match_window: list | tuple | None = None,
+        match_window_px: list | tuple | None = None,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -107,6 +115,10 @@ class PixelConfig(PretrainedConfig):
         self.match_reach = match_reach
         self.match_kernels = match_kernels
         self.match_per_phase = bool(match_per_phase)
+        self.match_window = [int(v) for v in match_window] if match_window else None
+        self.match_window_px = [int(v) for v in (match_window_px or match_window)] if match_window else None
+        if self.match_window and self.match_per_phase:
+            raise ValueError("match_per_phase applies to tile reads, not match_window reads")
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history
@@ -121,6 +133,18 @@ class PixelConfig(PretrainedConfig):
     @property
     def num_global(self) -> int:
         return (self.global_w // self.patch) * (self.global_h // self.patch)
+
+    @property
+    def reads_per_glimpse(self) -> int:
+        """How many reads a reading model makes per glimpse: four windows, or the tile and its copies."""
+        return 4 if self.match_window else len(self.match_phases) + 1
+
+    @property
+    def read_px(self) -> tuple[int, int]:
+        """(height, width) in pixels of what the reader reads."""
+        if self.match_window:
+            return self.match_window_px[1], self.match_window_px[0]
+        return self.glimpse_px, self.glimpse_px
 
     @classmethod
     def for_size(cls, name: str, **overrides) -> PixelConfig:

@@ -52,8 +52,9 @@ def stem_input(glimpses: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return glimpses.permute(0, 3, 1, 2).to(dtype) * (1.0 / 255.0) - 0.5
 
 
-def build_stem(kind: str, ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]:
-    """The glimpse encoder and the size of its flattened output.
+def build_stem(kind: str, ch: int, glimpse_px: int, width_px: int | None = None) -> tuple[nn.Sequential, int]:
+    """The glimpse encoder and the size of its flattened output, for ``glimpse_px``-high inputs
+    ``width_px`` wide (default: square).
 
     - ``patch``: a 4x4 stride-4 patchify, then two stride-2 convolutions (the first checkpoints'
       stem: cheap, but its first layer averages strokes away, and it never learned to read);
@@ -67,12 +68,16 @@ def build_stem(kind: str, ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]
         layers = [nn.Conv2d(3, ch, 4, 4), nn.GELU(), nn.Conv2d(ch, 2 * ch, 3, 2, 1), nn.GELU(),
                   nn.Conv2d(2 * ch, 4 * ch, 3, 2, 1), nn.GELU()]
         side = math.ceil(math.ceil(glimpse_px / 4) / 4)
+        if width_px not in (None, glimpse_px):
+            raise ValueError("the patch stem takes square glimpses")
     elif kind == "reader":
         layers = []
         for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
                                           (2 * ch, 4 * ch, 3, 2, 1), (4 * ch, 4 * ch, 3, 2, 1)):
             layers += [nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
-        side = math.ceil(glimpse_px // 2 / 8)  # three stride-2 convolutions after the first
+        # three stride-2 convolutions after the first
+        side, across = math.ceil(glimpse_px // 2 / 8), math.ceil((width_px or glimpse_px) // 2 / 8)
+        return nn.Sequential(*layers), 4 * ch * side * across
     else:
         raise ValueError(f"unknown glimpse stem {kind!r}; choose one of {', '.join(STEMS)}")
     return nn.Sequential(*layers), 4 * ch * side * side
@@ -85,14 +90,23 @@ READ_WIDTH = (MAX_CHARS + 1) * (END + 1)  # a reader's probabilities per tile, f
 WORD_EXTRA = "-'_&/@"  # besides letters and digits, these stay inside an instruction word
 
 
+def read_tiles(config, glimpses, read_glimpses):
+    """What a reading model's reader reads for a batch, (B * R * K, h, w, 3), phase-major per
+    sample: the glimpses and their shifted copies, or (``match_window``) the windows alone."""
+    h, w = config.read_px
+    if config.match_window:
+        return read_glimpses.reshape(-1, h, w, 3)
+    return torch.cat([glimpses, read_glimpses], 1).reshape(-1, h, w, 3)
+
+
 class Reader(nn.Module):
     """A reader: a ``reader`` stem and a head naming the glimpse's word, one classifier per slot:
     (N, G, G, 3) uint8 BGR -> (N, MAX_CHARS + 1, END + 1) logits. Pretrained on synthetic UI text
     by :mod:`policies.pixel.reader`; a ``match`` pixel model carries one (frozen) to read with."""
 
-    def __init__(self, stem: str, channels: int, glimpse_px: int, width: int = 512):
+    def __init__(self, stem: str, channels: int, glimpse_px: int, width: int = 512, width_px: int | None = None):
         super().__init__()
-        self.stem, flat = build_stem(stem, channels, glimpse_px)
+        self.stem, flat = build_stem(stem, channels, glimpse_px, width_px)
         self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, READ_WIDTH))
 
     def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -263,7 +277,7 @@ class PixelModel(PixelPreTrainedModel):
         self.span_q = nn.Linear(d, 2 * d)
         self.span_k = nn.Linear(d, d)
         if c.match:
-            self.reader = Reader("reader", c.match_channels, c.glimpse_px, c.match_head)
+            self.reader = Reader("reader", c.match_channels, c.read_px[0], c.match_head, c.read_px[1])
             self.match_tq = nn.Linear(d, 2 * d)  # which instruction word each pointer looks for
             self.match_tk = nn.Linear(d, d)
             self.match_gate = nn.Linear(d, 2)  # how much each pointer trusts the match, per state
@@ -322,14 +336,15 @@ class PixelModel(PixelPreTrainedModel):
         """(B, K, L) how well each glimpse's word matches the instruction's word at each position:
         the reader's expected fraction of right slots, the best of the glimpse and its shifted
         copies (``read_glimpses``: (B, P*K, G, G, 3), phase-major), zero where no word starts.
-        With ``match_per_phase``, (B, K, P+1, L): the glimpse's, then each copy's."""
+        With ``match_per_phase``, (B, K, P+1, L): the glimpse's, then each copy's. With
+        ``match_window``, the best of the glimpse's four windows ((B, 4*K, h, w, 3)) instead."""
         b, k = glimpses.shape[:2]
-        g = self.config.glimpse_px
-        tiles = torch.cat([glimpses, read_glimpses], 1).reshape(-1, g, g, 3)
-        return self.match_of(self.reader.probs(tiles, self.cls.dtype).view(b, -1, READ_WIDTH), k, text)
+        return self.match_of(self.reader.probs(read_tiles(self.config, glimpses, read_glimpses),
+                                               self.cls.dtype).view(b, -1, READ_WIDTH), k, text)
 
     def match_of(self, probs: torch.Tensor, k: int, text: TextCache) -> torch.Tensor:
-        """:meth:`read_match` from the reader's probabilities for the same tiles, (B, (P+1)*K, C)."""
+        """:meth:`read_match` from the reader's probabilities for the same tiles, (B, R*K, C), R
+        reads per glimpse (``PixelConfig.reads_per_glimpse``, phase-major)."""
         b = probs.shape[0]
         tmpl, starts = text.template, text.starts
         if tmpl.shape[0] != b:

@@ -62,7 +62,8 @@ class PixelPolicy:
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self._step = OnnxStep(self.model) if self.runtime == "onnx" else None
         self.cfg = model.config
-        self.reads = TileReads(self.model.reader, self.cfg.glimpse_px, self.runtime) if self.cfg.match else None
+        self.reads = (TileReads(self.model.reader, self.cfg.read_px, self.runtime, windows=bool(self.cfg.match_window))
+                      if self.cfg.match else None)
         self.name = name
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)

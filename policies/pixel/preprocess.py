@@ -42,7 +42,8 @@ class VisualInputs:
     boxes: np.ndarray  # (K, 4) float32 normalised x0, y0, x1, y1 of each glimpse
     mask: np.ndarray  # (K,) bool: glimpse present
     screen: np.ndarray  # (4,) float32: logical width/2560, logical height/1440, scale/2, aspect
-    read_glimpses: np.ndarray | None = None  # (P*K, G, G, 3): each glimpse's tile shifted by each match phase
+    # (P*K, G, G, 3): each glimpse's tile shifted by each match phase; with match_window, (4*K, h, w, 3)
+    read_glimpses: np.ndarray | None = None
 
     def copy(self) -> VisualInputs:
         return VisualInputs(*(None if a is None else np.array(a, copy=True)
@@ -101,7 +102,9 @@ class Preprocessor:
         self.glimpses = np.zeros((k, g, g, 3), np.uint8)
         self.boxes = np.zeros((k, 4), np.float32)
         self.mask = np.zeros((k,), bool)
-        self.read_glimpses = np.zeros((len(c.match_phases) * k, g, g, 3), np.uint8) if c.match else None
+        rh, rw = c.read_px
+        n_copies = c.reads_per_glimpse - (0 if c.match_window else 1)
+        self.read_glimpses = np.zeros((n_copies * k, rh, rw, 3), np.uint8) if c.match else None
         # physical pixel edges of every tile, and normalised boxes
         tile_phys = c.tile_pt * scale
         ox, oy = sx * c.cell_pt * scale, sy * c.cell_pt * scale
@@ -158,7 +161,14 @@ class Preprocessor:
             self.boxes[i] = (x0 / w, y0 / h, x1 / w, y1 / h)
             self.mask[i] = True
         _resize_into(self.glimpses, crops, c.glimpse_px)
-        if self.read_glimpses is not None:
+        if self.read_glimpses is not None and c.match_window:
+            ww, wh = (round(v * scale) for v in c.match_window)
+            windows = []
+            for p, (dx, dy) in enumerate(window_origins(self.tile_phys, ww, wh)):
+                for (i, _), (bx, by) in zip(crops, origins, strict=True):
+                    windows.append((p * k + i, crop_padded(pixels, int(bx) + dx, int(by) + dy, ww, wh)))
+            _resize_into(self.read_glimpses, windows, c.match_window_px[0], c.match_window_px[1])
+        elif self.read_glimpses is not None:
             # the same tiles shifted by each phase (kept inside the frame): a word cut by the tile
             # grid is whole in one of them
             side = max(1, round(self.tile_phys))
@@ -173,21 +183,61 @@ class Preprocessor:
                             self.screen_vec, self.read_glimpses)
 
 
-def _resize_into(dst: np.ndarray, crops: list[tuple[int, np.ndarray]], g: int) -> None:
-    """Clear ``dst`` (N, g, g, 3) and resample each BGRA ``(index, crop)`` into ``dst[index]``."""
+def window_origins(tile: float, ww: int, wh: int) -> list[tuple[int, int]]:
+    """Where a glimpse's four read windows (``ww`` x ``wh`` pixels) start, relative to its tile's
+    top-left (a ``tile``-pixel square): each is centred on one quarter of the tile, row by row.
+    The word a window names is the one centred in its middle (:func:`centred_word`), so every word
+    whose centre lies in the tile is named by one of the four, whole if it fits the window."""
+    return [(round((0.25 + 0.5 * qx) * tile - ww / 2), round((0.25 + 0.5 * qy) * tile - wh / 2))
+            for qy in (0, 1) for qx in (0, 1)]
+
+
+def centred_word(words, x0: float, y0: float, ww: float, wh: float, cell: float) -> str | None:
+    """The word a read window names: ``words`` are ``(word, (x0, y0, x1, y1))`` boxes in the window's
+    pixels' frame; the window spans ``ww`` x ``wh`` from ``(x0, y0)``; its middle cell is ``cell``
+    pixels square (half a tile). The one word whose box centre lies in the middle cell, if it is
+    wholly inside the window; ``""`` if none is centred there or the centred one is cut; ``None``
+    when two are centred there (such a window teaches nothing clear)."""
+    cx, cy = x0 + ww / 2, y0 + wh / 2
+    centred = [(w, b) for w, b in words  # the middle cell is half-open, so cells tile the plane
+               if -cell <= b[0] + b[2] - 2 * cx < cell and -cell <= b[1] + b[3] - 2 * cy < cell]
+    if len(centred) > 1:
+        return None
+    if not centred:
+        return ""
+    w, (a, b, c, d) = centred[0]
+    return w if a >= x0 and b >= y0 and c <= x0 + ww and d <= y0 + wh else ""
+
+
+def crop_padded(pixels: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """``pixels[y0:y0+h, x0:x0+w]``, black where that lies outside the frame (a view when it does not)."""
+    fh, fw = pixels.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x0 + w <= fw and y0 + h <= fh:
+        return pixels[y0:y0 + h, x0:x0 + w]
+    out = np.zeros((h, w, *pixels.shape[2:]), pixels.dtype)
+    ax, ay, bx, by = max(0, x0), max(0, y0), min(fw, x0 + w), min(fh, y0 + h)
+    if ax < bx and ay < by:
+        out[ay - y0:by - y0, ax - x0:bx - x0] = pixels[ay:by, ax:bx]
+    return out
+
+
+def _resize_into(dst: np.ndarray, crops: list[tuple[int, np.ndarray]], g: int, gh: int | None = None) -> None:
+    """Clear ``dst`` (N, gh, g, 3; ``gh`` defaults to ``g``) and resample each BGRA ``(index, crop)``
+    into ``dst[index]``."""
+    gh = g if gh is None else gh
     dst.fill(0)
     by_shape: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     for i, crop in crops:
         by_shape.setdefault(crop.shape[:2], []).append((i, crop))
     # Area averaging treats channels alike, so alpha is dropped before resizing (a quarter less work).
     for (ch, cw), group in by_shape.items():
-        if len(group) == 1 or ch < g or cw < g:
+        if len(group) == 1 or ch < gh or cw < g:
             for i, crop in group:
-                cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), (g, g), dst=dst[i], interpolation=cv2.INTER_AREA)
+                cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), (g, gh), dst=dst[i], interpolation=cv2.INTER_AREA)
             continue
         # Same-size crops that shrink on both axes go through one resize, stacked: area
-        # averaging never mixes rows across a crop boundary there (n*ch rows -> n*g rows),
+        # averaging never mixes rows across a crop boundary there (n*ch rows -> n*gh rows),
         # so the result is identical to one resize per crop, at about half the cost.
         stack = cv2.cvtColor(np.concatenate([crop for _, crop in group]), cv2.COLOR_BGRA2BGR)
-        out = cv2.resize(stack, (g, g * len(group)), interpolation=cv2.INTER_AREA)
-        dst[[i for i, _ in group]] = out.reshape(len(group), g, g, 3)
+        out = cv2.resize(stack, (g, gh * len(group)), interpolation=cv2.INTER_AREA)
+        dst[[i for i, _ in group]] = out.reshape(len(group), gh, g, 3)

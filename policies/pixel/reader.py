@@ -140,6 +140,72 @@ def render_tile(rng: random.Random, words: Sequence[str], faces: Sequence[str | 
     return out, word
 
 
+def render_window(rng: random.Random, words: Sequence[str], faces: Sequence[str | None], tile_pt: int,
+                  window: Sequence[int]) -> tuple[np.ndarray, str]:
+    """One synthetic read window (``window`` = ``(w_pt, h_pt, w_px, h_px)``; uint8 BGR, ``h_px`` x
+    ``w_px``) and the word it names (:func:`policies.pixel.preprocess.centred_word`): mostly a word
+    centred in its middle cell of half a tile, with neighbours on its line and lines above and
+    below, as in running text and lists."""
+    from policies.pixel.preprocess import centred_word
+
+    w_pt, h_pt, w_px, h_px = window
+    scale = rng.choice((1.0, 1.0, 1.25, 1.5, 2.0))
+    ww, wh, cell = max(1, round(w_pt * scale)), max(1, round(h_pt * scale)), tile_pt * scale / 2
+    while True:  # until the window names one word or none (two centred words are redrawn)
+        img, drawn = _draw_window(rng, words, faces, ww, wh, cell, scale)
+        label = centred_word(drawn, 0, 0, ww, wh, cell)
+        if label is not None:
+            out = cv2.resize(np.asarray(img)[:, :, ::-1], (w_px, h_px), interpolation=cv2.INTER_AREA)
+            return out, label
+
+
+def _draw_window(rng: random.Random, words: Sequence[str], faces: Sequence[str | None], ww: int, wh: int,
+                 cell: float, scale: float) -> tuple[Image.Image, list]:
+    """A window's picture and every word drawn on it with its box: see :func:`render_window`."""
+    bg = _colour(rng) if rng.random() < 0.5 else (rng.choice((236, 240, 246, 250, 255)),) * 3
+    img = Image.new("RGB", (ww, wh), bg)
+    d = ImageDraw.Draw(img)
+    if rng.random() < 0.3:  # a box or line behind the text
+        x0, y0 = rng.uniform(-0.3, 1.0) * ww, rng.uniform(-0.3, 1.0) * wh
+        d.rectangle((x0, y0, x0 + rng.uniform(0.1, 1.2) * ww, y0 + rng.uniform(0.1, 1.0) * wh),
+                    fill=_colour(rng) if rng.random() < 0.5 else None, outline=_colour(rng), width=max(1, round(scale)))
+    f = _font(rng.choice(faces), round(rng.uniform(10, 16) * scale))
+    ink = _contrasting(rng, bg)
+    drawn = []
+
+    def put(word: str, x: float, y: float) -> float:
+        """Draw ``word`` with its left baseline at (x, y); its box's right edge."""
+        x0, y0, x1, y1 = f.getbbox(word, anchor="ls")
+        d.text((x, y), word, font=f, fill=ink, anchor="ls")
+        drawn.append((word, (x + x0, y + y0, x + x1, y + y1)))
+        return x + x1
+
+    def some_word() -> str:
+        return random_word(rng, words)[:MAX_CHARS].strip() or "x"
+
+    line = f.getbbox("Hg", anchor="ls")
+    line_h = (line[3] - line[1]) * rng.uniform(1.3, 2.2)
+    cx, cy = ww / 2 + rng.uniform(-cell / 2, cell / 2), wh / 2 + rng.uniform(-cell / 2, cell / 2)
+    space = f.getlength(" ") * rng.uniform(1, 3)
+    y = cy
+    if rng.random() < 0.9:  # the centred word, and neighbours on its line
+        word = some_word()
+        x0, y0, x1, y1 = f.getbbox(word, anchor="ls")
+        x, y = cx - (x0 + x1) / 2, cy - (y0 + y1) / 2
+        right = put(word, x, y)
+        if rng.random() < 0.5:
+            other = some_word()
+            put(other, x + x0 - space - f.getlength(other), y)
+        if rng.random() < 0.5:
+            put(some_word(), right + space, y)
+    for dy in (-line_h, line_h):  # lines above and below
+        if rng.random() < 0.4:
+            x = rng.uniform(-0.5, 0.3) * ww
+            while x < ww:
+                x = put(some_word(), x, y + dy) + space
+    return img, drawn
+
+
 def encode_word(word: str) -> np.ndarray:
     """(MAX_CHARS + 1,) class per slot: the characters, then END, then -1 (ignored)."""
     t = np.full((MAX_CHARS + 1,), -1, np.int64)
@@ -159,10 +225,13 @@ def decode_word(classes: Sequence[int]) -> str:
 
 
 def batch(rng: random.Random, n: int, words: Sequence[str], faces: Sequence[str | None],
-          tile_pt: int, glimpse_px: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+          tile_pt: int, glimpse_px: int, window: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``n`` synthetic tiles, or read windows (``window``: points and pixels, ``(w_pt, h_pt, w_px,
+    h_px)``), with their targets and words."""
     tiles, targets, texts = [], [], []
     for _ in range(n):
-        t, w = render_tile(rng, words, faces, tile_pt, glimpse_px)
+        t, w = (render_window(rng, words, faces, tile_pt, window) if window
+                else render_tile(rng, words, faces, tile_pt, glimpse_px))
         tiles.append(t)
         targets.append(encode_word(w))
         texts.append(w)
@@ -184,8 +253,8 @@ def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batc
     return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
 
 
-# (rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)
-TileSource = Callable[[random.Random, int, bool, int, int], tuple[np.ndarray, list[str]]]
+# (rng, n, held_out, tile_pt, glimpse_px[, window=(w_pt, h_pt, w_px, h_px) or None]) -> (tiles, words)
+TileSource = Callable[..., tuple[np.ndarray, list[str]]]
 
 
 def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, head_width: int = 512,
@@ -193,7 +262,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
                     seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
                     time_budget_s: float | None = None, device: str = "cpu",
                     init: str | Path | None = None, desktop: TileSource | None = None, desktop_share: float = 0.5,
-                    log: Callable[[str], None] = print) -> dict:
+                    window: Sequence[int] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
     :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
 
@@ -203,6 +272,9 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
     it, and its held-out accuracy is reported beside the synthetic one.
 
+    ``window`` ``(w_pt, h_pt, w_px, h_px)``: a reader of read windows (``PixelConfig.match_window``)
+    for ``tile_pt``-point tiles, naming the word centred in each, instead of a reader of tiles.
+
     Seeded: the same seed draws the same tiles and gives the same weights on CPU. With
     ``time_budget_s`` the cosine schedule is fitted to the budget after the first 20 steps, and again
     after 200 more (the first steps are slow on a GPU: kernels are chosen and compiled)."""
@@ -211,22 +283,24 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     torch.manual_seed(seed)
     faces = font_faces()
     dev = torch.device(device)
-    val_x, _, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px)
+    win = tuple(int(v) for v in window) if window else None
+    val_x, _, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px, win)
     val_x = val_x.to(dev)
     n_desk = round(batch_size * desktop_share) if desktop is not None else 0
     if desktop is not None:
-        dx, desk_text = desktop(random.Random(seed + 2_000_003), val_tiles, True, tile_pt, glimpse_px)
+        dx, desk_text = desktop(random.Random(seed + 2_000_003), val_tiles, True, tile_pt, glimpse_px, window=win)
         desk_x = torch.from_numpy(dx).to(dev)
     rng = random.Random(seed)
     if init is not None:
         cfg0, model = load_reader(init)
         stem, channels, head_width = cfg0["stem"], cfg0["stem_channels"], cfg0["head_width"]
-        if (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"]) != (tile_pt, glimpse_px):
-            raise ReaderError(f"{init}: a reader for {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px, "
-                              f"not {tile_pt} at {glimpse_px}")
+        if (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"], _window(cfg0)) != (tile_pt, glimpse_px, win):
+            raise ReaderError(f"{init}: a reader for {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px"
+                              f" (windows {_window(cfg0)}), not {tile_pt} at {glimpse_px} (windows {win})")
         model = model.to(dev)
     else:
-        model = Reader(stem, channels, glimpse_px, head_width).to(dev)
+        h_px, w_px = _input_px(glimpse_px, win)
+        model = Reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = [steps]
@@ -241,9 +315,9 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     t0, losses, history = time.time(), [], []
     step = 0
     while step < total[0]:
-        x, y, _ = batch(rng, batch_size - n_desk, words, faces, tile_pt, glimpse_px)
+        x, y, _ = batch(rng, batch_size - n_desk, words, faces, tile_pt, glimpse_px, win)
         if n_desk:
-            dx, dw = desktop(rng, n_desk, False, tile_pt, glimpse_px)
+            dx, dw = desktop(rng, n_desk, False, tile_pt, glimpse_px, window=win)
             x = torch.cat([x, torch.from_numpy(dx)])
             y = torch.cat([y, torch.from_numpy(np.stack([encode_word(w) for w in dw]))])
         loss = reader_loss(model(x.to(dev)), y.to(dev))
@@ -270,6 +344,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
             history.append(rec)
             log(json.dumps(rec))
     cfg = {"stem": stem, "stem_channels": channels, "head_width": head_width, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
+           **({"window": list(win[:2]), "window_px": list(win[2:])} if win else {}),
            "steps": step, "batch_size": batch_size, "seed": seed, "lr": lr,
            "init": str(init) if init is not None else None, "desktop_share": n_desk / batch_size,
            "start_loss": round(float(np.mean(losses[:5])), 4), "history": history}
@@ -284,12 +359,23 @@ def load_reader(folder: str | Path) -> tuple[dict, Reader]:
     """A reader folder's settings and the whole reader (stem and reading head)."""
     cfg, _ = load_reader_stem(folder)
     cfg.setdefault("head_width", 512)  # readers saved before the setting existed have the 512-wide head
-    model = Reader(cfg["stem"], cfg["stem_channels"], cfg["glimpse_px"], cfg["head_width"])
+    h_px, w_px = _input_px(cfg["glimpse_px"], _window(cfg))
+    model = Reader(cfg["stem"], cfg["stem_channels"], h_px, cfg["head_width"], width_px=w_px)
     try:
         model.load_state_dict(load_file(str(Path(folder) / READER_FILE)))
     except RuntimeError as e:
         raise ReaderError(f"{folder}: the weights do not fit the reader ({e})") from None
     return cfg, model.eval()
+
+
+def _window(cfg: dict) -> tuple[int, int, int, int] | None:
+    """A reader config's read window, ``(w_pt, h_pt, w_px, h_px)``, or None for a tile reader."""
+    return (*cfg["window"], *cfg["window_px"]) if cfg.get("window") else None
+
+
+def _input_px(glimpse_px: int, window) -> tuple[int, int]:
+    """(height, width) in pixels of what a reader reads."""
+    return (window[3], window[2]) if window else (glimpse_px, glimpse_px)
 
 
 def load_reader_stem(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -42,14 +42,17 @@ class TileReads:
     the model's dtype on its device. ``read`` counts the tiles actually read, for tests and
     benchmarks; :meth:`clear` forgets every tile (a cold start)."""
 
-    def __init__(self, reader: Reader, glimpse_px: int, runtime: str = "torch", capacity: int = CAPACITY):
+    def __init__(self, reader: Reader, read_px: int | tuple[int, int], runtime: str = "torch",
+                 capacity: int = CAPACITY, windows: bool = False):
         self.module = _Probs(reader).eval()
         self.capacity = capacity
         self.read = 0
         self._seen: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.windows = windows  # the reads are windows alone (PixelConfig.match_window), not the glimpses too
         self._session = None
+        h, w = (read_px, read_px) if isinstance(read_px, int) else read_px
         if runtime == "onnx":
-            example = (torch.zeros(2, glimpse_px, glimpse_px, 3, dtype=torch.uint8),)
+            example = (torch.zeros(2, h, w, 3, dtype=torch.uint8),)
             self._session = onnx_session(self.module, example, ["tiles"], ["probs"],
                                          {"tiles": {0: "n"}, "probs": {0: "n"}})
 
@@ -85,8 +88,8 @@ class TileReads:
     def frame(self, glimpses: np.ndarray, read_glimpses: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """One frame's (K, G, G, 3) glimpses, their (P*K, G, G, 3) shifted copies (phase-major)
         and (K,) mask -> ((P+1)*K, C) probabilities: the step's ``read_probs`` (zero for the tiles
-        of masked glimpses). The step compares them with the instruction's words itself: in ONNX
-        Runtime's threads, not numpy's (whose BLAS threads spin on after a product, and took the
-        cores from the step that followed)."""
-        tiles = np.concatenate([glimpses, read_glimpses])
+        of masked glimpses). With ``windows``, the (4*K, h, w, 3) windows alone -> (4*K, C). The step
+        compares them with the instruction's words itself: in ONNX Runtime's threads, not numpy's
+        (whose BLAS threads spin on after a product, and took the cores from the step that followed)."""
+        tiles = read_glimpses if self.windows else np.concatenate([glimpses, read_glimpses])
         return self.probs(tiles, np.tile(mask.astype(bool), len(tiles) // len(glimpses)))

@@ -138,7 +138,7 @@ class OnnxStep:
             torch.zeros(1, c.history, 3),
         )
         if c.match:
-            example += (torch.zeros(1, (len(c.match_phases) + 1) * k, READ_WIDTH),)
+            example += (torch.zeros(1, c.reads_per_glimpse * k, READ_WIDTH),)
         example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
         match_names = ["text_template", "text_starts"] if c.match else []
         if c.match:

@@ -1,0 +1,139 @@
+"""Read windows (PixelConfig.match_window): four per glimpse, each centred on a quarter of its
+tile and naming the word centred in it, so a word longer than a tile is still read whole."""
+
+from __future__ import annotations
+
+import random
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from agent.cliutil import parse_window
+from agent.errors import UserError
+from policies.pixel import PixelConfig, PixelModel, Preprocessor
+from policies.pixel import reader as R
+from policies.pixel.preprocess import centred_word, crop_padded, window_origins
+from policies.train import TrainError, with_match_reader, with_reader
+from tests.test_pixel_model import _frame
+
+SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8, "tile_pt": 32}
+WINDOW = (64, 32, 64, 32)  # points, then pixels
+
+
+def test_the_four_windows_are_centred_on_the_quarters_of_the_tile():
+    assert window_origins(32, 64, 32) == [(-24, -8), (-8, -8), (-24, 8), (-8, 8)]
+    # at scale 2 the same in pixels: a 64-pixel tile, 128x64-pixel windows
+    assert window_origins(64.0, 128, 64) == [(-48, -16), (-16, -16), (-48, 16), (-16, 16)]
+
+
+def test_crop_padded_is_black_beyond_the_frame():
+    px = np.arange(5 * 6 * 4, dtype=np.uint8).reshape(5, 6, 4)
+    inside = crop_padded(px, 1, 1, 3, 2)
+    assert np.shares_memory(inside, px) and np.array_equal(inside, px[1:3, 1:4])
+    out = crop_padded(px, -2, 3, 5, 4)
+    assert out.shape == (4, 5, 4)
+    assert np.array_equal(out[:2, 2:], px[3:5, 0:3]) and not out[:, :2].any() and not out[2:].any()
+    assert not crop_padded(px, 10, 10, 3, 3).any()
+
+
+def test_a_window_names_the_one_word_centred_in_its_middle_cell():
+    # a 64x32 window at (0, 0); its middle cell (16 wide: half a 32-point tile) spans x 24..40, y 8..24
+    assert centred_word([("Submit", (10, 10, 54, 22)), ("Cancel", (56, 10, 90, 22))], 0, 0, 64, 32, 16) == "Submit"
+    assert centred_word([("Submit", (-4, 10, 60, 22))], 0, 0, 64, 32, 16) == ""  # centred, but cut
+    assert centred_word([("Cancel", (44, 10, 70, 22))], 0, 0, 64, 32, 16) == ""  # whole? no: none centred
+    assert centred_word([("ab", (26, 10, 31, 22)), ("cd", (33, 10, 38, 22))], 0, 0, 64, 32, 16) is None
+    # the middle cell is half-open: a centre on its right edge belongs to the next window
+    assert centred_word([("x", (38, 14, 42, 18))], 0, 0, 64, 32, 16) == ""
+    assert centred_word([("x", (38, 14, 42, 18))], 16, 0, 64, 32, 16) == "x"
+
+
+def test_every_word_centred_in_a_tile_is_named_by_exactly_one_of_its_windows():
+    rng = random.Random(0)
+    tile, (ww, wh) = 32, (64, 32)
+    for _ in range(300):
+        tx, ty = rng.randrange(0, 200, 32), rng.randrange(0, 200, 32)
+        w, h = rng.uniform(3, 48), rng.uniform(6, 15)
+        cx, cy = tx + rng.uniform(0, tile), ty + rng.uniform(0, tile)
+        word = ("word", (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        named = [centred_word([word], tx + dx, ty + dy, ww, wh, tile / 2)
+                 for dx, dy in window_origins(tile, ww, wh)]
+        assert named.count("word") == 1 and named.count("") == 3, (word, named)
+
+
+@pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1000, 700, 1.25), (2880, 1800, 2.0)])
+def test_the_preprocessor_cuts_each_glimpses_four_windows(w, h, scale):
+    cfg = PixelConfig(**SMALL, match=True, match_window=[64, 32], match_window_px=[96, 48])
+    assert cfg.reads_per_glimpse == 4 and cfg.read_px == (48, 96)
+    fr = _frame(w, h, scale)
+    v = Preprocessor(cfg)(fr)
+    k = cfg.max_glimpses
+    assert v.read_glimpses.shape == (4 * k, 48, 96, 3)
+    ww, wh = round(64 * scale), round(32 * scale)
+    for i in np.flatnonzero(v.mask):
+        x0, y0 = (v.boxes[i][:2] * [w, h]).round().astype(int)
+        for p, (dx, dy) in enumerate(window_origins(32 * scale, ww, wh)):
+            crop = crop_padded(fr.pixels, int(x0) + dx, int(y0) + dy, ww, wh)
+            want = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), (96, 48), interpolation=cv2.INTER_AREA)
+            assert np.array_equal(v.read_glimpses[p * k + i], want)
+    assert not v.read_glimpses[~np.tile(v.mask, 4)].any()
+    with pytest.raises(ValueError, match="match_per_phase"):
+        PixelConfig(**SMALL, match=True, match_window=[64, 32], match_per_phase=True)
+
+
+def test_synthetic_windows_name_what_the_rule_names():
+    words = ["Submit", "Cancel"]
+    tiles, targets, texts = R.batch(random.Random(0), 200, words, R.font_faces(), 32, 48, WINDOW)
+    assert tiles.shape == (200, 32, 64, 3) and tiles.dtype == torch.uint8
+    named = [t for t in texts if t]
+    assert 0.5 < len(named) / len(texts) < 0.95  # mostly a centred word, sometimes none (or a cut one)
+    assert all(len(t) <= R.MAX_CHARS for t in named)
+    assert [R.decode_word(t.clamp(min=0).tolist()) for t in targets[:20]] == texts[:20]
+    again = R.batch(random.Random(0), 200, words, R.font_faces(), 32, 48, WINDOW)
+    assert torch.equal(again[0], tiles) and again[2] == texts
+
+
+def test_a_window_reader_trains_loads_and_makes_a_window_reading_model(tmp_path):
+    out = tmp_path / "r"
+    summary = R.pretrain_reader(out, channels=4, head_width=32, steps=2, batch_size=4, val_tiles=4, words=["Save"],
+                                tile_pt=32, window=WINDOW, log=lambda s: None)
+    assert summary["window"] == [64, 32] and summary["window_px"] == [64, 32]
+    cfg, rd = R.load_reader(out)
+    assert rd(torch.zeros(3, 32, 64, 3, dtype=torch.uint8)).shape == (3, R.MAX_CHARS + 1, R.END + 1)
+    m = with_match_reader(PixelModel(PixelConfig(**SMALL)), out)
+    c = m.config
+    assert (c.match, c.match_window, c.match_window_px, c.reads_per_glimpse) == (True, [64, 32], [64, 32], 4)
+    assert all(torch.equal(m.reader.state_dict()[k], v) for k, v in rd.state_dict().items())
+    with pytest.raises(TrainError, match="quarters of 32-point tiles"):
+        with_match_reader(PixelModel(PixelConfig(**{**SMALL, "tile_pt": 64})), out)
+    with pytest.raises(TrainError, match="read windows"):
+        with_reader(PixelModel(PixelConfig(**SMALL)), out)
+    with pytest.raises(R.ReaderError, match="windows"):  # going on from it as a tile reader
+        R.pretrain_reader(tmp_path / "t", steps=1, batch_size=4, val_tiles=4, words=["Save"], tile_pt=32,
+                          init=out, log=lambda s: None)
+
+
+def test_desktop_windows_are_labelled_by_the_rule():
+    from agent.virtual.reading import scene, scene_windows
+
+    rng = random.Random(5)
+    pixels, scale, words = scene(rng, held_out=True)
+    cut = scene_windows(rng, pixels, scale, words, 40, 32, WINDOW)
+    assert len(cut) >= 20
+    assert all(t.shape == (32, 64, 3) for t, _ in cut)
+    assert sum(bool(w) for _, w in cut) >= len(cut) // 2  # placed around words: most name one
+    known = {w for w, _ in words}
+    assert all(w in known for _, w in cut if w)
+
+
+def test_window_flags_are_checked():
+    assert parse_window(None, None, 32) is None
+    assert parse_window("64x32", None, 32) == (64, 32, 64, 32)
+    assert parse_window("64x32", "96x48", 32) == (64, 32, 96, 48)
+    with pytest.raises(UserError, match="needs --window"):
+        parse_window(None, "64x32", 32)
+    with pytest.raises(UserError, match="at least 16 points"):
+        parse_window("64x12", None, 32)
+    with pytest.raises(UserError, match="without a scale"):
+        parse_window("64x32@2", None, 32)
