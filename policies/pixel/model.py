@@ -67,9 +67,9 @@ def build_stem(kind: str, ch: int, glimpse_px: int, width_px: int | None = None)
     if kind == "patch":
         layers = [nn.Conv2d(3, ch, 4, 4), nn.GELU(), nn.Conv2d(ch, 2 * ch, 3, 2, 1), nn.GELU(),
                   nn.Conv2d(2 * ch, 4 * ch, 3, 2, 1), nn.GELU()]
-        side = math.ceil(math.ceil(glimpse_px / 4) / 4)
         if width_px not in (None, glimpse_px):
             raise ValueError("the patch stem takes square glimpses")
+        side = across = math.ceil(math.ceil(glimpse_px / 4) / 4)
     elif kind == "reader":
         layers = []
         for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
@@ -77,10 +77,9 @@ def build_stem(kind: str, ch: int, glimpse_px: int, width_px: int | None = None)
             layers += [nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
         # three stride-2 convolutions after the first
         side, across = math.ceil(glimpse_px // 2 / 8), math.ceil((width_px or glimpse_px) // 2 / 8)
-        return nn.Sequential(*layers), 4 * ch * side * across
     else:
         raise ValueError(f"unknown glimpse stem {kind!r}; choose one of {', '.join(STEMS)}")
-    return nn.Sequential(*layers), 4 * ch * side * side
+    return nn.Sequential(*layers), 4 * ch * side * across
 
 
 CHARS = string.printable[:95]  # what a reader names: printable ASCII (letters, digits, punctuation, space)
