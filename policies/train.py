@@ -200,7 +200,8 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                 it = pool.imap_unordered(_prep_worker, todo, chunksize=4)
                 for _ in (progress(it) if progress else it):
                     pass
-    it = progress(sessions) if progress and workers <= 1 else sessions
+    # with workers the pool did the preprocessing; loading is then worth a bar only when it does work
+    it = progress(sessions) if progress and (workers <= 1 or transform is not None) else sessions
     for sess in it:
         data = None
         f = cache_dir / f"{_cache_key(sess, cfg, shifts)}.npz" if cache_dir else None
@@ -522,7 +523,8 @@ def train(
         raise TrainError(f"no parameter name starts with {', '.join(tc.train_only)}")
     sessions = find_sessions(session_paths)
     cache = Path(cache_dir) if cache_dir else out / "cache"
-    bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
+    desc = "preprocess, read" if cfg.match else "preprocess"
+    bar = (lambda it: tqdm(it, desc=desc, unit="session")) if progress else None
 
     def read(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A reading model's reads become match scores session by session: the tiles it reads
