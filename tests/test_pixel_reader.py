@@ -118,6 +118,10 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     assert "would go unused" in capsys.readouterr().err
     assert main(["reader", "--tile-pt", "4", "--out", str(tmp_path / "r")]) == 2
     assert "--tile-pt" in capsys.readouterr().err
+    assert main(["reader", "--desktop-tasks", "drag-sliders", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown task drag-sliders" in capsys.readouterr().err
+    assert main(["reader", "--desktop-tasks", "drag-slider", "--desktop-share", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--desktop-share above 0" in capsys.readouterr().err
 
 
 def test_desktop_scenes_are_painted_as_the_desktop_paints_them_with_every_visible_word():
@@ -153,6 +157,13 @@ def test_a_word_painted_over_is_not_visible():
     assert len(p.fills) == 1 and p.fills[0][0] == 2  # painted after the first text's words, before the last
 
 
+def _title_words() -> set[str]:
+    from agent.virtual.reading import word_of
+    from agent.virtual.tasks import WINDOW_TITLES
+
+    return {word_of(w) for t in WINDOW_TITLES for w in t.split()}
+
+
 def test_desktop_tiles_name_the_one_whole_word_inside():
     from agent.virtual.reading import desktop_tiles, word_of
 
@@ -165,6 +176,11 @@ def test_desktop_tiles_name_the_one_whole_word_inside():
     assert sum(bool(w) for w in words) > 24 and all(len(w) <= R.MAX_CHARS for w in words)
     held, _ = desktop_tiles(random.Random(0), 8, held_out=True)
     assert not np.array_equal(held, tiles[:8])
+    # tiles from the chosen tasks' screens only: a slider's screen names its value, a number
+    _, slider = desktop_tiles(random.Random(1), 48, tasks=["drag-slider"])
+    assert any(w.isdigit() for w in slider)
+    assert {w for w in slider if w} <= {"Submit", "Volume", "Brightness", "Opacity", "Zoom", "Speed", "Contrast",
+                                       "Balance"} | {str(v) for v in range(101)} | _title_words()
 
 
 def test_reader_training_goes_on_from_a_reader_with_desktop_tiles(reader, tmp_path):

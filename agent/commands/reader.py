@@ -4,6 +4,7 @@ virtual desktop's own screens."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 from agent.cliutil import parse_window
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--tile-pt must be at least 8")
     if args.bank and args.desktop_share == 0:
         raise UserError("--bank gives the --desktop-share tiles: with a share of 0 it would go unused")
+    if args.desktop_tasks and (args.bank or args.desktop_share == 0):
+        raise UserError("--desktop-tasks chooses the virtual desktop's tiles: give a --desktop-share above 0, "
+                        "and no --bank")
     window = parse_window(args.window, args.window_px, args.tile_pt)
     desktop = None
     if args.bank:  # a share above 0, checked above
@@ -48,7 +52,19 @@ def run(args: argparse.Namespace) -> int:
 
         desktop = bank_source(args.bank.split(","))
     elif args.desktop_share > 0:
-        from agent.virtual.reading import desktop_tiles as desktop
+        from agent.virtual.reading import desktop_tiles
+
+        desktop = desktop_tiles
+        if args.desktop_tasks:
+            from agent.virtual import task_names
+
+            tasks = [t for t in args.desktop_tasks.split(",") if t]
+            tasks = [t for name in tasks for t in (task_names() if name == "all" else [name])]
+            unknown = sorted(set(tasks) - set(task_names()))
+            if unknown or not tasks:
+                raise UserError(f"--desktop-tasks: unknown task {', '.join(unknown) or '(none given)'}; "
+                                f"choose from {', '.join(task_names())} or all")
+            desktop = functools.partial(desktop_tiles, tasks=tasks)
     try:
         summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
@@ -88,6 +104,10 @@ def register(sub) -> None:
     p.add_argument("--desktop-share", type=float, default=0.5, metavar="F",
                    help="share of each batch cut from the virtual desktop's own screens, labelled by what it drew "
                         "(0: synthetic tiles only)")
+    p.add_argument("--desktop-tasks", default=None, metavar="TASKS",
+                   help="comma-separated tasks whose screens give the desktop tiles; a task named twice comes "
+                        "twice as often, 'all' is every task once (e.g. all,drag-slider,drag-slider for more "
+                        "numbers); default all")
     p.add_argument("--bank", default=None, metavar="FILE.npz[,...]",
                    help="take the --desktop-share tiles from these banks of labelled page tiles (python -m "
                         "agent.miniwob tiles; comma-separated) instead of the virtual desktop")

@@ -104,11 +104,12 @@ def paint_scene(desk: VirtualDesktop) -> tuple[np.ndarray, list[tuple[str, tuple
     return np.ascontiguousarray(np.asarray(image)[:, :, :3]), words
 
 
-def scene(rng: random.Random, held_out: bool = False) -> tuple[np.ndarray, float, list]:
+def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = None) -> tuple[np.ndarray, float, list]:
     """One random scene: (BGR pixels, scale, visible words). Training scenes have even seeds,
-    ``held_out`` ones odd."""
+    ``held_out`` ones odd. ``tasks``: the tasks to draw from (a name given twice is drawn twice
+    as often); default every task once."""
     w, h, scale = rng.choice(SIZES)
-    task = rng.choice(sorted(TASKS))
+    task = rng.choice(tasks or sorted(TASKS))
     desk = VirtualDesktop(task, seed=SEED_BASE + 2 * rng.randrange(10**6) + held_out, size=(w, h), scale=scale)
     try:
         desk.observe()
@@ -185,13 +186,14 @@ def scene_windows(rng: random.Random, pixels: np.ndarray, scale: float, words: l
 
 
 def desktop_tiles(rng: random.Random, n: int, held_out: bool = False, tile_pt: int = 64, glimpse_px: int = 48,
-                  per_scene: int = 24, window: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, list[str]]:
+                  per_scene: int = 24, window: tuple[int, int, int, int] | None = None,
+                  tasks: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """``n`` labelled desktop tiles ((n, G, G, 3) uint8 BGR and their words), ``per_scene`` from each
-    scene; ``held_out`` scenes never appear otherwise. With ``window``, read windows
-    (:func:`scene_windows`) instead of tiles."""
+    scene (of ``tasks``: see :func:`scene`); ``held_out`` scenes never appear otherwise. With
+    ``window``, read windows (:func:`scene_windows`) instead of tiles."""
     tiles, texts = [], []
     while len(tiles) < n:
-        pixels, scale, words = scene(rng, held_out)
+        pixels, scale, words = scene(rng, held_out, tasks)
         m = min(per_scene, n - len(tiles))
         cut = (scene_windows(rng, pixels, scale, words, m, tile_pt, window) if window
                else scene_tiles(rng, pixels, scale, words, m, tile_pt, glimpse_px))
