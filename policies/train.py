@@ -262,6 +262,7 @@ class TrainConfig:
     reader: str | None = None  # reader folder (policies.pixel.reader): its pretrained stem encodes the glimpses
     reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
+    match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
 
 
@@ -435,26 +436,47 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     return new
 
 
+def with_match_order(model: PixelModel) -> PixelModel:
+    """A reading model that also compares the numbers it reads with the instruction's
+    (``PixelConfig.match_order``). Every weight is kept; the new layer starts at zero, so the model
+    starts acting as before."""
+    if not model.config.match:
+        raise TrainError("match_order compares what a reader reads: the model needs a reader (--match-reader)")
+    if model.config.match_order:
+        return model
+    cfg = PixelConfig(**{**model.config.to_dict(), "match_order": True})
+    new = PixelModel(cfg)
+    new.load_state_dict(model.state_dict(), strict=False)
+    return new
+
+
 @torch.no_grad()
 def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
     """Replace a reading model's ``read_glimpses`` by the match scores they give
-    (:meth:`PixelModel.read_match`, float16): the reader is frozen, so its scores are fixed per
-    sample, and training then never runs it (nor keeps the copies in memory)."""
+    (:meth:`PixelModel.read_match`, float16), and by ``order`` (:meth:`PixelModel.order_of`) for a
+    ``match_order`` model: the reader is frozen, so its scores are fixed per sample, and training
+    then never runs it (nor keeps the copies in memory)."""
     if "read_glimpses" not in data:
         return data
     model.eval()
     n = len(data["labels"])
     out = None
+    order = np.zeros((n, 4), np.float32) if model.config.match_order else None
     for s in range(0, n, batch_size):
         sl = slice(s, min(n, s + batch_size))
         cache = model.encode_text(torch.from_numpy(data["text_ids"][sl]))
-        m = model.read_match(torch.from_numpy(data["glimpses"][sl]), torch.from_numpy(data["read_glimpses"][sl]),
-                             cache)
+        glimpses = torch.from_numpy(data["glimpses"][sl])
+        probs = model.read_probs_of(glimpses, torch.from_numpy(data["read_glimpses"][sl]))
+        m = model.match_of(probs, glimpses.shape[1], cache)
         if out is None:
             out = np.zeros((n, *m.shape[1:-1], data["text_ids"].shape[1]), np.float16)
         out[sl, ..., :m.shape[-1]] = m.numpy()
+        if order is not None:
+            order[sl] = model.order_of(probs, cache).numpy()
     data = {k: v for k, v in data.items() if k != "read_glimpses"}
     data["match"] = out
+    if order is not None:
+        data["order"] = order
     return data
 
 
@@ -515,6 +537,9 @@ def train(
         cfg = model.config
     if tc.match_reader:
         model = with_match_reader(model, tc.match_reader)
+        cfg = model.config
+    if tc.match_order:
+        model = with_match_order(model)
         cfg = model.config
     for name, p in model.named_parameters():
         if (cfg.match and name.startswith("reader.")) or (tc.train_only and not name.startswith(tc.train_only)):
@@ -642,7 +667,7 @@ def train(
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
-                             "reader": tc.reader, "match_reader": tc.match_reader,
+                             "reader": tc.reader, "match_reader": tc.match_reader, "match_order": tc.match_order,
                              "train_only": list(tc.train_only)}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": cfg.size_name or tc.size, "init": tc.init, "parameters": sum(p.numel() for p in model.parameters()),

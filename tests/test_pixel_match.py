@@ -112,6 +112,59 @@ def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
     assert float(d[ng + 5]) > 0 and torch.count_nonzero(d) == 1
 
 
+def test_numbers_read_compare_with_the_instructions_number():
+    from policies.pixel.model import compare_numbers
+
+    text = "Set the zoom slider to 67, then click Submit."
+    tmpl, starts = word_templates(_ids(text))
+    reads = ["66", "67", "68", "7", "100", "60", "70", "", "Submit", "6x"]
+    probs = torch.stack([_read(w) for w in reads]).view(1, len(reads), MAX_CHARS + 1, END + 1)
+    f = compare_numbers(probs, tmpl.view(1, 96, MAX_CHARS + 1, END + 1), starts)
+    got = {w: [round(float(v), 3) for v in f[0, i, text.index("67")]] for i, w in enumerate(reads)}
+    below, equal, above = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    assert got == {"66": below, "67": equal, "68": above, "7": below, "100": above, "60": below, "70": above,
+                   "": [0.0] * 3, "Submit": [0.0] * 3, "6x": [0.0] * 3}
+    # only the number word counts: every other position of the instruction compares nothing
+    assert float(f[0].abs().sum()) == pytest.approx(7.0)
+    # an unsure read splits its chance: half "66", half "68"
+    mixed = (0.5 * _read("66") + 0.5 * _read("68")).view(1, 1, MAX_CHARS + 1, END + 1)
+    g = compare_numbers(mixed, tmpl.view(1, 96, MAX_CHARS + 1, END + 1), starts)[0, 0, text.index("67")]
+    assert g.tolist() == pytest.approx([0.5, 0.0, 0.5], abs=1e-6)
+
+
+def test_the_order_feature_pools_the_surest_reads_and_starts_silent():
+    from policies.train import with_match_order
+
+    base = _match_model()
+    m = with_match_order(base).eval()
+    assert m.config.match_order and with_match_order(m) is m
+    text = "Set the zoom slider to 67, then click Submit."
+    cache = m.encode_text(_ids(text))
+    k = m.config.max_glimpses
+    reads = torch.zeros(1, 2 * k, (MAX_CHARS + 1) * (END + 1))
+    reads[0, :] = _read("")
+    reads[0, 3] = _read("67")  # a glimpse reads the number
+    reads[0, k + 3] = _read("67")  # and so does its shifted copy
+    reads[0, 5] = 0.5 * _read("6") + 0.5 * _read("")  # a tile cutting it: half a number, and below
+    o = m.order_of(reads, cache)
+    # weighted by the square of each tile's chance of being a number: 1, 1 and 0.25
+    assert o[0].tolist() == pytest.approx([0.125 / 2.25, 2 / 2.25, 0.0, 1.0], abs=1e-5)
+    none = m.order_of(reads, m.encode_text(_ids('Click the "Save" button.')))
+    assert torch.equal(none, torch.zeros(1, 4))
+    # the new layer starts at zero: the step is the reading model's as it was
+    args = _blank_step(m, cache)
+    with torch.no_grad():
+        a, b = base(**args, read_probs=reads), m(**args, read_probs=reads)
+        assert torch.equal(a.key_logits, b.key_logits) and torch.equal(a.pointer_logits, b.pointer_logits)
+        m.match_order_in.weight.normal_()
+        c, d = m(**args, read_probs=reads), m(**args, read_probs=reads, order=torch.zeros(1, 4))
+    assert not torch.allclose(c.key_logits, b.key_logits)  # once learned, the order moves the step
+    assert torch.allclose(d.key_logits, b.key_logits, atol=1e-6)
+    cfg = PixelConfig(**SMALL).to_dict()
+    with pytest.raises(ValueError, match="needs match"):
+        PixelConfig(**{**cfg, "match_order": True})
+
+
 def test_spread_moves_a_words_match_to_the_widget_beside_it():
     m = _match_model(match_reach=2, match_kernels=1)
     r, n = 2, 5
@@ -162,7 +215,8 @@ def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
 
 @pytest.mark.parametrize("over", [{"match_reach": 2},
                                   {"match_per_phase": True, "match_phases": [[0.5, 0.0], [0.0, 0.5], [0.0, -0.5]]},
-                                  {"match_window": [96, 48], "match_window_px": [64, 32], "match_reach": 2}])
+                                  {"match_window": [96, 48], "match_window_px": [64, 32], "match_reach": 2},
+                                  {"match_order": True}])
 def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
     """Both runtimes: the policy's step (tiles read by TileReads, fed in as ``read_probs``) gives the
     model's own in-step reading (``read_glimpses``), and each distinct tile is read once."""
@@ -174,8 +228,13 @@ def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
             with torch.no_grad():
                 torch.manual_seed(2)
                 m.match_in.weight.normal_()
+    if m1.config.match_order:  # a learned order layer, not its all-zero start
+        for m in (m1, m2):
+            with torch.no_grad():
+                torch.manual_seed(3)
+                m.match_order_in.weight.normal_()
     po, pt = PixelPolicy(m1, runtime="onnx"), PixelPolicy(m2, runtime="torch", dtype="float32")
-    for task, size in (("click-button", (640, 480)), ("click-menu", (1280, 720))):
+    for task, size in (("click-button", (640, 480)), ("click-menu", (1280, 720)), ("drag-slider", (800, 600))):
         d = VirtualDesktop(task, seed=4, size=size)
         obs = Observation(d.observe(), d.instruction, d.cursor, ())
         po.reset(obs.instruction)
@@ -280,10 +339,21 @@ def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path):
                               if k not in ("labels", "read_glimpses")})
     assert torch.allclose(live.pointer_logits, cached.pointer_logits, atol=2e-2)
     assert len(pol.act(obs)) >= 1
+    # and on from there comparing numbers too: the order is precomputed beside the match
+    tc_o = TrainConfig(epochs=1, batch_size=8, max_steps=1, val_fraction=0.0, warmup_steps=1, lr=1e-2,
+                       init=str(tmp_path / "ft"), match_order=True, train_only=("match_order",))
+    train([demos], tmp_path / "order", tc_o, **quiet)
+    cfg_o = json.loads((tmp_path / "order" / "config.json").read_text())
+    assert cfg_o["match_order"] and cfg_o["training"]["match_order"]
+    po = load_pixel_policy(str(tmp_path / "order"), runtime="torch", dtype="float32")
+    pre_o = precompute_match(po.model, {**x})
+    assert pre_o["order"].shape == (1, 4) and not pre_o["order"].any()  # "Click ..." holds no number
     # bad input: nothing to train, or a reader of the wrong glimpse size
     tc.train_only = ("nothing_",)
     with pytest.raises(TrainError, match="no parameter name starts with nothing_"):
         train([demos], tmp_path / "bad", tc, **quiet)
+    with pytest.raises(TrainError, match="needs a reader"):
+        train([demos], tmp_path / "bad", TrainConfig(init=str(tmp_path / "base"), match_order=True), **quiet)
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / R.READER_CONFIG).write_text(json.dumps({"stem": "reader", "stem_channels": 8, "glimpse_px": 32}))

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
                      device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
                      time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt,
                      max_glimpses=args.max_glimpses, reader=args.reader,
-                     match_reader=args.match_reader,
+                     match_reader=args.match_reader, match_order=args.match_order,
                      train_only=tuple(x for x in (args.train_only or "").split(",") if x))
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
@@ -62,6 +62,9 @@ def register(sub) -> None:
                    help="a reader from `dw reader`, kept frozen: the model reads every glimpse (and a "
                         "shifted copy) with it and points where a word matches the instruction's "
                         "(over --init too: every other weight is kept)")
+    p.add_argument("--match-order", action="store_true",
+                   help="a reading model (--match-reader, or an --init that reads) also compares the numbers "
+                        "it reads with the instruction's: below, equal or above (a slider's printed value)")
     p.add_argument("--train-only", default=None, metavar="PREFIXES",
                    help="comma-separated parameter-name prefixes: train only those and keep every other "
                         "weight (e.g. match_ to teach an --init checkpoint to use a --match-reader)")

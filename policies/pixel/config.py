@@ -52,6 +52,11 @@ class PixelConfig(PretrainedConfig):
     names the word centred in it (:func:`policies.pixel.preprocess.window_origins`). A word up
     to ``w - tile_pt / 2`` points wide is then whole in one window, wherever the tile grid falls;
     tile-sized reads hold a word only if it is shorter than a tile.
+
+    ``match_order``: the step also compares the numbers it reads with the instruction's numbers
+    (:meth:`policies.pixel.model.PixelModel.order_of`): how likely the screen's number is below,
+    equal to or above the one asked for. Equality alone (the match) cannot tell which way to move
+    a slider or a spin box.
     """
 
     model_type = "dw-pixel"
@@ -82,6 +87,7 @@ class PixelConfig(PretrainedConfig):
         match_per_phase: bool = False,
         match_window: list | tuple | None = None,
         match_window_px: list | tuple | None = None,
+        match_order: bool = False,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -119,6 +125,9 @@ class PixelConfig(PretrainedConfig):
         self.match_window_px = [int(v) for v in (match_window_px or match_window)] if match_window else None
         if self.match_window and self.match_per_phase:
             raise ValueError("match_per_phase applies to tile reads, not match_window reads")
+        self.match_order = bool(match_order)
+        if self.match_order and not self.match:
+            raise ValueError("match_order compares what a reader reads: it needs match")
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history

@@ -98,6 +98,55 @@ def read_tiles(config, glimpses, read_glimpses):
     return torch.cat([glimpses, read_glimpses], 1).reshape(-1, h, w, 3)
 
 
+def _excl_cumprod(x: torch.Tensor) -> torch.Tensor:
+    """Exclusive cumulative product over the last axis of probabilities (1 first), as exp of a
+    cumulative sum of logs: ONNX has no cumulative product."""
+    logs = torch.log(x.clamp(min=1e-12))
+    return torch.exp(torch.cat([torch.zeros_like(logs[..., :1]), logs.cumsum(-1)], -1))
+
+
+def compare_numbers(probs: torch.Tensor, template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """(B, R, S, C) reads (each slot's class probabilities) and (B, L, S, C) instruction word
+    templates with (B, L) word starts -> (B, R, L, 3): the chance each read is a number below,
+    equal to or above the instruction's number at l (zero where no number word starts).
+
+    Numbers are unsigned digit strings, as the reader names them (slots: digits, then END). A read
+    with fewer digits (at least one) is below, one with more is above, and one of the same length
+    is compared digit by digit: equal up to slot i, then below or above there. Slots are taken
+    as independent, as the reader predicts them."""
+    n_dig = 10  # CHARS begins with the digits: classes 0-9 are '0'-'9'
+    t = template > 0
+    t_dig, t_end = t[..., :n_dig], t[..., END]
+    is_dig = t_dig.any(-1)  # (B, L, S)
+    n = is_dig.sum(-1)  # (B, L) digits in the word
+    number = starts & is_dig[..., 0] & (is_dig | t_end | ~t.any(-1)).all(-1)
+    digit = probs[..., :n_dig].sum(-1)  # (B, R, S) the slot holds a digit
+    end = probs[..., END]
+    given = probs[..., :n_dig] / digit[..., None].clamp(min=1e-6)  # which digit, given it is one
+    td = t_dig.float()
+    lower = torch.tril(torch.ones(n_dig, n_dig, device=probs.device), -1)  # [word digit, read digit < it]
+    same = torch.einsum("brsc,blsc->brls", given, td)
+    below = torch.einsum("brsc,blsc->brls", given, td @ lower)
+    above = torch.einsum("brsc,blsc->brls", given, td @ lower.T)
+    inside = (torch.arange(probs.shape[2], device=probs.device) < n[..., None])[:, None]  # (B, 1, L, S)
+    same = torch.where(inside, same, torch.ones_like(same))
+    prefix = _excl_cumprod(same)  # (B, R, L, S+1): equal on every slot before
+    lex_below = (prefix[..., :-1] * below * inside).sum(-1)
+    lex_above = (prefix[..., :-1] * above * inside).sum(-1)
+    lex_same = prefix[..., -1]
+    # length: digits on slots 0..m-1, then END at m
+    run = _excl_cumprod(digit)  # (B, R, S+1)
+    ends = run[..., :-1] * end  # (B, R, S): exactly m digits
+    ends = torch.cat([torch.zeros_like(ends[..., :1]), ends[..., 1:]], -1)  # no digit at all is no number
+    shorter = torch.cat([torch.zeros_like(ends[..., :1]), ends.cumsum(-1)], -1)  # (B, R, S+1): fewer than m
+    idx = n[:, None, :].expand(-1, probs.shape[1], -1)  # (B, R, L)
+    as_long = ends.gather(2, idx.clamp(max=ends.shape[-1] - 1))
+    out = torch.stack([shorter.gather(2, idx) + as_long * lex_below,
+                       as_long * lex_same,
+                       run.gather(2, (idx + 1).clamp(max=run.shape[-1] - 1)) + as_long * lex_above], -1)
+    return out * number[:, None, :, None]
+
+
 class Reader(nn.Module):
     """A reader: a ``reader`` stem and a head naming the glimpse's word, one classifier per slot:
     (N, G, G, 3) uint8 BGR -> (N, MAX_CHARS + 1, END + 1) logits. Pretrained on synthetic UI text
@@ -284,6 +333,8 @@ class PixelModel(PixelPreTrainedModel):
             self.match_slot_q = nn.Parameter(torch.zeros(c.match_slots, d))
             self.match_slot_k = nn.Linear(d, d)
             self.match_in = nn.Linear(c.match_slots * (len(c.match_phases) + 1 if c.match_per_phase else 1), d)
+            if c.match_order:  # below / equal / above the instruction's number, and how sure: into the state
+                self.match_order_in = nn.Linear(4, d)
             if c.match_reach:  # a word names the widget beside it: spread the match over the tile grid
                 n = 2 * c.match_reach + 1
                 self.match_kernel = nn.Parameter(torch.zeros(c.match_kernels, n * n))
@@ -295,6 +346,9 @@ class PixelModel(PixelPreTrainedModel):
             nn.init.constant_(self.match_gate.bias, 4.0)
             nn.init.zeros_(self.match_temp.weight)
             nn.init.constant_(self.match_temp.bias, math.log(math.e - 1))  # softplus -> 1: logits as they were
+            if c.match_order:  # starts as the model without it
+                nn.init.zeros_(self.match_order_in.weight)
+                nn.init.zeros_(self.match_order_in.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
                 nn.init.zeros_(self.match_mix.weight)
@@ -337,9 +391,33 @@ class PixelModel(PixelPreTrainedModel):
         copies (``read_glimpses``: (B, P*K, G, G, 3), phase-major), zero where no word starts.
         With ``match_per_phase``, (B, K, P+1, L): the glimpse's, then each copy's. With
         ``match_window``, the best of the glimpse's four windows ((B, 4*K, h, w, 3)) instead."""
-        b, k = glimpses.shape[:2]
-        return self.match_of(self.reader.probs(read_tiles(self.config, glimpses, read_glimpses),
-                                               self.cls.dtype).view(b, -1, READ_WIDTH), k, text)
+        return self.match_of(self.read_probs_of(glimpses, read_glimpses), glimpses.shape[1], text)
+
+    def read_probs_of(self, glimpses: torch.Tensor, read_glimpses: torch.Tensor) -> torch.Tensor:
+        """(B, R*K, C): the reader's probabilities for every tile it reads (the step's ``read_probs``)."""
+        return self.reader.probs(read_tiles(self.config, glimpses, read_glimpses),
+                                 self.cls.dtype).view(glimpses.shape[0], -1, READ_WIDTH)
+
+    def order_of(self, probs: torch.Tensor, text: TextCache) -> torch.Tensor:
+        """(B, R*K, C) read probabilities -> (B, 4): how likely the number on screen is below, equal
+        to or above the instruction's number (each times how sure the surest read is), and that
+        certainty. All zero when the instruction holds no number or no tile reads one.
+
+        Per tile and instruction number, exactly, if the reader's slots are independent: a read with
+        fewer digits is below, one with more is above, and one of the same length compares digit by
+        digit (:func:`compare_numbers`). The tiles are pooled weighted by the square of each one's
+        chance of being a number at all, so a glimpse and its shifted copy that both hold the number
+        count about once, and a tile that cuts it (read as empty) hardly at all."""
+        b = probs.shape[0]
+        tmpl = text.template if text.template.shape[0] == b else text.template.expand(b, -1, -1)
+        starts = text.starts if text.starts.shape[0] == b else text.starts.expand(b, -1)
+        f = compare_numbers(probs.float().view(b, -1, MAX_CHARS + 1, END + 1),
+                            tmpl.float().view(b, -1, MAX_CHARS + 1, END + 1), starts)  # (B, R, L, 3)
+        tot = f.sum(-1)  # (B, R, L): the chance the tile reads a number at all
+        w = tot * tot
+        dist = (f * w[..., None]).sum((1, 2)) / w.sum((1, 2))[:, None].clamp(min=1e-6)
+        sure = tot.flatten(1).amax(1, keepdim=True) if tot.shape[1] * tot.shape[2] else tot.new_zeros(b, 1)
+        return torch.cat([dist * sure, sure], -1)
 
     def match_of(self, probs: torch.Tensor, k: int, text: TextCache) -> torch.Tensor:
         """:meth:`read_match` from the reader's probabilities for the same tiles, (B, R*K, C), R
@@ -412,6 +490,7 @@ class PixelModel(PixelPreTrainedModel):
         read_glimpses: torch.Tensor | None = None,  # (B, P*K, G, G, 3) uint8: match models
         read_probs: torch.Tensor | None = None,  # (B, (P+1)*K, C): the reader's, on glimpses then copies
         match: torch.Tensor | None = None,  # (B, K, L): read_match's scores, precomputed (training)
+        order: torch.Tensor | None = None,  # (B, 4): order_of's, precomputed (training; match_order models)
         **_: object,
     ) -> PixelOutput:
         c = self.config
@@ -445,12 +524,14 @@ class PixelModel(PixelPreTrainedModel):
         boxes = boxes.float()  # pointer boxes stay float32: a bf16 box edge can be off by pixels
         tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
         if c.match:
-            if match is None and read_probs is not None:
-                match = self.match_of(read_probs, k, text_cache)
-            elif match is None:
+            if read_probs is None and (match is None or (c.match_order and order is None)):
                 if read_glimpses is None:
-                    raise ValueError("a match model needs read_glimpses, read_probs or match")
-                match = self.read_match(glimpses, read_glimpses, text_cache)
+                    raise ValueError("a match model needs read_glimpses, read_probs or match (and order)")
+                read_probs = self.read_probs_of(glimpses, read_glimpses)
+            if match is None:
+                match = self.match_of(read_probs, k, text_cache)
+            if c.match_order and order is None:
+                order = self.order_of(read_probs, text_cache)
             match = match.float()
             states = text_cache.states if text_cache.states.shape[0] == b else text_cache.states.expand(b, -1, -1)
             starts = text_cache.starts if text_cache.starts.shape[0] == b else text_cache.starts.expand(b, -1)
@@ -477,6 +558,8 @@ class PixelModel(PixelPreTrainedModel):
             x = layer.step(x, kv, mask)
         x = self.norm(x)
         h = x[:, 0]
+        if c.match and c.match_order:
+            h = h + self.match_order_in(order.to(h.dtype))
         vis = x[:, 2 + c.history:]  # pointer candidates: global patches then glimpses
         ptr_boxes = torch.cat([gboxes, boxes], 1)
         pmask = vis_mask[:, 2 + c.history:]
