@@ -151,6 +151,12 @@ def test_the_order_feature_pools_the_surest_reads_and_starts_silent():
     assert o[0].tolist() == pytest.approx([0.125 / 2.25, 2 / 2.25, 0.0, 1.0], abs=1e-5)
     none = m.order_of(reads, m.encode_text(_ids('Click the "Save" button.')))
     assert torch.equal(none, torch.zeros(1, 4))
+    # the instruction's first four numbers are compared, not a fifth
+    many = m.encode_text(_ids("Pick 1, 2, 3 or 4, not 67."))
+    assert float(m.order_of(reads, many)[0, 1]) < 1e-6  # 67 read, but 67 is not compared
+    # pooled over the four numbers compared: equal to 67 (weight 2 of the 9), above 2, 3 and 4
+    o4 = m.order_of(reads, m.encode_text(_ids("Pick 67, 2, 3, 4 or 5.")))[0]
+    assert o4.tolist() == pytest.approx([0.125 / 9, 2 / 9, (6 + 0.375) / 9, 1.0], abs=1e-5)
     # the new layer starts at zero: the step is the reading model's as it was
     args = _blank_step(m, cache)
     with torch.no_grad():

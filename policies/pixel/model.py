@@ -105,6 +105,18 @@ def _excl_cumprod(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.cat([torch.zeros_like(logs[..., :1]), logs.cumsum(-1)], -1))
 
 
+N_DIGITS = 10  # CHARS begins with the digits: classes 0-9 are '0'-'9'
+MAX_NUMBERS = 4  # an order model compares the instruction's first this many numbers
+
+
+def number_words(template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """(B, L, S, C) word templates and (B, L) word starts -> (B, L) bool: a number word starts here
+    (digits only, as the reader names a number: digits, then END)."""
+    t = template > 0
+    is_dig = t[..., :N_DIGITS].any(-1)
+    return starts & is_dig[..., 0] & (is_dig | t[..., END] | ~t.any(-1)).all(-1)
+
+
 def compare_numbers(probs: torch.Tensor, template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """(B, R, S, C) reads (each slot's class probabilities) and (B, L, S, C) instruction word
     templates with (B, L) word starts -> (B, R, L, 3): the chance each read is a number below,
@@ -114,17 +126,16 @@ def compare_numbers(probs: torch.Tensor, template: torch.Tensor, starts: torch.T
     with fewer digits (at least one) is below, one with more is above, and one of the same length
     is compared digit by digit: equal up to slot i, then below or above there. Slots are taken
     as independent, as the reader predicts them."""
-    n_dig = 10  # CHARS begins with the digits: classes 0-9 are '0'-'9'
     t = template > 0
-    t_dig, t_end = t[..., :n_dig], t[..., END]
+    t_dig = t[..., :N_DIGITS]
     is_dig = t_dig.any(-1)  # (B, L, S)
     n = is_dig.sum(-1)  # (B, L) digits in the word
-    number = starts & is_dig[..., 0] & (is_dig | t_end | ~t.any(-1)).all(-1)
-    digit = probs[..., :n_dig].sum(-1)  # (B, R, S) the slot holds a digit
+    number = number_words(template, starts)
+    digit = probs[..., :N_DIGITS].sum(-1)  # (B, R, S) the slot holds a digit
     end = probs[..., END]
-    given = probs[..., :n_dig] / digit[..., None].clamp(min=1e-6)  # which digit, given it is one
+    given = probs[..., :N_DIGITS] / digit[..., None].clamp(min=1e-6)  # which digit, given it is one
     td = t_dig.float()
-    lower = torch.tril(torch.ones(n_dig, n_dig, device=probs.device), -1)  # [word digit, read digit < it]
+    lower = torch.tril(torch.ones(N_DIGITS, N_DIGITS, device=probs.device), -1)  # [word digit, read digit < it]
     same = torch.einsum("brsc,blsc->brls", given, td)
     below = torch.einsum("brsc,blsc->brls", given, td @ lower)
     above = torch.einsum("brsc,blsc->brls", given, td @ lower.T)
@@ -408,11 +419,16 @@ class PixelModel(PixelPreTrainedModel):
         digit (:func:`compare_numbers`). The tiles are pooled weighted by the square of each one's
         chance of being a number at all, so a glimpse and its shifted copy that both hold the number
         count about once, and a tile that cuts it (read as empty) hardly at all."""
-        b = probs.shape[0]
+        b, s, c = probs.shape[0], MAX_CHARS + 1, END + 1
         tmpl = text.template if text.template.shape[0] == b else text.template.expand(b, -1, -1)
         starts = text.starts if text.starts.shape[0] == b else text.starts.expand(b, -1)
-        f = compare_numbers(probs.float().view(b, -1, MAX_CHARS + 1, END + 1),
-                            tmpl.float().view(b, -1, MAX_CHARS + 1, END + 1), starts)  # (B, R, L, 3)
+        tmpl = tmpl.view(b, -1, s, c)
+        # only the instruction's first MAX_NUMBERS number words are compared (a few, against ~60 words)
+        first = number_words(tmpl, starts).float() - 1e-3 * torch.arange(tmpl.shape[1], device=tmpl.device)
+        sel = first.topk(min(MAX_NUMBERS, tmpl.shape[1]), -1).indices
+        f = compare_numbers(probs.float().view(b, -1, s, c),
+                            tmpl.gather(1, sel[..., None, None].expand(-1, -1, s, c)).float(),
+                            starts.gather(1, sel))  # (B, R, MAX_NUMBERS, 3)
         tot = f.sum(-1)  # (B, R, L): the chance the tile reads a number at all
         w = tot * tot
         dist = (f * w[..., None]).sum((1, 2)) / w.sum((1, 2))[:, None].clamp(min=1e-6)
