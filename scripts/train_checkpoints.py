@@ -6,7 +6,11 @@ each exported checkpoint closed-loop on unseen seeds (10000+) at 640x480, 1920x1
 5120x2880@2 and measures one step's latency (preprocessing a 1920x1080 frame + forward, 2 cores),
 writing ``eval.json`` beside the weights. pixel-small is then taught to read (``--read-models``):
 a 16-channel reader is pretrained on synthetic UI text, and the match layers are fine-tuned on
-fresh demos with every other weight kept (``dw reader``, ``dw train --match-reader``).
+fresh demos with every other weight kept (``dw reader``, ``dw train --match-reader``). Then it is
+taught to compare the numbers it reads (``--stage order``, after ``read``): its reader goes on
+from the desktop's own words and then from slider screens, and two rounds of fine-tuning with
+``--match-order`` run over fresh demos and DAgger episodes on drag-slider, the second driven by
+the first round's model.
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -37,6 +41,10 @@ LARGE_SIZES = "1440x900@1.5,1920x1200@1.25,2880x1800@2,3840x2160@1.5,5120x2880@2
 EVAL_SIZES = ((640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0))
 READ_SIZES = "640x480,1280x720,1920x1080,2560x1440,1440x900@1.5,5120x2880@2"
 READ_ROUNDS = ((2, "5e-3"), (2, "3e-3"))  # (epochs, lr) of each match-layer fine-tune
+ORDER_READERS = (  # (name, steps, seed, extra dw reader arguments): each goes on from the one before
+    ("reader-desk", 7257, 1, []),
+    ("reader-slider", 1165, 2, ["--desktop-tasks", "all,drag-slider,drag-slider,drag-slider", "--desktop-share", "0.75"]),
+)
 
 
 def dw(module, argv: list[str]) -> int:
@@ -118,11 +126,61 @@ def evaluate(spec: str, dest: Path, episodes: int, workers: int, max_steps: int)
     return doc
 
 
+def extract_reader(checkpoint: Path, out: Path) -> None:
+    """A reading checkpoint's frozen reader as a ``dw reader`` folder (to go on training it)."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    tensors = load_file(str(checkpoint / "model.safetensors"))
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k.removeprefix("reader."): v.float().contiguous() for k, v in tensors.items() if k.startswith("reader.")},
+              str(out / "reader.safetensors"))
+    (out / "reader.json").write_text(json.dumps({"stem": "reader", "stem_channels": cfg["match_channels"],
+                                                 "head_width": cfg["match_head"], "tile_pt": cfg["tile_pt"],
+                                                 "glimpse_px": cfg["glimpse_px"]}) + "\n")
+
+
+def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
+    """pixel-small (a reading checkpoint at ``dest``) learns to compare numbers (``--match-order``)."""
+    from agent.commands import demos, reader, train
+
+    sizes, w = READ_SIZES, str(workers)
+    extract_reader(dest, runs / "reader-bundled")
+    prev = runs / "reader-bundled"
+    for name, steps, seed, extra in ORDER_READERS:
+        dw(reader, ["reader", "--size", "pixel-small", "--init", str(prev), "--lr", "1e-3", "--steps", str(steps),
+                    "--seed", str(seed), "--device", device, "--out", str(runs / name), *extra])
+        prev = runs / name
+    for tasks, n, seed, out in (("all", 60, 70000, "demos-read"),
+                                ("click-button,click-checkboxes,enter-text,click-menu,close-dialog,double-click-icon",
+                                 40, 74000, "demos-read2"),
+                                ("drag-slider", 120, 71000, "demos-slider")):
+        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
+                   "--out", str(runs / out), "--workers", w, "--plain"])
+    common = ["--batch-size", "64", "--seed", "0", "--workers", w, "--device", device, "--cache", str(runs / "cache-order")]
+    # round 1: the match layers and the new order layer, on DAgger episodes driven by the bundled model
+    dw(demos, ["demos", "--tasks", "drag-slider", "--episodes", "60", "--sizes", sizes, "--seed", "72000",
+               "--out", str(runs / "dagger-slider"), "--workers", w, "--plain", "--dagger", str(dest), "--beta", "0.5"])
+    data = [str(runs / d) for d in ("demos-read", "demos-slider", "dagger-slider")]
+    dw(train, ["train", *data, "--init", str(dest), "--match-reader", str(runs / "reader-desk"), "--match-order",
+               "--train-only", "match_", "--epochs", "2", "--lr", "3e-3", "--out", str(runs / "small-order1"), *common])
+    # round 2: DAgger driven by round 1, more demos of the other tasks, the slider reader, and the
+    # type and key heads too (when to submit, which way to press)
+    dw(demos, ["demos", "--tasks", "drag-slider", "--episodes", "60", "--sizes", sizes, "--seed", "73000",
+               "--out", str(runs / "dagger-slider2"), "--workers", w, "--plain", "--dagger", str(runs / "small-order1"),
+               "--beta", "0.3"])
+    data += [str(runs / "demos-read2"), str(runs / "dagger-slider2")]
+    dw(train, ["train", *data, "--init", str(runs / "small-order1"), "--match-reader", str(runs / "reader-slider"),
+               "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
+               "--out", str(runs / "small-order2"), *common])
+    export(runs / "small-order2", dest, fp16=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--stage", default="all", choices=("all", "demos", "train", "read", "eval"))
+    ap.add_argument("--stage", default="all", choices=("all", "demos", "train", "read", "order", "eval"))
     ap.add_argument("--read-models", default="pixel-small",
                     help="models taught to read after training (a reader, then their match layers), "
                          "exported over their checkpoints (--stage all or read)")
@@ -186,6 +244,9 @@ def main() -> int:
                 trained = out
             export(trained, Path(a.dest) / size, fp16=(size == "pixel-small"))
             print(f"[{time.time() - t0:.0f}s] {size} reads: trained and exported", flush=True)
+    if a.stage in ("all", "order") and "pixel-small" in models:
+        order_stage(runs, Path(a.dest) / "pixel-small", a.workers, a.device)
+        print(f"[{time.time() - t0:.0f}s] pixel-small compares numbers: trained and exported", flush=True)
     if a.stage in ("all", "eval"):
         for size in models:
             dest = Path(a.dest) / size
