@@ -429,10 +429,10 @@ class PixelModel(PixelPreTrainedModel):
         f = compare_numbers(probs.float().view(b, -1, s, c),
                             tmpl.gather(1, sel[..., None, None].expand(-1, -1, s, c)).float(),
                             starts.gather(1, sel))  # (B, R, MAX_NUMBERS, 3)
-        tot = f.sum(-1)  # (B, R, L): the chance the tile reads a number at all
+        tot = f.sum(-1)  # (B, R, MAX_NUMBERS): the chance the tile reads a number at all
         w = tot * tot
         dist = (f * w[..., None]).sum((1, 2)) / w.sum((1, 2))[:, None].clamp(min=1e-6)
-        sure = tot.flatten(1).amax(1, keepdim=True) if tot.shape[1] * tot.shape[2] else tot.new_zeros(b, 1)
+        sure = tot.flatten(1).amax(1, keepdim=True)
         return torch.cat([dist * sure, sure], -1)
 
     def match_of(self, probs: torch.Tensor, k: int, text: TextCache) -> torch.Tensor:
@@ -574,7 +574,7 @@ class PixelModel(PixelPreTrainedModel):
             x = layer.step(x, kv, mask)
         x = self.norm(x)
         h = x[:, 0]
-        if c.match and c.match_order:
+        if c.match_order:  # (a match_order config is a match one)
             h = h + self.match_order_in(order.to(h.dtype))
         vis = x[:, 2 + c.history:]  # pointer candidates: global patches then glimpses
         ptr_boxes = torch.cat([gboxes, boxes], 1)
