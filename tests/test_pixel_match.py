@@ -151,6 +151,14 @@ def test_the_order_feature_pools_the_surest_reads_and_starts_silent():
     assert o[0].tolist() == pytest.approx([0.125 / 2.25, 2 / 2.25, 0.0, 1.0], abs=1e-5)
     none = m.order_of(reads, m.encode_text(_ids('Click the "Save" button.')))
     assert torch.equal(none, torch.zeros(1, 4))
+    # only the MAX_NUMBER_READS tiles likeliest to hold a number are compared: a ninth, less sure, is not
+    from policies.pixel.model import MAX_NUMBER_READS
+
+    crowd = torch.zeros_like(reads)
+    crowd[0, :] = _read("")
+    crowd[0, :MAX_NUMBER_READS] = _read("66")
+    crowd[0, MAX_NUMBER_READS] = 0.9 * _read("68") + 0.1 * _read("")
+    assert m.order_of(crowd, cache)[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 1.0], abs=1e-5)
     # the instruction's first four numbers are compared, not a fifth
     many = m.encode_text(_ids("Pick 1, 2, 3 or 4, not 67."))
     assert float(m.order_of(reads, many)[0, 1]) < 1e-6  # 67 read, but 67 is not compared

@@ -107,6 +107,7 @@ def _excl_cumprod(x: torch.Tensor) -> torch.Tensor:
 
 N_DIGITS = 10  # CHARS begins with the digits: classes 0-9 are '0'-'9'
 MAX_NUMBERS = 4  # an order model compares the instruction's first this many numbers
+MAX_NUMBER_READS = 8  # with the reads of this many tiles, those likeliest to hold a number
 
 
 def number_words(template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -416,9 +417,10 @@ class PixelModel(PixelPreTrainedModel):
 
         Per tile and instruction number, exactly, if the reader's slots are independent: a read with
         fewer digits is below, one with more is above, and one of the same length compares digit by
-        digit (:func:`compare_numbers`). The tiles are pooled weighted by the square of each one's
-        chance of being a number at all, so a glimpse and its shifted copy that both hold the number
-        count about once, and a tile that cuts it (read as empty) hardly at all."""
+        digit (:func:`compare_numbers`). Only the ``MAX_NUMBER_READS`` tiles likeliest to start with
+        a digit are compared, and pooled weighted by the square of each one's chance of being a
+        number at all, so a glimpse and its shifted copy that both hold the number count about once,
+        and a tile that cuts it (read as empty) hardly at all."""
         b, s, c = probs.shape[0], MAX_CHARS + 1, END + 1
         tmpl = text.template if text.template.shape[0] == b else text.template.expand(b, -1, -1)
         starts = text.starts if text.starts.shape[0] == b else text.starts.expand(b, -1)
@@ -426,7 +428,11 @@ class PixelModel(PixelPreTrainedModel):
         # only the instruction's first MAX_NUMBERS number words are compared (a few, against ~60 words)
         first = number_words(tmpl, starts).float() - 1e-3 * torch.arange(tmpl.shape[1], device=tmpl.device)
         sel = first.topk(min(MAX_NUMBERS, tmpl.shape[1]), -1).indices
-        f = compare_numbers(probs.float().view(b, -1, s, c),
+        reads = probs.float().view(b, -1, s, c)
+        # only the tiles likeliest to hold a number are compared (a few, against ~96 tiles)
+        top = reads[:, :, 0, :N_DIGITS].sum(-1).topk(min(MAX_NUMBER_READS, reads.shape[1]), -1).indices
+        reads = reads.gather(1, top[..., None, None].expand(-1, -1, s, c))
+        f = compare_numbers(reads,
                             tmpl.gather(1, sel[..., None, None].expand(-1, -1, s, c)).float(),
                             starts.gather(1, sel))  # (B, R, MAX_NUMBERS, 3)
         tot = f.sum(-1)  # (B, R, MAX_NUMBERS): the chance the tile reads a number at all
