@@ -119,7 +119,7 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     assert main(["reader", "--tile-pt", "4", "--out", str(tmp_path / "r")]) == 2
     assert "--tile-pt" in capsys.readouterr().err
     assert main(["reader", "--desktop-tasks", "drag-sliders", "--out", str(tmp_path / "r")]) == 2
-    assert "unknown task drag-sliders" in capsys.readouterr().err
+    assert "--desktop-tasks: unknown task 'drag-sliders'" in capsys.readouterr().err
     assert main(["reader", "--desktop-tasks", "drag-slider", "--desktop-share", "0", "--out", str(tmp_path / "r")]) == 2
     assert "--desktop-share above 0" in capsys.readouterr().err
 

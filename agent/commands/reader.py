@@ -7,7 +7,7 @@ import argparse
 import functools
 import json
 
-from agent.cliutil import parse_window
+from agent.cliutil import parse_virtual_tasks, parse_window
 from agent.errors import UserError
 
 
@@ -55,15 +55,14 @@ def run(args: argparse.Namespace) -> int:
         from agent.virtual.reading import desktop_tiles
 
         desktop = desktop_tiles
-        if args.desktop_tasks:
-            from agent.virtual import task_names
-
-            tasks = [t for t in args.desktop_tasks.split(",") if t]
-            tasks = [t for name in tasks for t in (task_names() if name == "all" else [name])]
-            unknown = sorted(set(tasks) - set(task_names()))
-            if unknown or not tasks:
-                raise UserError(f"--desktop-tasks: unknown task {', '.join(unknown) or '(none given)'}; "
-                                f"choose from {', '.join(task_names())} or all")
+        if args.desktop_tasks:  # each part a task or all; a task named twice is drawn twice as often
+            parts = [p for p in args.desktop_tasks.split(",") if p.strip()]
+            if not parts:
+                raise UserError("--desktop-tasks: no task given")
+            try:
+                tasks = [t for p in parts for t in parse_virtual_tasks(p)]
+            except UserError as e:
+                raise UserError(f"--desktop-tasks: {e}") from None
             desktop = functools.partial(desktop_tiles, tasks=tasks)
     try:
         summary = pretrain_reader(args.out, channels=channels, head_width=args.head_width, steps=args.steps,
