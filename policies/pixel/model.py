@@ -280,6 +280,12 @@ class TextCache:
     template: torch.Tensor | None = None  # (B, L, S*C) word templates (match models): word_templates
     starts: torch.Tensor | None = None  # (B, L) bool: a word starts here (match models)
 
+    def words(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``template`` and ``starts`` for a batch of ``b`` (an instruction cached once is shared)."""
+        if self.template.shape[0] == b:
+            return self.template, self.starts
+        return self.template.expand(b, -1, -1), self.starts.expand(b, -1)
+
 
 class PixelPreTrainedModel(PreTrainedModel):
     config_class = PixelConfig
@@ -422,8 +428,7 @@ class PixelModel(PixelPreTrainedModel):
         number at all, so a glimpse and its shifted copy that both hold the number count about once,
         and a tile that cuts it (read as empty) hardly at all."""
         b, s, c = probs.shape[0], MAX_CHARS + 1, END + 1
-        tmpl = text.template if text.template.shape[0] == b else text.template.expand(b, -1, -1)
-        starts = text.starts if text.starts.shape[0] == b else text.starts.expand(b, -1)
+        tmpl, starts = text.words(b)
         tmpl = tmpl.view(b, -1, s, c)
         # only the instruction's first MAX_NUMBERS number words are compared (a few, against ~60 words)
         first = number_words(tmpl, starts).float() - 1e-3 * torch.arange(tmpl.shape[1], device=tmpl.device)
@@ -445,9 +450,7 @@ class PixelModel(PixelPreTrainedModel):
         """:meth:`read_match` from the reader's probabilities for the same tiles, (B, R*K, C), R
         reads per glimpse (``PixelConfig.reads_per_glimpse``, phase-major)."""
         b = probs.shape[0]
-        tmpl, starts = text.template, text.starts
-        if tmpl.shape[0] != b:
-            tmpl, starts = tmpl.expand(b, -1, -1), starts.expand(b, -1)
+        tmpl, starts = text.words(b)
         m = torch.bmm(probs.float(), tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
         m = m.view(b, -1, k, m.shape[-1]) * starts[:, None, None, :].float()
         return m.transpose(1, 2) if self.config.match_per_phase else m.amax(1)
