@@ -128,16 +128,15 @@ def evaluate(spec: str, dest: Path, episodes: int, workers: int, max_steps: int)
 
 def extract_reader(checkpoint: Path, out: Path) -> None:
     """A reading checkpoint's frozen reader as a ``dw reader`` folder (to go on training it)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from policies.pixel.reader import save_reader
 
     cfg = json.loads((checkpoint / "config.json").read_text())
     tensors = load_file(str(checkpoint / "model.safetensors"))
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k.removeprefix("reader."): v.float().contiguous() for k, v in tensors.items() if k.startswith("reader.")},
-              str(out / "reader.safetensors"))
-    (out / "reader.json").write_text(json.dumps({"stem": "reader", "stem_channels": cfg["match_channels"],
-                                                 "head_width": cfg["match_head"], "tile_pt": cfg["tile_pt"],
-                                                 "glimpse_px": cfg["glimpse_px"]}) + "\n")
+    save_reader(out, {k.removeprefix("reader."): v.float() for k, v in tensors.items() if k.startswith("reader.")},
+                {"stem": "reader", "stem_channels": cfg["match_channels"], "head_width": cfg["match_head"],
+                 "tile_pt": cfg["tile_pt"], "glimpse_px": cfg["glimpse_px"]})
 
 
 def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:

@@ -348,11 +348,19 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
            "steps": step, "batch_size": batch_size, "seed": seed, "lr": lr,
            "init": str(init) if init is not None else None, "desktop_share": n_desk / batch_size,
            "start_loss": round(float(np.mean(losses[:5])), 4), "history": history}
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / READER_FILE))
-    (out / READER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+    save_reader(out, model.state_dict(), cfg)
     last = history[-1] if history else {}
     return {"out": str(out), **cfg, "val_word_acc": last.get("val_word_acc"),
             "val_desktop_word_acc": last.get("val_desktop_word_acc")}
+
+
+def save_reader(out: str | Path, weights: dict[str, torch.Tensor], cfg: dict) -> None:
+    """Write a reader folder: its weights (``stem.*`` and ``head.*``) and settings, as
+    :func:`load_reader` reads them."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(out / READER_FILE))
+    (out / READER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def load_reader(folder: str | Path) -> tuple[dict, Reader]:
