@@ -541,6 +541,8 @@ def train(
     if tc.match_order:
         model = with_match_order(model)
         cfg = model.config
+    if cfg.match and not resume and model.untie_match_kernels(torch.Generator().manual_seed(tc.seed)):
+        log("match kernels: the mix was all zero (every kernel alike); drew it at random to untie them")
     for name, p in model.named_parameters():
         if (cfg.match and name.startswith("reader.")) or (tc.train_only and not name.startswith(tc.train_only)):
             p.requires_grad_(False)  # a pretrained reader stays as it is; so does all but train_only

@@ -206,6 +206,42 @@ def test_spread_moves_a_words_match_to_the_widget_beside_it():
         assert float(m.spread(bias, boxes, mask, h)[0, 0, word + 1]) == 0.0
 
 
+def test_the_kernel_mix_starts_untied_so_the_kernels_can_learn_apart():
+    """All-zero mix weights give every kernel the same share in every state, hence the same gradient:
+    equal kernels would stay equal for ever. The mix starts random; a checkpoint trained with the
+    tie is untied without changing its outputs."""
+    torch.manual_seed(0)
+    m = PixelModel(PixelConfig(**{**MATCH, "match_reach": 2}))
+    assert not bool(m.match_kernel.any()) and bool(m.match_mix.weight.any())
+    assert not m.untie_match_kernels()  # already untied: left as it is
+    k, cols = 12, 4
+    boxes = torch.tensor([[c * 0.25, r * 0.3, c * 0.25 + 0.25, r * 0.3 + 0.3]
+                          for r in range(3) for c in range(cols)])[None].expand(2, -1, -1)
+    mask = torch.ones(2, k, dtype=torch.bool)
+    h = torch.randn(2, m.config.hidden_size)
+    bias = torch.rand(2, 2, k)
+
+    def grads() -> torch.Tensor:
+        m.zero_grad()
+        m.spread(bias, boxes, mask, h).pow(2).mul(torch.randn(2, 2, k, generator=torch.Generator().manual_seed(1))
+                                                  ).sum().backward()
+        return m.match_kernel.grad.clone()
+
+    g = grads()
+    assert not torch.allclose(g[0], g[1])  # each kernel learns its own
+    with torch.no_grad():  # a checkpoint trained with the tie: equal kernels, zero mix
+        m.match_kernel.copy_(torch.randn(1, m.match_kernel.shape[1]).expand_as(m.match_kernel))
+        m.match_mix.weight.zero_()
+        before = m.spread(bias, boxes, mask, h)
+    g = grads()
+    assert torch.allclose(g[0], g[1]) and torch.allclose(g[0], g[3])  # tied: the same gradient for all
+    assert m.untie_match_kernels(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(m.spread(bias, boxes, mask, h), before, atol=1e-6)  # the same outputs
+    g = grads()
+    assert not torch.allclose(g[0], g[1])
+
+
 def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
     m = _match_model(match_per_phase=True, match_phases=[[0.5, 0.0], [0.0, 0.5]])
     with torch.no_grad():

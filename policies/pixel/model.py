@@ -369,8 +369,24 @@ class PixelModel(PixelPreTrainedModel):
                 nn.init.zeros_(self.match_order_in.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
-                nn.init.zeros_(self.match_mix.weight)
+                nn.init.normal_(self.match_mix.weight, std=1 / math.sqrt(d))  # random: see untie_match_kernels
                 nn.init.zeros_(self.match_mix.bias)
+
+    @torch.no_grad()
+    def untie_match_kernels(self, generator: torch.Generator | None = None) -> bool:
+        """Draw the kernel mix's weights at random when they are all zero; True if it did.
+
+        With every mix weight at zero, each kernel gets the same share in every state, so each
+        gets the same gradient: kernels that start equal (at zero, or as a checkpoint trained
+        that way left them) stay equal, and the mix never learns to choose between them. Random
+        mix weights break the tie without changing any output while the kernels are still equal.
+        """
+        if not self.config.match_reach or bool(self.match_mix.weight.any()):
+            return False
+        w = torch.randn(self.match_mix.weight.shape, generator=generator, dtype=torch.float32)
+        self.match_mix.weight.copy_(w / math.sqrt(self.config.hidden_size))  # mix logits of unit scale
+        nn.init.zeros_(self.match_mix.bias)
+        return True
 
     def train(self, mode: bool = True) -> PixelModel:
         """As ``nn.Module.train``, but a reader stays in eval mode: it is pretrained and frozen."""
