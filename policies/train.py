@@ -263,6 +263,7 @@ class TrainConfig:
     reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
+    match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
     train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
 
 
@@ -450,6 +451,33 @@ def with_match_order(model: PixelModel) -> PixelModel:
     return new
 
 
+def with_match_reach(model: PixelModel, reach: int) -> PixelModel:
+    """A reading model whose match spreads ``reach`` tiles around a word instead of
+    ``config.match_reach``: each learned kernel keeps its weights at the offsets both reaches
+    cover, and offsets only the wider one covers start at zero, so a wider model starts acting
+    as before. A narrower one drops the outer offsets."""
+    c = model.config
+    if not c.match:
+        raise TrainError("match_reach spreads what a reader reads: the model needs a reader (--match-reader)")
+    if reach < 1:
+        raise TrainError(f"match_reach must be at least 1, not {reach}")
+    if reach == c.match_reach:
+        return model
+    new = PixelModel(PixelConfig(**{**c.to_dict(), "match_reach": reach}))
+    state = model.state_dict()
+    old = state.pop("match_kernel", None)
+    new.load_state_dict(state, strict=False)
+    if old is not None:
+        r, n, m = c.match_reach, 2 * c.match_reach + 1, 2 * reach + 1
+        grid = old.view(-1, n, n)
+        k = min(r, reach)
+        with torch.no_grad():
+            kern = new.match_kernel.view(-1, m, m)
+            kern.zero_()
+            kern[:, reach - k:reach + k + 1, reach - k:reach + k + 1] = grid[:, r - k:r + k + 1, r - k:r + k + 1]
+    return new
+
+
 @torch.no_grad()
 def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
     """Replace a reading model's ``read_glimpses`` by the match scores they give
@@ -540,6 +568,9 @@ def train(
         cfg = model.config
     if tc.match_order:
         model = with_match_order(model)
+        cfg = model.config
+    if tc.match_reach is not None:
+        model = with_match_reach(model, tc.match_reach)
         cfg = model.config
     if cfg.match and not resume and model.untie_match_kernels(torch.Generator().manual_seed(tc.seed)):
         log("match kernels: the mix was all zero (every kernel alike); drew it at random to untie them")
@@ -670,7 +701,7 @@ def train(
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
                              "reader": tc.reader, "match_reader": tc.match_reader, "match_order": tc.match_order,
-                             "train_only": list(tc.train_only)}
+                             "match_reach": tc.match_reach, "train_only": list(tc.train_only)}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": cfg.size_name or tc.size, "init": tc.init, "parameters": sum(p.numel() for p in model.parameters()),
                "sessions": len(sessions), "train_samples": n, "val_samples": len(val_np.get("labels", [])),

@@ -242,6 +242,29 @@ def test_the_kernel_mix_starts_untied_so_the_kernels_can_learn_apart():
     assert not torch.allclose(g[0], g[1])
 
 
+def test_a_wider_reach_keeps_the_learned_kernels_and_the_step():
+    from policies.train import with_match_reach
+
+    m = _match_model(3, match_reach=2)
+    text = 'Type "x" into the "Street" field.'
+    cache = m.encode_text(_ids(text))
+    args = _blank_step(m, cache)
+    match = torch.rand(1, m.config.max_glimpses, 96)
+    wide = with_match_reach(m, 4).eval()
+    assert wide.config.match_reach == 4 and wide.match_kernel.shape == (m.config.match_kernels, 81)
+    kern = wide.match_kernel.view(-1, 9, 9)
+    assert torch.equal(kern[:, 2:7, 2:7], m.match_kernel.view(-1, 5, 5))
+    assert not bool(kern[:, 0].any()) and not bool(kern[:, :, 8].any())  # the new offsets start at zero
+    with torch.no_grad():
+        a, b = m(**args, match=match), wide(**args, match=match)
+    assert torch.allclose(a.pointer_logits, b.pointer_logits, atol=1e-5)
+    narrow = with_match_reach(m, 1)
+    assert torch.equal(narrow.match_kernel.view(-1, 3, 3), m.match_kernel.view(-1, 5, 5)[:, 1:4, 1:4])
+    assert with_match_reach(m, 2) is m
+    with pytest.raises(TrainError, match="needs a reader"):
+        with_match_reach(PixelModel(PixelConfig(**SMALL)), 4)
+
+
 def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
     m = _match_model(match_per_phase=True, match_phases=[[0.5, 0.0], [0.0, 0.5]])
     with torch.no_grad():

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
                      device=args.device, val_fraction=args.val_fraction, workers=args.workers, shifts=args.shifts,
                      time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt,
                      max_glimpses=args.max_glimpses, reader=args.reader,
-                     match_reader=args.match_reader, match_order=args.match_order,
+                     match_reader=args.match_reader, match_order=args.match_order, match_reach=args.match_reach,
                      train_only=tuple(x for x in (args.train_only or "").split(",") if x))
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
@@ -65,6 +65,9 @@ def register(sub) -> None:
     p.add_argument("--match-order", action="store_true",
                    help="a reading model (--match-reader, or an --init that reads) also compares the numbers "
                         "it reads with the instruction's: below, equal or above (a slider's printed value)")
+    p.add_argument("--match-reach", type=int, default=None, metavar="TILES",
+                   help="a reading model spreads a word's match this many tiles around it (a field's middle "
+                        "lies up to 4 tiles right of its label); learned kernels are kept, new offsets start at 0")
     p.add_argument("--train-only", default=None, metavar="PREFIXES",
                    help="comma-separated parameter-name prefixes: train only those and keep every other "
                         "weight (e.g. match_ to teach an --init checkpoint to use a --match-reader)")
