@@ -10,7 +10,8 @@ fresh demos with every other weight kept (``dw reader``, ``dw train --match-read
 taught to compare the numbers it reads (``--stage order``, after ``read``): its reader goes on
 from the desktop's own words and then from slider screens, and two rounds of fine-tuning with
 ``--match-order`` run over fresh demos and DAgger episodes on drag-slider, the second driven by
-the first round's model.
+the first round's model. Two more rounds untie the match kernels, widen their reach to 4 tiles
+and add demos and DAgger episodes of the tasks whose targets sit in close rows (``rows_rounds``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -172,7 +173,30 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
     dw(train, ["train", *data, "--init", str(runs / "small-order1"), "--match-reader", str(runs / "reader-slider"),
                "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-order2"), *common])
-    export(runs / "small-order2", dest, fp16=True)
+    rows_rounds(runs, data, common, w)
+    export(runs / "small-reach4", dest, fp16=True)
+
+
+def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> None:
+    """Rounds 3 and 4 over ``--stage order``'s round 2: untied match kernels, a reach of 4 tiles,
+    and more demos and DAgger episodes of the tasks whose targets sit in close rows.
+
+    The bundled checkpoint's rounds 1-2 ran before the kernel mix started random, so their four
+    kernels stayed equal; round 3 (the same data) is where ``dw train`` untied them. With today's
+    code every round trains untied kernels, so round 3 is two more epochs."""
+    from agent.commands import demos, train
+
+    rows = "enter-text,click-checkboxes,click-menu"
+    dw(train, ["train", *data, "--init", str(runs / "small-order2"), "--train-only", "match_,head_type,head_key",
+               "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-untie"), *common])
+    dw(demos, ["demos", "--tasks", rows, "--episodes", "80", "--sizes", READ_SIZES, "--seed", "77000",
+               "--out", str(runs / "demos-rows"), "--workers", w, "--plain"])
+    dw(demos, ["demos", "--tasks", rows, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "78000",
+               "--out", str(runs / "dagger-rows"), "--workers", w, "--plain", "--dagger", str(runs / "small-untie"),
+               "--beta", "0.3"])
+    dw(train, ["train", *data, str(runs / "demos-rows"), str(runs / "dagger-rows"), "--init", str(runs / "small-untie"),
+               "--match-reach", "4", "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
+               "--out", str(runs / "small-reach4"), *common])
 
 
 def main() -> int:
