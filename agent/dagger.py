@@ -9,6 +9,28 @@ from __future__ import annotations
 import random
 
 
+class ExpertTargets:
+    """Wraps a demo's driver (the scripted expert, or :class:`ExpertLabels`) and records, at every
+    step, the word that names what the expert's next action points at: a ``system`` event
+    :data:`agent.session.EXPERT_TARGET` with ``word``, on that frame, where the task names one
+    (``Task.expert_target``). Training teaches a reading model's pointer to look for that word."""
+
+    def __init__(self, driver, recorder) -> None:
+        self.driver, self.recorder, self.name = driver, recorder, driver.name
+
+    def reset(self, instruction: str) -> None:
+        self.driver.reset(instruction)
+
+    def act(self, observation):
+        from agent.session import EXPERT_TARGET
+
+        oracle = observation.oracle
+        word = oracle.expert_target() if oracle is not None and hasattr(oracle, "expert_target") else None
+        if word:
+            self.recorder.add_event(observation.frame.t, "system", event=EXPERT_TARGET, word=word)
+        return self.driver.act(observation)
+
+
 class ExpertLabels:
     """Drives with ``policy`` and records, at every step, the scripted expert's next action on that
     frame as a label: a ``system`` event :data:`agent.session.EXPERT_LABEL`. Training learns the

@@ -29,6 +29,8 @@ SOURCES = ("human", "policy", "system")
 # A system event whose action is what the scripted expert would do on that frame (``dw demos
 # --dagger``): a training label beside the actions that really ran, never one of them.
 EXPERT_LABEL = "expert_label"
+# a system event with ``word``: the word naming what the expert's next action points at (demos)
+EXPERT_TARGET = "expert_target"
 
 
 class SessionError(UserError):

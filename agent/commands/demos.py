@@ -49,7 +49,9 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
                           desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
     if policy is not None:
         driver.start(rec, spec["seed"])
-    res = Agent(desk, driver, recorder=rec, max_steps=spec.get("max_steps", 200)).run()
+    from agent.dagger import ExpertTargets
+
+    res = Agent(desk, ExpertTargets(driver, rec), recorder=rec, max_steps=spec.get("max_steps", 200)).run()
     desk.close()
     return {"path": str(path), "success": res.success, "steps": res.steps}
 

@@ -176,6 +176,13 @@ class Task(Scene):
     def expert(self) -> list[Action]:  # pragma: no cover - every task overrides
         raise NotImplementedError
 
+    def expert_target(self) -> str | None:
+        """The word on screen that names what the expert's next action points at (a button's
+        label, a field's name), or None where no word of the instruction does (a slider's thumb,
+        a key). Demos record it beside each step (:data:`agent.session.EXPERT_TARGET`), so training
+        can teach a reading model which of the instruction's words to look for."""
+        return None
+
     def norm(self, x: float, y: float) -> tuple[float, float]:
         """A logical point to the normalised coordinates of the physical pixel under it."""
         s = self.scale
@@ -252,6 +259,9 @@ class ClickButton(Task):
     def expert(self) -> list[Action]:
         return self.click(self.target)
 
+    def expert_target(self) -> str | None:
+        return self.target.label
+
 
 class ClickCheckboxes(Task):
     """Tick exactly the named check boxes, then press Submit (checked at Submit)."""
@@ -292,6 +302,9 @@ class ClickCheckboxes(Task):
                 box = Rect(b.rect.x, b.rect.y, min(b.rect.w, 60), b.rect.h)
                 return self.click(b, r=box)
         return self.click(self.submit)
+
+    def expert_target(self) -> str | None:
+        return next((b.label for b in self.boxes if b.checked != (b in self.targets)), self.submit.label)
 
 
 class EnterText(Task):
@@ -341,6 +354,10 @@ class EnterText(Task):
             n = random.Random(f"burst/{self.seed}/{len(f.text)}").randint(2, 4)
             rest = rest[:n]
         return [Type(rest)]
+
+    def expert_target(self) -> str | None:
+        # with one field the instruction names none ("the text field")
+        return self.target.name if len(self.fields) > 1 and not self.target.focused else None
 
 
 class DragSlider(Task):
@@ -471,6 +488,9 @@ class ClickMenu(Task):
             return self.click(self.menu)
         return self.click(self.item)
 
+    def expert_target(self) -> str | None:
+        return self.item.label if self.open_menu is self.menu else self.menu.label
+
 
 class CloseDialog(Task):
     """Close a modal dialog with its × (or its Close button), not with one of its options."""
@@ -568,6 +588,9 @@ class DoubleClickIcon(Task):
 
     def expert(self) -> list[Action]:
         return self.click(self.target, count=2)
+
+    def expert_target(self) -> str | None:
+        return self.target.label
 
 
 TASKS: dict[str, type[Task]] = {
