@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from policies.actions import Drag
-from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end
+from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end, word_position
 from policies.pixel.config import PixelConfig
 from policies.pixel.model import PixelModel
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import step_inputs
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
@@ -108,7 +108,7 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     ``shifts`` shifted ones (seeded by the session's name, so the cache is deterministic).
     """
     # agent depends on policies, not the reverse: import late
-    from agent.session import EXPERT_LABEL, open_session
+    from agent.session import EXPERT_LABEL, EXPERT_TARGET, open_session
 
     s = open_session(session_dir)
     pre = pre or Preprocessor(cfg)
@@ -122,6 +122,8 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     targets = labels or executed
     timeline = sorted(executed + labels, key=lambda e: e.line) if labels else executed
     learn = {id(e) for e in targets}
+    named = {e.frame: e.raw.get("word") for e in s.events
+             if e.source == "system" and e.raw.get("event") == EXPERT_TARGET}
     ids, raw = encode_text(s.instruction, cfg.max_text)
     want = {e.frame for e in targets if e.frame >= 0}
     views: dict[int, object] = {}
@@ -141,6 +143,7 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
         for v in views.get(e.frame, ()) if id(e) in learn else ():
             htypes, hpts = history_features(cfg, history, raw)
             lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
+            lab["word"] = word_position(raw, named.get(e.frame))
             rows["global_view"].append(v.global_view)
             rows["glimpses"].append(v.glimpses)
             rows["boxes"].append(v.boxes)

@@ -154,8 +154,8 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
     """``dw demos --dagger``: the policy drives, the expert labels each state; training learns
     the labels, and the history it sees is what the policy really did."""
     from agent.cli import main
-    from agent.session import EXPERT_LABEL, open_session
-    from policies.pixel.codec import LABEL_FIELDS, action_label, history_features
+    from agent.session import EXPERT_LABEL, EXPERT_TARGET, open_session
+    from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, word_position
     from policies.pixel.config import PixelConfig
     from policies.pixel.preprocess import Preprocessor, encode_text
     from policies.train import session_samples
@@ -179,6 +179,10 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
         v = Preprocessor(cfg)(frame)
         _, raw = encode_text(s.instruction, cfg.max_text)
         lab, _ = action_label(cfg, last.action, v.boxes, v.mask, raw, -1)
+        # and the word naming the expert's target: the button's label, quoted in the instruction
+        (word,) = [e.raw["word"] for e in s.events if e.raw.get("event") == EXPERT_TARGET and e.frame == last.frame]
+        lab["word"] = word_position(raw, word)
+        assert lab["word"] == s.instruction.index(f'"{word}"') + 1
         assert got["labels"][-1].tolist() == [lab[k] for k in LABEL_FIELDS]
         htypes, _ = history_features(cfg, before, raw)
         assert np.array_equal(got["history_types"][-1], htypes)

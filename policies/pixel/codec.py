@@ -14,7 +14,7 @@ from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp,
 from policies.pixel.config import PixelConfig
 
 LABEL_FIELDS = ("type", "button", "count", "key", "scroll_x", "scroll_y", "wait", "ptr0", "ptr1",
-                "span_start", "span_end")
+                "span_start", "span_end", "word")  # word: where the word naming ptr0's target starts
 
 
 def global_boxes(cfg: PixelConfig) -> np.ndarray:
@@ -144,6 +144,8 @@ def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[t
        torch.stack([labels["scroll_x"], labels["scroll_y"]], 1).flatten())
     ce("wait", out.wait_logits, labels["wait"])
     ce("span", torch.cat([out.span_start, out.span_end]), torch.cat([labels["span_start"], labels["span_end"]]))
+    if getattr(out, "word_logits", None) is not None:  # a reading model learns which word names its target
+        ce("word", out.word_logits[:, 0], torch.where(labels["ptr0"] >= 0, labels["word"], -1))
     off_terms = []
     for j in range(2):
         tgt = labels[f"ptr{j}"]
@@ -158,6 +160,21 @@ def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[t
         parts["offset"] = 8.0 * sum(off_terms)  # ~1-point precision matters (sliders)
     total = sum(parts.values())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def word_position(raw: bytes, word: str | None) -> int:
+    """Where ``word`` starts in the instruction's bytes ``raw`` (its quoted occurrence first), or
+    -1: the ``word`` label of a sample whose target a demo named (``agent.session.EXPERT_TARGET``)."""
+    if not word:
+        return -1
+    w = word.encode("utf-8")
+    i = raw.find(b'"' + w)
+    if i >= 0:
+        return i + 1
+    i = raw.find(w)
+    while i > 0 and (chr(raw[i - 1]).isalnum()):  # a whole word, not the end of a longer one
+        i = raw.find(w, i + 1)
+    return i
 
 
 def history_features(cfg: PixelConfig, actions, raw_text: bytes) -> tuple[np.ndarray, np.ndarray]:

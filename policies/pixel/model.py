@@ -268,6 +268,9 @@ class PixelOutput(ModelOutput):
     boxes: torch.Tensor | None = None  # (B, N, 4) the pointer tokens' boxes (normalised, float32)
     span_start: torch.Tensor | None = None  # (B, L)
     span_end: torch.Tensor | None = None
+    # a reading model in training only: each pointer's attention logits over the instruction's
+    # positions (B, 2, L; -1e4 where no word starts), which codec.loss teaches where demos name the target
+    word_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -611,8 +614,8 @@ class PixelModel(PixelPreTrainedModel):
         if c.match:  # favour the glimpses whose word matches the word this pointer looks for
             tq = self.match_tq(h).view(b, 2, d).float()
             tk = self.match_tk(states).float()
-            ta = (torch.einsum("bjd,bld->bjl", tq, tk) * scale).masked_fill(~starts[:, None, :], -1e4).softmax(-1)
-            bias = torch.einsum("bjl,bkl->bjk", ta, match)  # (B, 2, K)
+            word_logits = (torch.einsum("bjd,bld->bjl", tq, tk) * scale).masked_fill(~starts[:, None, :], -1e4)
+            bias = torch.einsum("bjl,bkl->bjk", word_logits.softmax(-1), match)  # (B, 2, K)
             if c.match_reach:
                 bias = self.spread(bias, boxes, glimpse_mask, h)
             gate = F.softplus(self.match_gate(h).float())[:, :, None]
@@ -640,4 +643,5 @@ class PixelModel(PixelPreTrainedModel):
             boxes=ptr_boxes,
             span_start=span[:, 0],
             span_end=span[:, 1],
+            word_logits=word_logits if c.match and self.training else None,
         )

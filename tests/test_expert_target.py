@@ -1,0 +1,110 @@
+"""Demos name the word that names each expert target (``EXPERT_TARGET``), and a reading model's
+pointer learns to look for that word of the instruction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.commands.demos import demo_specs, record_demo
+from agent.session import EXPERT_TARGET, open_session
+from agent.virtual import VirtualDesktop
+from agent.virtual.tasks import task_names
+from policies.pixel import PixelConfig, PixelModel, encode_text
+from policies.pixel.codec import LABEL_FIELDS, loss, word_position
+from policies.train import session_samples
+
+NAMED = {"click-button", "click-checkboxes", "enter-text", "click-menu", "double-click-icon"}
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_the_expert_target_is_a_word_of_the_instruction_at_every_step(task):
+    for seed in range(6):
+        desk = VirtualDesktop(task, seed=seed, size=(800, 600))
+        t = desk.oracle
+        named = []
+        for _ in range(12):
+            if t.finished:
+                break
+            word = t.expert_target()
+            if word is not None:
+                assert word_position(t.instruction.encode(), word) >= 0, (word, t.instruction)
+                named.append(word)
+            for a in t.expert_actions():
+                desk.apply(a)
+        assert t.success, (task, seed)
+        desk.close()
+        if task in NAMED - {"enter-text"}:
+            assert named
+        if task not in NAMED:
+            assert not named
+
+
+def test_checkboxes_name_each_box_still_to_tick_then_submit():
+    desk = VirtualDesktop("click-checkboxes", seed=3, size=(800, 600))
+    t = desk.oracle
+    seen = []
+    while not t.finished:
+        seen.append(t.expert_target())
+        for a in t.expert_actions():
+            desk.apply(a)
+    assert seen[:-1] == [b.label for b in t.boxes if b in t.targets] and seen[-1] == "Submit"
+
+
+def test_word_position_finds_the_quoted_whole_word():
+    raw = b'Type "art" into the "Street" field; then Start.'
+    assert raw[word_position(raw, "Street"):].startswith(b"Street")
+    assert word_position(raw, "Start") == raw.index(b"Start.")
+    assert word_position(raw, "art") == raw.index(b'"art') + 1  # quoted, not inside "Start"
+    assert word_position(raw, "tart") == -1 and word_position(raw, None) == -1
+
+
+def test_demos_record_the_target_and_training_labels_its_position(tmp_path):
+    (spec,) = demo_specs(["click-menu"], 1, [(640, 480, 1.0)], 5, human_like=False)
+    path = record_demo(spec, str(tmp_path))["path"]
+    s = open_session(path)
+    words = [e.raw["word"] for e in s.events if e.raw.get("event") == EXPERT_TARGET]
+    menu = s.instruction.split('"')[3]
+    item = s.instruction.split('"')[1]
+    assert words == [menu, item]
+    cfg = PixelConfig(hidden_size=64, num_layers=2, num_heads=2, stem_channels=8, max_glimpses=8)
+    lab = session_samples(tmp_path / path.split("/")[-1], cfg)["labels"][:, LABEL_FIELDS.index("word")]
+    raw = s.instruction.encode()
+    assert [raw[i:].split(b'"')[0].decode() for i in lab] == [menu, item]
+
+
+def test_a_reading_model_learns_to_look_for_the_named_word():
+    torch.manual_seed(0)
+    m = PixelModel(PixelConfig(hidden_size=64, num_layers=2, num_heads=2, stem_channels=8, max_glimpses=8,
+                               match=True, match_channels=8, match_reach=2))
+    text = 'Type "x" into the "Street" field.'
+    ids = torch.from_numpy(encode_text(text, 96)[0])[None].expand(4, -1)
+    k = m.config.max_glimpses
+    args = dict(global_view=torch.zeros(4, 40, 64, 3, dtype=torch.uint8),
+                glimpses=torch.zeros(4, k, 48, 48, 3, dtype=torch.uint8), boxes=torch.rand(4, k, 4),
+                glimpse_mask=torch.ones(4, k, dtype=torch.bool), screen=torch.zeros(4, 4), cursor=torch.zeros(4, 3),
+                history_types=torch.full((4, 4), len(m.config.action_types)), history_points=torch.zeros(4, 4, 3),
+                text_ids=ids, match=torch.rand(4, k, 96))
+    labels = {f: torch.full((4,), -1) for f in LABEL_FIELDS}
+    labels["ptr0"] = torch.tensor([3, 3, 3, -1])
+    pos = text.index("Street")
+    labels["word"] = torch.full((4,), pos)
+    m.eval()
+    assert m(**args).word_logits is None  # the step has no such output
+    m.train()
+    params = [p for n, p in m.named_parameters() if n.startswith("match_t")]
+    opt = torch.optim.SGD(params, lr=0.5)
+    share = []
+    for _ in range(20):
+        out = m(**args)
+        share.append(float(out.word_logits[0, 0].detach().softmax(-1)[pos]))
+        total, parts = loss(out, labels, torch.zeros(4, 2, 2))
+        assert "word" in parts
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert share[-1] > 0.9 > share[0]
+    labels["word"][:] = -1  # no demo named a target: no word loss
+    assert "word" not in loss(m(**args), labels, torch.zeros(4, 2, 2))[1]
+    assert np.isfinite(share).all()
