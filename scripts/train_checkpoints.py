@@ -183,7 +183,10 @@ def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> None:
 
     The bundled checkpoint's rounds 1-2 ran before the kernel mix started random, so their four
     kernels stayed equal; round 3 (the same data) is where ``dw train`` untied them. With today's
-    code every round trains untied kernels, so round 3 is two more epochs."""
+    code every round trains untied kernels, so round 3 is two more epochs. Likewise the demos
+    recorded before demos named each expert target (``expert_target`` events) were recorded again,
+    with the same seeds, for round 4 only: today every demo and DAgger episode names its targets,
+    so every round learns which word to look for."""
     from agent.commands import demos, train
 
     rows = "enter-text,click-checkboxes,click-menu"
