@@ -372,8 +372,7 @@ class PixelModel(PixelPreTrainedModel):
                 nn.init.zeros_(self.match_order_in.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
-                nn.init.normal_(self.match_mix.weight, std=1 / math.sqrt(d))  # random: see untie_match_kernels
-                nn.init.zeros_(self.match_mix.bias)
+                self._draw_match_mix()  # random: see untie_match_kernels
 
     @torch.no_grad()
     def untie_match_kernels(self, generator: torch.Generator | None = None) -> bool:
@@ -386,10 +385,13 @@ class PixelModel(PixelPreTrainedModel):
         """
         if not self.config.match_reach or bool(self.match_mix.weight.any()):
             return False
-        w = torch.randn(self.match_mix.weight.shape, generator=generator, dtype=torch.float32)
-        self.match_mix.weight.copy_(w / math.sqrt(self.config.hidden_size))  # mix logits of unit scale
-        nn.init.zeros_(self.match_mix.bias)
+        self._draw_match_mix(generator)
         return True
+
+    def _draw_match_mix(self, generator: torch.Generator | None = None) -> None:
+        """Random kernel-mix weights, giving mix logits of unit scale, and a zero bias."""
+        nn.init.normal_(self.match_mix.weight, std=1 / math.sqrt(self.config.hidden_size), generator=generator)
+        nn.init.zeros_(self.match_mix.bias)
 
     def train(self, mode: bool = True) -> PixelModel:
         """As ``nn.Module.train``, but a reader stays in eval mode: it is pretrained and frozen."""
