@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from policies.actions import Drag
-from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end, word_position
+from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end
 from policies.pixel.config import PixelConfig
-from policies.pixel.model import PixelModel
+from policies.pixel.model import PixelModel, word_position
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import step_inputs

@@ -12,7 +12,8 @@ from agent.session import EXPERT_TARGET, open_session
 from agent.virtual import VirtualDesktop
 from agent.virtual.tasks import task_names
 from policies.pixel import PixelConfig, PixelModel, encode_text
-from policies.pixel.codec import LABEL_FIELDS, loss, word_position
+from policies.pixel.codec import LABEL_FIELDS, loss
+from policies.pixel.model import word_position, word_templates
 from policies.train import session_samples
 
 NAMED = {"click-button", "click-checkboxes", "enter-text", "click-menu", "double-click-icon"}
@@ -58,6 +59,9 @@ def test_word_position_finds_the_quoted_whole_word():
     assert word_position(raw, "Start") == raw.index(b"Start.")
     assert word_position(raw, "art") == raw.index(b'"art') + 1  # quoted, not inside "Start"
     assert word_position(raw, "tart") == -1 and word_position(raw, None) == -1
+    assert word_position(b"re-start or start", "start") == 12  # "-" stays inside a word, as in a template
+    _, starts = word_templates(torch.from_numpy(encode_text(raw.decode(), 96)[0])[None])
+    assert all(bool(starts[0, word_position(raw, w)]) for w in ("Street", "Start", "art", "Type"))
 
 
 def test_demos_record_the_target_and_training_labels_its_position(tmp_path):

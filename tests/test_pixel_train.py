@@ -155,8 +155,9 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
     the labels, and the history it sees is what the policy really did."""
     from agent.cli import main
     from agent.session import EXPERT_LABEL, EXPERT_TARGET, open_session
-    from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, word_position
+    from policies.pixel.codec import LABEL_FIELDS, action_label, history_features
     from policies.pixel.config import PixelConfig
+    from policies.pixel.model import word_position
     from policies.pixel.preprocess import Preprocessor, encode_text
     from policies.train import session_samples
 

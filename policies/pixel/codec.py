@@ -162,21 +162,6 @@ def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[t
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def word_position(raw: bytes, word: str | None) -> int:
-    """Where ``word`` starts in the instruction's bytes ``raw`` (its quoted occurrence first), or
-    -1: the ``word`` label of a sample whose target a demo named (``agent.session.EXPERT_TARGET``)."""
-    if not word:
-        return -1
-    w = word.encode("utf-8")
-    i = raw.find(b'"' + w)
-    if i >= 0:
-        return i + 1
-    i = raw.find(w)
-    while i > 0 and (chr(raw[i - 1]).isalnum()):  # a whole word, not the end of a longer one
-        i = raw.find(w, i + 1)
-    return i
-
-
 def history_features(cfg: PixelConfig, actions, raw_text: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The last ``cfg.history`` actions (oldest first) as (types (H,), points (H, 3)).
 

@@ -178,13 +178,34 @@ class Reader(nn.Module):
         return self(tiles, dtype).float().softmax(-1).flatten(1)
 
 
+def _is_word_char(ch: str) -> bool:
+    """Whether ``ch`` belongs inside an instruction word (:func:`word_templates`)."""
+    return ch.isalnum() or ch in WORD_EXTRA
+
+
 def _byte_tables() -> tuple[torch.Tensor, torch.Tensor]:
     cls = torch.full((257,), END, dtype=torch.long)
     word = torch.zeros(257, dtype=torch.bool)
     for i, ch in enumerate(CHARS):
         cls[ord(ch)] = i
-        word[ord(ch)] = ch.isalnum() or ch in WORD_EXTRA
+        word[ord(ch)] = _is_word_char(ch)
     return cls, word
+
+
+def word_position(raw: bytes, word: str | None) -> int:
+    """Where ``word`` starts in the instruction's bytes ``raw``, at a word start as
+    :func:`word_templates` finds them (its quoted occurrence first), or -1: the ``word`` label of
+    a sample whose target a demo named (``agent.session.EXPERT_TARGET``)."""
+    if not word:
+        return -1
+    w = word.encode("utf-8")
+    i = raw.find(b'"' + w)
+    if i >= 0:
+        return i + 1
+    i = raw.find(w)
+    while i > 0 and _is_word_char(chr(raw[i - 1])):  # a whole word, not the end of a longer one
+        i = raw.find(w, i + 1)
+    return i
 
 
 def word_templates(text_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
