@@ -41,7 +41,7 @@ from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import step_inputs
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
@@ -143,7 +143,8 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
         for v in views.get(e.frame, ()) if id(e) in learn else ():
             htypes, hpts = history_features(cfg, history, raw)
             lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
-            lab["word"] = word_position(raw, named.get(e.frame))
+            if lab["ptr0"] >= 0:  # the word names where the first pointer goes: none for a key
+                lab["word"] = word_position(raw, named.get(e.frame))
             rows["global_view"].append(v.global_view)
             rows["glimpses"].append(v.glimpses)
             rows["boxes"].append(v.boxes)

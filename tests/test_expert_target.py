@@ -15,6 +15,7 @@ from policies.pixel import PixelConfig, PixelModel, encode_text
 from policies.pixel.codec import LABEL_FIELDS, loss
 from policies.pixel.model import word_position, word_templates
 from policies.train import session_samples
+from tests.test_pixel_match import _blank_step
 
 NAMED = {"click-button", "click-checkboxes", "enter-text", "click-menu", "double-click-icon"}
 
@@ -83,17 +84,14 @@ def test_a_reading_model_learns_to_look_for_the_named_word():
     m = PixelModel(PixelConfig(hidden_size=64, num_layers=2, num_heads=2, stem_channels=8, max_glimpses=8,
                                match=True, match_channels=8, match_reach=2))
     text = 'Type "x" into the "Street" field.'
-    ids = torch.from_numpy(encode_text(text, 96)[0])[None].expand(4, -1)
-    k = m.config.max_glimpses
-    args = dict(global_view=torch.zeros(4, 40, 64, 3, dtype=torch.uint8),
-                glimpses=torch.zeros(4, k, 48, 48, 3, dtype=torch.uint8), boxes=torch.rand(4, k, 4),
-                glimpse_mask=torch.ones(4, k, dtype=torch.bool), screen=torch.zeros(4, 4), cursor=torch.zeros(4, 3),
-                history_types=torch.full((4, 4), len(m.config.action_types)), history_points=torch.zeros(4, 4, 3),
-                text_ids=ids, match=torch.rand(4, k, 96))
-    labels = {f: torch.full((4,), -1) for f in LABEL_FIELDS}
-    labels["ptr0"] = torch.tensor([3, 3, 3, -1])
+    with torch.no_grad():  # the instruction is encoded once, as a policy does; its layers are not trained here
+        cache = m.encode_text(torch.from_numpy(encode_text(text, 96)[0])[None])
+    args = _blank_step(m, cache)
+    args["match"] = torch.rand(1, m.config.max_glimpses, 96)
+    labels = {f: torch.full((1,), -1) for f in LABEL_FIELDS}
+    labels["ptr0"][:] = 3
     pos = text.index("Street")
-    labels["word"] = torch.full((4,), pos)
+    labels["word"][:] = pos
     m.eval()
     assert m(**args).word_logits is None  # the step has no such output
     m.train()
@@ -103,12 +101,12 @@ def test_a_reading_model_learns_to_look_for_the_named_word():
     for _ in range(20):
         out = m(**args)
         share.append(float(out.word_logits[0, 0].detach().softmax(-1)[pos]))
-        total, parts = loss(out, labels, torch.zeros(4, 2, 2))
+        total, parts = loss(out, labels, torch.zeros(1, 2, 2))
         assert "word" in parts
         opt.zero_grad()
         total.backward()
         opt.step()
     assert share[-1] > 0.9 > share[0]
     labels["word"][:] = -1  # no demo named a target: no word loss
-    assert "word" not in loss(m(**args), labels, torch.zeros(4, 2, 2))[1]
+    assert "word" not in loss(m(**args), labels, torch.zeros(1, 2, 2))[1]
     assert np.isfinite(share).all()

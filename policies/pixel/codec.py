@@ -145,7 +145,7 @@ def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[t
     ce("wait", out.wait_logits, labels["wait"])
     ce("span", torch.cat([out.span_start, out.span_end]), torch.cat([labels["span_start"], labels["span_end"]]))
     if getattr(out, "word_logits", None) is not None:  # a reading model learns which word names its target
-        ce("word", out.word_logits[:, 0], torch.where(labels["ptr0"] >= 0, labels["word"], -1))
+        ce("word", out.word_logits[:, 0], labels["word"])
     off_terms = []
     for j in range(2):
         tgt = labels[f"ptr{j}"]
