@@ -113,13 +113,15 @@ def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
 
 
 def test_numbers_read_compare_with_the_instructions_number():
-    from policies.pixel.model import compare_numbers
+    from policies.pixel.model import compare_numbers, number_words
 
     text = "Set the zoom slider to 67, then click Submit."
     tmpl, starts = word_templates(_ids(text))
+    tmpl = tmpl.view(1, 96, MAX_CHARS + 1, END + 1)
+    number = number_words(tmpl, starts.view(1, 96))
     reads = ["66", "67", "68", "7", "100", "60", "70", "", "Submit", "6x"]
     probs = torch.stack([_read(w) for w in reads]).view(1, len(reads), MAX_CHARS + 1, END + 1)
-    f = compare_numbers(probs, tmpl.view(1, 96, MAX_CHARS + 1, END + 1), starts)
+    f = compare_numbers(probs, tmpl, number)
     got = {w: [round(float(v), 3) for v in f[0, i, text.index("67")]] for i, w in enumerate(reads)}
     below, equal, above = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
     assert got == {"66": below, "67": equal, "68": above, "7": below, "100": above, "60": below, "70": above,
@@ -128,7 +130,7 @@ def test_numbers_read_compare_with_the_instructions_number():
     assert float(f[0].abs().sum()) == pytest.approx(7.0)
     # an unsure read splits its chance: half "66", half "68"
     mixed = (0.5 * _read("66") + 0.5 * _read("68")).view(1, 1, MAX_CHARS + 1, END + 1)
-    g = compare_numbers(mixed, tmpl.view(1, 96, MAX_CHARS + 1, END + 1), starts)[0, 0, text.index("67")]
+    g = compare_numbers(mixed, tmpl, number)[0, 0, text.index("67")]
     assert g.tolist() == pytest.approx([0.5, 0.0, 0.5], abs=1e-6)
 
 

@@ -118,10 +118,11 @@ def number_words(template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     return starts & is_dig[..., 0] & (is_dig | t[..., END] | ~t.any(-1)).all(-1)
 
 
-def compare_numbers(probs: torch.Tensor, template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+def compare_numbers(probs: torch.Tensor, template: torch.Tensor, number: torch.Tensor) -> torch.Tensor:
     """(B, R, S, C) reads (each slot's class probabilities) and (B, L, S, C) instruction word
-    templates with (B, L) word starts -> (B, R, L, 3): the chance each read is a number below,
-    equal to or above the instruction's number at l (zero where no number word starts).
+    templates with (B, L) number-word starts (:func:`number_words`) -> (B, R, L, 3): the chance
+    each read is a number below, equal to or above the instruction's number at l (zero where no
+    number word starts).
 
     Numbers are unsigned digit strings, as the reader names them (slots: digits, then END). A read
     with fewer digits (at least one) is below, one with more is above, and one of the same length
@@ -131,7 +132,6 @@ def compare_numbers(probs: torch.Tensor, template: torch.Tensor, starts: torch.T
     t_dig = t[..., :N_DIGITS]
     is_dig = t_dig.any(-1)  # (B, L, S)
     n = is_dig.sum(-1)  # (B, L) digits in the word
-    number = number_words(template, starts)
     digit = probs[..., :N_DIGITS].sum(-1)  # (B, R, S) the slot holds a digit
     end = probs[..., END]
     given = probs[..., :N_DIGITS] / digit[..., None].clamp(min=1e-6)  # which digit, given it is one
@@ -473,7 +473,8 @@ class PixelModel(PixelPreTrainedModel):
         tmpl, starts = text.words(b)
         tmpl = tmpl.view(b, -1, s, c)
         # only the instruction's first MAX_NUMBERS number words are compared (a few, against ~60 words)
-        first = number_words(tmpl, starts).float() - 1e-3 * torch.arange(tmpl.shape[1], device=tmpl.device)
+        number = number_words(tmpl, starts)
+        first = number.float() - 1e-3 * torch.arange(tmpl.shape[1], device=tmpl.device)
         sel = first.topk(min(MAX_NUMBERS, tmpl.shape[1]), -1).indices
         reads = probs.float().view(b, -1, s, c)
         # only the tiles likeliest to hold a number are compared (a few, against ~96 tiles)
@@ -481,7 +482,7 @@ class PixelModel(PixelPreTrainedModel):
         reads = reads.gather(1, top[..., None, None].expand(-1, -1, s, c))
         f = compare_numbers(reads,
                             tmpl.gather(1, sel[..., None, None].expand(-1, -1, s, c)).float(),
-                            starts.gather(1, sel))  # (B, R, MAX_NUMBERS, 3)
+                            number.gather(1, sel))  # (B, R, MAX_NUMBERS, 3)
         tot = f.sum(-1)  # (B, R, MAX_NUMBERS): the chance the tile reads a number at all
         w = tot * tot
         dist = (f * w[..., None]).sum((1, 2)) / w.sum((1, 2))[:, None].clamp(min=1e-6)
