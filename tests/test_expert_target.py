@@ -79,6 +79,20 @@ def test_demos_record_the_target_and_training_labels_its_position(tmp_path):
     assert [raw[i:].split(b'"')[0].decode() for i in lab] == [menu, item]
 
 
+def test_a_step_that_points_nowhere_gets_no_word_label(tmp_path):
+    # a human-like expert first pauses to read (a Wait): its target is named, but no pointer goes there
+    (spec,) = demo_specs(["click-button"], 1, [(640, 480, 1.0)], 7, human_like=True)
+    path = record_demo(spec, str(tmp_path))["path"]
+    s = open_session(path)
+    assert sum(e.raw.get("event") == EXPERT_TARGET for e in s.events) >= 2
+    cfg = PixelConfig(hidden_size=64, num_layers=2, num_heads=2, stem_channels=8, max_glimpses=8)
+    labels = session_samples(tmp_path / path.split("/")[-1], cfg)["labels"]
+    ptr0, word = labels[:, LABEL_FIELDS.index("ptr0")], labels[:, LABEL_FIELDS.index("word")]
+    assert (ptr0 < 0).any() and (ptr0 >= 0).any()
+    assert (word[ptr0 < 0] == -1).all()
+    label = s.instruction.split('"')[1]
+    assert {s.instruction.encode()[i:].split(b'"')[0].decode() for i in word[ptr0 >= 0]} == {label}
+
 def test_a_reading_model_learns_to_look_for_the_named_word():
     torch.manual_seed(0)
     m = PixelModel(PixelConfig(hidden_size=64, num_layers=2, num_heads=2, stem_channels=8, max_glimpses=8,
