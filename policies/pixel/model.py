@@ -294,6 +294,11 @@ class PixelOutput(ModelOutput):
     word_logits: torch.Tensor | None = None
 
 
+def _batched(t: torch.Tensor, b: int) -> torch.Tensor:
+    """``t`` for a batch of ``b``: an instruction encoded once (batch 1) is shared by every row."""
+    return t if t.shape[0] == b else t.expand(b, *([-1] * (t.dim() - 1)))
+
+
 @dataclass
 class TextCache:
     """What :meth:`PixelModel.encode_text` computes once per instruction."""
@@ -306,9 +311,7 @@ class TextCache:
 
     def words(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``template`` and ``starts`` for a batch of ``b`` (an instruction cached once is shared)."""
-        if self.template.shape[0] == b:
-            return self.template, self.starts
-        return self.template.expand(b, -1, -1), self.starts.expand(b, -1)
+        return _batched(self.template, b), _batched(self.starts, b)
 
 
 class PixelPreTrainedModel(PreTrainedModel):
@@ -601,8 +604,7 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_order and order is None:
                 order = self.order_of(read_probs, text_cache)
             match = match.float()
-            states = text_cache.states if text_cache.states.shape[0] == b else text_cache.states.expand(b, -1, -1)
-            starts = text_cache.starts if text_cache.starts.shape[0] == b else text_cache.starts.expand(b, -1)
+            states, starts = _batched(text_cache.states, b), _batched(text_cache.starts, b)
             match, starts = match[..., :starts.shape[1]], starts[:, :match.shape[-1]]
             states = states[:, :match.shape[-1]]
             # text-only word summaries: which words of the instruction each slot stands for
@@ -618,9 +620,7 @@ class PixelModel(PixelPreTrainedModel):
         x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)
         n_fixed = 2 + c.history + gh * gw
         vis_mask = torch.cat([torch.ones(b, n_fixed, dtype=torch.bool, device=x.device), glimpse_mask.bool()], 1)
-        tmask = text_cache.mask
-        if tmask.shape[0] != b:
-            tmask = tmask.expand(b, -1)
+        tmask = _batched(text_cache.mask, b)
         mask = torch.cat([tmask, vis_mask], 1)
         for layer, kv in zip(self.layers, text_cache.kv, strict=True):
             x = layer.step(x, kv, mask)
@@ -649,12 +649,9 @@ class PixelModel(PixelPreTrainedModel):
         cond = self.off_cond(h).view(b, 2, 1, d)
         offsets = self.off_out(F.gelu(vis[:, None] + cond))  # (B, 2, N, 2)
         sq = self.span_q(h).view(b, 2, d)
-        sk = self.span_k(text_cache.states)
-        if sk.shape[0] != b:
-            sk = sk.expand(b, -1, -1)
+        sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
-        span = span.masked_fill(~(text_cache.mask if text_cache.mask.shape[0] == b
-                                  else text_cache.mask.expand(b, -1))[:, None, :], -1e4)
+        span = span.masked_fill(~tmask[:, None, :], -1e4)
         return PixelOutput(
             type_logits=self.head_type(h),
             button_logits=self.head_button(h),
