@@ -109,9 +109,14 @@ def test_a_window_reader_trains_loads_and_makes_a_window_reading_model(tmp_path)
         with_match_reader(PixelModel(PixelConfig(**{**SMALL, "tile_pt": 64})), out)
     with pytest.raises(TrainError, match="read windows"):
         with_reader(PixelModel(PixelConfig(**SMALL)), out)
-    with pytest.raises(R.ReaderError, match="windows"):  # going on from it as a tile reader
-        R.pretrain_reader(tmp_path / "t", steps=1, batch_size=4, val_tiles=4, words=["Save"], tile_pt=32,
-                          init=out, log=lambda s: None)
+    # going on from it as a tile reader: the convolutions carry over (lr 0 keeps them), the head starts afresh
+    logged = []
+    R.pretrain_reader(tmp_path / "t", steps=1, lr=0.0, batch_size=4, val_tiles=4, words=["Save"], tile_pt=32,
+                      init=out, log=logged.append)
+    cfg_t, tile_reader = R.load_reader(tmp_path / "t")
+    assert R._window(cfg_t) is None and any("stem is kept" in line for line in logged)
+    assert torch.equal(tile_reader.stem[0].weight, rd.stem[0].weight)
+    assert tile_reader.head[0].weight.shape != rd.head[0].weight.shape
 
 
 def test_desktop_windows_are_labelled_by_the_rule():

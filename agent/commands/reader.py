@@ -99,7 +99,8 @@ def register(sub) -> None:
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="fit the schedule into this many seconds")
     p.add_argument("--init", default=None, metavar="READER_DIR",
-                   help="go on training this reader (its stem and width; --channels/--head-width are ignored)")
+                   help="go on training this reader (its stem and width; --channels/--head-width are ignored); "
+                        "a reader of other tiles or windows gives its stem only, and the head starts afresh")
     p.add_argument("--desktop-share", type=float, default=0.5, metavar="F",
                    help="share of each batch cut from the virtual desktop's own screens, labelled by what it drew "
                         "(0: synthetic tiles only)")

@@ -267,7 +267,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
 
     ``init``: a reader folder to go on from (its stem, width and head; ``stem``, ``channels`` and
-    ``head_width`` are then taken from it). ``desktop``: a source of labelled tiles from the screens
+    ``head_width`` are then taken from it). A reader of other tiles or windows gives its stem only. ``desktop``: a source of labelled tiles from the screens
     the policy will read (``(rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)``, e.g.
     :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
     it, and its held-out accuracy is reported beside the synthetic one.
@@ -291,15 +291,19 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
         dx, desk_text = desktop(random.Random(seed + 2_000_003), val_tiles, True, tile_pt, glimpse_px, window=win)
         desk_x = torch.from_numpy(dx).to(dev)
     rng = random.Random(seed)
+    h_px, w_px = _input_px(glimpse_px, win)
     if init is not None:
         cfg0, model = load_reader(init)
         stem, channels, head_width = cfg0["stem"], cfg0["stem_channels"], cfg0["head_width"]
         if (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"], _window(cfg0)) != (tile_pt, glimpse_px, win):
-            raise ReaderError(f"{init}: a reader for {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px"
-                              f" (windows {_window(cfg0)}), not {tile_pt} at {glimpse_px} (windows {win})")
+            # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not
+            keep = model.stem.state_dict()
+            model = Reader(stem, channels, h_px, head_width, width_px=w_px)
+            model.stem.load_state_dict(keep)
+            log(f"{init} reads {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px (windows "
+                f"{_window(cfg0)}): its stem is kept, the reading head starts afresh for {w_px}x{h_px} px")
         model = model.to(dev)
     else:
-        h_px, w_px = _input_px(glimpse_px, win)
         model = Reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
