@@ -81,6 +81,13 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
     torch.set_num_threads(cores)
     cv2.setNumThreads(cores)
+    try:  # another process on these cores makes every figure below pessimistic: say so beside them
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    if load and load[0] > 0.5:
+        print(f"latency: the 1-minute load average is {load[0]} before measuring: the box is not quiet, "
+              "and these figures are pessimistic", file=sys.stderr)
     pol = load_pixel_policy(spec)
     desk = VirtualDesktop("click-menu", seed=10_000, size=(1920, 1080), scale=1.0)
     frame = desk.observe()
@@ -88,7 +95,8 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     pol.reset(desk.instruction)
     lat = act_latency(pol, obs, steps, warmup=20)  # a reading model reads every tile afresh each step
     doc = {"p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "dtype": str(pol.dtype).removeprefix("torch."),
-           "steps": steps, "cores": cores, "torch_threads": cores, "frame": "1920x1080@1", "cpu": _cpu_name()}
+           "steps": steps, "cores": cores, "torch_threads": cores, "frame": "1920x1080@1", "cpu": _cpu_name(),
+           "load_average_at_start": load}
     if pol.reads is not None:  # and the same frame again: every tile already read
         same = act_latency(pol, obs, steps, warmup=20, cold=False)
         doc["unchanged_screen"] = {"p50_ms": same["p50_ms"], "p95_ms": same["p95_ms"]}
