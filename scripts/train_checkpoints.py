@@ -81,13 +81,10 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
     torch.set_num_threads(cores)
     cv2.setNumThreads(cores)
-    try:  # another process on these cores makes every figure below pessimistic: say so beside them
-        load = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        load = None
-    if load and load[0] > 0.5:
-        print(f"latency: the 1-minute load average is {load[0]} before measuring: the box is not quiet, "
-              "and these figures are pessimistic", file=sys.stderr)
+    busy = _busy_share()  # another process on these cores makes every figure below pessimistic: say so
+    if busy is not None and busy > 0.1:
+        print(f"latency: the CPUs were {busy:.0%} busy with other work just before measuring: "
+              "these figures are pessimistic", file=sys.stderr)
     pol = load_pixel_policy(spec)
     desk = VirtualDesktop("click-menu", seed=10_000, size=(1920, 1080), scale=1.0)
     frame = desk.observe()
@@ -96,11 +93,28 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     lat = act_latency(pol, obs, steps, warmup=20)  # a reading model reads every tile afresh each step
     doc = {"p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "dtype": str(pol.dtype).removeprefix("torch."),
            "steps": steps, "cores": cores, "torch_threads": cores, "frame": "1920x1080@1", "cpu": _cpu_name(),
-           "load_average_at_start": load}
+           "busy_before": busy}
     if pol.reads is not None:  # and the same frame again: every tile already read
         same = act_latency(pol, obs, steps, warmup=20, cold=False)
         doc["unchanged_screen"] = {"p50_ms": same["p50_ms"], "p95_ms": same["p95_ms"]}
     return doc
+
+
+def _busy_share(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs' time spent busy over ``seconds`` while this process sleeps (from
+    /proc/stat; None where there is none). Unlike the load average, it does not lag: a run that
+    just ended does not count."""
+    def sample() -> tuple[int, int]:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1 - (i1 - i0) / max(1, t1 - t0), 3)
 
 
 def _cpu_name() -> str:
