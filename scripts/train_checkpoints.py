@@ -11,7 +11,9 @@ taught to compare the numbers it reads (``--stage order``, after ``read``): its 
 from the desktop's own words and then from slider screens, and two rounds of fine-tuning with
 ``--match-order`` run over fresh demos and DAgger episodes on drag-slider, the second driven by
 the first round's model. Two more rounds untie the match kernels, widen their reach to 4 tiles
-and add demos and DAgger episodes of the tasks whose targets sit in close rows (``rows_rounds``).
+and add demos and DAgger episodes of the tasks whose targets sit in close rows (``rows_rounds``);
+two last rounds add DAgger episodes that name the expert's targets and a reader of read windows
+(``window_rounds``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -196,7 +198,8 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
                "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-order2"), *common])
     rows_rounds(runs, data, common, w)
-    export(runs / "small-reach4", dest, fp16=True)
+    window_rounds(runs, data + [str(runs / "demos-rows"), str(runs / "dagger-rows")], common, w, device)
+    export(runs / "small-window", dest, fp16=True)
 
 
 def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> None:
@@ -222,6 +225,35 @@ def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> None:
     dw(train, ["train", *data, str(runs / "demos-rows"), str(runs / "dagger-rows"), "--init", str(runs / "small-untie"),
                "--match-reach", "4", "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-reach4"), *common])
+
+
+def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device: str) -> None:
+    """Rounds 5 and 6 over ``rows_rounds``' round 4: a DAgger round whose episodes name the
+    expert's targets, then a reader of read windows in place of the tile reader.
+
+    The tile reader named a word only where the 64-point grid left it whole, about half the targets
+    where rows sit 30-44 points apart. A read window (128 x 64 points at 96 x 48 pixels, four a
+    glimpse, each centred on a quarter of its tile) names the word centred in it, whole wherever
+    the grid falls; its stem goes on from the slider reader's and its head starts afresh. (The
+    bundled reader ran ``--steps 8000 --time-budget 2100`` on a 2-core CPU, which fitted its
+    schedule to 2,917 steps after the first ones; here the schedule is 2,917 steps from the start.)"""
+    from agent.commands import demos, reader, train
+
+    rows = "enter-text,click-checkboxes,click-menu"
+    dw(demos, ["demos", "--tasks", rows, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "79000",
+               "--out", str(runs / "dagger-named"), "--plain", "--dagger", str(runs / "small-reach4"), "--beta", "0.3"])
+    data = [*data, str(runs / "dagger-named")]
+    seed1 = [*common[:common.index("--seed")], "--seed", "1", *common[common.index("--seed") + 2:]]
+    dw(train, ["train", *data, "--init", str(runs / "small-reach4"), "--train-only", "match_,head_type,head_key",
+               "--epochs", "2", "--lr", "1e-3", "--out", str(runs / "small-named3"), *seed1])
+    dw(reader, ["reader", "--size", "pixel-small", "--init", str(runs / "reader-slider"), "--window", "128x64",
+                "--window-px", "96x48", "--desktop-share", "0.75", "--desktop-tasks",
+                "all,drag-slider,drag-slider,click-checkboxes,enter-text", "--lr", "2e-3", "--steps", "2917",
+                "--seed", "3", "--device", device, "--out", str(runs / "reader-window")])
+    window = [*common[:common.index("--cache")], "--cache", str(runs / "cache-window")]
+    dw(train, ["train", *data, "--init", str(runs / "small-named3"), "--match-reader", str(runs / "reader-window"),
+               "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
+               "--out", str(runs / "small-window"), *window])
 
 
 def main() -> int:
