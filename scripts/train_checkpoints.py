@@ -44,6 +44,7 @@ LARGE_SIZES = "1440x900@1.5,1920x1200@1.25,2880x1800@2,3840x2160@1.5,5120x2880@2
 EVAL_SIZES = ((640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0))
 READ_SIZES = "640x480,1280x720,1920x1080,2560x1440,1440x900@1.5,5120x2880@2"
 READ_ROUNDS = ((2, "5e-3"), (2, "3e-3"))  # (epochs, lr) of each match-layer fine-tune
+ROWS_TASKS = "enter-text,click-checkboxes,click-menu"  # targets in close rows: the later rounds' extra data
 ORDER_READERS = (  # (name, steps, seed, extra dw reader arguments): each goes on from the one before
     ("reader-desk", 7257, 1, []),
     ("reader-slider", 1165, 2, ["--desktop-tasks", "all,drag-slider,drag-slider,drag-slider", "--desktop-share", "0.75"]),
@@ -197,12 +198,12 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
     dw(train, ["train", *data, "--init", str(runs / "small-order1"), "--match-reader", str(runs / "reader-slider"),
                "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-order2"), *common])
-    rows_rounds(runs, data, common, w)
-    window_rounds(runs, data + [str(runs / "demos-rows"), str(runs / "dagger-rows")], common, w, device)
+    data = rows_rounds(runs, data, common, w)
+    window_rounds(runs, data, common, w, device)
     export(runs / "small-window", dest, fp16=True)
 
 
-def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> None:
+def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[str]:
     """Rounds 3 and 4 over ``--stage order``'s round 2: untied match kernels, a reach of 4 tiles,
     and more demos and DAgger episodes of the tasks whose targets sit in close rows.
 
@@ -211,20 +212,21 @@ def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> None:
     code every round trains untied kernels, so round 3 is two more epochs. Likewise the demos
     recorded before demos named each expert target (``expert_target`` events) were recorded again,
     with the same seeds, for round 4 only: today every demo and DAgger episode names its targets,
-    so every round learns which word to look for."""
+    so every round learns which word to look for. Returns the data with the new sessions."""
     from agent.commands import demos, train
 
-    rows = "enter-text,click-checkboxes,click-menu"
     dw(train, ["train", *data, "--init", str(runs / "small-order2"), "--train-only", "match_,head_type,head_key",
                "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-untie"), *common])
-    dw(demos, ["demos", "--tasks", rows, "--episodes", "80", "--sizes", READ_SIZES, "--seed", "77000",
+    dw(demos, ["demos", "--tasks", ROWS_TASKS, "--episodes", "80", "--sizes", READ_SIZES, "--seed", "77000",
                "--out", str(runs / "demos-rows"), "--workers", w, "--plain"])
-    dw(demos, ["demos", "--tasks", rows, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "78000",
+    dw(demos, ["demos", "--tasks", ROWS_TASKS, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "78000",
                "--out", str(runs / "dagger-rows"), "--workers", w, "--plain", "--dagger", str(runs / "small-untie"),
                "--beta", "0.3"])
-    dw(train, ["train", *data, str(runs / "demos-rows"), str(runs / "dagger-rows"), "--init", str(runs / "small-untie"),
+    data = [*data, str(runs / "demos-rows"), str(runs / "dagger-rows")]
+    dw(train, ["train", *data, "--init", str(runs / "small-untie"),
                "--match-reach", "4", "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-reach4"), *common])
+    return data
 
 
 def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device: str) -> None:
@@ -239,21 +241,19 @@ def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device
     schedule to 2,917 steps after the first ones; here the schedule is 2,917 steps from the start.)"""
     from agent.commands import demos, reader, train
 
-    rows = "enter-text,click-checkboxes,click-menu"
-    dw(demos, ["demos", "--tasks", rows, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "79000",
+    dw(demos, ["demos", "--tasks", ROWS_TASKS, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "79000",
                "--out", str(runs / "dagger-named"), "--plain", "--dagger", str(runs / "small-reach4"), "--beta", "0.3"])
     data = [*data, str(runs / "dagger-named")]
-    seed1 = [*common[:common.index("--seed")], "--seed", "1", *common[common.index("--seed") + 2:]]
+    # an option given again after ``common`` overrides it (argparse keeps the last value)
     dw(train, ["train", *data, "--init", str(runs / "small-reach4"), "--train-only", "match_,head_type,head_key",
-               "--epochs", "2", "--lr", "1e-3", "--out", str(runs / "small-named3"), *seed1])
+               "--epochs", "2", "--lr", "1e-3", "--out", str(runs / "small-named3"), *common, "--seed", "1"])
     dw(reader, ["reader", "--size", "pixel-small", "--init", str(runs / "reader-slider"), "--window", "128x64",
                 "--window-px", "96x48", "--desktop-share", "0.75", "--desktop-tasks",
                 "all,drag-slider,drag-slider,click-checkboxes,enter-text", "--lr", "2e-3", "--steps", "2917",
                 "--seed", "3", "--device", device, "--out", str(runs / "reader-window")])
-    window = [*common[:common.index("--cache")], "--cache", str(runs / "cache-window")]
     dw(train, ["train", *data, "--init", str(runs / "small-named3"), "--match-reader", str(runs / "reader-window"),
                "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
-               "--out", str(runs / "small-window"), *window])
+               "--out", str(runs / "small-window"), *common, "--cache", str(runs / "cache-window")])
 
 
 def main() -> int:
