@@ -187,18 +187,25 @@ def _prep_worker(args: tuple[str, dict, str, int]) -> str:
 def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                  progress: Callable[[Iterable], Iterable] | None = None,
                  workers: int = 1, shifts: int = 0,
-                 transform: Callable[[dict], dict] | None = None) -> list[dict[str, np.ndarray]]:
+                 transform: Callable[[dict], dict] | None = None,
+                 transform_key: str | None = None) -> list[dict[str, np.ndarray]]:
     """Per-session sample arrays, from the cache where valid (``workers`` processes fill it), each
-    passed through ``transform`` as it is loaded (so what it drops is never all in memory at once)."""
+    passed through ``transform`` as it is loaded (so what it drops is never all in memory at once).
+    With a ``transform_key`` (what the transform's output depends on, beyond the samples), its
+    outputs are cached too, and a session whose output is cached is neither loaded nor transformed."""
     pre = Preprocessor(cfg)
     out = []
+
+    def done_file(f: Path) -> Path | None:
+        return f.with_name(f"{f.stem}-{transform_key}.npz") if transform is not None and transform_key else None
+
     if workers > 1 and cache_dir is not None:
         import multiprocessing as mp
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg, shifts)}.npz"), shifts)
                 for s in sessions]
-        todo = [t for t in todo if not Path(t[2]).is_file()]
+        todo = [t for t in todo if not Path(t[2]).is_file() and not (done_file(Path(t[2])) or Path(t[2])).is_file()]
         if todo:
             with mp.get_context("spawn").Pool(workers) as pool:
                 it = pool.imap_unordered(_prep_worker, todo, chunksize=4)
@@ -209,6 +216,14 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
     for sess in it:
         data = None
         f = cache_dir / f"{_cache_key(sess, cfg, shifts)}.npz" if cache_dir else None
+        g = done_file(f) if f is not None else None
+        if g is not None and g.is_file():
+            try:
+                with np.load(g) as z:
+                    out.append({k: z[k] for k in z.files})
+                continue
+            except (OSError, ValueError):
+                pass
         if f is not None and f.is_file():
             try:
                 with np.load(f) as z:
@@ -222,7 +237,13 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                 tmp = f.with_suffix(".tmp.npz")
                 np.savez(tmp, **data)
                 tmp.replace(f)
-        out.append(transform(data) if transform is not None and data else data)
+        if transform is not None and data:
+            data = transform(data)
+            if g is not None:
+                tmp = g.with_suffix(".tmp.npz")
+                np.savez(tmp, **data)
+                tmp.replace(g)
+        out.append(data)
     return out
 
 
@@ -268,6 +289,7 @@ class TrainConfig:
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
+    match_where: bool = False  # a reading model's offset heads learn where in a glimpse their word was read
     train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
 
 
@@ -455,6 +477,19 @@ def with_match_order(model: PixelModel) -> PixelModel:
     return new
 
 
+def with_match_where(model: PixelModel) -> PixelModel:
+    """A reading model whose offset heads also learn where inside each glimpse their word was read
+    (``PixelConfig.match_where``). Every weight is kept; the new layer starts at zero, so the model
+    starts acting as before."""
+    if not model.config.match:
+        raise TrainError("match_where places what a reader reads: the model needs a reader (--match-reader)")
+    if model.config.match_where:
+        return model
+    new = PixelModel(PixelConfig(**{**model.config.to_dict(), "match_where": True}))
+    new.load_state_dict(model.state_dict(), strict=False)
+    return new
+
+
 def with_match_reach(model: PixelModel, reach: int) -> PixelModel:
     """A reading model whose match spreads ``reach`` tiles around a word instead of
     ``config.match_reach``: each learned kernel keeps its weights at the offsets both reaches
@@ -510,6 +545,18 @@ def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size:
     if order is not None:
         data["order"] = order
     return data
+
+
+def _read_key(model: PixelModel) -> str:
+    """What :func:`precompute_match` gives besides the samples: the reader's weights and which
+    scores the model takes (per read or the best, and the number order)."""
+    h = hashlib.sha256()
+    for name, v in sorted(model.reader.state_dict().items()):
+        h.update(name.encode())
+        h.update(v.detach().float().contiguous().numpy().tobytes())
+    c = model.config
+    h.update(json.dumps([c.match_per_phase, c.match_where, c.match_order]).encode())
+    return "read-" + h.hexdigest()[:16]
 
 
 def _optimizer(model: PixelModel, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -576,6 +623,9 @@ def train(
     if tc.match_reach is not None:
         model = with_match_reach(model, tc.match_reach)
         cfg = model.config
+    if tc.match_where:
+        model = with_match_where(model)
+        cfg = model.config
     if cfg.match and not resume and model.untie_match_kernels(torch.Generator().manual_seed(tc.seed)):
         log("match kernels: the mix was all zero (every kernel alike); drew it at random to untie them")
     for name, p in model.named_parameters():
@@ -595,7 +645,7 @@ def train(
             return precompute_match(model, part)
 
     parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers, shifts=tc.shifts,
-                         transform=read if cfg.match else None)
+                         transform=read if cfg.match else None, transform_key=_read_key(model) if cfg.match else None)
     tr_idx, va_idx = split_sessions(sessions, tc.val_fraction, tc.seed)
     train_np, val_np = concat([parts[i] for i in tr_idx]), concat([parts[i] for i in va_idx])
     if not train_np:
@@ -705,7 +755,8 @@ def train(
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
                              "reader": tc.reader, "match_reader": tc.match_reader, "match_order": tc.match_order,
-                             "match_reach": tc.match_reach, "train_only": list(tc.train_only)}
+                             "match_reach": tc.match_reach, "match_where": tc.match_where,
+                             "train_only": list(tc.train_only)}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": cfg.size_name or tc.size, "init": tc.init, "parameters": sum(p.numel() for p in model.parameters()),
                "sessions": len(sessions), "train_samples": n, "val_samples": len(val_np.get("labels", [])),

@@ -288,9 +288,43 @@ def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
     assert torch.equal(outs[0].boxes, outs[1].boxes)
 
 
+def test_where_tells_the_offset_head_which_window_read_the_pointers_word():
+    from policies.train import with_match_where
+
+    base = _match_model(match_window=[96, 48], match_window_px=[64, 32])
+    m = with_match_where(base).eval()
+    assert m.config.match_where and with_match_where(m) is m
+    text = 'Select "Save" and "Open".'
+    cache = m.encode_text(_ids(text))
+    k, ng = m.config.max_glimpses, m.config.num_global
+    args = _blank_step(m, cache)
+    hit = torch.zeros(1, k, 4, 96)
+    hit[0, 5, 0, text.index("Save")] = 1.0
+    with torch.no_grad():  # the new layer starts at zero: the model acts as the one it came from
+        assert torch.equal(m(**args, match=hit).offsets, base(**args, match=hit.amax(2)).offsets)
+        m.match_where_in.weight.normal_()
+        m.match_where_in.bias.normal_()
+    outs = []
+    for window in (0, 3):  # "Save" read in the glimpse's top-left window, or in its bottom-right one
+        hit = torch.zeros(1, k, 4, 96)
+        hit[0, 5, window, text.index("Save")] = 1.0
+        with torch.no_grad():
+            outs.append(m(**args, match=hit))
+    a, b = outs
+    assert torch.equal(a.pointer_logits, b.pointer_logits)  # the pointer takes the best window either way
+    assert not torch.allclose(a.offsets[0, :, ng + 5], b.offsets[0, :, ng + 5])  # the offset does not
+    others = [i for i in range(ng + k) if i != ng + 5]
+    assert torch.allclose(a.offsets[0, :, others], b.offsets[0, :, others])
+    with pytest.raises(TrainError, match="needs a reader"):
+        with_match_where(PixelModel(PixelConfig(**SMALL)))
+    with pytest.raises(ValueError, match="needs match"):
+        PixelConfig(**SMALL, match_where=True)
+
+
 @pytest.mark.parametrize("over", [{"match_reach": 2},
                                   {"match_per_phase": True, "match_phases": [[0.5, 0.0], [0.0, 0.5], [0.0, -0.5]]},
                                   {"match_window": [96, 48], "match_window_px": [64, 32], "match_reach": 2},
+                                  {"match_window": [96, 48], "match_window_px": [64, 32], "match_where": True},
                                   {"match_order": True}])
 def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
     """Both runtimes: the policy's step (tiles read by TileReads, fed in as ``read_probs``) gives the
@@ -303,6 +337,11 @@ def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
             with torch.no_grad():
                 torch.manual_seed(2)
                 m.match_in.weight.normal_()
+    if m1.config.match_where:  # a learned where layer, not its all-zero start
+        for m in (m1, m2):
+            with torch.no_grad():
+                torch.manual_seed(4)
+                m.match_where_in.weight.normal_()
     if m1.config.match_order:  # a learned order layer, not its all-zero start
         for m in (m1, m2):
             with torch.no_grad():
@@ -371,7 +410,7 @@ def reader(tmp_path_factory):
     return out
 
 
-def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path):
+def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from policies.pixel import load_pixel_policy
@@ -423,6 +462,22 @@ def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path):
     po = load_pixel_policy(str(tmp_path / "order"), runtime="torch", dtype="float32")
     pre_o = precompute_match(po.model, {**x})
     assert pre_o["order"].shape == (1, 4) and not pre_o["order"].any()  # "Click ..." holds no number
+    # the reads are cached per session, reader and what the model takes from them: two sessions,
+    # read for the match alone (ft), then with the order too
+    assert len(list((tmp_path / "cache").glob("*-read-*.npz"))) == 4
+    tc_w = TrainConfig(epochs=1, batch_size=8, max_steps=1, val_fraction=0.0, warmup_steps=1, lr=1e-2,
+                       init=str(tmp_path / "ft"), match_where=True, train_only=("match_where", "off_"))
+    train([demos], tmp_path / "where", tc_w, **quiet)
+    assert len(list((tmp_path / "cache").glob("*-read-*.npz"))) == 6  # every read's score: read afresh
+    cfg_w = json.loads((tmp_path / "where" / "config.json").read_text())
+    assert cfg_w["match_where"] and cfg_w["training"]["match_where"]
+
+    def no_reading(*a, **k):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr("policies.train.precompute_match", no_reading)
+    train([demos], tmp_path / "where2", tc_w, **quiet)  # the same reads: the reader never runs
+    assert len(list((tmp_path / "cache").glob("*-read-*.npz"))) == 6
     # bad input: nothing to train, or a reader of the wrong glimpse size
     tc.train_only = ("nothing_",)
     with pytest.raises(TrainError, match="no parameter name starts with nothing_"):

@@ -53,6 +53,10 @@ class PixelConfig(PretrainedConfig):
     to ``w - tile_pt / 2`` points wide is then whole in one window, wherever the tile grid falls;
     tile-sized reads hold a word only if it is shorter than a tile.
 
+    ``match_where``: each pointer's offset head also learns how well each of a glimpse's reads
+    (its four windows, or the tile and its copies) matched the word that pointer looks for: where
+    inside the tile the word is, so a click lands on the right one of two rows a tile holds.
+
     ``match_order``: the step also compares the numbers it reads with the instruction's numbers
     (:meth:`policies.pixel.model.PixelModel.order_of`): how likely the screen's number is below,
     equal to or above the one asked for. Equality alone (the match) cannot tell which way to move
@@ -85,6 +89,7 @@ class PixelConfig(PretrainedConfig):
         match_reach: int = 0,
         match_kernels: int = 4,
         match_per_phase: bool = False,
+        match_where: bool = False,
         match_window: list | tuple | None = None,
         match_window_px: list | tuple | None = None,
         match_order: bool = False,
@@ -125,6 +130,9 @@ class PixelConfig(PretrainedConfig):
         self.match_window_px = [int(v) for v in (match_window_px or match_window)] if match_window else None
         if self.match_window and self.match_per_phase:
             raise ValueError("match_per_phase applies to tile reads, not match_window reads")
+        self.match_where = bool(match_where)
+        if self.match_where and not self.match:
+            raise ValueError("match_where places what a reader reads: it needs match")
         self.match_order = bool(match_order)
         if self.match_order and not self.match:
             raise ValueError("match_order compares what a reader reads: it needs match")

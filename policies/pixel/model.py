@@ -384,6 +384,8 @@ class PixelModel(PixelPreTrainedModel):
                 n = 2 * c.match_reach + 1
                 self.match_kernel = nn.Parameter(torch.zeros(c.match_kernels, n * n))
                 self.match_mix = nn.Linear(d, 2 * c.match_kernels)  # which kernel, per pointer and state
+            if c.match_where:  # each read's match of the pointer's word: into that pointer's offset head
+                self.match_where_in = nn.Linear(c.reads_per_glimpse, d)
         self.post_init()
         if c.match:  # start as the model without reading (the pointer bias is learned from there)
             nn.init.zeros_(self.match_in.weight)
@@ -394,6 +396,9 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_order:  # starts as the model without it
                 nn.init.zeros_(self.match_order_in.weight)
                 nn.init.zeros_(self.match_order_in.bias)
+            if c.match_where:  # starts as the model without it
+                nn.init.zeros_(self.match_where_in.weight)
+                nn.init.zeros_(self.match_where_in.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
                 self._draw_match_mix()  # random: see untie_match_kernels
@@ -452,8 +457,9 @@ class PixelModel(PixelPreTrainedModel):
         """(B, K, L) how well each glimpse's word matches the instruction's word at each position:
         the reader's expected fraction of right slots, the best of the glimpse and its shifted
         copies (``read_glimpses``: (B, P*K, G, G, 3), phase-major), zero where no word starts.
-        With ``match_per_phase``, (B, K, P+1, L): the glimpse's, then each copy's. With
-        ``match_window``, the best of the glimpse's four windows ((B, 4*K, h, w, 3)) instead."""
+        With ``match_window``, the best of the glimpse's four windows ((B, 4*K, h, w, 3)) instead.
+        With ``match_per_phase`` or ``match_where``, every read's, (B, K, R, L): the glimpse's then
+        each copy's, or each window's."""
         return self.match_of(self.read_probs_of(glimpses, read_glimpses), glimpses.shape[1], text)
 
     def read_probs_of(self, glimpses: torch.Tensor, read_glimpses: torch.Tensor) -> torch.Tensor:
@@ -499,7 +505,7 @@ class PixelModel(PixelPreTrainedModel):
         tmpl, starts = text.words(b)
         m = torch.bmm(probs.float(), tmpl.float().transpose(1, 2))  # (B, (P+1)*K, L)
         m = m.view(b, -1, k, m.shape[-1]) * starts[:, None, None, :].float()
-        return m.transpose(1, 2) if self.config.match_per_phase else m.amax(1)
+        return m.transpose(1, 2) if self.config.match_per_phase or self.config.match_where else m.amax(1)
 
     def spread(self, bias: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """(B, 2, K) per-glimpse match -> each glimpse's own match plus its neighbours' on the tile
@@ -560,7 +566,7 @@ class PixelModel(PixelPreTrainedModel):
         text_cache: TextCache | None = None,
         read_glimpses: torch.Tensor | None = None,  # (B, P*K, G, G, 3) uint8: match models
         read_probs: torch.Tensor | None = None,  # (B, (P+1)*K, C): the reader's, on glimpses then copies
-        match: torch.Tensor | None = None,  # (B, K, L): read_match's scores, precomputed (training)
+        match: torch.Tensor | None = None,  # (B, K[, R], L): read_match's scores, precomputed (training)
         order: torch.Tensor | None = None,  # (B, 4): order_of's, precomputed (training; match_order models)
         **_: object,
     ) -> PixelOutput:
@@ -611,9 +617,11 @@ class PixelModel(PixelPreTrainedModel):
             sk = self.match_slot_k(states).float()
             att = torch.einsum("sd,bld->bsl", self.match_slot_q.float(), sk) / math.sqrt(d)
             att = att.masked_fill(~starts[:, None, :], -1e4).softmax(-1)
-            if match.dim() == 4:  # per phase: (B, K, P+1, L); the pointer takes the best copy
-                feats = torch.einsum("bsl,bkpl->bkps", att, match).flatten(2)
-                match = match.amax(2)
+            per_read = match if match.dim() == 4 else None  # (B, K, R, L); the pointer takes the best read
+            if per_read is not None:
+                match = per_read.amax(2)
+            if c.match_per_phase:
+                feats = torch.einsum("bsl,bkpl->bkps", att, per_read).flatten(2)
             else:
                 feats = torch.einsum("bsl,bkl->bks", att, match)
             tok_gl = tok_gl + self.match_in(feats.to(dtype))
@@ -639,7 +647,8 @@ class PixelModel(PixelPreTrainedModel):
             tq = self.match_tq(h).view(b, 2, d).float()
             tk = self.match_tk(states).float()
             word_logits = (torch.einsum("bjd,bld->bjl", tq, tk) * scale).masked_fill(~starts[:, None, :], -1e4)
-            bias = torch.einsum("bjl,bkl->bjk", word_logits.softmax(-1), match)  # (B, 2, K)
+            word_p = word_logits.softmax(-1)
+            bias = torch.einsum("bjl,bkl->bjk", word_p, match)  # (B, 2, K)
             if c.match_reach:
                 bias = self.spread(bias, boxes, glimpse_mask, h)
             gate = F.softplus(self.match_gate(h).float())[:, :, None]
@@ -647,7 +656,11 @@ class PixelModel(PixelPreTrainedModel):
             ptr = temp * ptr.float() + gate * F.pad(bias, (gh * gw, 0))
         ptr = ptr.masked_fill(~pmask[:, None, :], -1e4)
         cond = self.off_cond(h).view(b, 2, 1, d)
-        offsets = self.off_out(F.gelu(vis[:, None] + cond))  # (B, 2, N, 2)
+        off_in = vis[:, None] + cond
+        if c.match_where:  # where in each glimpse this pointer's word was read (none on global patches)
+            where = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)  # (B, 2, K, R)
+            off_in = off_in + F.pad(self.match_where_in(where.to(dtype)), (0, 0, gh * gw, 0))
+        offsets = self.off_out(F.gelu(off_in))  # (B, 2, N, 2)
         sq = self.span_q(h).view(b, 2, d)
         sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
