@@ -12,8 +12,9 @@ from the desktop's own words and then from slider screens, and two rounds of fin
 ``--match-order`` run over fresh demos and DAgger episodes on drag-slider, the second driven by
 the first round's model. Two more rounds untie the match kernels, widen their reach to 4 tiles
 and add demos and DAgger episodes of the tasks whose targets sit in close rows (``rows_rounds``);
-two last rounds add DAgger episodes that name the expert's targets and a reader of read windows
-(``window_rounds``).
+two more add DAgger episodes that name the expert's targets and a reader of read windows
+(``window_rounds``); the last two tell the offset heads which window read their word and add a
+DAgger round weighted to click-checkboxes, training every layer but the reader (``where_rounds``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -199,8 +200,9 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
                "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-order2"), *common])
     data = rows_rounds(runs, data, common, w)
-    window_rounds(runs, data, common, w, device)
-    export(runs / "small-window", dest, fp16=True)
+    data = window_rounds(runs, data, common, w, device)
+    where_rounds(runs, data, common)
+    export(runs / "small-w4", dest, fp16=True)
 
 
 def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[str]:
@@ -229,7 +231,7 @@ def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[
     return data
 
 
-def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device: str) -> None:
+def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device: str) -> list[str]:
     """Rounds 5 and 6 over ``rows_rounds``' round 4: a DAgger round whose episodes name the
     expert's targets, then a reader of read windows in place of the tile reader.
 
@@ -238,7 +240,8 @@ def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device
     glimpse, each centred on a quarter of its tile) names the word centred in it, whole wherever
     the grid falls; its stem goes on from the slider reader's and its head starts afresh. (The
     bundled reader ran ``--steps 8000 --time-budget 2100`` on a 2-core CPU, which fitted its
-    schedule to 2,917 steps after the first ones; here the schedule is 2,917 steps from the start.)"""
+    schedule to 2,917 steps after the first ones; here the schedule is 2,917 steps from the start.)
+    Returns the data with the new sessions."""
     from agent.commands import demos, reader, train
 
     dw(demos, ["demos", "--tasks", ROWS_TASKS, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "79000",
@@ -254,6 +257,25 @@ def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device
     dw(train, ["train", *data, "--init", str(runs / "small-named3"), "--match-reader", str(runs / "reader-window"),
                "--train-only", "match_,head_type,head_key", "--epochs", "2", "--lr", "2e-3",
                "--out", str(runs / "small-window"), *common, "--cache", str(runs / "cache-window")])
+    return data
+
+
+def where_rounds(runs: Path, data: list[str], common: list[str]) -> None:
+    """Rounds 7 and 8 over ``window_rounds``' round 6: the offset heads are told which window read
+    their word (``--match-where``), then a DAgger round driven by that model, weighted to
+    click-checkboxes, teaches every layer but the reader (lr 5e-4). Round 7 caches every session's
+    reads, so the windows of those sessions can be deleted before round 8 (they fill a 100 GB disk)."""
+    from agent.commands import demos, train
+
+    cache = ["--cache", str(runs / "cache-window")]
+    dw(train, ["train", *data, "--init", str(runs / "small-window"), "--match-where", "--train-only", "match_,off_",
+               "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-where"), *common, *cache])
+    for tasks, n, out in (("click-checkboxes", 60, "dagger-w1"), ("enter-text,click-menu,drag-slider", 25, "dagger-w2")):
+        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", READ_SIZES, "--seed", "81000",
+                   "--out", str(runs / out), "--plain", "--dagger", str(runs / "small-where"), "--beta", "0.3"])
+        data = [*data, str(runs / out)]
+    dw(train, ["train", *data, "--init", str(runs / "small-where"), "--epochs", "2", "--lr", "5e-4",
+               "--out", str(runs / "small-w4"), *common, *cache])
 
 
 def main() -> int:
