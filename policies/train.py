@@ -177,11 +177,26 @@ def _prep_worker(args: tuple[str, dict, str, int]) -> str:
     torch.set_num_threads(1)
     sess, cfg_dict, f, shifts = args
     cfg = PixelConfig(**cfg_dict)
-    data = session_samples(Path(sess), cfg, shifts=shifts)
-    tmp = Path(f).with_suffix(".tmp.npz")
+    _save_npz(Path(f), session_samples(Path(sess), cfg, shifts=shifts))
+    return f
+
+
+def _save_npz(f: Path, data: dict[str, np.ndarray]) -> None:
+    """Write ``data`` to ``f`` whole or not at all (a temporary file, then a rename)."""
+    tmp = f.with_suffix(".tmp.npz")
     np.savez(tmp, **data)
     tmp.replace(f)
-    return f
+
+
+def _load_npz(f: Path | None) -> dict[str, np.ndarray] | None:
+    """The arrays cached in ``f``; None if there is none or it cannot be read."""
+    if f is None or not f.is_file():
+        return None
+    try:
+        with np.load(f) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
 
 
 def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
@@ -199,13 +214,18 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
     def done_file(f: Path) -> Path | None:
         return f.with_name(f"{f.stem}-{transform_key}.npz") if transform is not None and transform_key else None
 
+    def cached(f: Path) -> bool:
+        """The session's samples, or the transform's output, are cached already."""
+        g = done_file(f)
+        return f.is_file() or (g is not None and g.is_file())
+
     if workers > 1 and cache_dir is not None:
         import multiprocessing as mp
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg, shifts)}.npz"), shifts)
                 for s in sessions]
-        todo = [t for t in todo if not Path(t[2]).is_file() and not (done_file(Path(t[2])) or Path(t[2])).is_file()]
+        todo = [t for t in todo if not cached(Path(t[2]))]
         if todo:
             with mp.get_context("spawn").Pool(workers) as pool:
                 it = pool.imap_unordered(_prep_worker, todo, chunksize=4)
@@ -214,35 +234,22 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
     # with workers the pool did the preprocessing; loading is then worth a bar only when it does work
     it = progress(sessions) if progress and (workers <= 1 or transform is not None) else sessions
     for sess in it:
-        data = None
         f = cache_dir / f"{_cache_key(sess, cfg, shifts)}.npz" if cache_dir else None
         g = done_file(f) if f is not None else None
-        if g is not None and g.is_file():
-            try:
-                with np.load(g) as z:
-                    out.append({k: z[k] for k in z.files})
-                continue
-            except (OSError, ValueError):
-                pass
-        if f is not None and f.is_file():
-            try:
-                with np.load(f) as z:
-                    data = {k: z[k] for k in z.files}
-            except (OSError, ValueError):
-                data = None
+        done = _load_npz(g)
+        if done is not None:
+            out.append(done)
+            continue
+        data = _load_npz(f)
         if data is None:
             data = session_samples(sess, cfg, pre, shifts=shifts)
             if f is not None:
                 f.parent.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_suffix(".tmp.npz")
-                np.savez(tmp, **data)
-                tmp.replace(f)
+                _save_npz(f, data)
         if transform is not None and data:
             data = transform(data)
             if g is not None:
-                tmp = g.with_suffix(".tmp.npz")
-                np.savez(tmp, **data)
-                tmp.replace(g)
+                _save_npz(g, data)
         out.append(data)
     return out
 
@@ -463,31 +470,29 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     return new
 
 
-def with_match_order(model: PixelModel) -> PixelModel:
-    """A reading model that also compares the numbers it reads with the instruction's
-    (``PixelConfig.match_order``). Every weight is kept; the new layer starts at zero, so the model
-    starts acting as before."""
+def _with_reading_layer(model: PixelModel, flag: str, needs: str) -> PixelModel:
+    """``model`` with the reading feature ``flag`` (a ``PixelConfig`` flag whose layer starts at
+    zero) turned on: every weight is kept, so the model starts acting as before. ``needs``: why
+    the feature needs a reader, for the error when the model has none."""
     if not model.config.match:
-        raise TrainError("match_order compares what a reader reads: the model needs a reader (--match-reader)")
-    if model.config.match_order:
+        raise TrainError(f"{flag} {needs}: the model needs a reader (--match-reader)")
+    if getattr(model.config, flag):
         return model
-    cfg = PixelConfig(**{**model.config.to_dict(), "match_order": True})
-    new = PixelModel(cfg)
+    new = PixelModel(PixelConfig(**{**model.config.to_dict(), flag: True}))
     new.load_state_dict(model.state_dict(), strict=False)
     return new
+
+
+def with_match_order(model: PixelModel) -> PixelModel:
+    """A reading model that also compares the numbers it reads with the instruction's
+    (``PixelConfig.match_order``), starting as before."""
+    return _with_reading_layer(model, "match_order", "compares what a reader reads")
 
 
 def with_match_where(model: PixelModel) -> PixelModel:
     """A reading model whose offset heads also learn where inside each glimpse their word was read
-    (``PixelConfig.match_where``). Every weight is kept; the new layer starts at zero, so the model
-    starts acting as before."""
-    if not model.config.match:
-        raise TrainError("match_where places what a reader reads: the model needs a reader (--match-reader)")
-    if model.config.match_where:
-        return model
-    new = PixelModel(PixelConfig(**{**model.config.to_dict(), "match_where": True}))
-    new.load_state_dict(model.state_dict(), strict=False)
-    return new
+    (``PixelConfig.match_where``), starting as before."""
+    return _with_reading_layer(model, "match_where", "places what a reader reads")
 
 
 def with_match_reach(model: PixelModel, reach: int) -> PixelModel:

@@ -268,7 +268,8 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
 
     ``init``: a reader folder to go on from (its stem, width and head; ``stem``, ``channels`` and
     ``head_width`` are then taken from it). A reader of other tiles or windows gives its stem only.
-    ``desktop``: a source of labelled tiles from the screens the policy will read (``(rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)``, e.g.
+    ``desktop``: a source of labelled tiles from the screens the policy will read
+    (``(rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)``, e.g.
     :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
     it, and its held-out accuracy is reported beside the synthetic one.
 
