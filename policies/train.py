@@ -564,6 +564,12 @@ def _read_key(model: PixelModel) -> str:
     return "read-" + h.hexdigest()[:16]
 
 
+def _held_out_rank(rec: dict) -> tuple[float, float]:
+    """How an epoch ranks for ``keep_best``: held-out action accuracy, ties broken by the lower
+    held-out loss (a run that trains the offset heads alone leaves the accuracy as it was)."""
+    return rec["val_action_acc"], -rec["val_loss"]
+
+
 def _optimizer(model: PixelModel, tc: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; a pretrained reader stem (``tc.reader``) at ``tc.reader_lr_scale`` of the rate, so
     the fresh layers around it do not wash out what it learned while they are still random."""
@@ -734,8 +740,8 @@ def train(
         if val_t:
             with _compute(device):
                 rec.update(evaluate_offline(model, val_t, tasks=val_tasks, task_names=task_names))
-            if tc.keep_best and (best is None or rec["val_action_acc"] > best[0]):
-                best = (rec["val_action_acc"], epoch + 1,
+            if tc.keep_best and (best is None or _held_out_rank(rec) > best[0]):
+                best = (_held_out_rank(rec), epoch + 1,
                         {k: v.detach().clone() for k, v in model.state_dict().items()})
         history.append(rec)
         log(json.dumps({k: v for k, v in rec.items() if k != "per_task"}))
@@ -755,7 +761,7 @@ def train(
     if best is not None:
         model.load_state_dict(best[2])
         best_epoch = best[1]
-        log(f"keeping epoch {best_epoch} (held-out action accuracy {best[0]:.3f})")
+        log(f"keeping epoch {best_epoch} (held-out action accuracy {best[0][0]:.3f}, loss {-best[0][1]:.3f})")
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,

@@ -102,6 +102,16 @@ def test_shifted_samples_and_held_out_figures(demos, tmp_path):
     assert res["per_task"]["t"]["samples"] == n and res["val_pt_err"] >= 0.0
 
 
+def test_the_kept_epoch_is_the_most_accurate_then_the_lowest_held_out_loss():
+    from policies.train import _held_out_rank
+
+    epochs = [{"val_action_acc": 0.916, "val_loss": 1.98}, {"val_action_acc": 0.916, "val_loss": 1.70},
+              {"val_action_acc": 0.900, "val_loss": 1.50}]
+    assert max(range(3), key=lambda i: _held_out_rank(epochs[i])) == 1  # a tie: the lower loss
+    epochs[2]["val_action_acc"] = 0.917
+    assert max(range(3), key=lambda i: _held_out_rank(epochs[i])) == 2  # accuracy first
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (bundled_checkpoint("pixel-small") / "config.json").is_file(), reason="no bundled pixel-small")
 def test_bundled_pixel_small_runs_unseen_episodes():
