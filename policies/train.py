@@ -297,6 +297,7 @@ class TrainConfig:
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
     match_where: bool = False  # a reading model's offset heads learn where in a glimpse their word was read
+    match_where_near: bool = False  # ... and an offset per read window, chosen where it or its neighbours read it
     train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
 
 
@@ -495,6 +496,15 @@ def with_match_where(model: PixelModel) -> PixelModel:
     return _with_reading_layer(model, "match_where", "places what a reader reads")
 
 
+def with_match_where_near(model: PixelModel) -> PixelModel:
+    """A reading model whose offset heads also learn a correction per read window, chosen by where
+    their glimpse or the ones around it read their word (``PixelConfig.match_where_near``; turns
+    ``match_where`` on too), starting as before."""
+    if not model.config.match_reach:
+        raise TrainError("match_where_near spreads over the match reach: the model has none (--match-reach)")
+    return _with_reading_layer(with_match_where(model), "match_where_near", "places what a reader reads")
+
+
 def with_match_reach(model: PixelModel, reach: int) -> PixelModel:
     """A reading model whose match spreads ``reach`` tiles around a word instead of
     ``config.match_reach``: each learned kernel keeps its weights at the offsets both reaches
@@ -637,6 +647,9 @@ def train(
     if tc.match_where:
         model = with_match_where(model)
         cfg = model.config
+    if tc.match_where_near:
+        model = with_match_where_near(model)
+        cfg = model.config
     if cfg.match and not resume and model.untie_match_kernels(torch.Generator().manual_seed(tc.seed)):
         log("match kernels: the mix was all zero (every kernel alike); drew it at random to untie them")
     for name, p in model.named_parameters():
@@ -767,6 +780,7 @@ def train(
                              "best_epoch": best_epoch, "init": tc.init,
                              "reader": tc.reader, "match_reader": tc.match_reader, "match_order": tc.match_order,
                              "match_reach": tc.match_reach, "match_where": tc.match_where,
+                             "match_where_near": tc.match_where_near,
                              "train_only": list(tc.train_only)}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": cfg.size_name or tc.size, "init": tc.init, "parameters": sum(p.numel() for p in model.parameters()),

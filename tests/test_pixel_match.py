@@ -321,10 +321,52 @@ def test_where_tells_the_offset_head_which_window_read_the_pointers_word():
         PixelConfig(**SMALL, match_where=True)
 
 
+def test_where_near_tells_a_fields_offset_head_which_row_its_label_was_read_on():
+    """A field's tile holds no word; its label, a tile to its left, is read in the top or the bottom
+    windows. With ``match_where_near`` the field's offset follows that, through the reach kernel."""
+    from policies.train import with_match_where, with_match_where_near
+
+    base = with_match_where(_match_model(match_window=[96, 48], match_window_px=[64, 32], match_reach=2))
+    m = with_match_where_near(base).eval()
+    assert m.config.match_where_near and with_match_where_near(m) is m
+    text = 'Type "x" into the "Name" field.'
+    cache = m.encode_text(_ids(text))
+    k, ng = m.config.max_glimpses, m.config.num_global
+    args = _blank_step(m, cache)
+    cols = 8  # a grid of whole 0.1 x 0.1 tiles: the label's glimpse 5, the field's 6 (right of it)
+    args["boxes"] = torch.tensor([[(i % cols) * 0.1, (i // cols) * 0.1, (i % cols) * 0.1 + 0.1, (i // cols) * 0.1 + 0.1]
+                                  for i in range(k)])[None]
+    r, n = 2, 5
+    with torch.no_grad():
+        m.match_kernel.zero_()
+        m.match_kernel[:, r * n + (r - 1)] = 1.0  # every kernel: the word one tile to the left
+
+    def read(window):
+        hit = torch.zeros(1, k, 4, 96)
+        hit[0, 5, window, text.index("Name")] = 1.0
+        return hit
+
+    with torch.no_grad():  # the new layer starts at zero: the model acts as the one it came from
+        assert torch.equal(m(**args, match=read(0)).offsets, base(**args, match=read(0)).offsets)
+        m.match_where_off.weight.normal_()
+        m.match_where_off.bias.normal_()
+        top, bottom = m(**args, match=read(0)), m(**args, match=read(3))
+    assert torch.equal(top.pointer_logits, bottom.pointer_logits)
+    assert not torch.allclose(top.offsets[0, :, ng + 6], bottom.offsets[0, :, ng + 6])  # the field's follows
+    far = [i for i in range(ng + k) if i not in (ng + 5, ng + 6)]  # beyond the kernel: unchanged
+    assert torch.allclose(top.offsets[0, :, far], bottom.offsets[0, :, far])
+    with pytest.raises(TrainError, match="no reach|has none"):
+        with_match_where_near(with_match_where(_match_model(match_window=[96, 48], match_window_px=[64, 32])))
+    with pytest.raises(ValueError, match="needs both"):
+        PixelConfig(**MATCH, match_where_near=True, match_reach=2)
+
+
 @pytest.mark.parametrize("over", [{"match_reach": 2},
                                   {"match_per_phase": True, "match_phases": [[0.5, 0.0], [0.0, 0.5], [0.0, -0.5]]},
                                   {"match_window": [96, 48], "match_window_px": [64, 32], "match_reach": 2},
                                   {"match_window": [96, 48], "match_window_px": [64, 32], "match_where": True},
+                                  {"match_window": [96, 48], "match_window_px": [64, 32], "match_where": True,
+                                   "match_reach": 2, "match_where_near": True},
                                   {"match_order": True}])
 def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
     """Both runtimes: the policy's step (tiles read by TileReads, fed in as ``read_probs``) gives the
@@ -342,6 +384,8 @@ def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
             with torch.no_grad():
                 torch.manual_seed(4)
                 m.match_where_in.weight.normal_()
+                if m.config.match_where_near:
+                    m.match_where_off.weight.normal_()
     if m1.config.match_order:  # a learned order layer, not its all-zero start
         for m in (m1, m2):
             with torch.no_grad():
@@ -478,6 +522,13 @@ def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path, monkeypatch):
     monkeypatch.setattr("policies.train.precompute_match", no_reading)
     train([demos], tmp_path / "where2", tc_w, **quiet)  # the same reads: the reader never runs
     assert len(list((tmp_path / "cache").glob("*-read-*.npz"))) == 6
+    # the neighbours' reads are the same scores: still nothing read again
+    tc_n = TrainConfig(epochs=1, batch_size=8, max_steps=1, val_fraction=0.0, warmup_steps=1, lr=1e-2,
+                       init=str(tmp_path / "where"), match_reach=1, match_where_near=True,
+                       train_only=("match_where_off",))
+    train([demos], tmp_path / "near", tc_n, **quiet)
+    cfg_n = json.loads((tmp_path / "near" / "config.json").read_text())
+    assert cfg_n["match_where_near"] and cfg_n["match_reach"] == 1 and cfg_n["training"]["match_where_near"]
     # bad input: nothing to train, or a reader of the wrong glimpse size
     tc.train_only = ("nothing_",)
     with pytest.raises(TrainError, match="no parameter name starts with nothing_"):

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                      time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt,
                      max_glimpses=args.max_glimpses, reader=args.reader,
                      match_reader=args.match_reader, match_order=args.match_order, match_reach=args.match_reach,
-                     match_where=args.match_where,
+                     match_where=args.match_where, match_where_near=args.match_where_near,
                      train_only=tuple(x for x in (args.train_only or "").split(",") if x))
     try:
         summary = train(args.sessions, args.out, tc, resume=args.resume, cache_dir=args.cache,
@@ -72,6 +72,10 @@ def register(sub) -> None:
     p.add_argument("--match-where", action="store_true",
                    help="a reading model's offset heads also learn where inside a glimpse their word was read "
                         "(which of its windows): a click lands on the right one of two rows in a tile")
+    p.add_argument("--match-where-near", action="store_true",
+                   help="as --match-where, and each glimpse's offset head learns one correction per read window, "
+                        "chosen by where the word was read in it or within the match reach: a field's row is "
+                        "its label's, read a few tiles left of it (of two fields in a tile, one, not between)")
     p.add_argument("--train-only", default=None, metavar="PREFIXES",
                    help="comma-separated parameter-name prefixes: train only those and keep every other "
                         "weight (e.g. match_ to teach an --init checkpoint to use a --match-reader)")

@@ -56,6 +56,11 @@ class PixelConfig(PretrainedConfig):
     ``match_where``: each pointer's offset head also learns how well each of a glimpse's reads
     (its four windows, or the tile and its copies) matched the word that pointer looks for: where
     inside the tile the word is, so a click lands on the right one of two rows a tile holds.
+    ``match_where_near`` (with ``match_where`` and ``match_reach``): each glimpse's offset head also
+    learns a correction per read window, and the window where the word was read, in the glimpse or
+    around it (averaged with the reach kernel's positive weights), chooses among them: a field's
+    row is its label's, which another tile read (a field is wider than a tile, its label left of
+    it), so of two fields in a tile the head can pick one rather than land between them.
 
     ``match_order``: the step also compares the numbers it reads with the instruction's numbers
     (:meth:`policies.pixel.model.PixelModel.order_of`): how likely the screen's number is below,
@@ -90,6 +95,7 @@ class PixelConfig(PretrainedConfig):
         match_kernels: int = 4,
         match_per_phase: bool = False,
         match_where: bool = False,
+        match_where_near: bool = False,
         match_window: list | tuple | None = None,
         match_window_px: list | tuple | None = None,
         match_order: bool = False,
@@ -133,6 +139,9 @@ class PixelConfig(PretrainedConfig):
         self.match_where = bool(match_where)
         if self.match_where and not self.match:
             raise ValueError("match_where places what a reader reads: it needs match")
+        self.match_where_near = bool(match_where_near)
+        if self.match_where_near and not (self.match_where and self.match_reach):
+            raise ValueError("match_where_near spreads match_where over the reach: it needs both")
         self.match_order = bool(match_order)
         if self.match_order and not self.match:
             raise ValueError("match_order compares what a reader reads: it needs match")

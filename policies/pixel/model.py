@@ -335,6 +335,9 @@ class PixelPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.cls, std=0.02)
 
 
+WHERE_SHARPNESS = 8.0  # match_where_near: a read at 1.0 beside ones at 0.15 takes ~0.9 of the choice
+
+
 class PixelModel(PixelPreTrainedModel):
     def __init__(self, config: PixelConfig):
         super().__init__(config)
@@ -386,6 +389,8 @@ class PixelModel(PixelPreTrainedModel):
                 self.match_mix = nn.Linear(d, 2 * c.match_kernels)  # which kernel, per pointer and state
             if c.match_where:  # each read's match of the pointer's word: into that pointer's offset head
                 self.match_where_in = nn.Linear(c.reads_per_glimpse, d)
+            if c.match_where_near:  # an offset correction per read window, chosen by where the word was read
+                self.match_where_off = nn.Linear(d, 2 * c.reads_per_glimpse)
         self.post_init()
         if c.match:  # start as the model without reading (the pointer bias is learned from there)
             nn.init.zeros_(self.match_in.weight)
@@ -399,6 +404,9 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_where:  # starts as the model without it
                 nn.init.zeros_(self.match_where_in.weight)
                 nn.init.zeros_(self.match_where_in.bias)
+            if c.match_where_near:  # so does this
+                nn.init.zeros_(self.match_where_off.weight)
+                nn.init.zeros_(self.match_where_off.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
                 self._draw_match_mix()  # random: see untie_match_kernels
@@ -507,13 +515,21 @@ class PixelModel(PixelPreTrainedModel):
         m = m.view(b, -1, k, m.shape[-1]) * starts[:, None, None, :].float()
         return m.transpose(1, 2) if self.config.match_per_phase or self.config.match_where else m.amax(1)
 
-    def spread(self, bias: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def spread(self, bias: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor,
+               reach: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 2, K) per-glimpse match -> each glimpse's own match plus its neighbours' on the tile
         grid, weighted by a (2R+1)^2 kernel per pointer: a field's label sits left of it, an icon's
         below it, a checkbox's right of it. The kernel is a state-chosen mix of ``match_kernels``
-        learned ones; offsets are counted in tiles."""
+        learned ones; offsets are counted in tiles. ``reach``: :meth:`reach_weights`, if computed."""
+        reach = self.reach_weights(boxes, mask, h) if reach is None else reach
+        return bias + torch.einsum("bpkj,bpj->bpk", reach, bias)
+
+    def reach_weights(self, boxes: torch.Tensor, mask: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """(B, 2, K target, K source): how much each neighbour's match counts at each glimpse, per
+        pointer (zero beyond ``match_reach`` tiles and on padding; a glimpse's own weight is not
+        in it: :meth:`spread` adds the glimpse itself)."""
         c = self.config
-        r, (b, _, k) = c.match_reach, bias.shape
+        r, (b, k) = c.match_reach, mask.shape
         n = 2 * r + 1
         m = mask.bool()
         x0, y0, x1, y1 = boxes.unbind(-1)
@@ -530,7 +546,7 @@ class PixelModel(PixelPreTrainedModel):
         mix = self.match_mix(h).float().view(b, 2, -1).softmax(-1)
         kern = torch.einsum("bpm,mq->bpq", mix, self.match_kernel.float())  # (B, 2, n*n)
         w = torch.gather(kern[:, :, None, :].expand(-1, -1, k, -1), 3, idx[:, None].expand(-1, 2, -1, -1))
-        return bias + torch.einsum("bpkj,bpj->bpk", w * near[:, None], bias)
+        return w * near[:, None]
 
     # -- step -------------------------------------------------------------------------------
     def _point(self, xy: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -650,7 +666,8 @@ class PixelModel(PixelPreTrainedModel):
             word_p = word_logits.softmax(-1)
             bias = torch.einsum("bjl,bkl->bjk", word_p, match)  # (B, 2, K)
             if c.match_reach:
-                bias = self.spread(bias, boxes, glimpse_mask, h)
+                reach = self.reach_weights(boxes, glimpse_mask, h)
+                bias = self.spread(bias, boxes, glimpse_mask, h, reach)
             gate = F.softplus(self.match_gate(h).float())[:, :, None]
             temp = F.softplus(self.match_temp(h).float())[:, :, None]
             ptr = temp * ptr.float() + gate * F.pad(bias, (gh * gw, 0))
@@ -660,7 +677,16 @@ class PixelModel(PixelPreTrainedModel):
         if c.match_where:  # where in each glimpse this pointer's word was read (none on global patches)
             where = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)  # (B, 2, K, R)
             off_in = off_in + F.pad(self.match_where_in(where.to(dtype)), (0, 0, gh * gw, 0))
-        offsets = self.off_out(F.gelu(off_in))  # (B, 2, N, 2)
+        hidden = F.gelu(off_in)
+        offsets = self.off_out(hidden)  # (B, 2, N, 2)
+        if c.match_where_near:  # one offset per read window, chosen by where this glimpse or the ones
+            # around it (a field's label, left of it) read the word: two rows in a tile, not their middle
+            pull = reach.detach().clamp(min=0)  # the kernel stays the pointer's; where its words count,
+            pull = pull / pull.sum(-1, keepdim=True).clamp(min=1e-6)  # as a mean: one scale at any distance
+            near = torch.einsum("bpkj,bpjr->bpkr", pull, where)
+            choice = ((where + near) * WHERE_SHARPNESS).softmax(-1)  # (B, 2, K, R)
+            delta = self.match_where_off(hidden[:, :, gh * gw:]).view(*choice.shape, 2)
+            offsets = offsets + F.pad((choice[..., None].to(delta.dtype) * delta).sum(3), (0, 0, gh * gw, 0))
         sq = self.span_q(h).view(b, 2, d)
         sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
