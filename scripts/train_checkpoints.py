@@ -13,8 +13,10 @@ from the desktop's own words and then from slider screens, and two rounds of fin
 the first round's model. Two more rounds untie the match kernels, widen their reach to 4 tiles
 and add demos and DAgger episodes of the tasks whose targets sit in close rows (``rows_rounds``);
 two more add DAgger episodes that name the expert's targets and a reader of read windows
-(``window_rounds``); the last two tell the offset heads which window read their word and add a
-DAgger round weighted to click-checkboxes, training every layer but the reader (``where_rounds``).
+(``window_rounds``); two more tell the offset heads which window read their word and add a
+DAgger round weighted to click-checkboxes, training every layer but the reader (``where_rounds``);
+the last three add two more DAgger sets and give each glimpse an offset per read window, chosen
+by where the word was read around it (``near_rounds``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -201,8 +203,9 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
                "--out", str(runs / "small-order2"), *common])
     data = rows_rounds(runs, data, common, w)
     data = window_rounds(runs, data, common, w, device)
-    where_rounds(runs, data, common)
-    export(runs / "small-w4", dest, fp16=True)
+    data = where_rounds(runs, data, common)
+    near_rounds(runs, data, common)
+    export(runs / "small-near5", dest, fp16=True)
 
 
 def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[str]:
@@ -260,7 +263,7 @@ def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device
     return data
 
 
-def where_rounds(runs: Path, data: list[str], common: list[str]) -> None:
+def where_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     """Rounds 7 and 8 over ``window_rounds``' round 6: the offset heads are told which window read
     their word (``--match-where``), then a DAgger round driven by that model, weighted to
     click-checkboxes, teaches every layer but the reader (lr 5e-4). Round 7 caches every session's
@@ -276,6 +279,37 @@ def where_rounds(runs: Path, data: list[str], common: list[str]) -> None:
         data = [*data, str(runs / out)]
     dw(train, ["train", *data, "--init", str(runs / "small-where"), "--epochs", "2", "--lr", "5e-4",
                "--out", str(runs / "small-w4"), *common, *cache])
+    return data
+
+
+def near_rounds(runs: Path, data: list[str], common: list[str]) -> None:
+    """Rounds 10-12 over ``where_rounds``' round 8: two more DAgger sets driven by round 8 (the
+    first at the large sizes only, from the unbundled round 9; the second over every size, weighted
+    to what round 8 misses), 2 epochs over every layer but the reader (round 10), then offsets per
+    read window chosen by where the word was read around a glimpse (``--match-where-near``): that
+    layer alone (round 11), then it with the offset heads (round 12)."""
+    from agent.commands import demos, train
+
+    cache = ["--cache", str(runs / "cache-window")]
+    every, large = READ_SIZES, "1920x1080,2560x1440,5120x2880@2"
+    sets = [("dagger-w3", "click-checkboxes,click-menu,enter-text,drag-slider", 30,
+             "1920x1080,2560x1440,1440x900@1.5,5120x2880@2", 82000),
+            ("dagger-w4", "click-checkboxes", 30, every, 83000),
+            ("dagger-w4", "enter-text,click-menu", 25, every, 83100),
+            ("dagger-w4", "close-dialog,drag-slider", 15, every, 83200),
+            ("dagger-w4", "click-checkboxes", 20, large, 83300),
+            ("dagger-w4", "enter-text", 15, large, 83400),
+            ("dagger-w4", "click-menu", 10, large, 83500)]
+    for out, tasks, n, sizes, seed in sets:
+        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
+                   "--out", str(runs / out), "--plain", "--dagger", str(runs / "small-w4"), "--beta", "0.3"])
+    data = [*data, str(runs / "dagger-w3"), str(runs / "dagger-w4")]
+    dw(train, ["train", *data, "--init", str(runs / "small-w4"), "--epochs", "2", "--lr", "3e-4",
+               "--out", str(runs / "small-w6"), *common, *cache])
+    dw(train, ["train", *data, "--init", str(runs / "small-w6"), "--match-where-near", "--train-only",
+               "match_where_off", "--epochs", "2", "--lr", "5e-3", "--out", str(runs / "small-near4"), *common, *cache])
+    dw(train, ["train", *data, "--init", str(runs / "small-near4"), "--train-only", "match_where,off_",
+               "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-near5"), *common, *cache])
 
 
 def main() -> int:
