@@ -753,8 +753,9 @@ def train(
         if val_t:
             with _compute(device):
                 rec.update(evaluate_offline(model, val_t, tasks=val_tasks, task_names=task_names))
-            if tc.keep_best and (best is None or _held_out_rank(rec) > best[0]):
-                best = (_held_out_rank(rec), epoch + 1,
+            rank = _held_out_rank(rec)
+            if tc.keep_best and (best is None or rank > best[0]):
+                best = (rank, epoch + 1,
                         {k: v.detach().clone() for k, v in model.state_dict().items()})
         history.append(rec)
         log(json.dumps({k: v for k, v in rec.items() if k != "per_task"}))

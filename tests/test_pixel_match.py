@@ -288,6 +288,14 @@ def test_per_phase_matches_tell_the_glimpse_which_copy_read_the_word():
     assert torch.equal(outs[0].boxes, outs[1].boxes)
 
 
+def _window_hit(k: int, glimpse: int, window: int, at: int) -> torch.Tensor:
+    """Per-read matches (1, K, 4 windows, 96 bytes): the word at byte ``at`` read in one window of
+    one glimpse, nothing else read."""
+    hit = torch.zeros(1, k, 4, 96)
+    hit[0, glimpse, window, at] = 1.0
+    return hit
+
+
 def test_where_tells_the_offset_head_which_window_read_the_pointers_word():
     from policies.train import with_match_where
 
@@ -298,18 +306,15 @@ def test_where_tells_the_offset_head_which_window_read_the_pointers_word():
     cache = m.encode_text(_ids(text))
     k, ng = m.config.max_glimpses, m.config.num_global
     args = _blank_step(m, cache)
-    hit = torch.zeros(1, k, 4, 96)
-    hit[0, 5, 0, text.index("Save")] = 1.0
+    hit = _window_hit(k, 5, 0, text.index("Save"))
     with torch.no_grad():  # the new layer starts at zero: the model acts as the one it came from
         assert torch.equal(m(**args, match=hit).offsets, base(**args, match=hit.amax(2)).offsets)
         m.match_where_in.weight.normal_()
         m.match_where_in.bias.normal_()
     outs = []
     for window in (0, 3):  # "Save" read in the glimpse's top-left window, or in its bottom-right one
-        hit = torch.zeros(1, k, 4, 96)
-        hit[0, 5, window, text.index("Save")] = 1.0
         with torch.no_grad():
-            outs.append(m(**args, match=hit))
+            outs.append(m(**args, match=_window_hit(k, 5, window, text.index("Save"))))
     a, b = outs
     assert torch.equal(a.pointer_logits, b.pointer_logits)  # the pointer takes the best window either way
     assert not torch.allclose(a.offsets[0, :, ng + 5], b.offsets[0, :, ng + 5])  # the offset does not
@@ -341,10 +346,8 @@ def test_where_near_tells_a_fields_offset_head_which_row_its_label_was_read_on()
         m.match_kernel.zero_()
         m.match_kernel[:, r * n + (r - 1)] = 1.0  # every kernel: the word one tile to the left
 
-    def read(window):
-        hit = torch.zeros(1, k, 4, 96)
-        hit[0, 5, window, text.index("Name")] = 1.0
-        return hit
+    def read(window):  # the label "Name" read in one window of glimpse 5
+        return _window_hit(k, 5, window, text.index("Name"))
 
     with torch.no_grad():  # the new layer starts at zero: the model acts as the one it came from
         assert torch.equal(m(**args, match=read(0)).offsets, base(**args, match=read(0)).offsets)
