@@ -62,22 +62,41 @@ def test_every_word_centred_in_a_tile_is_named_by_exactly_one_of_its_windows():
         assert named.count("word") == 1 and named.count("") == 3, (word, named)
 
 
-@pytest.mark.parametrize("w,h,scale", [(640, 480, 1.0), (1000, 700, 1.25), (2880, 1800, 2.0)])
-def test_the_preprocessor_cuts_each_glimpses_four_windows(w, h, scale):
-    cfg = PixelConfig(**SMALL, match=True, match_window=[64, 32], match_window_px=[96, 48])
+# (tile, window in points, frame, scale, whether the windows come from one resized region per tile)
+GEOMETRIES = [(32, (64, 32), 640, 480, 1.0, False), (32, (64, 32), 1000, 700, 1.25, False),  # windows grow
+              (32, (64, 32), 2880, 1800, 2.0, True),
+              (64, (128, 64), 1920, 1080, 1.0, True), (64, (128, 64), 1366, 768, 1.0, True),  # pixel-small's
+              (64, (128, 64), 2560, 1440, 1.5, True), (64, (128, 64), 5120, 2880, 2.0, True),
+              (64, (128, 64), 1500, 1000, 1.1, False)]  # offsets off the resize's cells: one by one
+
+
+@pytest.mark.parametrize("tile,window,w,h,scale,regions", GEOMETRIES)
+def test_the_preprocessor_cuts_each_glimpses_four_windows(tile, window, w, h, scale, regions):
+    """Each window (and each whole tile's glimpse) is its own crop resized, bit for bit, whether it
+    was resized alone or cut from its tile's resized region."""
+    cfg = PixelConfig(**{**SMALL, "tile_pt": tile}, match=True, match_window=list(window), match_window_px=[96, 48],
+                      glimpse_px=48 * tile // 64)
     assert cfg.reads_per_glimpse == 4 and cfg.read_px == (48, 96)
     fr = _frame(w, h, scale)
-    v = Preprocessor(cfg)(fr)
-    k = cfg.max_glimpses
-    assert v.read_glimpses.shape == (4 * k, 48, 96, 3)
-    ww, wh = round(64 * scale), round(32 * scale)
+    pre = Preprocessor(cfg)
+    v = pre(fr)
+    assert (pre.window_geometry[-1] is not None) == regions
+    k, g = cfg.max_glimpses, cfg.glimpse_px
+    assert v.read_glimpses.shape == (4 * k, 48, 96, 3) and v.mask.sum() > 0
+    ww, wh = round(window[0] * scale), round(window[1] * scale)
     for i in np.flatnonzero(v.mask):
-        x0, y0 = (v.boxes[i][:2] * [w, h]).round().astype(int)
-        for p, (dx, dy) in enumerate(window_origins(32 * scale, ww, wh)):
+        x0, y0, x1, y1 = (v.boxes[i] * [w, h, w, h]).round().astype(int)
+        for p, (dx, dy) in enumerate(window_origins(tile * scale, ww, wh)):
             crop = crop_padded(fr.pixels, int(x0) + dx, int(y0) + dy, ww, wh)
             want = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGRA2BGR), (96, 48), interpolation=cv2.INTER_AREA)
             assert np.array_equal(v.read_glimpses[p * k + i], want)
+        tile_px = cv2.cvtColor(fr.pixels[y0:y1, x0:x1], cv2.COLOR_BGRA2BGR)
+        assert np.array_equal(v.glimpses[i], cv2.resize(tile_px, (g, g), interpolation=cv2.INTER_AREA))
     assert not v.read_glimpses[~np.tile(v.mask, 4)].any()
+    assert (pre.glimpse_side > 0) == regions and not v.glimpses[~v.mask].any()
+
+
+def test_windows_refuse_per_phase_inputs():
     with pytest.raises(ValueError, match="match_per_phase"):
         PixelConfig(**SMALL, match=True, match_window=[64, 32], match_per_phase=True)
 
