@@ -98,6 +98,7 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     pol.reset(desk.instruction)
     lat = act_latency(pol, obs, steps, warmup=20)  # a reading model reads every tile afresh each step
     doc = {"p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "dtype": str(pol.dtype).removeprefix("torch."),
+           "precision": pol.precision,
            "steps": steps, "cores": cores, "torch_threads": cores, "frame": "1920x1080@1", "cpu": _cpu_name(),
            "busy_before": busy}
     if pol.reads is not None:  # and the same frame again: every tile already read

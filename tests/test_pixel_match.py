@@ -14,6 +14,7 @@ from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, Preprocessor, encode_text
 from policies.pixel import reader as R
 from policies.pixel.model import END, MAX_CHARS, word_templates
+from policies.registry import bundled_checkpoint
 from policies.train import TrainConfig, TrainError, precompute_match, train
 from tests.test_pixel_model import _frame
 
@@ -394,7 +395,7 @@ def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
             with torch.no_grad():
                 torch.manual_seed(3)
                 m.match_order_in.weight.normal_()
-    po, pt = PixelPolicy(m1, runtime="onnx"), PixelPolicy(m2, runtime="torch", dtype="float32")
+    po, pt = PixelPolicy(m1, runtime="onnx", dtype="float32"), PixelPolicy(m2, runtime="torch", dtype="float32")
     for task, size in (("click-button", (640, 480)), ("click-menu", (1280, 720)), ("drag-slider", (800, 600))):
         d = VirtualDesktop(task, seed=4, size=size)
         obs = Observation(d.observe(), d.instruction, d.cursor, ())
@@ -419,6 +420,39 @@ def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
             again = pol.run(arrays)  # the same screen: nothing read, the same step
             assert pol.reads.read == before
             assert torch.equal(again.pointer_logits, out.pointer_logits)
+
+
+@pytest.mark.skipif(not (bundled_checkpoint("pixel-small") / "config.json").is_file(), reason="no bundled pixel-small")
+def test_the_fast_cpu_path_acts_as_float32(monkeypatch):
+    """Where the CPU has VNNI and native bfloat16, the ONNX policy multiplies in int8 and reads in
+    bfloat16 (forced here on any CPU). On the bundled pixel-small it takes the actions float32
+    takes, to within a pixel, though its outputs are not bit for bit the same."""
+    import policies.pixel.policy as P
+    import policies.pixel.runtime as R
+    from agent.virtual import VirtualDesktop
+    from policies.pixel import load_model
+
+    monkeypatch.delenv("DW_PIXEL_DTYPE", raising=False)
+    monkeypatch.delenv("DW_PIXEL_RUNTIME", raising=False)
+    monkeypatch.setattr(R, "cpu_flags", lambda: frozenset({"avx512_vnni", "avx512_bf16"}))
+    monkeypatch.setattr(P, "cpu_flags", R.cpu_flags)
+    fast = PixelPolicy(load_model("pixel-small"))
+    exact = PixelPolicy(load_model("pixel-small"), runtime="onnx", dtype="float32")
+    assert fast.precision == "int8 matmuls, bfloat16 reader" and exact.precision == "float32, float32 reader"
+    moved = 0.0
+    for task, size in (("click-menu", (1920, 1080)), ("enter-text", (640, 480)), ("close-dialog", (1920, 1080)),
+                       ("click-checkboxes", (1280, 720))):
+        d = VirtualDesktop(task, seed=10_001, size=size)
+        obs = Observation(d.observe(), d.instruction, d.cursor, ())
+        a, b = fast.act(obs), exact.act(obs)
+        assert [x.type for x in a] == [x.type for x in b], task
+        for x, y in zip(a, b, strict=True):
+            if x.point is not None:
+                assert np.allclose(np.multiply(x.point, size), np.multiply(y.point, size), atol=1.0), task
+        arrays = exact.arrays(obs)
+        lf, le = fast.run(arrays).pointer_logits, exact.run(arrays).pointer_logits
+        moved = max(moved, float((lf - le).abs().max()))
+    assert 0.0 < moved < 1.0  # a different arithmetic ran, and it stayed close
 
 
 def test_tile_reads_read_only_new_used_tiles_and_forget_the_oldest():

@@ -150,7 +150,7 @@ def test_onnx_step_matches_torch():
     """The ONNX Runtime step computes what the PyTorch forward pass computes, for instructions of
     any length (the text axis is dynamic), with history, and acts the same."""
     m_onnx, m_torch = _tiny(), _tiny()
-    po = PixelPolicy(m_onnx, runtime="onnx")
+    po = PixelPolicy(m_onnx, runtime="onnx", dtype="float32")  # float32 throughout: no int8 products
     pt = PixelPolicy(m_torch, runtime="torch", dtype="float32")
     assert po.runtime == "onnx" and pt.runtime == "torch" and po.dtype is torch.float32
     for text, hist in (("Click OK.", ()), ('Type "maple syrup" into the second field, then press Submit.',

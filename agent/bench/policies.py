@@ -95,7 +95,7 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     pol = PixelPolicy(model, name=name, device=device, runtime=runtime)
     pol.reset('Click the "OK" button.')
     row = {"size": name, "runtime": runtime, "parameters": sum(p.numel() for p in model.parameters()),
-           "dtype": str(pol.dtype).removeprefix("torch."), "weights": "bundled" if bundled else "random",
+           "dtype": str(pol.dtype).removeprefix("torch."), "precision": pol.precision, "weights": "bundled" if bundled else "random",
            "reads": bool(model.config.match)}
     cuda = device.startswith("cuda")
 

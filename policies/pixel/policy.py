@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import torch
 
@@ -13,19 +11,13 @@ from policies.pixel.codec import decode, history_features
 from policies.pixel.model import PixelModel, PixelOutput
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.reads import TileReads
-from policies.pixel.runtime import OnnxStep, choose_runtime, dtype_setting
+from policies.pixel.runtime import OnnxStep, choose_runtime, cpu_flags, dtype_setting, int8_matmuls
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-@cache
 def _cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def inference_dtype(device: str | torch.device = "cpu", dtype: str = "auto") -> torch.dtype:
@@ -58,18 +50,34 @@ class PixelPolicy:
     def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto",
                  runtime: str = "auto"):
         self.runtime = choose_runtime(device, runtime, dtype, model.config.hidden_size)
-        self.dtype = torch.float32 if self.runtime == "onnx" else inference_dtype(device, dtype)
+        onnx = self.runtime == "onnx"
+        self.dtype = torch.float32 if onnx else inference_dtype(device, dtype)
         self.model = model.to(device=device, dtype=self.dtype).eval()
-        self._step = OnnxStep(self.model) if self.runtime == "onnx" else None
+        # In ONNX Runtime with no dtype asked for, each part runs in the fastest arithmetic this CPU
+        # has natively (closed-loop success measured level with float32: docs/policies.md): the
+        # step's matrix products in int8 (VNNI), the reader's convolutions in torch's bfloat16.
+        fast = onnx and dtype_setting(dtype) == "auto"
+        self.int8 = fast and int8_matmuls()
+        read_dtype = torch.bfloat16 if fast and _cpu_has_native_bf16() else self.dtype
+        self._step = OnnxStep(self.model, int8=self.int8) if onnx else None
         self.cfg = model.config
-        self.reads = (TileReads(self.model.reader, self.cfg.read_px, self.runtime, windows=bool(self.cfg.match_window))
-                      if self.cfg.match else None)
+        self.read_dtype = read_dtype if self.cfg.match else None
+        read_runtime = "torch" if read_dtype != self.dtype else self.runtime
+        self.reads = (TileReads(self.model.reader, self.cfg.read_px, read_runtime, windows=bool(self.cfg.match_window),
+                                dtype=read_dtype) if self.cfg.match else None)
         self.name = name
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)
         self._cache = None
         self._raw = b""
         self.instruction = ""
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the step and (for a reading model) the reader, e.g. ``int8 matmuls,
+        bfloat16 reader``: what benchmarks record beside their figures."""
+        step = "int8 matmuls" if self.int8 else str(self.dtype).removeprefix("torch.")
+        return step if self.read_dtype is None else f"{step}, {str(self.read_dtype).removeprefix('torch.')} reader"
 
     @torch.inference_mode()
     def reset(self, instruction: str) -> None:

@@ -12,11 +12,13 @@ from the tiles (tested).
 
 from __future__ import annotations
 
-import hashlib
+import copy
 from collections import OrderedDict
 
 import numpy as np
 import torch
+import xxhash
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from policies.pixel.model import READ_WIDTH, Reader
 from policies.pixel.runtime import onnx_session
@@ -35,16 +37,36 @@ class _Probs(torch.nn.Module):
         return self.reader.probs(tiles, next(self.reader.parameters()).dtype)
 
 
+def folded(reader: Reader, dtype: torch.dtype) -> Reader:
+    """An inference copy of ``reader`` in ``dtype``: each convolution's batch norm folded into it
+    (the same function, one pass over the activations fewer)."""
+    r = copy.deepcopy(reader).float().eval()
+    layers, out = list(r.stem), []
+    while layers:
+        layer = layers.pop(0)
+        if isinstance(layer, torch.nn.Conv2d) and layers and isinstance(layers[0], torch.nn.BatchNorm2d):
+            layer = fuse_conv_bn_eval(layer, layers.pop(0))
+        out.append(layer)
+    r.stem = torch.nn.Sequential(*out)
+    return r.to(dtype)
+
+
 class TileReads:
     """A match model's reader run over glimpse tiles, each distinct tile read once (LRU-bounded).
+    A tile is known by a 128-bit xxh3 digest of its pixels: ~0.1 ms for a frame's 192 windows,
+    against ~1.5 ms for a cryptographic hash.
 
     ``runtime`` ``onnx`` runs the reader in its own ONNX Runtime session (float32), ``torch`` in
-    the model's dtype on its device. ``read`` counts the tiles actually read, for tests and
+    ``dtype`` (default: the reader's own) on its device, its batch norms folded. On a CPU with native
+    bfloat16 arithmetic the policy reads in torch's bfloat16: about half the time of float32 there
+    (``dw bench policies``). ``read`` counts the tiles actually read, for tests and
     benchmarks; :meth:`clear` forgets every tile (a cold start)."""
 
     def __init__(self, reader: Reader, read_px: int | tuple[int, int], runtime: str = "torch",
-                 capacity: int = CAPACITY, windows: bool = False):
-        self.module = _Probs(reader).eval()
+                 capacity: int = CAPACITY, windows: bool = False, dtype: torch.dtype | None = None):
+        dtype = next(reader.parameters()).dtype if dtype is None else dtype
+        device = next(reader.parameters()).device
+        self.module = _Probs(folded(reader, dtype if runtime == "torch" else torch.float32).to(device)).eval()
         self.capacity = capacity
         self.read = 0
         self._seen: OrderedDict[bytes, np.ndarray] = OrderedDict()
@@ -69,7 +91,7 @@ class TileReads:
     def probs(self, tiles: np.ndarray, use: np.ndarray) -> np.ndarray:
         """(N, G, G, 3) uint8 tiles and (N,) bool: which to read -> (N, C) probabilities, zero
         where not used."""
-        keys = {int(i): hashlib.blake2b(tiles[i], digest_size=16).digest() for i in np.flatnonzero(use)}
+        keys = {int(i): xxhash.xxh3_128_digest(tiles[i]) for i in np.flatnonzero(use)}
         for key in keys.values():
             if key in self._seen:
                 self._seen.move_to_end(key)

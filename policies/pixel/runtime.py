@@ -14,6 +14,12 @@ outside the step, in a session of its own, on the tiles it has not read yet
 small sizes (hidden size up to 256: pixel-tiny, pixel-small) when it is installed and no dtype was
 asked for, and PyTorch otherwise: on CUDA, for an explicit dtype, and for pixel-base and
 pixel-large, whose forward pass is arithmetic-bound and runs faster in PyTorch's bfloat16.
+
+With no dtype asked for, the ONNX step's matrix products run in int8 where the CPU multiplies
+int8 natively (:func:`int8_matmuls`; the weights are quantized per channel when the session is
+built, the activations per run) and a reading model's reader runs in torch's bfloat16 where the
+CPU has it natively. Closed-loop success was measured level with float32 (docs/policies.md);
+``dtype="float32"`` (or ``DW_PIXEL_DTYPE=float32``) keeps every part in float32.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import io
+import logging
 import os
 import warnings
+from functools import cache
 
 import numpy as np
 import torch
@@ -41,6 +49,23 @@ OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput) if f.name not in
 def dtype_setting(dtype: str = "auto") -> str:
     """The dtype asked for: ``dtype``, or ``DW_PIXEL_DTYPE`` where ``dtype`` is ``auto``."""
     return os.environ.get("DW_PIXEL_DTYPE", "auto") if dtype == "auto" else dtype
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (from /proc/cpuinfo; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return frozenset()
+
+
+def int8_matmuls() -> bool:
+    """Whether the CPU multiplies int8 natively (VNNI or AMX): there ONNX Runtime's int8 matrix
+    products take pixel-small's step from ~13 to ~9 ms (``dw bench policies``); without, they
+    measured no faster than float32."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
 def onnx_available() -> bool:
@@ -77,9 +102,10 @@ def run_inputs(config) -> tuple[str, ...]:
 
 
 def onnx_session(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
-                 dynamic_axes: dict):
+                 dynamic_axes: dict, int8: bool = False):
     """An ONNX Runtime session (CPU) of ``module``, exported in memory from a trace on ``example``,
-    with torch's thread count."""
+    with torch's thread count. ``int8``: its matrix products with constant weights in int8 (weights
+    quantized once, activations per run: ONNX Runtime's dynamic quantization)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -89,6 +115,9 @@ def onnx_session(module: nn.Module, example: tuple, input_names: list[str], outp
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
         torch.onnx.export(module, example, buf, input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+    graph = buf.getvalue()
+    if int8:
+        graph = _int8_matmuls(graph)
     so = ort.SessionOptions()
     so.intra_op_num_threads = torch.get_num_threads()
     so.inter_op_num_threads = 1
@@ -96,7 +125,27 @@ def onnx_session(module: nn.Module, example: tuple, input_names: list[str], outp
     # No spin-waiting after a run: idle ORT threads would compete with the next frame's
     # OpenCV preprocessing threads for the same cores (measured slower per step on 2 cores).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+
+
+def _int8_matmuls(graph: bytes) -> bytes:
+    """``graph`` (ONNX bytes) with its MatMul and Gemm weights in int8, per output channel."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the quantizer's advice on preprocessing, on the root logger
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "int8.onnx")  # the quantizer writes only to a file
+            quantize_dynamic(onnx.load_from_string(graph), out, per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            with open(out, "rb") as f:
+                return f.read()
+    finally:
+        logging.disable(quiet)
 
 
 class _FlatStep(nn.Module):
@@ -121,9 +170,10 @@ class _FlatStep(nn.Module):
 
 
 class OnnxStep:
-    """One pixel model's step (batch 1, float32) in an ONNX Runtime session."""
+    """One pixel model's step (batch 1) in an ONNX Runtime session: float32, or with ``int8``
+    matrix products (:func:`onnx_session`)."""
 
-    def __init__(self, model: PixelModel):
+    def __init__(self, model: PixelModel, int8: bool = False):
         c = model.config
         n_layers = len(model.layers)
         k, g, d = c.max_glimpses, c.glimpse_px, c.hidden_size
@@ -151,7 +201,7 @@ class OnnxStep:
         text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
                     **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names}}
         self.session = onnx_session(_FlatStep(model.float().eval()), example, names,
-                                    [f"out_{k}" for k in OUTPUTS], text_len)
+                                    [f"out_{k}" for k in OUTPUTS], text_len, int8=int8)
         self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs
         self._text: dict[str, np.ndarray] = {}
 
