@@ -15,8 +15,9 @@ and add demos and DAgger episodes of the tasks whose targets sit in close rows (
 two more add DAgger episodes that name the expert's targets and a reader of read windows
 (``window_rounds``); two more tell the offset heads which window read their word and add a
 DAgger round weighted to click-checkboxes, training every layer but the reader (``where_rounds``);
-the last three add two more DAgger sets and give each glimpse an offset per read window, chosen
-by where the word was read around it (``near_rounds``).
+three more add two more DAgger sets and give each glimpse an offset per read window, chosen
+by where the word was read around it (``near_rounds``); the last adds two more DAgger sets and
+trains every layer but the reader again (``last_round``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -205,8 +206,9 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
     data = rows_rounds(runs, data, common, w)
     data = window_rounds(runs, data, common, w, device)
     data = where_rounds(runs, data, common)
-    near_rounds(runs, data, common)
-    export(runs / "small-near5", dest, fp16=True)
+    data = near_rounds(runs, data, common)
+    last_round(runs, data, common)
+    export(runs / "small-near6", dest, fp16=True)
 
 
 def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[str]:
@@ -283,7 +285,7 @@ def where_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     return data
 
 
-def near_rounds(runs: Path, data: list[str], common: list[str]) -> None:
+def near_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     """Rounds 10-12 over ``where_rounds``' round 8: two more DAgger sets driven by round 8 (the
     first at the large sizes only, from the unbundled round 9; the second over every size, weighted
     to what round 8 misses), 2 epochs over every layer but the reader (round 10), then offsets per
@@ -311,6 +313,33 @@ def near_rounds(runs: Path, data: list[str], common: list[str]) -> None:
                "match_where_off", "--epochs", "2", "--lr", "5e-3", "--out", str(runs / "small-near4"), *common, *cache])
     dw(train, ["train", *data, "--init", str(runs / "small-near4"), "--train-only", "match_where,off_",
                "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-near5"), *common, *cache])
+    return data
+
+
+def last_round(runs: Path, data: list[str], common: list[str]) -> None:
+    """Round 13 over ``near_rounds``' round 12: two more DAgger sets, the first driven by round 10,
+    the second by round 12 (weighted to click-checkboxes, click-menu and drag-slider), then every
+    layer but the reader for 2 epochs at lr 3e-4. The first demo set (``demos-read``) is left out:
+    24 GB of memory holds the samples of about 10,400 sessions, and these are 9,414."""
+    from agent.commands import demos, train
+
+    every, large = READ_SIZES, "1920x1080,2560x1440,5120x2880@2"
+    sets = [("dagger-w5", "small-w6", "click-checkboxes", 30, every, 84000),
+            ("dagger-w5", "small-w6", "enter-text,click-menu", 25, every, 84100),
+            ("dagger-w5", "small-w6", "close-dialog,drag-slider", 15, every, 84200),
+            ("dagger-w5", "small-w6", "click-checkboxes", 20, large, 84300),
+            ("dagger-w5", "small-w6", "enter-text", 15, large, 84400),
+            ("dagger-w5", "small-w6", "click-menu", 10, large, 84500),
+            ("dagger-w6", "small-near5", "click-checkboxes,click-menu", 30, every, 85000),
+            ("dagger-w6", "small-near5", "enter-text,close-dialog", 12, every, 85100),
+            ("dagger-w6", "small-near5", "drag-slider", 15, every, 85200),
+            ("dagger-w6", "small-near5", "click-checkboxes,click-menu,drag-slider", 20, large, 85300)]
+    for out, driver, tasks, n, sizes, seed in sets:
+        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
+                   "--out", str(runs / out), "--plain", "--dagger", str(runs / driver), "--beta", "0.3"])
+    data = [d for d in data if Path(d).name != "demos-read"] + [str(runs / "dagger-w5"), str(runs / "dagger-w6")]
+    dw(train, ["train", *data, "--init", str(runs / "small-near5"), "--epochs", "2", "--lr", "3e-4",
+               "--out", str(runs / "small-near6"), *common, "--cache", str(runs / "cache-window")])
 
 
 def main() -> int:
