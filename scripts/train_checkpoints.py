@@ -320,7 +320,8 @@ def last_round(runs: Path, data: list[str], common: list[str]) -> None:
     """Round 13 over ``near_rounds``' round 12: two more DAgger sets, the first driven by round 10,
     the second by round 12 (weighted to click-checkboxes, click-menu and drag-slider), then every
     layer but the reader for 2 epochs at lr 3e-4. The first demo set (``demos-read``) is left out:
-    24 GB of memory holds the samples of about 10,400 sessions, and these are 9,414."""
+    24 GB of memory holds the samples of about 10,400 sessions, and these are 9,414. (The bundled
+    run drove the second set with round 12's fp16 export, ``fixtures/checkpoints/pixel-small``.)"""
     from agent.commands import demos, train
 
     every, large = READ_SIZES, "1920x1080,2560x1440,5120x2880@2"
