@@ -16,8 +16,8 @@ two more add DAgger episodes that name the expert's targets and a reader of read
 (``window_rounds``); two more tell the offset heads which window read their word and add a
 DAgger round weighted to click-checkboxes, training every layer but the reader (``where_rounds``);
 three more add two more DAgger sets and give each glimpse an offset per read window, chosen
-by where the word was read around it (``near_rounds``); the last adds two more DAgger sets and
-trains every layer but the reader again (``last_round``).
+by where the word was read around it (``near_rounds``); the last two add three more DAgger sets and
+train every layer but the reader again (``last_round``).
 
 Demos: the direct expert on every task, many episodes at scale-1 sizes (640x480 .. 2560x1440) and
 fewer at HiDPI sizes (1440x900@1.5 .. 5120x2880@2): preprocessing works in logical
@@ -208,7 +208,7 @@ def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
     data = where_rounds(runs, data, common)
     data = near_rounds(runs, data, common)
     last_round(runs, data, common)
-    export(runs / "small-near6", dest, fp16=True)
+    export(runs / "small-near7", dest, fp16=True)
 
 
 def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[str]:
@@ -317,11 +317,13 @@ def near_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
 
 
 def last_round(runs: Path, data: list[str], common: list[str]) -> None:
-    """Round 13 over ``near_rounds``' round 12: two more DAgger sets, the first driven by round 10,
-    the second by round 12 (weighted to click-checkboxes, click-menu and drag-slider), then every
-    layer but the reader for 2 epochs at lr 3e-4. The first demo set (``demos-read``) is left out:
-    24 GB of memory holds the samples of about 10,400 sessions, and these are 9,414. (The bundled
-    run drove the second set with round 12's fp16 export, ``fixtures/checkpoints/pixel-small``.)"""
+    """Rounds 13 and 14 over ``near_rounds``' round 12: two more DAgger sets, the first driven by
+    round 10, the second by round 12 (weighted to click-checkboxes, click-menu and drag-slider), then
+    every layer but the reader for 2 epochs at lr 3e-4 (round 13); one more set like the second,
+    driven by round 13, in place of the first, and 1 epoch (round 14). The first demo set
+    (``demos-read``) is left out: 24 GB of memory holds the samples of about 10,400 sessions, and
+    these are 9,414 and 9,393. (The bundled run drove round 13's second set with round 12's fp16
+    export, ``fixtures/checkpoints/pixel-small``.)"""
     from agent.commands import demos, train
 
     every, large = READ_SIZES, "1920x1080,2560x1440,5120x2880@2"
@@ -334,13 +336,21 @@ def last_round(runs: Path, data: list[str], common: list[str]) -> None:
             ("dagger-w6", "small-near5", "click-checkboxes,click-menu", 30, every, 85000),
             ("dagger-w6", "small-near5", "enter-text,close-dialog", 12, every, 85100),
             ("dagger-w6", "small-near5", "drag-slider", 15, every, 85200),
-            ("dagger-w6", "small-near5", "click-checkboxes,click-menu,drag-slider", 20, large, 85300)]
-    for out, driver, tasks, n, sizes, seed in sets:
-        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
-                   "--out", str(runs / out), "--plain", "--dagger", str(runs / driver), "--beta", "0.3"])
-    data = [d for d in data if Path(d).name != "demos-read"] + [str(runs / "dagger-w5"), str(runs / "dagger-w6")]
-    dw(train, ["train", *data, "--init", str(runs / "small-near5"), "--epochs", "2", "--lr", "3e-4",
-               "--out", str(runs / "small-near6"), *common, "--cache", str(runs / "cache-window")])
+            ("dagger-w6", "small-near5", "click-checkboxes,click-menu,drag-slider", 20, large, 85300),
+            ("dagger-w7", "small-near6", "click-checkboxes,click-menu", 30, every, 86000),
+            ("dagger-w7", "small-near6", "enter-text,close-dialog", 12, every, 86100),
+            ("dagger-w7", "small-near6", "drag-slider", 15, every, 86200),
+            ("dagger-w7", "small-near6", "click-checkboxes,click-menu,drag-slider", 20, large, 86300)]
+    rounds = {"dagger-w5": 13, "dagger-w6": 13, "dagger-w7": 14}
+    base = [d for d in data if Path(d).name != "demos-read"]
+    for rnd, (init, out, epochs, extra) in {13: ("small-near5", "small-near6", 2, ["dagger-w5", "dagger-w6"]),
+                                            14: ("small-near6", "small-near7", 1, ["dagger-w6", "dagger-w7"])}.items():
+        for folder, driver, tasks, n, sizes, seed in sets:
+            if rounds[folder] == rnd:
+                dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
+                           "--out", str(runs / folder), "--plain", "--dagger", str(runs / driver), "--beta", "0.3"])
+        dw(train, ["train", *base, *(str(runs / d) for d in extra), "--init", str(runs / init), "--epochs",
+                   str(epochs), "--lr", "3e-4", "--out", str(runs / out), *common, "--cache", str(runs / "cache-window")])
 
 
 def main() -> int:
