@@ -62,6 +62,30 @@ def dw(module, argv: list[str]) -> int:
     return int(args.func(args) or 0)
 
 
+LARGE_READ_SIZES = "1920x1080,2560x1440,5120x2880@2"
+# What the later DAgger sets are weighted to: (tasks, episodes per task and size, sizes, seed offset)
+ROWS_WEIGHTS = (("click-checkboxes", 30, READ_SIZES, 0), ("enter-text,click-menu", 25, READ_SIZES, 100),
+                ("close-dialog,drag-slider", 15, READ_SIZES, 200), ("click-checkboxes", 20, LARGE_READ_SIZES, 300),
+                ("enter-text", 15, LARGE_READ_SIZES, 400), ("click-menu", 10, LARGE_READ_SIZES, 500))
+SLIDER_WEIGHTS = (("click-checkboxes,click-menu", 30, READ_SIZES, 0), ("enter-text,close-dialog", 12, READ_SIZES, 100),
+                  ("drag-slider", 15, READ_SIZES, 200),
+                  ("click-checkboxes,click-menu,drag-slider", 20, LARGE_READ_SIZES, 300))
+
+
+def dagger(runs: Path, out: str, driver: str, tasks: str, episodes: int, sizes: str, seed: int) -> None:
+    """``dw demos`` of DAgger episodes driven by ``runs/driver`` (beta 0.3), into ``runs/out``."""
+    from agent.commands import demos
+
+    dw(demos, ["demos", "--tasks", tasks, "--episodes", str(episodes), "--sizes", sizes, "--seed", str(seed),
+               "--out", str(runs / out), "--plain", "--dagger", str(runs / driver), "--beta", "0.3"])
+
+
+def dagger_sets(runs: Path, out: str, driver: str, seed: int, weights) -> None:
+    """One DAgger set of ``weights`` (``ROWS_WEIGHTS``, ``SLIDER_WEIGHTS``) from ``seed`` on."""
+    for tasks, episodes, sizes, offset in weights:
+        dagger(runs, out, driver, tasks, episodes, sizes, seed + offset)
+
+
 def export(run_dir: Path, dest: Path, fp16: bool) -> None:
     from safetensors.torch import load_file, save_file
 
@@ -248,10 +272,9 @@ def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device
     bundled reader ran ``--steps 8000 --time-budget 2100`` on a 2-core CPU, which fitted its
     schedule to 2,917 steps after the first ones; here the schedule is 2,917 steps from the start.)
     Returns the data with the new sessions."""
-    from agent.commands import demos, reader, train
+    from agent.commands import reader, train
 
-    dw(demos, ["demos", "--tasks", ROWS_TASKS, "--episodes", "40", "--sizes", READ_SIZES, "--seed", "79000",
-               "--out", str(runs / "dagger-named"), "--plain", "--dagger", str(runs / "small-reach4"), "--beta", "0.3"])
+    dagger(runs, "dagger-named", "small-reach4", ROWS_TASKS, 40, READ_SIZES, 79000)
     data = [*data, str(runs / "dagger-named")]
     # an option given again after ``common`` overrides it (argparse keeps the last value)
     dw(train, ["train", *data, "--init", str(runs / "small-reach4"), "--train-only", "match_,head_type,head_key",
@@ -271,14 +294,13 @@ def where_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     their word (``--match-where``), then a DAgger round driven by that model, weighted to
     click-checkboxes, teaches every layer but the reader (lr 5e-4). Round 7 caches every session's
     reads, so the windows of those sessions can be deleted before round 8 (they fill a 100 GB disk)."""
-    from agent.commands import demos, train
+    from agent.commands import train
 
     cache = ["--cache", str(runs / "cache-window")]
     dw(train, ["train", *data, "--init", str(runs / "small-window"), "--match-where", "--train-only", "match_,off_",
                "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-where"), *common, *cache])
     for tasks, n, out in (("click-checkboxes", 60, "dagger-w1"), ("enter-text,click-menu,drag-slider", 25, "dagger-w2")):
-        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", READ_SIZES, "--seed", "81000",
-                   "--out", str(runs / out), "--plain", "--dagger", str(runs / "small-where"), "--beta", "0.3"])
+        dagger(runs, out, "small-where", tasks, n, READ_SIZES, 81000)
         data = [*data, str(runs / out)]
     dw(train, ["train", *data, "--init", str(runs / "small-where"), "--epochs", "2", "--lr", "5e-4",
                "--out", str(runs / "small-w4"), *common, *cache])
@@ -291,21 +313,12 @@ def near_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     to what round 8 misses), 2 epochs over every layer but the reader (round 10), then offsets per
     read window chosen by where the word was read around a glimpse (``--match-where-near``): that
     layer alone (round 11), then it with the offset heads (round 12)."""
-    from agent.commands import demos, train
+    from agent.commands import train
 
     cache = ["--cache", str(runs / "cache-window")]
-    every, large = READ_SIZES, "1920x1080,2560x1440,5120x2880@2"
-    sets = [("dagger-w3", "click-checkboxes,click-menu,enter-text,drag-slider", 30,
-             "1920x1080,2560x1440,1440x900@1.5,5120x2880@2", 82000),
-            ("dagger-w4", "click-checkboxes", 30, every, 83000),
-            ("dagger-w4", "enter-text,click-menu", 25, every, 83100),
-            ("dagger-w4", "close-dialog,drag-slider", 15, every, 83200),
-            ("dagger-w4", "click-checkboxes", 20, large, 83300),
-            ("dagger-w4", "enter-text", 15, large, 83400),
-            ("dagger-w4", "click-menu", 10, large, 83500)]
-    for out, tasks, n, sizes, seed in sets:
-        dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
-                   "--out", str(runs / out), "--plain", "--dagger", str(runs / "small-w4"), "--beta", "0.3"])
+    dagger(runs, "dagger-w3", "small-w4", "click-checkboxes,click-menu,enter-text,drag-slider", 30,
+           "1920x1080,2560x1440,1440x900@1.5,5120x2880@2", 82000)
+    dagger_sets(runs, "dagger-w4", "small-w4", 83000, ROWS_WEIGHTS)
     data = [*data, str(runs / "dagger-w3"), str(runs / "dagger-w4")]
     dw(train, ["train", *data, "--init", str(runs / "small-w4"), "--epochs", "2", "--lr", "3e-4",
                "--out", str(runs / "small-w6"), *common, *cache])
@@ -324,31 +337,17 @@ def last_round(runs: Path, data: list[str], common: list[str]) -> None:
     (``demos-read``) is left out: 24 GB of memory holds the samples of about 10,400 sessions, and
     these are 9,414 and 9,393. (The bundled run drove round 13's second set with round 12's fp16
     export, ``fixtures/checkpoints/pixel-small``.)"""
-    from agent.commands import demos, train
+    from agent.commands import train
 
-    every, large = READ_SIZES, "1920x1080,2560x1440,5120x2880@2"
-    sets = [("dagger-w5", "small-w6", "click-checkboxes", 30, every, 84000),
-            ("dagger-w5", "small-w6", "enter-text,click-menu", 25, every, 84100),
-            ("dagger-w5", "small-w6", "close-dialog,drag-slider", 15, every, 84200),
-            ("dagger-w5", "small-w6", "click-checkboxes", 20, large, 84300),
-            ("dagger-w5", "small-w6", "enter-text", 15, large, 84400),
-            ("dagger-w5", "small-w6", "click-menu", 10, large, 84500),
-            ("dagger-w6", "small-near5", "click-checkboxes,click-menu", 30, every, 85000),
-            ("dagger-w6", "small-near5", "enter-text,close-dialog", 12, every, 85100),
-            ("dagger-w6", "small-near5", "drag-slider", 15, every, 85200),
-            ("dagger-w6", "small-near5", "click-checkboxes,click-menu,drag-slider", 20, large, 85300),
-            ("dagger-w7", "small-near6", "click-checkboxes,click-menu", 30, every, 86000),
-            ("dagger-w7", "small-near6", "enter-text,close-dialog", 12, every, 86100),
-            ("dagger-w7", "small-near6", "drag-slider", 15, every, 86200),
-            ("dagger-w7", "small-near6", "click-checkboxes,click-menu,drag-slider", 20, large, 86300)]
-    rounds = {"dagger-w5": 13, "dagger-w6": 13, "dagger-w7": 14}
     base = [d for d in data if Path(d).name != "demos-read"]
-    for rnd, (init, out, epochs, extra) in {13: ("small-near5", "small-near6", 2, ["dagger-w5", "dagger-w6"]),
-                                            14: ("small-near6", "small-near7", 1, ["dagger-w6", "dagger-w7"])}.items():
-        for folder, driver, tasks, n, sizes, seed in sets:
-            if rounds[folder] == rnd:
-                dw(demos, ["demos", "--tasks", tasks, "--episodes", str(n), "--sizes", sizes, "--seed", str(seed),
-                           "--out", str(runs / folder), "--plain", "--dagger", str(runs / driver), "--beta", "0.3"])
+    for init, out, epochs, sets, extra in (
+            ("small-near5", "small-near6", 2, [("dagger-w5", "small-w6", 84000, ROWS_WEIGHTS),
+                                               ("dagger-w6", "small-near5", 85000, SLIDER_WEIGHTS)],
+             ["dagger-w5", "dagger-w6"]),
+            ("small-near6", "small-near7", 1, [("dagger-w7", "small-near6", 86000, SLIDER_WEIGHTS)],
+             ["dagger-w6", "dagger-w7"])):
+        for folder, driver, seed, weights in sets:
+            dagger_sets(runs, folder, driver, seed, weights)
         dw(train, ["train", *base, *(str(runs / d) for d in extra), "--init", str(runs / init), "--epochs",
                    str(epochs), "--lr", "3e-4", "--out", str(runs / out), *common, "--cache", str(runs / "cache-window")])
 
