@@ -455,6 +455,30 @@ def test_the_fast_cpu_path_acts_as_float32(monkeypatch):
     assert 0.0 < moved < 1.0  # a different arithmetic ran, and it stayed close
 
 
+def test_a_fused_read_is_the_readers_own():
+    """The torch reader's convolutions run with their GELUs as one oneDNN call each where torch
+    has it: the same probabilities as the reader's own layers, in float32 and in bfloat16."""
+    from policies.pixel.reads import _Probs, conv_gelu_fusable, folded
+
+    if not conv_gelu_fusable(torch.device("cpu")):
+        pytest.skip("this torch has no fused convolution with GELU")
+    m = _match_model(0, match_window=[96, 48], match_window_px=[64, 32])
+    with torch.no_grad():  # batch norms that do something when folded
+        for layer in m.reader.stem:
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.2, 0.2)
+                layer.running_var.uniform_(0.5, 2.0)
+    tiles = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (7, 32, 64, 3), dtype=np.uint8))
+    with torch.inference_mode():
+        want = m.reader.eval().probs(tiles)
+        for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+            fused = _Probs(folded(m.reader, dtype), fuse=True).eval()
+            assert fused.convs is not None and len(fused.convs) == 5
+            got = fused(tiles)
+            assert got.shape == want.shape and torch.allclose(got, want, atol=atol), dtype
+            assert torch.allclose(got, _Probs(folded(m.reader, dtype)).eval()(tiles), atol=atol), dtype
+
+
 def test_tile_reads_read_only_new_used_tiles_and_forget_the_oldest():
     from policies.pixel.model import READ_WIDTH
     from policies.pixel.reads import TileReads

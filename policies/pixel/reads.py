@@ -20,21 +20,51 @@ import torch
 import xxhash
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from policies.pixel.model import READ_WIDTH, Reader
+from policies.pixel.model import END, MAX_CHARS, READ_WIDTH, Reader, stem_input
 from policies.pixel.runtime import onnx_session
 
 CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
 
 
 class _Probs(torch.nn.Module):
-    """(N, G, G, 3) uint8 tiles -> (N, slots * classes): the reader's per-slot probabilities."""
+    """(N, G, G, 3) uint8 tiles -> (N, slots * classes): the reader's per-slot probabilities.
 
-    def __init__(self, reader: Reader):
+    ``fuse``: each convolution and the GELU after it run as one oneDNN call on the CPU
+    (:func:`conv_gelu_fusable`), the activation applied as the output is written rather than in
+    a pass of its own over it. The same function; about a fifth off a bfloat16 read of a
+    desktop frame's windows on 2 cores (``docs/policies.md``, "Latency")."""
+
+    def __init__(self, reader: Reader, fuse: bool = False):
         super().__init__()
         self.reader = reader
+        self.convs = _conv_gelu_pairs(reader.stem) if fuse else None
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.reader.probs(tiles, next(self.reader.parameters()).dtype)
+        dtype = next(self.reader.parameters()).dtype
+        if self.convs is None:
+            return self.reader.probs(tiles, dtype)
+        h = stem_input(tiles, dtype)
+        for c in self.convs:
+            h = torch.ops.mkldnn._convolution_pointwise(h, c.weight, c.bias, list(c.padding), list(c.stride),
+                                                        list(c.dilation), c.groups, "gelu", [], "none")
+        return self.reader.head(h.flatten(1)).view(-1, MAX_CHARS + 1, END + 1).float().softmax(-1).flatten(1)
+
+
+def conv_gelu_fusable(device: torch.device) -> bool:
+    """Whether this torch runs a convolution with its GELU as one oneDNN call here (the CPU op
+    TorchInductor fuses them into)."""
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def _conv_gelu_pairs(stem: torch.nn.Sequential) -> list[torch.nn.Conv2d]:
+    """The convolutions of a folded stem that alternates convolution (with bias) and exact GELU."""
+    layers = list(stem)
+    convs, gelus = layers[0::2], layers[1::2]
+    if (len(convs) != len(gelus) or not all(isinstance(c, torch.nn.Conv2d) and c.bias is not None for c in convs)
+            or not all(isinstance(g, torch.nn.GELU) and g.approximate == "none" for g in gelus)):
+        raise ValueError("fusing needs a folded stem of convolution, GELU pairs")
+    return convs
 
 
 def folded(reader: Reader, dtype: torch.dtype) -> Reader:
@@ -66,7 +96,8 @@ class TileReads:
                  capacity: int = CAPACITY, windows: bool = False, dtype: torch.dtype | None = None):
         dtype = next(reader.parameters()).dtype if dtype is None else dtype
         device = next(reader.parameters()).device
-        self.module = _Probs(folded(reader, dtype if runtime == "torch" else torch.float32).to(device)).eval()
+        fuse = runtime == "torch" and conv_gelu_fusable(device)
+        self.module = _Probs(folded(reader, dtype if runtime == "torch" else torch.float32).to(device), fuse).eval()
         self.capacity = capacity
         self.read = 0
         self._seen: OrderedDict[bytes, np.ndarray] = OrderedDict()
