@@ -61,6 +61,11 @@ def test_word_position_finds_the_quoted_whole_word():
     assert word_position(raw, "art") == raw.index(b'"art') + 1  # quoted, not inside "Start"
     assert word_position(raw, "tart") == -1 and word_position(raw, None) == -1
     assert word_position(b"re-start or start", "start") == 12  # "-" stays inside a word, as in a template
+    # whole words at the end too (click-checkboxes, seed 186, named "Bluetooth" for "Blue")
+    ticks = b'Select "Bluetooth", "Blue" and "Phone", then click Submit.'
+    assert word_position(ticks, "Blue") == ticks.index(b'"Blue"') + 1
+    assert word_position(b"Open Soundtrack, then Sound.", "Sound") == 22
+    assert word_position(b"Open Soundtrack", "Sound") == -1
     _, starts = word_templates(torch.from_numpy(encode_text(raw.decode(), 96)[0])[None])
     assert all(bool(starts[0, word_position(raw, w)]) for w in ("Street", "Start", "art", "Type"))
 

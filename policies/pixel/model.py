@@ -193,17 +193,26 @@ def _byte_tables() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def word_position(raw: bytes, word: str | None) -> int:
-    """Where ``word`` starts in the instruction's bytes ``raw``, at a word start as
-    :func:`word_templates` finds them (its quoted occurrence first), or -1: the ``word`` label of
-    a sample whose target a demo named (``agent.session.EXPERT_TARGET``)."""
+    """Where ``word`` starts in the instruction's bytes ``raw``, as a whole word (its quoted
+    occurrence first), or -1: the ``word`` label of a sample whose target a demo named
+    (``agent.session.EXPERT_TARGET``). Whole: no word byte (:func:`word_templates`' kind) just
+    before or just after it, so "Blue" is not found at the start of "Bluetooth"."""
     if not word:
         return -1
     w = word.encode("utf-8")
+
+    def whole(i: int) -> bool:
+        j = i + len(w)
+        return ((i == 0 or not _is_word_char(chr(raw[i - 1])))
+                and (j >= len(raw) or not _is_word_char(chr(raw[j]))))
+
     i = raw.find(b'"' + w)
+    while i >= 0 and not whole(i + 1):
+        i = raw.find(b'"' + w, i + 1)
     if i >= 0:
         return i + 1
     i = raw.find(w)
-    while i > 0 and _is_word_char(chr(raw[i - 1])):  # a whole word, not the end of a longer one
+    while i >= 0 and not whole(i):
         i = raw.find(w, i + 1)
     return i
 
