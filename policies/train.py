@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -41,7 +42,7 @@ from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import step_inputs
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6  # bumped whenever a cached sample changes (6: word labels are whole words at both ends)
 MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
@@ -189,14 +190,42 @@ def _save_npz(f: Path, data: dict[str, np.ndarray]) -> None:
 
 
 def _load_npz(f: Path | None) -> dict[str, np.ndarray] | None:
-    """The arrays cached in ``f``; None if there is none or it cannot be read."""
+    """The arrays cached in ``f``; None if there is none or it cannot be read. A file read is
+    marked used (its modification time), which :func:`prune_cache` goes by."""
     if f is None or not f.is_file():
         return None
     try:
         with np.load(f) as z:
-            return {k: z[k] for k in z.files}
+            data = {k: z[k] for k in z.files}
+        os.utime(f)
+        return data
     except (OSError, ValueError):
         return None
+
+
+def prune_cache(cache_dir: Path, max_bytes: int, dry_run: bool = False) -> dict:
+    """Delete a sample cache's least recently used files (``dw train`` marks each file it reads)
+    until the folder holds at most ``max_bytes``; files another version of the code wrote are
+    never read again, so they go first as they age. Returns what it held and what went."""
+    files = []
+    for f in cache_dir.glob("*.npz"):
+        try:
+            st = f.stat()
+        except OSError:  # removed meanwhile
+            continue
+        files.append((st.st_mtime, st.st_size, f))
+    files.sort()
+    total = sum(size for _, size, _ in files)
+    held = {"files": len(files), "bytes": total, "removed_files": 0, "removed_bytes": 0}
+    for _, size, f in files:
+        if total <= max_bytes:
+            break
+        if not dry_run:
+            f.unlink(missing_ok=True)
+        total -= size
+        held["removed_files"] += 1
+        held["removed_bytes"] += size
+    return held
 
 
 def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,

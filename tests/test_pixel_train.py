@@ -207,3 +207,28 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
         s = open_session(path)
         labels = [e.action for e in s.events if e.source == "system" and e.raw.get("event") == EXPERT_LABEL]
         assert labels == [e.action for e in s.actions(("policy",))]
+
+
+def test_the_sample_cache_prunes_least_recently_used_first(tmp_path, capsys):
+    import json
+    import os
+
+    from agent.cli import main
+    from policies.train import _load_npz, _save_npz, prune_cache
+
+    d = tmp_path / "cache"
+    d.mkdir()
+    for i in range(4):  # 4 files of 8,000 bytes of samples each, used in the order 0, 1, 2, 3
+        f = d / f"s{i}.npz"
+        _save_npz(f, {"x": np.full(1000, i, np.int64)})
+        os.utime(f, (1000 + i, 1000 + i))
+    size = (d / "s0.npz").stat().st_size
+    assert _load_npz(d / "s0.npz")["x"][0] == 0  # reading a file marks it used: now the newest
+    assert main(["cache", str(d), "--max-gb", str(2.5 * size / 1e9), "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["files"] == 4 and dry["removed_files"] == 2 and len(list(d.glob("*.npz"))) == 4
+    r = prune_cache(d, int(2.5 * size))
+    assert r["removed_files"] == 2 and r["removed_bytes"] == 2 * size
+    assert sorted(f.name for f in d.glob("*.npz")) == ["s0.npz", "s3.npz"]
+    assert prune_cache(d, 10**12)["removed_files"] == 0  # under the cap: nothing goes
+    assert main(["cache", str(tmp_path / "nowhere")]) == 2  # a clear error, not a traceback
