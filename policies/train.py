@@ -21,6 +21,7 @@ a glimpse. The weights kept are those of the epoch with the best held-out *actio
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
@@ -293,11 +294,39 @@ def split_sessions(sessions: list[Path], val_fraction: float, seed: int) -> tupl
     return sorted(idx[n_val:]), sorted(idx[:n_val])
 
 
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _release_freed() -> None:
+    """Hand memory freed inside the C heap back to the OS (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def concat(parts: list[dict[str, np.ndarray]], consume: bool = False) -> dict[str, np.ndarray]:
+    """The parts' arrays joined key by key. ``consume``: each part's array is dropped from it as
+    soon as it is copied, so memory holds the samples about once, not twice (``dw train``'s
+    peak: about 10,400 sessions of pixel-small's samples filled 24 GB before)."""
     parts = [p for p in parts if p]
     if not parts:
         return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out = {}
+    for k in list(parts[0]):
+        arrays = [p[k] for p in parts]
+        tail = arrays[0].shape[1:]
+        if any(a.shape[1:] != tail for a in arrays):
+            raise ValueError(f"samples of {k!r} differ in shape: {sorted({a.shape[1:] for a in arrays})}")
+        joined = np.empty((sum(len(a) for a in arrays), *tail), np.result_type(*arrays))
+        del arrays
+        i = 0
+        for j, p in enumerate(parts):
+            a = p.pop(k) if consume else p[k]
+            joined[i:i + len(a)] = a
+            i += len(a)
+            del a
+            if consume and j % 64 == 63:
+                _release_freed()
+        out[k] = joined
+    return out
 
 
 @dataclass
@@ -700,14 +729,17 @@ def train(
     parts = load_samples(sessions, cfg, cache, bar, workers=tc.workers, shifts=tc.shifts,
                          transform=read if cfg.match else None, transform_key=_read_key(model) if cfg.match else None)
     tr_idx, va_idx = split_sessions(sessions, tc.val_fraction, tc.seed)
-    train_np, val_np = concat([parts[i] for i in tr_idx]), concat([parts[i] for i in va_idx])
-    if not train_np:
-        raise TrainError("the sessions hold no actions to learn from")
     task_of = [session_task(sessions[i]) for i in va_idx]
     task_names = sorted({t for t in task_of if t})
-    val_tasks = np.concatenate([np.full(len(parts[i]["labels"]), task_names.index(t) if t else -1)
-                                for i, t in zip(va_idx, task_of, strict=True) if parts[i]]) if val_np else None
-    del parts  # the concatenated arrays hold it all: do not keep two copies in memory
+    val_tasks = [np.full(len(parts[i]["labels"]), task_names.index(t) if t else -1)
+                 for i, t in zip(va_idx, task_of, strict=True) if parts[i]]
+    # consumed as they are joined: the samples are in memory once, not twice
+    train_np = concat([parts[i] for i in tr_idx], consume=True)
+    val_np = concat([parts[i] for i in va_idx], consume=True)
+    del parts
+    if not train_np:
+        raise TrainError("the sessions hold no actions to learn from")
+    val_tasks = np.concatenate(val_tasks) if val_np else None
 
     def to_dev(d: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v).to(device) for k, v in d.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +233,38 @@ def test_the_sample_cache_prunes_least_recently_used_first(tmp_path, capsys):
     assert sorted(f.name for f in d.glob("*.npz")) == ["s0.npz", "s3.npz"]
     assert prune_cache(d, 10**12)["removed_files"] == 0  # under the cap: nothing goes
     assert main(["cache", str(tmp_path / "nowhere")]) == 2  # a clear error, not a traceback
+
+
+def test_joining_samples_consumes_them_and_peaks_near_one_copy():
+    """``dw train`` joins every session's samples into one array per input: consumed as they
+    are copied (and the freed heap handed back), the process's peak memory grows by the joined
+    arrays alone, not by a second copy of the samples (measured in a fresh process)."""
+    import subprocess
+    import sys
+
+    from policies.train import concat
+
+    def parts():
+        r = np.random.default_rng(0)
+        return [{"glimpses": r.integers(0, 255, (n, 48, 48, 3), dtype=np.uint8),
+                 "labels": r.integers(0, 9, (n, 5), dtype=np.int64)} for n in (3, 1, 4, 2)]
+    want = {k: np.concatenate([p[k] for p in parts()]) for k in ("glimpses", "labels")}
+    kept, used = parts(), parts()
+    got, got2 = concat(kept), concat(used, consume=True)
+    assert all(np.array_equal(got[k], want[k]) and np.array_equal(got2[k], want[k]) for k in want)
+    assert all(len(p) == 2 for p in kept) and not any(used)  # consumed: every part handed over
+    with pytest.raises(ValueError, match="differ in shape"):
+        concat([{"x": np.zeros((1, 2))}, {"x": np.zeros((1, 3))}])
+    probe = """
+import resource, sys, numpy as np
+from policies.train import concat
+parts = [{"glimpses": np.full((3, 48, 48, 48, 3), i % 255, np.uint8)} for i in range(400)]
+size = sum(p["glimpses"].nbytes for p in parts)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = concat(parts, consume=sys.argv[1] == "1")
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / size)
+"""
+    grown = {c: float(subprocess.run([sys.executable, "-c", probe, c], capture_output=True, text=True, check=True,
+                                     cwd=Path(__file__).resolve().parents[1]).stdout) for c in "01"}
+    assert grown["0"] > 0.8  # kept parts: a second copy
+    assert grown["1"] < 0.3, grown  # consumed: about a part at a time
