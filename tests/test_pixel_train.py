@@ -235,6 +235,7 @@ def test_the_sample_cache_prunes_least_recently_used_first(tmp_path, capsys):
     assert main(["cache", str(tmp_path / "nowhere")]) == 2  # a clear error, not a traceback
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc")
 def test_joining_samples_consumes_them_and_peaks_near_one_copy():
     """``dw train`` joins every session's samples into one array per input: consumed as they
     are copied (and the freed heap handed back), the process's peak memory grows by the joined
@@ -255,14 +256,17 @@ def test_joining_samples_consumes_them_and_peaks_near_one_copy():
     assert all(len(p) == 2 for p in kept) and not any(used)  # consumed: every part handed over
     with pytest.raises(ValueError, match="differ in shape"):
         concat([{"x": np.zeros((1, 2))}, {"x": np.zeros((1, 3))}])
+    # this process's own high-water mark (VmHWM; getrusage's maxrss carries the forking parent's over exec)
     probe = """
-import resource, sys, numpy as np
+import sys, numpy as np
 from policies.train import concat
-parts = [{"glimpses": np.full((3, 48, 48, 48, 3), i % 255, np.uint8)} for i in range(400)]
+def hwm():
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
+parts = [{"glimpses": np.full((3, 48, 48, 48, 3), 1 + i % 254, np.uint8)} for i in range(400)]
 size = sum(p["glimpses"].nbytes for p in parts)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 out = concat(parts, consume=sys.argv[1] == "1")
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / size)
+print((hwm() - before) / size)
 """
     grown = {c: float(subprocess.run([sys.executable, "-c", probe, c], capture_output=True, text=True, check=True,
                                      cwd=Path(__file__).resolve().parents[1]).stdout) for c in "01"}
