@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from agent.desktop import ActionRefused
@@ -125,6 +126,35 @@ def test_desktop_mode_record_and_replay(xvfb, tmp_path):
     out = replay_session(s, RandomPolicy(seed=1))
     assert out["frames_decoded"] >= 2 and out["recorded_actions"] == len(s.actions())
     json.dumps(out)
+
+
+def test_the_pointer_parks_where_nothing_is_drawn():
+    from agent.miniwob.desktop import PARK_SPOTS, blank_spot
+
+    page = np.full((210, 160, 4), 255, np.uint8)
+    assert blank_spot(page) == PARK_SPOTS[0]
+    page[195:210, 78:120] = 0  # something drawn at the bottom middle: the next spot
+    assert blank_spot(page) == PARK_SPOTS[1]
+    page[:] = np.random.default_rng(0).integers(0, 255, page.shape, dtype=np.uint8)
+    assert blank_spot(page) == PARK_SPOTS[-1]  # nowhere blank: mid-task, as headless mode parks
+
+
+@pytest.mark.xvfb
+def test_a_desktop_episode_starts_on_the_headless_screen(xvfb):
+    """Desktop mode's first frame (mss) is MiniWoB's own headless screenshot of the same episode,
+    pixel for pixel: no button is darkened by the parked pointer (enter-text's Submit was)."""
+    _need_browser()
+    from agent.miniwob.desktop import open_miniwob
+
+    frames = {}
+    for mode in ("headless", "desktop"):
+        d = open_miniwob("enter-text", 100_014, mode)
+        try:
+            frames[mode] = d.observe().pixels[..., :3].astype(int)
+        finally:
+            d.close()
+    assert frames["desktop"].shape == frames["headless"].shape == (210, 160, 3)
+    assert (np.abs(frames["desktop"] - frames["headless"]).max(-1) > 8).sum() == 0
 
 
 def test_dagger_demos_record_dom_expert_labels(tmp_path):

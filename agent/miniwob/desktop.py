@@ -322,6 +322,21 @@ class HeadlessMiniWoB(_MiniWoBBase):
         return self._cursor
 
 
+PARK_SPOTS = ((0.5, 0.98), (0.15, 0.98), (0.85, 0.98), (0.5, 0.5))  # the bottom edge first: blank in most tasks
+
+
+def blank_spot(pixels: np.ndarray, spots=PARK_SPOTS, radius: int = 5) -> tuple[float, float]:
+    """The first of ``spots`` (normalised) around which ``pixels`` are all one colour (nothing drawn
+    there to hover), else the last."""
+    h, w = pixels.shape[:2]
+    for x, y in spots:
+        cx, cy = min(w - 1, int(x * w)), min(h - 1, int(y * h))
+        patch = pixels[max(0, cy - radius):cy + radius + 1, max(0, cx - radius):cx + radius + 1, :3]
+        if (patch == patch[0, 0]).all():
+            return x, y
+    return spots[-1]
+
+
 class LiveMiniWoB(_MiniWoBBase):
     """MiniWoB++ in a visible Chromium window on an X display, driven by the live desktop.
 
@@ -342,7 +357,10 @@ class LiveMiniWoB(_MiniWoBBase):
         self.live = LiveDesktop(capture_region=box, **kw)
         self.screen = self.live.screen
         self.settle = float(settle)
-        self.live.apply(Move(0.5, 0.5))  # park the pointer mid-task, as headless mode does
+        # Park the pointer where it hovers nothing. Headless mode parks it mid-task, but MiniWoB's
+        # screenshots never show hover styling; a real pointer there darkens the button under it
+        # (enter-text's Submit), a screen the headless demos never held.
+        self.live.apply(Move(*blank_spot(self.live.observe().pixels)))
         time.sleep(self.settle)
 
     def observe(self) -> Frame:
