@@ -198,10 +198,13 @@ def _load_npz(f: Path | None) -> dict[str, np.ndarray] | None:
     try:
         with np.load(f) as z:
             data = {k: z[k] for k in z.files}
-        os.utime(f)
-        return data
     except (OSError, ValueError):
         return None
+    try:
+        os.utime(f)
+    except OSError:  # a read-only cache is still a cache
+        pass
+    return data
 
 
 def prune_cache(cache_dir: Path, max_bytes: int, dry_run: bool = False) -> dict:
@@ -315,7 +318,7 @@ def concat(parts: list[dict[str, np.ndarray]], consume: bool = False) -> dict[st
         tail = arrays[0].shape[1:]
         if any(a.shape[1:] != tail for a in arrays):
             raise ValueError(f"samples of {k!r} differ in shape: {sorted({a.shape[1:] for a in arrays})}")
-        joined = np.empty((sum(len(a) for a in arrays), *tail), np.result_type(*arrays))
+        joined = np.empty((sum(len(a) for a in arrays), *tail), np.result_type(*{a.dtype for a in arrays}))
         del arrays
         i = 0
         for j, p in enumerate(parts):
