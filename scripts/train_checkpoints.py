@@ -113,6 +113,9 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     torch.set_num_threads(cores)
     cv2.setNumThreads(cores)
     busy = _busy_share()  # another process on these cores makes every figure below pessimistic: say so
+    from agent.bench import reference_ms
+
+    reference = reference_ms()  # and a slow hour of a shared host, which no process list shows
     if busy is not None and busy > 0.1:
         print(f"latency: the CPUs were {busy:.0%} busy with other work just before measuring: "
               "these figures are pessimistic", file=sys.stderr)
@@ -125,7 +128,7 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     doc = {"p50_ms": lat["p50_ms"], "p95_ms": lat["p95_ms"], "dtype": str(pol.dtype).removeprefix("torch."),
            "precision": pol.precision,
            "steps": steps, "cores": cores, "torch_threads": cores, "frame": "1920x1080@1", "cpu": _cpu_name(),
-           "busy_before": busy}
+           "busy_before": busy, "reference_ms": reference}
     if pol.reads is not None:  # and the same frame again: every tile already read
         same = act_latency(pol, obs, steps, warmup=20, cold=False)
         doc["unchanged_screen"] = {"p50_ms": same["p50_ms"], "p95_ms": same["p95_ms"]}

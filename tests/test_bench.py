@@ -34,6 +34,7 @@ def test_bench_capture_quick_json():
     for k in ("grab", "peer_grab", "act_move", "act_click"):
         assert row[k]["n"] > 0 and row[k]["p50_ms"] > 0
     assert doc["machine"]["cpus"] and doc["wall_seconds"] > 0
+    assert 0 < doc["machine"]["reference_ms"] < 1000  # the machine's speed then, beside its figures
 
 
 @needs_x

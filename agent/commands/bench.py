@@ -43,8 +43,11 @@ def _machine() -> dict:
     try:
         import torch
 
+        from agent.bench import reference_ms
+
         out["torch"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
+        out["reference_ms"] = reference_ms()  # this machine's speed right now (a fixed product)
         if torch.cuda.is_available():
             out["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
