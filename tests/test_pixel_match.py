@@ -458,7 +458,7 @@ def test_the_fast_cpu_path_acts_as_float32(monkeypatch):
 def test_a_fused_read_is_the_readers_own():
     """The torch reader's convolutions run with their GELUs as one oneDNN call each where torch
     has it: the same probabilities as the reader's own layers, in float32 and in bfloat16."""
-    from policies.pixel.reads import _Probs, conv_gelu_fusable, folded
+    from policies.pixel.reads import _FusedStem, _Probs, conv_gelu_fusable, folded
 
     if not conv_gelu_fusable(torch.device("cpu")):
         pytest.skip("this torch has no fused convolution with GELU")
@@ -473,7 +473,7 @@ def test_a_fused_read_is_the_readers_own():
         want = m.reader.eval().probs(tiles)
         for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
             fused = _Probs(folded(m.reader, dtype), fuse=True).eval()
-            assert fused.convs is not None and len(fused.convs) == 5
+            assert isinstance(fused.reader.stem, _FusedStem) and len(fused.reader.stem.convs) == 5
             got = fused(tiles)
             assert got.shape == want.shape and torch.allclose(got, want, atol=atol), dtype
             assert torch.allclose(got, _Probs(folded(m.reader, dtype)).eval()(tiles), atol=atol), dtype

@@ -20,7 +20,7 @@ import torch
 import xxhash
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from policies.pixel.model import END, MAX_CHARS, READ_WIDTH, Reader, stem_input
+from policies.pixel.model import READ_WIDTH, Reader
 from policies.pixel.runtime import onnx_session
 
 CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
@@ -29,25 +29,33 @@ CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
 class _Probs(torch.nn.Module):
     """(N, G, G, 3) uint8 tiles -> (N, slots * classes): the reader's per-slot probabilities.
 
-    ``fuse``: each convolution and the GELU after it run as one oneDNN call on the CPU
-    (:func:`conv_gelu_fusable`), the activation applied as the output is written rather than in
-    a pass of its own over it. The same function; about a fifth off a bfloat16 read of a
-    desktop frame's windows on 2 cores (``docs/policies.md``, "Latency")."""
+    ``fuse``: the reader's (folded) stem runs as :class:`_FusedStem`; the same function."""
 
     def __init__(self, reader: Reader, fuse: bool = False):
         super().__init__()
+        if fuse:
+            reader.stem = _FusedStem(reader.stem)
         self.reader = reader
-        self.convs = _conv_gelu_pairs(reader.stem) if fuse else None
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        dtype = next(self.reader.parameters()).dtype
-        if self.convs is None:
-            return self.reader.probs(tiles, dtype)
-        h = stem_input(tiles, dtype)
+        return self.reader.probs(tiles, next(self.reader.parameters()).dtype)
+
+
+class _FusedStem(torch.nn.Module):
+    """A folded stem whose convolutions each run with the GELU after them as one oneDNN call on
+    the CPU (:func:`conv_gelu_fusable`): the activation is applied as the output is written rather
+    than in a pass of its own over it. About a fifth off a bfloat16 read of a desktop frame's
+    windows on 2 cores (``docs/policies.md``, "Latency")."""
+
+    def __init__(self, stem: torch.nn.Sequential):
+        super().__init__()
+        self.convs = torch.nn.ModuleList(_conv_gelu_pairs(stem))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
         for c in self.convs:
             h = torch.ops.mkldnn._convolution_pointwise(h, c.weight, c.bias, list(c.padding), list(c.stride),
                                                         list(c.dilation), c.groups, "gelu", [], "none")
-        return self.reader.head(h.flatten(1)).view(-1, MAX_CHARS + 1, END + 1).float().softmax(-1).flatten(1)
+        return h
 
 
 def conv_gelu_fusable(device: torch.device) -> bool:
