@@ -211,7 +211,6 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
 
 
 def test_the_sample_cache_prunes_least_recently_used_first(tmp_path, capsys):
-    import json
     import os
 
     from agent.cli import main
