@@ -515,13 +515,14 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     except ReaderError as e:
         raise TrainError(str(e)) from None
     cfg = PixelConfig(**model.config.to_dict())
-    if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] != "reader":
+    if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] not in ("reader", "reader-lite"):
         raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
-                         f"needs a reader stem for {cfg.glimpse_px}-pixel ones")
+                         f"needs a reader or reader-lite stem for {cfg.glimpse_px}-pixel ones")
     if rcfg.get("window") and rcfg.get("tile_pt") != cfg.tile_pt:
         raise TrainError(f"{reader}: its windows are centred on quarters of {rcfg.get('tile_pt')}-point tiles; "
                          f"the model's tiles are {cfg.tile_pt} points")
     cfg.match, cfg.match_channels, cfg.match_head = True, rcfg["stem_channels"], rcfg["head_width"]
+    cfg.match_stem = rcfg["stem"]
     cfg.match_window, cfg.match_window_px = rcfg.get("window"), rcfg.get("window_px")
     cfg.match_per_phase = cfg.match_per_phase and not cfg.match_window
     cfg.match_reach = cfg.match_reach or MATCH_REACH

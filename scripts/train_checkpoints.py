@@ -193,8 +193,9 @@ def extract_reader(checkpoint: Path, out: Path) -> None:
     cfg = json.loads((checkpoint / "config.json").read_text())
     tensors = load_file(str(checkpoint / "model.safetensors"))
     save_reader(out, {k.removeprefix("reader."): v.float() for k, v in tensors.items() if k.startswith("reader.")},
-                {"stem": "reader", "stem_channels": cfg["match_channels"], "head_width": cfg["match_head"],
-                 "tile_pt": cfg["tile_pt"], "glimpse_px": cfg["glimpse_px"]})
+                {"stem": cfg.get("match_stem", "reader"), "stem_channels": cfg["match_channels"],
+                 "head_width": cfg["match_head"], "tile_pt": cfg["tile_pt"], "glimpse_px": cfg["glimpse_px"],
+                 **({"window": cfg["match_window"], "window_px": cfg["match_window_px"]} if cfg.get("match_window") else {})})
 
 
 def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:

@@ -111,6 +111,9 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
     assert main(["reader", "--init", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "--init" in err and "not a reader folder" in err
+    assert main(["reader", "--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--teacher" in err and "not a reader folder" in err
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert main(["reader", "--bank", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "r")]) == 2
     assert "not a tile bank" in capsys.readouterr().err

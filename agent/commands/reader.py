@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from policies.pixel.config import SIZES
-    from policies.pixel.reader import ReaderError, pretrain_reader
+    from policies.pixel.reader import ReaderError, load_reader_stem, pretrain_reader
 
     if args.size not in SIZES:
         raise UserError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
@@ -45,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     if args.desktop_tasks and (args.bank or args.desktop_share == 0):
         raise UserError("--desktop-tasks chooses the virtual desktop's tiles: give a --desktop-share above 0, "
                         "and no --bank")
+    for flag, folder in (("--init", args.init), ("--teacher", args.teacher)):
+        if folder is not None:
+            try:
+                load_reader_stem(folder)
+            except ReaderError as e:
+                raise UserError(f"{flag}: {e}") from None
     window = parse_window(args.window, args.window_px, args.tile_pt)
     desktop = None
     if args.bank:  # a share above 0, checked above
@@ -69,17 +75,19 @@ def run(args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, words=words(),
                                   time_budget_s=args.time_budget, device=args.device, init=args.init,
                                   desktop=desktop, desktop_share=args.desktop_share, tile_pt=args.tile_pt, window=window,
-                                  log=(lambda s: None) if args.json else print)
-    except ReaderError as e:  # --init is not a usable reader
-        raise UserError(f"--init: {e}") from None
+                                  stem=args.stem, teacher=args.teacher, log=(lambda s: None) if args.json else print)
+    except ReaderError as e:  # --init or --teacher does not fit what is asked
+        raise UserError(str(e)) from None
     if args.json:
         print(json.dumps(summary))
     else:
         desk = summary.get("val_desktop_word_acc")
+        agree = summary.get("val_agreement")
         print(f"saved a {args.size} reader stem to {args.out}: {summary['steps']} steps, "
               f"word accuracy on held-out synthetic glimpses {summary['val_word_acc']:.3f}"
               + (f", on held-out {'bank' if args.bank else 'virtual-desktop'} tiles {desk:.3f}"
-                 if desk is not None else ""))
+                 if desk is not None else "")
+              + (f", naming the teacher's word on {agree:.3f} of held-out synthetic ones" if agree is not None else ""))
     return 0
 
 
@@ -101,6 +109,12 @@ def register(sub) -> None:
     p.add_argument("--init", default=None, metavar="READER_DIR",
                    help="go on training this reader (its stem and width; --channels/--head-width are ignored); "
                         "a reader of other tiles or windows gives its stem only, and the head starts afresh")
+    p.add_argument("--stem", default="reader", choices=("reader", "reader-lite"),
+                   help="reader-lite: without the stride-1 layer, about a quarter less time per read (start it "
+                        "with --init and --teacher from a reader)")
+    p.add_argument("--teacher", default=None, metavar="READER_DIR",
+                   help="learn this reader's per-slot distributions (distillation) instead of the words' labels; "
+                        "it must read the same tiles or windows")
     p.add_argument("--desktop-share", type=float, default=0.5, metavar="F",
                    help="share of each batch cut from the virtual desktop's own screens, labelled by what it drew "
                         "(0: synthetic tiles only)")

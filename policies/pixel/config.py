@@ -39,8 +39,8 @@ class PixelConfig(PretrainedConfig):
       frame and resampled to ``glimpse_px`` pixels each side (``glimpse_px / tile_pt`` pixels per
       point), one token each, with their box as position. Labels stay legible on every screen.
 
-    Reading models (``match``): a frozen reader (``match_channels`` wide, a ``match_head``-wide
-    head) reads every glimpse and its copies shifted by ``match_phases`` tiles; each pointer adds
+    Reading models (``match``): a frozen reader (a ``match_stem`` stem ``match_channels`` wide, a
+    ``match_head``-wide head) reads every glimpse and its copies shifted by ``match_phases`` tiles; each pointer adds
     how well a glimpse's read matches an instruction word, spread over the glimpses up to
     ``match_reach`` tiles around it by a state-chosen mix of ``match_kernels`` learned kernels.
     ``match_per_phase``: each glimpse token also learns which of its copies matched (the tile
@@ -91,6 +91,7 @@ class PixelConfig(PretrainedConfig):
         match_slots: int = 4,
         match_channels: int = 32,
         match_head: int = 512,
+        match_stem: str = "reader",
         match_reach: int = 0,
         match_kernels: int = 4,
         match_per_phase: bool = False,
@@ -129,6 +130,7 @@ class PixelConfig(PretrainedConfig):
         self.match_slots = match_slots
         self.match_channels = match_channels
         self.match_head = match_head
+        self.match_stem = match_stem
         self.match_reach = match_reach
         self.match_kernels = match_kernels
         self.match_per_phase = bool(match_per_phase)

@@ -242,6 +242,54 @@ def reader_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
 
 
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL divergence from a teacher reader's per-slot distributions to the student's, averaged over
+    slots: the student learns every probability the teacher gives (what a match model compares),
+    not only its argmax."""
+    s = F.log_softmax(logits.flatten(0, 1).float(), -1)
+    t = F.log_softmax(teacher_logits.flatten(0, 1).float(), -1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean")
+
+
+@torch.no_grad()
+def agreement(model: Reader, teacher: Reader, tiles: torch.Tensor, batch_size: int = 512) -> float:
+    """Share of ``tiles`` on which ``model`` names the same word as ``teacher`` (slots after the
+    word's end are not compared: neither was taught them)."""
+    was_training = model.training
+    model.eval()
+    same = 0
+    for i in range(0, len(tiles), batch_size):
+        x = tiles[i:i + batch_size]
+        same += sum(decode_word(a) == decode_word(b) for a, b in zip(model(x).argmax(-1).tolist(),
+                                                                      teacher(x).argmax(-1).tolist(), strict=True))
+    model.train(was_training)
+    return same / max(1, len(tiles))
+
+
+def carry_layers(src: Reader, dst: Reader) -> None:
+    """Copy ``src``'s weights into ``dst``, a reader of the same input with another stem: each of
+    ``dst``'s convolution and batch-norm pairs takes the next of ``src``'s with the same shape and
+    stride (``reader-lite`` from ``reader`` skips the stride-1 layer), and the head comes whole."""
+    def pairs(stem: torch.nn.Sequential) -> list:
+        layers = list(stem)
+        return [(c, b) for c, b in zip(layers, layers[1:], strict=False)
+                if isinstance(c, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d)]
+
+    todo = iter(pairs(src.stem))
+    for conv, norm in pairs(dst.stem):
+        for c, b in todo:
+            if c.weight.shape == conv.weight.shape and c.stride == conv.stride:
+                conv.load_state_dict(c.state_dict())
+                norm.load_state_dict(b.state_dict())
+                break
+        else:
+            raise ReaderError(f"no layer left in the --init reader fits {conv}")
+    try:
+        dst.head.load_state_dict(src.head.state_dict())
+    except RuntimeError as e:
+        raise ReaderError(f"the --init reader's head does not fit ({e})") from None
+
+
 @torch.no_grad()
 def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batch_size: int = 512) -> float:
     was_training = model.training
@@ -262,12 +310,17 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
                     seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
                     time_budget_s: float | None = None, device: str = "cpu",
                     init: str | Path | None = None, desktop: TileSource | None = None, desktop_share: float = 0.5,
-                    window: Sequence[int] | None = None, log: Callable[[str], None] = print) -> dict:
+                    window: Sequence[int] | None = None, teacher: str | Path | None = None,
+                    log: Callable[[str], None] = print) -> dict:
     """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
     :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
 
-    ``init``: a reader folder to go on from (its stem, width and head; ``stem``, ``channels`` and
-    ``head_width`` are then taken from it). A reader of other tiles or windows gives its stem only.
+    ``init``: a reader folder to go on from (its stem, width and head; ``channels`` and
+    ``head_width`` are then taken from it, and ``stem`` too unless it is ``reader-lite`` for a
+    ``reader``: :func:`carry_layers`). A reader of other tiles or windows gives its stem only.
+    ``teacher``: a reader folder of the same tiles or windows whose per-slot distributions the
+    new reader learns (:func:`distill_loss`) instead of the words' labels; its agreement with the
+    teacher on held-out tiles is then reported too.
     ``desktop``: a source of labelled tiles from the screens the policy will read
     (``(rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)``, e.g.
     :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
@@ -293,16 +346,33 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
         desk_x = torch.from_numpy(dx).to(dev)
     rng = random.Random(seed)
     h_px, w_px = _input_px(glimpse_px, win)
+    teach = None
+    if teacher is not None:
+        tcfg, teach = load_reader(teacher)
+        if (tcfg.get("tile_pt"), tcfg["glimpse_px"], _window(tcfg)) != (tile_pt, glimpse_px, win):
+            raise ReaderError(f"{teacher}: the teacher reads {tcfg.get('tile_pt')}-point tiles at {tcfg['glimpse_px']} "
+                              f"px (windows {_window(tcfg)}); the new reader must read the same")
+        teach = teach.to(dev)
     if init is not None:
         cfg0, model = load_reader(init)
-        stem, channels, head_width = cfg0["stem"], cfg0["stem_channels"], cfg0["head_width"]
-        if (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"], _window(cfg0)) != (tile_pt, glimpse_px, win):
-            # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not
-            keep = model.stem.state_dict()
-            model = Reader(stem, channels, h_px, head_width, width_px=w_px)
-            model.stem.load_state_dict(keep)
-            log(f"{init} reads {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px (windows "
-                f"{_window(cfg0)}): its stem is kept, the reading head starts afresh for {w_px}x{h_px} px")
+        channels, head_width = cfg0["stem_channels"], cfg0["head_width"]
+        same_input = (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"], _window(cfg0)) == (tile_pt, glimpse_px, win)
+        if stem == "reader-lite" and cfg0["stem"] == "reader":
+            if not same_input:
+                raise ReaderError(f"{init}: a reader-lite starts from a reader of the same tiles or windows")
+            lite = Reader(stem, channels, h_px, head_width, width_px=w_px)
+            carry_layers(model, lite)
+            model = lite
+            log(f"{init}: every layer but the stride-1 one is kept, for a reader-lite")
+        else:
+            stem = cfg0["stem"]
+            if not same_input:
+                # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not
+                keep = model.stem.state_dict()
+                model = Reader(stem, channels, h_px, head_width, width_px=w_px)
+                model.stem.load_state_dict(keep)
+                log(f"{init} reads {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px (windows "
+                    f"{_window(cfg0)}): its stem is kept, the reading head starts afresh for {w_px}x{h_px} px")
         model = model.to(dev)
     else:
         model = Reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
@@ -325,7 +395,13 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
             dx, dw = desktop(rng, n_desk, False, tile_pt, glimpse_px, window=win)
             x = torch.cat([x, torch.from_numpy(dx)])
             y = torch.cat([y, torch.from_numpy(np.stack([encode_word(w) for w in dw]))])
-        loss = reader_loss(model(x.to(dev)), y.to(dev))
+        x = x.to(dev)
+        if teach is not None:
+            with torch.no_grad():
+                target = teach(x)
+            loss = distill_loss(model(x), target)
+        else:
+            loss = reader_loss(model(x), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -346,17 +422,23 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
                    "seconds": round(time.time() - t0, 1)}
             if desktop is not None:
                 rec["val_desktop_word_acc"] = round(word_accuracy(model, desk_x, desk_text), 4)
+            if teach is not None:
+                rec["val_agreement"] = round(agreement(model, teach, val_x), 4)
+                if desktop is not None:
+                    rec["val_desktop_agreement"] = round(agreement(model, teach, desk_x), 4)
             history.append(rec)
             log(json.dumps(rec))
     cfg = {"stem": stem, "stem_channels": channels, "head_width": head_width, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
            **({"window": list(win[:2]), "window_px": list(win[2:])} if win else {}),
            "steps": step, "batch_size": batch_size, "seed": seed, "lr": lr,
-           "init": str(init) if init is not None else None, "desktop_share": n_desk / batch_size,
+           "init": str(init) if init is not None else None, "teacher": str(teacher) if teacher is not None else None,
+           "desktop_share": n_desk / batch_size,
            "start_loss": round(float(np.mean(losses[:5])), 4), "history": history}
     save_reader(out, model.state_dict(), cfg)
     last = history[-1] if history else {}
     return {"out": str(out), **cfg, "val_word_acc": last.get("val_word_acc"),
-            "val_desktop_word_acc": last.get("val_desktop_word_acc")}
+            "val_desktop_word_acc": last.get("val_desktop_word_acc"), "val_agreement": last.get("val_agreement"),
+            "val_desktop_agreement": last.get("val_desktop_agreement")}
 
 
 def save_reader(out: str | Path, weights: dict[str, torch.Tensor], cfg: dict) -> None:
