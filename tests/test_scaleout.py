@@ -6,8 +6,10 @@ One local Ray (2 CPUs, no dashboard) is shared by the module and shut down after
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +27,11 @@ from agent.errors import UserError
 from agent.evaluate import episode_specs
 from policies.builtin import RandomPolicy
 
-# Inherited by pool processes and by Ray's workers (started after this module is imported).
-os.environ.setdefault("DW_TEST_CRASH_DIR", tempfile.mkdtemp(prefix="dw-crash-"))
+# Inherited by pool processes and by Ray's workers (started after this module is imported); made
+# once, by the process that imports this module first, which removes it at exit.
+if "DW_TEST_CRASH_DIR" not in os.environ:
+    os.environ["DW_TEST_CRASH_DIR"] = tempfile.mkdtemp(prefix="dw-crash-")
+    atexit.register(shutil.rmtree, os.environ["DW_TEST_CRASH_DIR"], True)
 CRASH_ALWAYS_WIDTH = 800  # a test policy kills its worker on every screen this wide
 CRASH_ONCE_WIDTH = 832  # ... and only the first time on screens this wide
 CRASH_POLICY = "tests.test_scaleout:crash_policy"
