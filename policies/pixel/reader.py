@@ -349,7 +349,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     teach = None
     if teacher is not None:
         tcfg, teach = load_reader(teacher)
-        if (tcfg.get("tile_pt"), tcfg["glimpse_px"], _window(tcfg)) != (tile_pt, glimpse_px, win):
+        if (tcfg.get("tile_pt", tile_pt), tcfg["glimpse_px"], _window(tcfg)) != (tile_pt, glimpse_px, win):
             raise ReaderError(f"{teacher}: the teacher reads {tcfg.get('tile_pt')}-point tiles at {tcfg['glimpse_px']} "
                               f"px (windows {_window(tcfg)}); the new reader must read the same")
         teach = teach.to(dev)
