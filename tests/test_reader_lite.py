@@ -60,7 +60,9 @@ def test_a_reader_lite_starts_from_the_readers_layers_and_learns_its_distributio
                           batch_size=16, **QUIET)
     h = s["history"]
     assert h[-1]["loss"] < s["start_loss"] and "val_agreement" in h[-1]
-    # a teacher of other windows is refused
+    # a reader-lite does not start a reader, and a teacher of other windows is refused
+    with pytest.raises(R.ReaderError, match="cannot start a reader one"):
+        R.pretrain_reader(tmp_path / "y", stem="reader", init=tmp_path / "l", steps=1, batch_size=4, **QUIET)
     with pytest.raises(R.ReaderError, match="must read the same"):
         R.pretrain_reader(tmp_path / "x", stem="reader-lite", teacher=teacher, steps=1, batch_size=4,
                           **{**QUIET, "window": (96, 32, 64, 32)})

@@ -109,9 +109,9 @@ def register(sub) -> None:
     p.add_argument("--init", default=None, metavar="READER_DIR",
                    help="go on training this reader (its stem and width; --channels/--head-width are ignored); "
                         "a reader of other tiles or windows gives its stem only, and the head starts afresh")
-    p.add_argument("--stem", default="reader", choices=("reader", "reader-lite"),
-                   help="reader-lite: without the stride-1 layer, about a quarter less time per read (start it "
-                        "with --init and --teacher from a reader)")
+    p.add_argument("--stem", default=None, choices=("reader", "reader-lite"),
+                   help="default reader, or --init's; reader-lite: without the stride-1 layer, about a quarter less "
+                        "time per read (start it with --init and --teacher from a reader)")
     p.add_argument("--teacher", default=None, metavar="READER_DIR",
                    help="learn this reader's per-slot distributions (distillation) instead of the words' labels; "
                         "it must read the same tiles or windows")

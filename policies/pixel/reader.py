@@ -305,7 +305,7 @@ def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batc
 TileSource = Callable[..., tuple[np.ndarray, list[str]]]
 
 
-def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32, head_width: int = 512,
+def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int = 32, head_width: int = 512,
                     tile_pt: int = 64, glimpse_px: int = 48, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
                     seed: int = 0, words: Sequence[str] = (), val_tiles: int = 1024,
                     time_budget_s: float | None = None, device: str = "cpu",
@@ -315,9 +315,10 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
     """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
     :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
 
-    ``init``: a reader folder to go on from (its stem, width and head; ``channels`` and
-    ``head_width`` are then taken from it, and ``stem`` too unless it is ``reader-lite`` for a
-    ``reader``: :func:`carry_layers`). A reader of other tiles or windows gives its stem only.
+    ``stem``: ``reader`` (the default without ``init``) or ``reader-lite``. ``init``: a reader
+    folder to go on from (its stem, width and head; ``channels`` and ``head_width`` are then taken
+    from it, and its stem must be ``stem``'s, or a ``reader`` for a ``reader-lite``:
+    :func:`carry_layers`). A reader of other tiles or windows gives its stem only.
     ``teacher``: a reader folder of the same tiles or windows whose per-slot distributions the
     new reader learns (:func:`distill_loss`) instead of the words' labels; its agreement with the
     teacher on held-out tiles is then reported too.
@@ -365,6 +366,9 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
             model = lite
             log(f"{init}: every layer but the stride-1 one is kept, for a reader-lite")
         else:
+            if stem not in (None, cfg0["stem"]):
+                raise ReaderError(f"{init}: a {cfg0['stem']} reader cannot start a {stem} one "
+                                  "(a reader-lite starts from a reader)")
             stem = cfg0["stem"]
             if not same_input:
                 # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not
@@ -375,6 +379,7 @@ def pretrain_reader(out: str | Path, *, stem: str = "reader", channels: int = 32
                     f"{_window(cfg0)}): its stem is kept, the reading head starts afresh for {w_px}x{h_px} px")
         model = model.to(dev)
     else:
+        stem = stem or "reader"
         model = Reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
