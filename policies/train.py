@@ -38,7 +38,7 @@ import torch
 from policies.actions import Drag
 from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end
 from policies.pixel.config import PixelConfig
-from policies.pixel.model import PixelModel, word_position
+from policies.pixel.model import READER_STEMS, PixelModel, word_position
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import step_inputs
@@ -515,7 +515,7 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     except ReaderError as e:
         raise TrainError(str(e)) from None
     cfg = PixelConfig(**model.config.to_dict())
-    if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] not in ("reader", "reader-lite"):
+    if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] not in READER_STEMS:
         raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
                          f"needs a reader or reader-lite stem for {cfg.glimpse_px}-pixel ones")
     if rcfg.get("window") and rcfg.get("tile_pt") != cfg.tile_pt:

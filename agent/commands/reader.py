@@ -109,6 +109,7 @@ def register(sub) -> None:
     p.add_argument("--init", default=None, metavar="READER_DIR",
                    help="go on training this reader (its stem and width; --channels/--head-width are ignored); "
                         "a reader of other tiles or windows gives its stem only, and the head starts afresh")
+    # policies.pixel.model.READER_STEMS, spelled out: importing it here would load torch for every dw command
     p.add_argument("--stem", default=None, choices=("reader", "reader-lite"),
                    help="default reader, or --init's; reader-lite: without the stride-1 layer, about a quarter less "
                         "time per read (start it with --init and --teacher from a reader)")

@@ -43,7 +43,8 @@ def fourier(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([a.sin(), a.cos()], dim=-1).flatten(-2)
 
 
-STEMS = ("patch", "reader", "reader-lite")
+READER_STEMS = ("reader", "reader-lite")  # stems a reader (and a match model's frozen one) can have
+STEMS = ("patch", *READER_STEMS)
 
 
 def stem_input(glimpses: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -72,7 +73,7 @@ def build_stem(kind: str, ch: int, glimpse_px: int, width_px: int | None = None)
         if width_px not in (None, glimpse_px):
             raise ValueError("the patch stem takes square glimpses")
         side = across = math.ceil(math.ceil(glimpse_px / 4) / 4)
-    elif kind in ("reader", "reader-lite"):
+    elif kind in READER_STEMS:
         layers = []
         for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
                                           (2 * ch, 4 * ch, 3, 2, 1), (4 * ch, 4 * ch, 3, 2, 1)):

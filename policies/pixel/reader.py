@@ -251,21 +251,6 @@ def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Te
     return F.kl_div(s, t, log_target=True, reduction="batchmean")
 
 
-@torch.no_grad()
-def agreement(model: Reader, teacher: Reader, tiles: torch.Tensor, batch_size: int = 512) -> float:
-    """Share of ``tiles`` on which ``model`` names the same word as ``teacher`` (slots after the
-    word's end are not compared: neither was taught them)."""
-    was_training = model.training
-    model.eval()
-    same = 0
-    for i in range(0, len(tiles), batch_size):
-        x = tiles[i:i + batch_size]
-        same += sum(decode_word(a) == decode_word(b) for a, b in zip(model(x).argmax(-1).tolist(),
-                                                                      teacher(x).argmax(-1).tolist(), strict=True))
-    model.train(was_training)
-    return same / max(1, len(tiles))
-
-
 def carry_layers(src: Reader, dst: Reader) -> None:
     """Copy ``src``'s weights into ``dst``, a reader of the same input with another stem: each of
     ``dst``'s convolution and batch-norm pairs takes the next of ``src``'s with the same shape and
@@ -291,13 +276,21 @@ def carry_layers(src: Reader, dst: Reader) -> None:
 
 
 @torch.no_grad()
-def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batch_size: int = 512) -> float:
+def read_words(model: Reader, tiles: torch.Tensor, batch_size: int = 512) -> list[str]:
+    """The word ``model`` names in each tile (up to its end mark)."""
     was_training = model.training
     model.eval()
     got = []
     for i in range(0, len(tiles), batch_size):
         got.extend(decode_word(r) for r in model(tiles[i:i + batch_size]).argmax(-1).tolist())
     model.train(was_training)
+    return got
+
+
+def word_accuracy(model: Reader, tiles: torch.Tensor, texts: Sequence[str], batch_size: int = 512) -> float:
+    """Share of ``tiles`` whose word ``model`` names as ``texts`` has it (a teacher's reading
+    words, :func:`read_words`, gives the agreement with that teacher)."""
+    got = read_words(model, tiles, batch_size)
     return float(np.mean([a == b for a, b in zip(got, texts, strict=True)])) if texts else 0.0
 
 
@@ -347,19 +340,25 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
         desk_x = torch.from_numpy(dx).to(dev)
     rng = random.Random(seed)
     h_px, w_px = _input_px(glimpse_px, win)
+
+    def same_input(cfg: dict) -> bool:
+        """Whether a reader folder's reader reads what this one will."""
+        return (cfg.get("tile_pt", tile_pt), cfg["glimpse_px"], _window(cfg)) == (tile_pt, glimpse_px, win)
+
     teach = None
     if teacher is not None:
         tcfg, teach = load_reader(teacher)
-        if (tcfg.get("tile_pt", tile_pt), tcfg["glimpse_px"], _window(tcfg)) != (tile_pt, glimpse_px, win):
+        if not same_input(tcfg):
             raise ReaderError(f"{teacher}: the teacher reads {tcfg.get('tile_pt')}-point tiles at {tcfg['glimpse_px']} "
                               f"px (windows {_window(tcfg)}); the new reader must read the same")
         teach = teach.to(dev)
+        val_taught = read_words(teach, val_x)  # what agreement with the teacher is measured against
+        desk_taught = read_words(teach, desk_x) if desktop is not None else None
     if init is not None:
         cfg0, model = load_reader(init)
         channels, head_width = cfg0["stem_channels"], cfg0["head_width"]
-        same_input = (cfg0.get("tile_pt", tile_pt), cfg0["glimpse_px"], _window(cfg0)) == (tile_pt, glimpse_px, win)
         if stem == "reader-lite" and cfg0["stem"] == "reader":
-            if not same_input:
+            if not same_input(cfg0):
                 raise ReaderError(f"{init}: a reader-lite starts from a reader of the same tiles or windows")
             lite = Reader(stem, channels, h_px, head_width, width_px=w_px)
             carry_layers(model, lite)
@@ -370,7 +369,7 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
                 raise ReaderError(f"{init}: a {cfg0['stem']} reader cannot start a {stem} one "
                                   "(a reader-lite starts from a reader)")
             stem = cfg0["stem"]
-            if not same_input:
+            if not same_input(cfg0):
                 # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not
                 keep = model.stem.state_dict()
                 model = Reader(stem, channels, h_px, head_width, width_px=w_px)
@@ -428,9 +427,9 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
             if desktop is not None:
                 rec["val_desktop_word_acc"] = round(word_accuracy(model, desk_x, desk_text), 4)
             if teach is not None:
-                rec["val_agreement"] = round(agreement(model, teach, val_x), 4)
+                rec["val_agreement"] = round(word_accuracy(model, val_x, val_taught), 4)
                 if desktop is not None:
-                    rec["val_desktop_agreement"] = round(agreement(model, teach, desk_x), 4)
+                    rec["val_desktop_agreement"] = round(word_accuracy(model, desk_x, desk_taught), 4)
             history.append(rec)
             log(json.dumps(rec))
     cfg = {"stem": stem, "stem_channels": channels, "head_width": head_width, "tile_pt": tile_pt, "glimpse_px": glimpse_px,
