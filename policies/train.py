@@ -517,7 +517,7 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     cfg = PixelConfig(**model.config.to_dict())
     if rcfg["glimpse_px"] != cfg.glimpse_px or rcfg["stem"] not in READER_STEMS:
         raise TrainError(f"{reader}: a {rcfg['stem']} reader of {rcfg['glimpse_px']}-pixel glimpses; the model "
-                         f"needs a reader or reader-lite stem for {cfg.glimpse_px}-pixel ones")
+                         f"needs a {' or '.join(READER_STEMS)} stem for {cfg.glimpse_px}-pixel ones")
     if rcfg.get("window") and rcfg.get("tile_pt") != cfg.tile_pt:
         raise TrainError(f"{reader}: its windows are centred on quarters of {rcfg.get('tile_pt')}-point tiles; "
                          f"the model's tiles are {cfg.tile_pt} points")

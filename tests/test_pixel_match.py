@@ -455,14 +455,16 @@ def test_the_fast_cpu_path_acts_as_float32(monkeypatch):
     assert 0.0 < moved < 1.0  # a different arithmetic ran, and it stayed close
 
 
-def test_a_fused_read_is_the_readers_own():
-    """The torch reader's convolutions run with their GELUs as one oneDNN call each where torch
-    has it: the same probabilities as the reader's own layers, in float32 and in bfloat16."""
-    from policies.pixel.reads import _FusedStem, _Probs, conv_gelu_fusable, folded
+@pytest.mark.parametrize("stem", ["reader", "reader-relu"])
+def test_a_fused_read_is_the_readers_own(stem):
+    """The torch reader's convolutions run with their activations (GELU, or ReLU) as one oneDNN
+    call each where torch has it: the same probabilities as the reader's own layers, in float32
+    and in bfloat16."""
+    from policies.pixel.reads import _FusedStem, _Probs, conv_act_fusable, folded
 
-    if not conv_gelu_fusable(torch.device("cpu")):
-        pytest.skip("this torch has no fused convolution with GELU")
-    m = _match_model(0, match_window=[96, 48], match_window_px=[64, 32])
+    if not conv_act_fusable(torch.device("cpu")):
+        pytest.skip("this torch has no fused convolution with an activation")
+    m = _match_model(0, match_window=[96, 48], match_window_px=[64, 32], match_stem=stem)
     with torch.no_grad():  # batch norms that do something when folded
         for layer in m.reader.stem:
             if isinstance(layer, torch.nn.BatchNorm2d):
@@ -474,6 +476,7 @@ def test_a_fused_read_is_the_readers_own():
         for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
             fused = _Probs(folded(m.reader, dtype), fuse=True).eval()
             assert isinstance(fused.reader.stem, _FusedStem) and len(fused.reader.stem.convs) == 5
+            assert set(fused.reader.stem.acts) == {"gelu" if stem == "reader" else "relu"}
             got = fused(tiles)
             assert got.shape == want.shape and torch.allclose(got, want, atol=atol), dtype
             assert torch.allclose(got, _Probs(folded(m.reader, dtype)).eval()(tiles), atol=atol), dtype

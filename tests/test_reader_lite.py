@@ -1,6 +1,7 @@
 """reader-lite: a reader without its stride-1 layer, started from a reader's other layers and
 distilled from it (``dw reader --stem reader-lite --init R --teacher R``), then read by a policy as
-the reader it replaces was."""
+the reader it replaces was; and reader-relu, the reader with ReLU for GELU, started from all of a
+reader's layers the same way."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_a_reader_lite_starts_from_the_readers_layers_and_learns_its_distributio
 
 
 def test_a_policy_reads_through_a_reader_lite(teacher, tmp_path):
-    from policies.pixel.reads import _FusedStem, _Probs, conv_gelu_fusable, folded
+    from policies.pixel.reads import _FusedStem, _Probs, conv_act_fusable, folded
 
     R.pretrain_reader(tmp_path / "lite", stem="reader-lite", init=teacher, teacher=teacher, steps=2, batch_size=4,
                       **QUIET)
@@ -83,7 +84,25 @@ def test_a_policy_reads_through_a_reader_lite(teacher, tmp_path):
     tiles = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (5, 32, 64, 3), dtype=np.uint8))
     with torch.inference_mode():
         want = again.reader.eval().probs(tiles)
-        if conv_gelu_fusable(torch.device("cpu")):  # the fused read takes the four layers as it took five
+        if conv_act_fusable(torch.device("cpu")):  # the fused read takes the four layers as it took five
             fused = _Probs(folded(again.reader, torch.float32), fuse=True).eval()
             assert isinstance(fused.reader.stem, _FusedStem) and len(fused.reader.stem.convs) == 4
             assert torch.allclose(fused(tiles), want, atol=1e-5)
+
+
+def test_a_reader_relu_keeps_every_layer_of_the_reader_it_starts_from(teacher, tmp_path):
+    full, _ = build_stem("reader", 8, 32, 64)
+    relu, _ = build_stem("reader-relu", 8, 32, 64)
+    assert [type(m) for m in relu if not isinstance(m, torch.nn.ReLU)] == \
+        [type(m) for m in full if not isinstance(m, torch.nn.GELU)]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in relu) == 5 and not any(isinstance(m, torch.nn.GELU) for m in relu)
+    R.pretrain_reader(tmp_path / "r0", stem="reader-relu", init=teacher, teacher=teacher, steps=1, lr=0.0,
+                      batch_size=8, **QUIET)
+    _, src = R.load_reader(teacher)
+    cfg, got = R.load_reader(tmp_path / "r0")
+    assert cfg["stem"] == "reader-relu"
+    got_params = dict(got.named_parameters())  # lr 0: as they came (a step moves batch-norm statistics only)
+    assert all(torch.equal(got_params[k], v) for k, v in src.named_parameters())
+    # a reader-relu does not start a reader-lite
+    with pytest.raises(R.ReaderError, match="cannot start a reader-lite one"):
+        R.pretrain_reader(tmp_path / "y", stem="reader-lite", init=tmp_path / "r0", steps=1, batch_size=4, **QUIET)

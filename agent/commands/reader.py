@@ -110,9 +110,10 @@ def register(sub) -> None:
                    help="go on training this reader (its stem and width; --channels/--head-width are ignored); "
                         "a reader of other tiles or windows gives its stem only, and the head starts afresh")
     # policies.pixel.model.READER_STEMS, spelled out: importing it here would load torch for every dw command
-    p.add_argument("--stem", default=None, choices=("reader", "reader-lite"),
+    p.add_argument("--stem", default=None, choices=("reader", "reader-lite", "reader-relu"),
                    help="default reader, or --init's; reader-lite: without the stride-1 layer, about a quarter less "
-                        "time per read (start it with --init and --teacher from a reader)")
+                        "time per read; reader-relu: ReLU for GELU, cheaper on a CPU (start either with --init and "
+                        "--teacher from a reader)")
     p.add_argument("--teacher", default=None, metavar="READER_DIR",
                    help="learn this reader's per-slot distributions (distillation) instead of the words' labels; "
                         "it must read the same tiles or windows")

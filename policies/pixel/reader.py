@@ -45,6 +45,9 @@ SYSTEM_FONTS = (
 )
 READER_FILE = "reader.safetensors"
 READER_CONFIG = "reader.json"
+# stems a reader's weights can start (--init), with what they keep of it (carry_layers)
+DERIVED_STEMS = {"reader-lite": "every layer but the stride-1 one is kept",
+                 "reader-relu": "every layer is kept, with ReLU for GELU"}
 
 
 class ReaderError(ValueError):
@@ -308,9 +311,9 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
     """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
     :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
 
-    ``stem``: ``reader`` (the default without ``init``) or ``reader-lite``. ``init``: a reader
-    folder to go on from (its stem, width and head; ``channels`` and ``head_width`` are then taken
-    from it, and its stem must be ``stem``'s, or a ``reader`` for a ``reader-lite``:
+    ``stem``: ``reader`` (the default without ``init``), ``reader-lite`` or ``reader-relu``. ``init``: a
+    reader folder to go on from (its stem, width and head; ``channels`` and ``head_width`` are then
+    taken from it, and its stem must be ``stem``'s, or a ``reader`` for a ``reader-lite`` or ``reader-relu``:
     :func:`carry_layers`). A reader of other tiles or windows gives its stem only.
     ``teacher``: a reader folder of the same tiles or windows whose per-slot distributions the
     new reader learns (:func:`distill_loss`) instead of the words' labels; its agreement with the
@@ -357,17 +360,17 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
     if init is not None:
         cfg0, model = load_reader(init)
         channels, head_width = cfg0["stem_channels"], cfg0["head_width"]
-        if stem == "reader-lite" and cfg0["stem"] == "reader":
+        if stem in DERIVED_STEMS and cfg0["stem"] == "reader":
             if not same_input(cfg0):
-                raise ReaderError(f"{init}: a reader-lite starts from a reader of the same tiles or windows")
-            lite = Reader(stem, channels, h_px, head_width, width_px=w_px)
-            carry_layers(model, lite)
-            model = lite
-            log(f"{init}: every layer but the stride-1 one is kept, for a reader-lite")
+                raise ReaderError(f"{init}: a {stem} starts from a reader of the same tiles or windows")
+            derived = Reader(stem, channels, h_px, head_width, width_px=w_px)
+            carry_layers(model, derived)
+            model = derived
+            log(f"{init}: {DERIVED_STEMS[stem]}, for a {stem}")
         else:
             if stem not in (None, cfg0["stem"]):
                 raise ReaderError(f"{init}: a {cfg0['stem']} reader cannot start a {stem} one "
-                                  "(a reader-lite starts from a reader)")
+                                  f"(a {' or '.join(DERIVED_STEMS)} starts from a reader)")
             stem = cfg0["stem"]
             if not same_input(cfg0):
                 # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not

@@ -42,37 +42,49 @@ class _Probs(torch.nn.Module):
 
 
 class _FusedStem(torch.nn.Module):
-    """A folded stem whose convolutions each run with the GELU after them as one oneDNN call on
-    the CPU (:func:`conv_gelu_fusable`): the activation is applied as the output is written rather
-    than in a pass of its own over it. About a fifth off a bfloat16 read of a desktop frame's
-    windows on 2 cores (``docs/policies.md``, "Latency")."""
+    """A folded stem whose convolutions each run with the activation after them (GELU or ReLU) as
+    one oneDNN call on the CPU (:func:`conv_act_fusable`): the activation is applied as the output
+    is written rather than in a pass of its own over it. About a fifth off a bfloat16 read of a
+    desktop frame's windows on 2 cores (``docs/policies.md``, "Latency")."""
 
     def __init__(self, stem: torch.nn.Sequential):
         super().__init__()
-        self.convs = torch.nn.ModuleList(_conv_gelu_pairs(stem))
+        pairs = _conv_act_pairs(stem)
+        self.convs = torch.nn.ModuleList(c for c, _ in pairs)
+        self.acts = [a for _, a in pairs]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        for c in self.convs:
+        for c, act in zip(self.convs, self.acts, strict=True):
             h = torch.ops.mkldnn._convolution_pointwise(h, c.weight, c.bias, list(c.padding), list(c.stride),
-                                                        list(c.dilation), c.groups, "gelu", [], "none")
+                                                        list(c.dilation), c.groups, act, [], _ALGORITHM[act])
         return h
 
 
-def conv_gelu_fusable(device: torch.device) -> bool:
-    """Whether this torch runs a convolution with its GELU as one oneDNN call here (the CPU op
-    TorchInductor fuses them into)."""
+_ALGORITHM = {"gelu": "none", "relu": ""}  # oneDNN's post-op algorithm: exact (erf) GELU
+
+
+def conv_act_fusable(device: torch.device) -> bool:
+    """Whether this torch runs a convolution with its activation as one oneDNN call here (the CPU
+    op TorchInductor fuses them into)."""
     return (device.type == "cpu" and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
 
 
-def _conv_gelu_pairs(stem: torch.nn.Sequential) -> list[torch.nn.Conv2d]:
-    """The convolutions of a folded stem that alternates convolution (with bias) and exact GELU."""
+def _conv_act_pairs(stem: torch.nn.Sequential) -> list[tuple[torch.nn.Conv2d, str]]:
+    """The convolutions of a folded stem that alternates convolution (with bias) and exact GELU or
+    ReLU, each with its activation's oneDNN name."""
     layers = list(stem)
-    convs, gelus = layers[0::2], layers[1::2]
-    if (len(convs) != len(gelus) or not all(isinstance(c, torch.nn.Conv2d) and c.bias is not None for c in convs)
-            or not all(isinstance(g, torch.nn.GELU) and g.approximate == "none" for g in gelus)):
-        raise ValueError("fusing needs a folded stem of convolution, GELU pairs")
-    return convs
+    convs, acts = layers[0::2], layers[1::2]
+
+    def name(a) -> str | None:
+        if isinstance(a, torch.nn.GELU) and a.approximate == "none":
+            return "gelu"
+        return "relu" if isinstance(a, torch.nn.ReLU) else None
+
+    if (len(convs) != len(acts) or not all(isinstance(c, torch.nn.Conv2d) and c.bias is not None for c in convs)
+            or None in map(name, acts)):
+        raise ValueError("fusing needs a folded stem of convolution, activation (GELU or ReLU) pairs")
+    return [(c, name(a)) for c, a in zip(convs, acts, strict=True)]
 
 
 def folded(reader: Reader, dtype: torch.dtype) -> Reader:
@@ -104,7 +116,7 @@ class TileReads:
                  capacity: int = CAPACITY, windows: bool = False, dtype: torch.dtype | None = None):
         dtype = next(reader.parameters()).dtype if dtype is None else dtype
         device = next(reader.parameters()).device
-        fuse = runtime == "torch" and conv_gelu_fusable(device)
+        fuse = runtime == "torch" and conv_act_fusable(device)
         self.module = _Probs(folded(reader, dtype if runtime == "torch" else torch.float32).to(device), fuse).eval()
         self.capacity = capacity
         self.read = 0
