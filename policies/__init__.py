@@ -1,5 +1,6 @@
 """Policies: actions and their JSON form, the Policy protocol, built-in and learned policies."""
 
+import agent  # noqa: F401  (before torch loads: how its CPU threads wait, agent/__init__.py)
 from policies.actions import (
     ACTION_TYPES,
     Action,
