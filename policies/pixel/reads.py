@@ -60,7 +60,8 @@ class _FusedStem(torch.nn.Module):
         return h
 
 
-_ALGORITHM = {"gelu": "none", "relu": ""}  # oneDNN's post-op algorithm: exact (erf) GELU
+# the fused call's algorithm argument per activation: "none" is GELU's exact (erf) form; ReLU has none
+_ALGORITHM = {"gelu": "none", "relu": ""}
 
 
 def conv_act_fusable(device: torch.device) -> bool:
