@@ -19,6 +19,7 @@ system:
 	command -v xdpyinfo >/dev/null || need="$$need x11-utils"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v chromedriver >/dev/null || need="$$need chromium-driver"; \
+	[ -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] || need="$$need fonts-liberation"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || need="$$need python3-tk"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
 	if [ -n "$$need" ]; then \

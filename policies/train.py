@@ -355,6 +355,7 @@ class TrainConfig:
     reader: str | None = None  # reader folder (policies.pixel.reader): its pretrained stem encodes the glimpses
     reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
+    match_drawn: str | None = None  # "WxH" read windows (points): the model matches the instruction's words drawn
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
     match_where: bool = False  # a reading model's offset heads learn where in a glimpse their word was read
@@ -533,6 +534,38 @@ def with_match_reader(model: PixelModel, reader: str | Path) -> PixelModel:
     return new
 
 
+def parse_window(text: str) -> tuple[int, int]:
+    """``"64x32"`` -> (64, 32): a read window's width and height in points."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise TrainError(f"a read window is WxH points (e.g. 64x32), not {text!r}") from None
+    if w < 8 or h < 8:
+        raise TrainError(f"a read window of {w}x{h} points is too small to hold a word")
+    return w, h
+
+
+def with_drawn_match(model: PixelModel, window: tuple[int, int], drawn: list | None = None) -> PixelModel:
+    """``model`` made a drawn-match model (``PixelConfig.match_drawn``): no reader; each
+    instruction word is drawn (``drawn``: ``[font, size, underlined]`` ways, MiniWoB++'s by
+    default) and matched against four ``window`` (w, h points) read windows per glimpse. A reading
+    model keeps its match layers (its reader goes); any other model gets them, starting where its
+    pointer is, plus the match, and a match reach of ``MATCH_REACH`` tiles if it had none."""
+    from policies.pixel.drawn import MINIWOB_DRAWN
+
+    cfg = PixelConfig(**model.config.to_dict())
+    if cfg.match_order:
+        raise TrainError("the model compares numbers a reader reads (match_order): a drawn-match model has no reader")
+    cfg.match, cfg.match_drawn = True, [list(v) for v in (drawn or MINIWOB_DRAWN)]
+    cfg.match_window, cfg.match_window_px = [int(v) for v in window], [int(v) for v in window]
+    cfg.match_per_phase = False
+    cfg.match_reach = cfg.match_reach or MATCH_REACH
+    new = PixelModel(PixelConfig(**cfg.to_dict()))
+    keep = {k: v for k, v in model.state_dict().items() if not k.startswith("reader.")}
+    new.load_state_dict(keep, strict=False)  # layers it did not have start as if absent
+    return new
+
+
 def _with_reading_layer(model: PixelModel, flag: str, needs: str) -> PixelModel:
     """``model`` with the reading feature ``flag`` (a ``PixelConfig`` flag whose layer starts at
     zero) turned on: every weight is kept, so the model starts acting as before. ``needs``: why
@@ -602,6 +635,12 @@ def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size:
     then never runs it (nor keeps the copies in memory)."""
     if "read_glimpses" not in data:
         return data
+    if model.config.match_drawn:  # no reader: the instruction's words drawn and matched (policies.pixel.drawn)
+        from policies.pixel.drawn import match_of_samples
+
+        data = dict(data)
+        data["match"] = match_of_samples(model.config, data.pop("read_glimpses"), data["glimpse_mask"], data["text_ids"])
+        return data
     model.eval()
     n = len(data["labels"])
     out = None
@@ -628,6 +667,12 @@ def _read_key(model: PixelModel) -> str:
     """What :func:`precompute_match` gives besides the samples: the reader's weights and which
     scores the model takes (per read or the best, and the number order)."""
     h = hashlib.sha256()
+    if model.config.match_drawn:
+        from policies.pixel import drawn
+
+        h.update(json.dumps([model.config.match_drawn, drawn.FLAT, drawn.NCC_FLOOR, drawn.NCC_FULL,
+                             drawn.MAX_WORDS]).encode())
+        return "drawn-" + h.hexdigest()[:16]
     for name, v in sorted(model.reader.state_dict().items()):
         h.update(name.encode())
         h.update(v.detach().float().contiguous().numpy().tobytes())
@@ -697,8 +742,13 @@ def train(
     if tc.reader:
         model = with_reader(model, tc.reader)
         cfg = model.config
+    if tc.match_reader and tc.match_drawn:
+        raise TrainError("--match-reader and --match-drawn are two ways to read: give one")
     if tc.match_reader:
         model = with_match_reader(model, tc.match_reader)
+        cfg = model.config
+    if tc.match_drawn:
+        model = with_drawn_match(model, parse_window(tc.match_drawn))
         cfg = model.config
     if tc.match_order:
         model = with_match_order(model)
@@ -844,7 +894,8 @@ def train(
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
-                             "reader": tc.reader, "match_reader": tc.match_reader, "match_order": tc.match_order,
+                             "reader": tc.reader, "match_reader": tc.match_reader, "match_drawn": tc.match_drawn,
+                             "match_order": tc.match_order,
                              "match_reach": tc.match_reach, "match_where": tc.match_where,
                              "match_where_near": tc.match_where_near,
                              "train_only": list(tc.train_only)}

@@ -66,6 +66,10 @@ class PixelConfig(PretrainedConfig):
     (:meth:`policies.pixel.model.PixelModel.order_of`): how likely the screen's number is below,
     equal to or above the one asked for. Equality alone (the match) cannot tell which way to move
     a slider or a spin box.
+
+    ``match_drawn`` (with ``match_window``): no reader. Each instruction word is drawn in each of
+    these ``[font, pixel size, underlined]`` ways and matched against each read window, centred in
+    its middle cell (:mod:`policies.pixel.drawn`); the step takes those scores as its ``match``.
     """
 
     model_type = "dw-pixel"
@@ -100,6 +104,7 @@ class PixelConfig(PretrainedConfig):
         match_window: list | tuple | None = None,
         match_window_px: list | tuple | None = None,
         match_order: bool = False,
+        match_drawn: list | tuple | None = None,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -147,6 +152,11 @@ class PixelConfig(PretrainedConfig):
         self.match_order = bool(match_order)
         if self.match_order and not self.match:
             raise ValueError("match_order compares what a reader reads: it needs match")
+        self.match_drawn = [[str(f), float(px), bool(u)] for f, px, u in match_drawn] if match_drawn else None
+        if self.match_drawn and not (self.match and self.match_window):
+            raise ValueError("match_drawn matches drawn words against read windows: it needs match and match_window")
+        if self.match_drawn and self.match_order:
+            raise ValueError("match_order compares what a reader reads: a match_drawn model has no reader")
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history

@@ -390,8 +390,9 @@ class PixelModel(PixelPreTrainedModel):
         self.off_out = nn.Linear(d, 2)
         self.span_q = nn.Linear(d, 2 * d)
         self.span_k = nn.Linear(d, d)
-        if c.match:
+        if c.match and not c.match_drawn:  # a drawn-match model draws words instead (policies.pixel.drawn)
             self.reader = Reader(c.match_stem, c.match_channels, c.read_px[0], c.match_head, c.read_px[1])
+        if c.match:
             self.match_tq = nn.Linear(d, 2 * d)  # which instruction word each pointer looks for
             self.match_tk = nn.Linear(d, d)
             self.match_gate = nn.Linear(d, 2)  # how much each pointer trusts the match, per state
@@ -451,7 +452,7 @@ class PixelModel(PixelPreTrainedModel):
     def train(self, mode: bool = True) -> PixelModel:
         """As ``nn.Module.train``, but a reader stays in eval mode: it is pretrained and frozen."""
         super().train(mode)
-        if self.config.match:
+        if self.config.match and not self.config.match_drawn:
             self.reader.eval()
         return self
 
@@ -490,6 +491,8 @@ class PixelModel(PixelPreTrainedModel):
 
     def read_probs_of(self, glimpses: torch.Tensor, read_glimpses: torch.Tensor) -> torch.Tensor:
         """(B, R*K, C): the reader's probabilities for every tile it reads (the step's ``read_probs``)."""
+        if self.config.match_drawn:
+            raise ValueError("a match_drawn model has no reader: its match comes from policies.pixel.drawn")
         return self.reader.probs(read_tiles(self.config, glimpses, read_glimpses),
                                  self.cls.dtype).view(glimpses.shape[0], -1, READ_WIDTH)
 
@@ -600,7 +603,7 @@ class PixelModel(PixelPreTrainedModel):
         text_cache: TextCache | None = None,
         read_glimpses: torch.Tensor | None = None,  # (B, P*K, G, G, 3) uint8: match models
         read_probs: torch.Tensor | None = None,  # (B, (P+1)*K, C): the reader's, on glimpses then copies
-        match: torch.Tensor | None = None,  # (B, K[, R], L): read_match's scores, precomputed (training)
+        match: torch.Tensor | None = None,  # (B, K[, R], L): read_match's scores, precomputed (training), or drawn
         order: torch.Tensor | None = None,  # (B, 4): order_of's, precomputed (training; match_order models)
         **_: object,
     ) -> PixelOutput:

@@ -8,6 +8,7 @@ import torch
 from policies.actions import Action
 from policies.base import Observation
 from policies.pixel.codec import decode, history_features
+from policies.pixel.drawn import DrawnReads
 from policies.pixel.model import PixelModel, PixelOutput
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.reads import TileReads
@@ -61,15 +62,21 @@ class PixelPolicy:
         read_dtype = torch.bfloat16 if fast and _cpu_has_native_bf16() else self.dtype
         self._step = OnnxStep(self.model, int8=self.int8) if onnx else None
         self.cfg = model.config
-        self.read_dtype = read_dtype if self.cfg.match else None
+        self.read_dtype = read_dtype if self.cfg.match and not self.cfg.match_drawn else None
         read_runtime = "torch" if read_dtype != self.dtype else self.runtime
-        self.reads = (TileReads(self.model.reader, self.cfg.read_px, read_runtime, windows=bool(self.cfg.match_window),
-                                dtype=read_dtype) if self.cfg.match else None)
+        if self.cfg.match_drawn:  # no reader: the instruction's words are drawn and matched
+            self.reads = DrawnReads(self.cfg)
+        elif self.cfg.match:
+            self.reads = TileReads(self.model.reader, self.cfg.read_px, read_runtime,
+                                   windows=bool(self.cfg.match_window), dtype=read_dtype)
+        else:
+            self.reads = None
         self.name = name
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)
         self._cache = None
         self._raw = b""
+        self._ids = np.zeros(0, np.int64)
         self.instruction = ""
 
     @property
@@ -83,6 +90,7 @@ class PixelPolicy:
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
         ids, self._raw = encode_text(instruction, self.cfg.max_text)
+        self._ids = ids
         self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
         if self._step is not None:
             self._step.set_text(self._cache)
@@ -109,7 +117,9 @@ class PixelPolicy:
         """The step on :meth:`arrays`' inputs: a reading model's tiles are read first, each
         distinct one once (:class:`~policies.pixel.reads.TileReads`), then the step runs."""
         arrays = dict(arrays)
-        if self.reads is not None:
+        if isinstance(self.reads, DrawnReads):
+            arrays["match"] = self.reads.frame(arrays.pop("read_glimpses")[0], arrays["glimpse_mask"][0], self._ids)[None]
+        elif self.reads is not None:
             arrays["read_probs"] = self.reads.frame(arrays["glimpses"][0], arrays.pop("read_glimpses")[0],
                                                     arrays["glimpse_mask"][0])[None]
         if self._step is not None:

@@ -1,0 +1,212 @@
+"""Drawn matches: where the instruction's own words stand on the screen, found by drawing them.
+
+A reader names the word in each read window and the step compares that name with the
+instruction (:mod:`policies.pixel.reads`). A drawn-match model (``PixelConfig.match_drawn``) asks
+the easier question directly: it draws each instruction word in a few fonts, sizes and styles
+(``match_drawn``: ``[font file, pixel size, underlined]`` each) and scores each read window by the
+normalised cross-correlation of the best-fitting drawing placed with its centre in the window's
+middle cell, the cell a reader's word is named by (:func:`policies.pixel.preprocess.centred_word`).
+Nothing is learned here, and nothing depends on what the reader happened to see in training:
+a random string like ``qMtj3`` is found as well as a common word, which a reader of ~10-pixel
+text could not be taught (``docs/miniwob.md``). It sees only the screen's pixels and the
+instruction. It finds text drawn in the fonts it is given, at about the sizes it is given:
+the right tool where a UI's fonts are known (MiniWoB++ pages in Chromium draw Arial as Liberation
+Sans), not a general reader.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agent.errors import UserError
+
+# MiniWoB++'s text (Arial 10 px labels and paragraphs, 13.33 px buttons, underlined links, bold
+# headings) as Chromium draws it where Arial is Liberation Sans: the drawings that matched
+# targets on unseen pages (docs/miniwob.md, "Drawn matches").
+MINIWOB_DRAWN = [["LiberationSans-Regular.ttf", 10, False], ["LiberationSans-Regular.ttf", 11, False],
+                 ["LiberationSans-Regular.ttf", 13.333, False], ["LiberationSans-Regular.ttf", 10, True],
+                 ["LiberationSans-Regular.ttf", 11, True], ["LiberationSans-Bold.ttf", 10, False],
+                 ["LiberationSans-Bold.ttf", 12, False]]
+FLAT = 4.0  # a placement whose pixels vary less than this (grey levels, standard deviation) scores 0
+NCC_FLOOR, NCC_FULL = 0.5, 0.9  # correlation mapped to a match of 0 and of 1 (linear between)
+MAX_WORDS = 16  # distinct instruction words drawn (a MiniWoB++ instruction has 4-12)
+
+
+def instruction_words(text_ids: np.ndarray) -> list[tuple[str, list[int]]]:
+    """The instruction's distinct words (runs of word bytes, as :func:`policies.pixel.model.word_templates`
+    cuts them) with every position each starts at, in order of first appearance, at most
+    ``MAX_WORDS``; padding and non-ASCII bytes end a word."""
+    from policies.pixel.model import _is_word_char
+
+    out: dict[str, list[int]] = {}
+    ids = [int(v) for v in text_ids]
+    i = 0
+    while i < len(ids):
+        if ids[i] < 128 and _is_word_char(chr(ids[i])):
+            j = i
+            while j < len(ids) and ids[j] < 128 and _is_word_char(chr(ids[j])):
+                j += 1
+            word = bytes(ids[i:j]).decode("ascii")
+            if word in out or len(out) < MAX_WORDS:
+                out.setdefault(word, []).append(i)
+            i = j
+        else:
+            i += 1
+    return list(out.items())
+
+
+@lru_cache(maxsize=64)
+def _font(name: str, size: float):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(name, size)
+    except OSError:
+        raise UserError(f"font {name} not found: a drawn-match model draws the instruction's words in it "
+                        "(Debian/Ubuntu: apt-get install fonts-liberation)") from None
+
+
+@lru_cache(maxsize=4096)
+def drawing(word: str, font: str, size: float, underline: bool) -> np.ndarray:
+    """``word`` drawn black on white in ``font`` at ``size`` pixels, cut to its ink (and underline)
+    plus one pixel: (h, w) float32 grey levels."""
+    from PIL import Image, ImageDraw
+
+    f = _font(font, size)
+    x0, y0, x1, y1 = f.getbbox(word)
+    ascent = f.getmetrics()[0]
+    if underline:
+        y1 = max(y1, ascent + 2)
+    im = Image.new("L", (x1 - x0 + 2, y1 - y0 + 2), 255)
+    d = ImageDraw.Draw(im)
+    d.text((1 - x0, 1 - y0), word, font=f, fill=0)
+    if underline:
+        d.line([(1, 1 - y0 + ascent + 1), (x1 - x0, 1 - y0 + ascent + 1)], fill=0)
+    return np.asarray(im, np.float32)
+
+
+def grey(windows: np.ndarray) -> torch.Tensor:
+    """(N, h, w, 3) uint8 BGR -> (N, h, w) float32 luma (ITU-R 601, as OpenCV's)."""
+    w = torch.from_numpy(np.ascontiguousarray(windows)).float()
+    return w[..., 0] * 0.114 + w[..., 1] * 0.587 + w[..., 2] * 0.299
+
+
+def drawn_scores(windows: np.ndarray, words: list[str], variants, cell: float) -> np.ndarray:
+    """(N, len(words)) float32 in [0, 1]: how well each word, drawn each of ``variants`` ways,
+    fits each window ((N, h, w, 3) uint8 BGR) with its centre in the window's middle cell
+    (``cell`` pixels square). The best normalised cross-correlation over drawings and placements,
+    mapped from [``NCC_FLOOR``, ``NCC_FULL``] onto [0, 1]; 0 where no drawing fits the window."""
+    n, h, w = windows.shape[:3]
+    out = np.zeros((n, len(words)), np.float32)
+    if n == 0 or not words:
+        return out
+    g = grey(windows)
+    live = (g.flatten(1).std(1) > 0).nonzero().flatten()  # a blank window holds no word
+    if len(live) == 0:
+        return out
+    g = g[live][:, None]
+    g64 = g[:, 0].double()  # integral images of the windows and their squares: box sums in O(1)
+    ii1 = F.pad(g64.cumsum(1).cumsum(2), (1, 0, 1, 0))
+    ii2 = F.pad((g64 * g64).cumsum(1).cumsum(2), (1, 0, 1, 0))
+    cx, cy, half = w / 2, h / 2, cell / 2
+    best = torch.full((len(live), len(words)), -1.0)
+    for j, word in enumerate(words):
+        for font, size, underline in variants:
+            t = torch.from_numpy(drawing(word, font, float(size), bool(underline)))
+            th, tw = t.shape
+            # top-left corners whose drawing lies inside the window, centre in the middle cell
+            x_lo, x_hi = max(0, math.ceil(cx - half - tw / 2)), min(w - tw, math.ceil(cx + half - tw / 2) - 1)
+            y_lo, y_hi = max(0, math.ceil(cy - half - th / 2)), min(h - th, math.ceil(cy + half - th / 2) - 1)
+            if x_hi < x_lo or y_hi < y_lo:
+                continue
+            tz = t - t.mean()
+            tn = float(tz.norm())
+            if tn == 0:
+                continue
+            num = F.conv2d(g[:, :, y_lo:y_hi + th, x_lo:x_hi + tw], tz[None, None])[:, 0].double()
+            area = th * tw
+            ys, xs = slice(y_lo, y_hi + 1), slice(x_lo, x_hi + 1)
+            ye, xe = slice(y_lo + th, y_hi + th + 1), slice(x_lo + tw, x_hi + tw + 1)
+            s1 = ii1[:, ye, xe] - ii1[:, ys, xe] - ii1[:, ye, xs] + ii1[:, ys, xs]
+            s2 = ii2[:, ye, xe] - ii2[:, ys, xe] - ii2[:, ye, xs] + ii2[:, ys, xs]
+            var = (s2 - s1 * s1 / area).clamp(min=0)
+            ncc = torch.where(var > FLAT * FLAT * area, num / (var.sqrt() * tn + 1e-6), torch.zeros((), dtype=num.dtype))
+            best[:, j] = torch.maximum(best[:, j], ncc.flatten(1).amax(1).float())
+    out[live.numpy()] = ((best - NCC_FLOOR) / (NCC_FULL - NCC_FLOOR)).clamp(0, 1).numpy()
+    return out
+
+
+def drawn_match(windows: np.ndarray, text_ids: np.ndarray, variants, cell: float, k: int) -> np.ndarray:
+    """A drawn-match model's ``match`` input for one frame: (K, R, L) float32, for ``windows``
+    ((R*K, h, w, 3), window-major as the preprocessor cuts them) and the instruction's byte ids
+    (L,): each window's score for the word starting at each position, 0 where no word starts."""
+    words = instruction_words(text_ids)
+    return _by_position(drawn_scores(windows, [wd for wd, _ in words], variants, cell), words, len(text_ids), k)
+
+
+def _by_position(scores: np.ndarray, words, length: int, k: int) -> np.ndarray:
+    """(R*K, words) per-word scores -> (K, R, L): each word's score at every position it starts at."""
+    out = np.zeros((len(scores), length), np.float32)
+    for j, (_, positions) in enumerate(words):
+        out[:, positions] = scores[:, j:j + 1]
+    return out.reshape(len(scores) // k, k, -1).transpose(1, 0, 2)
+
+
+def model_geometry(config) -> tuple[list, float]:
+    """A drawn-match model's drawings at its windows' scale, and its windows' middle cell in pixels:
+    a window of ``match_window`` points is ``match_window_px`` pixels, so a point is that ratio."""
+    px_per_pt = config.match_window_px[0] / config.match_window[0]
+    variants = [(f, size * px_per_pt, u) for f, size, u in config.match_drawn]
+    return variants, config.tile_pt / 2 * px_per_pt
+
+
+def match_of_samples(config, windows: np.ndarray, masks: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
+    """(B, K, R, L) float16 drawn matches for a batch of samples' windows ((B, R*K, h, w, 3)),
+    glimpse masks ((B, K)) and byte ids ((B, L)): what ``dw train`` feeds a drawn-match model in
+    place of a reader's. A session's frames share most windows: each distinct one is matched once."""
+    reads = DrawnReads(config)
+    return np.stack([reads.frame(w, m, t) for w, m, t in zip(windows, masks, text_ids, strict=True)]
+                    ).astype(np.float16)
+
+
+class DrawnReads:
+    """A drawn-match policy's ``match`` input per frame. Scores are remembered per window (keyed by
+    a digest of its pixels) for the current instruction, so a window seen on an earlier frame is
+    not matched again; windows of padded (masked) glimpses score 0."""
+
+    CAPACITY = 8192
+
+    def __init__(self, config):
+        self.config = config
+        self.variants, self.cell = model_geometry(config)
+        self._ids: np.ndarray | None = None
+        self._words: list[tuple[str, list[int]]] = []
+        self._seen: dict[int, np.ndarray] = {}
+
+    def frame(self, read_glimpses: np.ndarray, mask: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
+        """(K, R, L) float32 for one frame's windows ((R*K, h, w, 3)), glimpse mask (K,) and ids (L,)."""
+        import xxhash
+
+        if self._ids is None or not np.array_equal(self._ids, text_ids):
+            self._ids, self._words, self._seen = text_ids.copy(), instruction_words(text_ids), {}
+        k = len(mask)
+        r = len(read_glimpses) // k
+        live = np.tile(np.asarray(mask, bool), r)
+        keys = [xxhash.xxh3_64_intdigest(w.tobytes()) if ok else 0 for w, ok in zip(read_glimpses, live, strict=True)]
+        todo = [i for i, key in enumerate(keys) if live[i] and key not in self._seen]
+        if todo:
+            if len(self._seen) + len(todo) > self.CAPACITY:
+                self._seen = {}
+            scores = drawn_scores(read_glimpses[todo], [w for w, _ in self._words], self.variants, self.cell)
+            for i, row in zip(todo, scores, strict=True):
+                self._seen[keys[i]] = row
+        per_word = np.zeros((len(keys), len(self._words)), np.float32)
+        for i, key in enumerate(keys):
+            if live[i]:
+                per_word[i] = self._seen[key]
+        return _by_position(per_word, self._words, len(text_ids), k)

@@ -1,0 +1,140 @@
+"""Drawn-match models (PixelConfig.match_drawn): the instruction's words drawn and matched against
+read windows, in the policy's step (both runtimes) and in training's precomputed scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from policies.base import Observation
+from policies.pixel import PixelConfig, PixelModel, PixelPolicy, encode_text
+from policies.pixel import drawn as D
+from policies.train import TrainError, precompute_match, with_drawn_match
+from tests.test_pixel_match import SMALL
+
+FONT = D.MINIWOB_DRAWN[0][0]
+
+
+def _font_ok() -> bool:
+    try:
+        D.drawing("x", FONT, 10.0, False)
+    except Exception:  # noqa: BLE001 - no Liberation Sans here
+        return False
+    return True
+
+
+needs_font = pytest.mark.skipif(not _font_ok(), reason="Liberation Sans not installed (fonts-liberation)")
+
+
+def _window(word: str, dx: int = 0, dy: int = 0, size: float = 11.0, w: int = 64, h: int = 32) -> np.ndarray:
+    """A white (h, w, 3) BGR window with ``word`` drawn (as the matcher draws it, then darkened
+    to blue link ink) centred at the window's middle plus (dx, dy)."""
+    win = np.full((h, w, 3), 255, np.uint8)
+    t = D.drawing(word, FONT, size, False).astype(np.uint8)
+    th, tw = t.shape
+    y0, x0 = (h - th) // 2 + dy, (w - tw) // 2 + dx
+    ink = np.stack([np.full_like(t, 255), t, t], -1)  # black text becomes blue (BGR), a link's colour
+    win[y0:y0 + th, x0:x0 + tw] = np.minimum(win[y0:y0 + th, x0:x0 + tw], ink)
+    return win
+
+
+def test_instruction_words_are_cut_as_word_templates_cut_them():
+    ids, _ = encode_text('Select "qMtj3" and click Submit. Submit', 96)
+    words = dict(D.instruction_words(ids))
+    assert list(words) == ["Select", "qMtj3", "and", "click", "Submit"]
+    assert words["qMtj3"] == [8] and words["Submit"] == [25, 33]
+    ids, _ = encode_text(" ".join(f"w{i}" for i in range(40)), 96)
+    assert len(D.instruction_words(ids)) == D.MAX_WORDS
+
+
+@needs_font
+def test_a_drawn_word_is_found_centred_in_its_window_only():
+    variants = D.MINIWOB_DRAWN
+    words = ["qMtj3", "K4JwLj", "Submit"]
+    wins = np.stack([_window("qMtj3"), _window("qMtj3", dx=-14), _window("Submit", dy=3),
+                     np.full((32, 64, 3), 255, np.uint8)])
+    s = D.drawn_scores(wins, words, variants, cell=16)
+    assert s.shape == (4, 3) and s.dtype == np.float32
+    assert s[0, 0] > 0.9 and s[0, 1] < 0.3  # its own word, not another random string
+    assert s[1, 0] == 0  # the same word off the middle cell: another window's
+    assert s[2, 2] > 0.9 and s[2, 0] < 0.3
+    assert not s[3].any()  # a blank window holds no word
+
+
+@needs_font
+def test_matches_land_at_every_position_the_word_starts_window_major():
+    ids, _ = encode_text("Click qMtj3 then qMtj3", 96)
+    k = 2
+    wins = np.stack([np.full((32, 64, 3), 255, np.uint8)] * 4 * k)
+    wins[2 * k + 1] = _window("qMtj3")  # the third window of the second glimpse
+    m = D.drawn_match(wins, ids, D.MINIWOB_DRAWN, 16, k)
+    assert m.shape == (k, 4, 96)
+    assert m[1, 2, 6] > 0.9 and m[1, 2, 17] == m[1, 2, 6]
+    assert m[1, 2, 0] < 0.5 and m[0].max() == 0 and m[1, 2, 7] == 0  # no word starts at byte 7
+
+
+def _drawn_model(seed: int, **over) -> PixelModel:
+    torch.manual_seed(seed)
+    cfg = PixelConfig.for_size("pixel-tiny", **{**SMALL, "tile_pt": 32, "match": True, "match_window": [64, 32],
+                                                "match_drawn": D.MINIWOB_DRAWN, "match_reach": 1, **over})
+    m = PixelModel(cfg)
+    with torch.no_grad():  # learned match layers, not their all-zero start
+        m.match_in.weight.normal_()
+        m.match_gate.bias.fill_(6.0)
+    return m.eval()
+
+
+def test_a_drawn_model_has_no_reader_and_refuses_what_needs_one():
+    m = _drawn_model(0)
+    assert not hasattr(m, "reader") and not any(k.startswith("reader.") for k in m.state_dict())
+    with pytest.raises(ValueError, match="no reader"):
+        m.read_probs_of(torch.zeros(1, 8, 48, 48, 3, dtype=torch.uint8), torch.zeros(1, 32, 32, 64, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="needs match and match_window"):
+        PixelConfig(match_drawn=D.MINIWOB_DRAWN)
+    with pytest.raises(ValueError, match="no reader"):
+        PixelConfig(match=True, match_window=[64, 32], match_drawn=D.MINIWOB_DRAWN, match_order=True)
+
+
+@needs_font
+def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes():
+    """Both runtimes give the step the model gives on training's precomputed scores, and a window
+    seen before is not matched again."""
+    from agent.virtual import VirtualDesktop
+
+    m1, m2 = _drawn_model(1), _drawn_model(1)
+    po, pt = PixelPolicy(m1, runtime="onnx", dtype="float32"), PixelPolicy(m2, runtime="torch", dtype="float32")
+    d = VirtualDesktop("click-button", seed=4, size=(640, 480))
+    obs = Observation(d.observe(), d.instruction, d.cursor, ())
+    for pol in (po, pt):
+        pol.reset(obs.instruction)
+    arrays = po.arrays(obs)
+    data = {**arrays, "text_ids": encode_text(obs.instruction, 96)[0][None], "labels": np.zeros((1, 1))}
+    pre = precompute_match(m2, data)
+    assert "read_glimpses" not in pre and pre["match"].dtype == np.float16 and pre["match"].shape[1:3] == (8, 4)
+    with torch.inference_mode():
+        want = m2(**{k: torch.from_numpy(v) for k, v in pre.items() if k != "labels"})
+    for pol in (po, pt):
+        out = pol.run(arrays)
+        assert torch.allclose(out.pointer_logits, want.pointer_logits, atol=2e-2), pol.runtime
+        seen = dict(pol.reads._seen)
+        pol.run(arrays)
+        assert pol.reads._seen == seen  # nothing new to match
+    assert len(pt.act(obs)) >= 1
+
+
+def test_any_model_can_be_made_a_drawn_one_keeping_its_weights():
+    plain = PixelModel(PixelConfig.for_size("pixel-tiny", **SMALL))
+    m = with_drawn_match(plain, (64, 32))
+    assert m.config.match_drawn == [[f, float(s), bool(u)] for f, s, u in D.MINIWOB_DRAWN]
+    assert m.config.match_window == [64, 32] and m.config.match_reach
+    kept = plain.state_dict()
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in kept.items())
+    reading = PixelModel(PixelConfig.for_size("pixel-tiny", **SMALL, match=True, match_channels=8,
+                                              match_window=[64, 32]))
+    m2 = with_drawn_match(reading, (64, 32))
+    assert not any(k.startswith("reader.") for k in m2.state_dict())
+    assert all(torch.equal(v, m2.state_dict()[k]) for k, v in reading.state_dict().items() if not k.startswith("reader."))
+    with pytest.raises(TrainError, match="match_order"):
+        with_drawn_match(PixelModel(PixelConfig.for_size("pixel-tiny", **SMALL, match=True, match_channels=8,
+                                                         match_order=True)), (64, 32))
