@@ -356,6 +356,7 @@ class TrainConfig:
     reader_lr_scale: float = 0.1  # the pretrained stem learns this much slower than the rest
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
     match_drawn: str | None = None  # "WxH" read windows (points): the model matches the instruction's words drawn
+    match_at: bool = False  # a drawn-match model's offset heads learn where each drawing matched
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
     match_where: bool = False  # a reading model's offset heads learn where in a glimpse their word was read
@@ -585,6 +586,14 @@ def with_match_order(model: PixelModel) -> PixelModel:
     return _with_reading_layer(model, "match_order", "compares what a reader reads")
 
 
+def with_match_at(model: PixelModel) -> PixelModel:
+    """A drawn-match model whose offset heads also learn where each window's drawing of their word
+    matched (``PixelConfig.match_at``), starting as before."""
+    if not model.config.match_drawn:
+        raise TrainError("match_at places what drawn matches found: the model needs --match-drawn")
+    return _with_reading_layer(model, "match_at", "places what drawn matches found")
+
+
 def with_match_where(model: PixelModel) -> PixelModel:
     """A reading model whose offset heads also learn where inside each glimpse their word was read
     (``PixelConfig.match_where``), starting as before."""
@@ -639,7 +648,9 @@ def precompute_match(model: PixelModel, data: dict[str, np.ndarray], batch_size:
         from policies.pixel.drawn import match_of_samples
 
         data = dict(data)
-        data["match"] = match_of_samples(model.config, data.pop("read_glimpses"), data["glimpse_mask"], data["text_ids"])
+        # the placements are kept for every drawn model, so turning match_at on later reads nothing again
+        data["match"], data["match_pos"] = match_of_samples(model.config, data.pop("read_glimpses"),
+                                                            data["glimpse_mask"], data["text_ids"])
         return data
     model.eval()
     n = len(data["labels"])
@@ -670,8 +681,8 @@ def _read_key(model: PixelModel) -> str:
     if model.config.match_drawn:
         from policies.pixel import drawn
 
-        h.update(json.dumps([model.config.match_drawn, drawn.FLAT, drawn.NCC_FLOOR, drawn.NCC_FULL,
-                             drawn.MAX_WORDS]).encode())
+        h.update(json.dumps(["placements", model.config.match_drawn, drawn.FLAT, drawn.NCC_FLOOR,
+                             drawn.NCC_FULL, drawn.MAX_WORDS]).encode())
         return "drawn-" + h.hexdigest()[:16]
     for name, v in sorted(model.reader.state_dict().items()):
         h.update(name.encode())
@@ -755,6 +766,9 @@ def train(
         cfg = model.config
     if tc.match_reach is not None:
         model = with_match_reach(model, tc.match_reach)
+        cfg = model.config
+    if tc.match_at:
+        model = with_match_at(model)
         cfg = model.config
     if tc.match_where:
         model = with_match_where(model)
@@ -894,7 +908,7 @@ def train(
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
-                             "reader": tc.reader, "match_reader": tc.match_reader, "match_drawn": tc.match_drawn,
+                             "reader": tc.reader, "match_reader": tc.match_reader, "match_drawn": tc.match_drawn, "match_at": tc.match_at,
                              "match_order": tc.match_order,
                              "match_reach": tc.match_reach, "match_where": tc.match_where,
                              "match_where_near": tc.match_where_near,

@@ -10,7 +10,7 @@ import torch
 from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, encode_text
 from policies.pixel import drawn as D
-from policies.train import TrainError, precompute_match, with_drawn_match
+from policies.train import TrainError, precompute_match, with_drawn_match, with_match_at
 from tests.test_pixel_match import SMALL
 
 FONT = D.MINIWOB_DRAWN[0][0]
@@ -54,12 +54,18 @@ def test_a_drawn_word_is_found_centred_in_its_window_only():
     words = ["qMtj3", "K4JwLj", "Submit"]
     wins = np.stack([_window("qMtj3"), _window("qMtj3", dx=-14), _window("Submit", dy=3),
                      np.full((32, 64, 3), 255, np.uint8)])
-    s = D.drawn_scores(wins, words, variants, cell=16)
-    assert s.shape == (4, 3) and s.dtype == np.float32
+    s, at = D.drawn_scores(wins, words, variants, cell=16)
+    assert s.shape == (4, 3) and s.dtype == np.float32 and at.shape == (4, 3, 2)
     assert s[0, 0] > 0.9 and s[0, 1] < 0.3  # its own word, not another random string
     assert s[1, 0] == 0  # the same word off the middle cell: another window's
     assert s[2, 2] > 0.9 and s[2, 0] < 0.3
     assert not s[3].any()  # a blank window holds no word
+    # where the drawing matched, in cells from the middle cell's centre: to the pixel
+    off = np.stack([_window("qMtj3", dx=dx, dy=dy) for dx, dy in ((0, 0), (5, 0), (-4, 3))])
+    s2, at2 = D.drawn_scores(off, ["qMtj3"], variants, cell=16)
+    assert (s2 > 0.9).all()
+    moved = at2[:, 0] - at2[0, 0]
+    assert np.allclose(moved, [[0, 0], [5 / 16, 0], [-4 / 16, 3 / 16]], atol=1e-6)
 
 
 @needs_font
@@ -68,8 +74,11 @@ def test_matches_land_at_every_position_the_word_starts_window_major():
     k = 2
     wins = np.stack([np.full((32, 64, 3), 255, np.uint8)] * 4 * k)
     wins[2 * k + 1] = _window("qMtj3")  # the third window of the second glimpse
-    m = D.drawn_match(wins, ids, D.MINIWOB_DRAWN, 16, k)
-    assert m.shape == (k, 4, 96)
+    m, pos = D.drawn_match(wins, ids, D.MINIWOB_DRAWN, 16, k)
+    assert m.shape == (k, 4, 96) and pos.shape == (k, 4, 96, 2)
+    # the word sits centred in window 2 (the tile's lower-left quarter): about a quarter across,
+    # three quarters down the glimpse
+    assert np.allclose(pos[1, 2, 6], [0.25, 0.75], atol=1 / 32) and (pos[1, 2, 17] == pos[1, 2, 6]).all()
     assert m[1, 2, 6] > 0.9 and m[1, 2, 17] == m[1, 2, 6]
     assert m[1, 2, 0] < 0.5 and m[0].max() == 0 and m[1, 2, 7] == 0  # no word starts at byte 7
 
@@ -82,6 +91,8 @@ def _drawn_model(seed: int, **over) -> PixelModel:
     with torch.no_grad():  # learned match layers, not their all-zero start
         m.match_in.weight.normal_()
         m.match_gate.bias.fill_(6.0)
+        if cfg.match_at:
+            m.match_at_in.weight.normal_()
     return m.eval()
 
 
@@ -94,15 +105,18 @@ def test_a_drawn_model_has_no_reader_and_refuses_what_needs_one():
         PixelConfig(match_drawn=D.MINIWOB_DRAWN)
     with pytest.raises(ValueError, match="no reader"):
         PixelConfig(match=True, match_window=[64, 32], match_drawn=D.MINIWOB_DRAWN, match_order=True)
+    with pytest.raises(ValueError, match="needs match_drawn"):
+        PixelConfig(match=True, match_window=[64, 32], match_at=True)
 
 
 @needs_font
-def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes():
-    """Both runtimes give the step the model gives on training's precomputed scores, and a window
-    seen before is not matched again."""
+@pytest.mark.parametrize("at", [False, True])
+def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(at):
+    """Both runtimes give the step the model gives on training's precomputed scores (and, with
+    match_at, placements), and a window seen before is not matched again."""
     from agent.virtual import VirtualDesktop
 
-    m1, m2 = _drawn_model(1), _drawn_model(1)
+    m1, m2 = _drawn_model(1, match_at=at), _drawn_model(1, match_at=at)
     po, pt = PixelPolicy(m1, runtime="onnx", dtype="float32"), PixelPolicy(m2, runtime="torch", dtype="float32")
     d = VirtualDesktop("click-button", seed=4, size=(640, 480))
     obs = Observation(d.observe(), d.instruction, d.cursor, ())
@@ -112,11 +126,17 @@ def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes():
     data = {**arrays, "text_ids": encode_text(obs.instruction, 96)[0][None], "labels": np.zeros((1, 1))}
     pre = precompute_match(m2, data)
     assert "read_glimpses" not in pre and pre["match"].dtype == np.float16 and pre["match"].shape[1:3] == (8, 4)
+    assert pre["match_pos"].shape == (*pre["match"].shape, 2)
     with torch.inference_mode():
         want = m2(**{k: torch.from_numpy(v) for k, v in pre.items() if k != "labels"})
+        if at:  # the placements move the offsets: the step must be given them
+            moved = m2(**{k: torch.from_numpy(v) for k, v in pre.items() if k != "labels"} | {
+                "match_pos": torch.zeros(pre["match_pos"].shape)})
+            assert not torch.allclose(moved.offsets, want.offsets, atol=1e-3)
     for pol in (po, pt):
         out = pol.run(arrays)
         assert torch.allclose(out.pointer_logits, want.pointer_logits, atol=2e-2), pol.runtime
+        assert torch.allclose(out.offsets, want.offsets, atol=2e-2), pol.runtime
         seen = dict(pol.reads._seen)
         pol.run(arrays)
         assert pol.reads._seen == seen  # nothing new to match
@@ -130,6 +150,11 @@ def test_any_model_can_be_made_a_drawn_one_keeping_its_weights():
     assert m.config.match_window == [64, 32] and m.config.match_reach
     kept = plain.state_dict()
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in kept.items())
+    m_at = with_match_at(m)
+    assert m_at.config.match_at and all(torch.equal(v, m_at.state_dict()[k]) for k, v in m.state_dict().items())
+    assert not m_at.match_at_in.weight.any()  # starts as the model without it
+    with pytest.raises(TrainError, match="needs --match-drawn"):
+        with_match_at(plain)
     reading = PixelModel(PixelConfig.for_size("pixel-tiny", **SMALL, match=True, match_channels=8,
                                               match_window=[64, 32]))
     m2 = with_drawn_match(reading, (64, 32))

@@ -70,6 +70,9 @@ class PixelConfig(PretrainedConfig):
     ``match_drawn`` (with ``match_window``): no reader. Each instruction word is drawn in each of
     these ``[font, pixel size, underlined]`` ways and matched against each read window, centred in
     its middle cell (:mod:`policies.pixel.drawn`); the step takes those scores as its ``match``.
+    ``match_at`` (with ``match_drawn``): each pointer's offset head also learns where in each
+    window its word's drawing matched (``match_pos``, to the pixel): a glimpse holding several
+    rows of options can then be clicked on the right one.
     """
 
     model_type = "dw-pixel"
@@ -105,6 +108,7 @@ class PixelConfig(PretrainedConfig):
         match_window_px: list | tuple | None = None,
         match_order: bool = False,
         match_drawn: list | tuple | None = None,
+        match_at: bool = False,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -155,6 +159,9 @@ class PixelConfig(PretrainedConfig):
         self.match_drawn = [[str(f), float(px), bool(u)] for f, px, u in match_drawn] if match_drawn else None
         if self.match_drawn and not (self.match and self.match_window):
             raise ValueError("match_drawn matches drawn words against read windows: it needs match and match_window")
+        self.match_at = bool(match_at)
+        if self.match_at and not self.match_drawn:
+            raise ValueError("match_at places what drawn matches found: it needs match_drawn")
         if self.match_drawn and self.match_order:
             raise ValueError("match_order compares what a reader reads: a match_drawn model has no reader")
         self.content_threshold = content_threshold

@@ -96,25 +96,30 @@ def grey(windows: np.ndarray) -> torch.Tensor:
     return w[..., 0] * 0.114 + w[..., 1] * 0.587 + w[..., 2] * 0.299
 
 
-def drawn_scores(windows: np.ndarray, words: list[str], variants, cell: float) -> np.ndarray:
-    """(N, len(words)) float32 in [0, 1]: how well each word, drawn each of ``variants`` ways,
-    fits each window ((N, h, w, 3) uint8 BGR) with its centre in the window's middle cell
-    (``cell`` pixels square). The best normalised cross-correlation over drawings and placements,
-    mapped from [``NCC_FLOOR``, ``NCC_FULL``] onto [0, 1]; 0 where no drawing fits the window."""
+def drawn_scores(windows: np.ndarray, words: list[str], variants, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """How well each word, drawn each of ``variants`` ways, fits each window ((N, h, w, 3) uint8
+    BGR) with its centre in the window's middle cell (``cell`` pixels square), and where.
+
+    Returns ``scores`` (N, len(words)) float32 in [0, 1]: the best normalised cross-correlation
+    over drawings and placements, mapped from [``NCC_FLOOR``, ``NCC_FULL``] onto [0, 1], 0 where
+    no drawing fits; and ``at`` (N, len(words), 2) float32: that placement's centre relative to
+    the middle cell's centre, in cells (each coordinate in [-0.5, 0.5))."""
     n, h, w = windows.shape[:3]
     out = np.zeros((n, len(words)), np.float32)
+    at = np.zeros((n, len(words), 2), np.float32)
     if n == 0 or not words:
-        return out
+        return out, at
     g = grey(windows)
     live = (g.flatten(1).std(1) > 0).nonzero().flatten()  # a blank window holds no word
     if len(live) == 0:
-        return out
+        return out, at
     g = g[live][:, None]
     g64 = g[:, 0].double()  # integral images of the windows and their squares: box sums in O(1)
     ii1 = F.pad(g64.cumsum(1).cumsum(2), (1, 0, 1, 0))
     ii2 = F.pad((g64 * g64).cumsum(1).cumsum(2), (1, 0, 1, 0))
     cx, cy, half = w / 2, h / 2, cell / 2
     best = torch.full((len(live), len(words)), -1.0)
+    where = torch.zeros((len(live), len(words), 2))
     for j, word in enumerate(words):
         for font, size, underline in variants:
             t = torch.from_numpy(drawing(word, font, float(size), bool(underline)))
@@ -136,25 +141,52 @@ def drawn_scores(windows: np.ndarray, words: list[str], variants, cell: float) -
             s2 = ii2[:, ye, xe] - ii2[:, ys, xe] - ii2[:, ye, xs] + ii2[:, ys, xs]
             var = (s2 - s1 * s1 / area).clamp(min=0)
             ncc = torch.where(var > FLAT * FLAT * area, num / (var.sqrt() * tn + 1e-6), torch.zeros((), dtype=num.dtype))
-            best[:, j] = torch.maximum(best[:, j], ncc.flatten(1).amax(1).float())
+            peak, idx = ncc.flatten(1).max(1)
+            better = peak.float() > best[:, j]
+            best[:, j] = torch.where(better, peak.float(), best[:, j])
+            nx = x_hi - x_lo + 1
+            px = (x_lo + idx % nx + tw / 2 - cx) / cell
+            py = (y_lo + torch.div(idx, nx, rounding_mode="floor") + th / 2 - cy) / cell
+            where[:, j] = torch.where(better[:, None], torch.stack([px, py], -1).float(), where[:, j])
     out[live.numpy()] = ((best - NCC_FLOOR) / (NCC_FULL - NCC_FLOOR)).clamp(0, 1).numpy()
-    return out
+    at[live.numpy()] = where.numpy()
+    return out, at
 
 
-def drawn_match(windows: np.ndarray, text_ids: np.ndarray, variants, cell: float, k: int) -> np.ndarray:
-    """A drawn-match model's ``match`` input for one frame: (K, R, L) float32, for ``windows``
+def drawn_match(windows: np.ndarray, text_ids: np.ndarray, variants, cell: float, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A drawn-match model's ``match`` and ``match_pos`` inputs for one frame, for ``windows``
     ((R*K, h, w, 3), window-major as the preprocessor cuts them) and the instruction's byte ids
-    (L,): each window's score for the word starting at each position, 0 where no word starts."""
+    (L,): (K, R, L) each window's score for the word starting at each position (0 where no word
+    starts), and (K, R, L, 2) where its best drawing lies in the glimpse (:func:`_in_glimpse`)."""
     words = instruction_words(text_ids)
-    return _by_position(drawn_scores(windows, [wd for wd, _ in words], variants, cell), words, len(text_ids), k)
+    scores, at = drawn_scores(windows, [wd for wd, _ in words], variants, cell)
+    return _by_position(scores, at, words, len(text_ids), k)
 
 
-def _by_position(scores: np.ndarray, words, length: int, k: int) -> np.ndarray:
-    """(R*K, words) per-word scores -> (K, R, L): each word's score at every position it starts at."""
-    out = np.zeros((len(scores), length), np.float32)
+def _by_position(scores: np.ndarray, at: np.ndarray, words, length: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(R*K, words) scores and (R*K, words, 2) placements -> (K, R, L) and (K, R, L, 2): each
+    word's at every position it starts at, the placements in glimpse units (:func:`_in_glimpse`)."""
+    n = len(scores)
+    out = np.zeros((n, length), np.float32)
+    pos = np.zeros((n, length, 2), np.float32)
+    glimpse_at = _in_glimpse(at, n // k)
     for j, (_, positions) in enumerate(words):
         out[:, positions] = scores[:, j:j + 1]
-    return out.reshape(len(scores) // k, k, -1).transpose(1, 0, 2)
+        pos[:, positions] = glimpse_at[:, j:j + 1]
+    return (out.reshape(n // k, k, -1).transpose(1, 0, 2),
+            pos.reshape(n // k, k, length, 2).transpose(1, 0, 2, 3))
+
+
+def _in_glimpse(at: np.ndarray, r: int) -> np.ndarray:
+    """(R*K, W, 2) placements relative to their window's middle cell (in cells, window-major) ->
+    where they lie in the glimpse's tile, in its units (0..1 across, as the pointer's offsets):
+    window q's middle cell is the tile's quarter q (row by row), half a tile square."""
+    if r != 4:
+        raise ValueError(f"drawn matches read four windows a glimpse, not {r}")
+    quarter = np.array([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]], np.float32)
+    k = len(at) // r
+    return np.repeat(quarter, k, 0)[:, None, :] + at * 0.5
 
 
 def model_geometry(config) -> tuple[list, float]:
@@ -165,13 +197,15 @@ def model_geometry(config) -> tuple[list, float]:
     return variants, config.tile_pt / 2 * px_per_pt
 
 
-def match_of_samples(config, windows: np.ndarray, masks: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
-    """(B, K, R, L) float16 drawn matches for a batch of samples' windows ((B, R*K, h, w, 3)),
-    glimpse masks ((B, K)) and byte ids ((B, L)): what ``dw train`` feeds a drawn-match model in
-    place of a reader's. A session's frames share most windows: each distinct one is matched once."""
+def match_of_samples(config, windows: np.ndarray, masks: np.ndarray, text_ids: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(B, K, R, L) drawn matches and (B, K, R, L, 2) placements, float16, for a batch of
+    samples' windows ((B, R*K, h, w, 3)), glimpse masks ((B, K)) and byte ids ((B, L)): what
+    ``dw train`` feeds a drawn-match model in place of a reader's. A session's frames share most
+    windows: each distinct one is matched once."""
     reads = DrawnReads(config)
-    return np.stack([reads.frame(w, m, t) for w, m, t in zip(windows, masks, text_ids, strict=True)]
-                    ).astype(np.float16)
+    both = [reads.frame(w, m, t) for w, m, t in zip(windows, masks, text_ids, strict=True)]
+    return np.stack([a for a, _ in both]).astype(np.float16), np.stack([b for _, b in both]).astype(np.float16)
 
 
 class DrawnReads:
@@ -186,10 +220,12 @@ class DrawnReads:
         self.variants, self.cell = model_geometry(config)
         self._ids: np.ndarray | None = None
         self._words: list[tuple[str, list[int]]] = []
-        self._seen: dict[int, np.ndarray] = {}
+        self._seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def frame(self, read_glimpses: np.ndarray, mask: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
-        """(K, R, L) float32 for one frame's windows ((R*K, h, w, 3)), glimpse mask (K,) and ids (L,)."""
+    def frame(self, read_glimpses: np.ndarray, mask: np.ndarray, text_ids: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """``match`` (K, R, L) and ``match_pos`` (K, R, L, 2) float32 for one frame's windows
+        ((R*K, h, w, 3)), glimpse mask (K,) and ids (L,)."""
         import xxhash
 
         if self._ids is None or not np.array_equal(self._ids, text_ids):
@@ -202,11 +238,12 @@ class DrawnReads:
         if todo:
             if len(self._seen) + len(todo) > self.CAPACITY:
                 self._seen = {}
-            scores = drawn_scores(read_glimpses[todo], [w for w, _ in self._words], self.variants, self.cell)
-            for i, row in zip(todo, scores, strict=True):
-                self._seen[keys[i]] = row
+            scores, at = drawn_scores(read_glimpses[todo], [w for w, _ in self._words], self.variants, self.cell)
+            for i, row, row_at in zip(todo, scores, at, strict=True):
+                self._seen[keys[i]] = (row, row_at)
         per_word = np.zeros((len(keys), len(self._words)), np.float32)
+        per_at = np.zeros((len(keys), len(self._words), 2), np.float32)
         for i, key in enumerate(keys):
             if live[i]:
-                per_word[i] = self._seen[key]
-        return _by_position(per_word, self._words, len(text_ids), k)
+                per_word[i], per_at[i] = self._seen[key]
+        return _by_position(per_word, per_at, self._words, len(text_ids), k)

@@ -408,6 +408,8 @@ class PixelModel(PixelPreTrainedModel):
                 self.match_mix = nn.Linear(d, 2 * c.match_kernels)  # which kernel, per pointer and state
             if c.match_where:  # each read's match of the pointer's word: into that pointer's offset head
                 self.match_where_in = nn.Linear(c.reads_per_glimpse, d)
+            if c.match_at:  # where each window's drawing of the pointer's word matched: into its offset head
+                self.match_at_in = nn.Linear(3 * c.reads_per_glimpse, d)
             if c.match_where_near:  # an offset correction per read window, chosen by where the word was read
                 self.match_where_off = nn.Linear(d, 2 * c.reads_per_glimpse)
         self.post_init()
@@ -423,6 +425,9 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_where:  # starts as the model without it
                 nn.init.zeros_(self.match_where_in.weight)
                 nn.init.zeros_(self.match_where_in.bias)
+            if c.match_at:  # starts as the model without it
+                nn.init.zeros_(self.match_at_in.weight)
+                nn.init.zeros_(self.match_at_in.bias)
             if c.match_where_near:  # so does this
                 nn.init.zeros_(self.match_where_off.weight)
                 nn.init.zeros_(self.match_where_off.bias)
@@ -605,6 +610,7 @@ class PixelModel(PixelPreTrainedModel):
         read_probs: torch.Tensor | None = None,  # (B, (P+1)*K, C): the reader's, on glimpses then copies
         match: torch.Tensor | None = None,  # (B, K[, R], L): read_match's scores, precomputed (training), or drawn
         order: torch.Tensor | None = None,  # (B, 4): order_of's, precomputed (training; match_order models)
+        match_pos: torch.Tensor | None = None,  # (B, K, R, L, 2): match_at models, where each drawing matched
         **_: object,
     ) -> PixelOutput:
         c = self.config
@@ -698,6 +704,13 @@ class PixelModel(PixelPreTrainedModel):
         if c.match_where:  # where in each glimpse this pointer's word was read (none on global patches)
             where = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)  # (B, 2, K, R)
             off_in = off_in + F.pad(self.match_where_in(where.to(dtype)), (0, 0, gh * gw, 0))
+        if c.match_at:  # where each window's drawing of this pointer's word matched, by how well it did
+            if match_pos is None:
+                raise ValueError("a match_at model needs match_pos (policies.pixel.drawn)")
+            pos = match_pos.float()[..., :per_read.shape[-1], :]
+            w = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)
+            at = torch.einsum("bjl,bkrl,bkrlc->bjkrc", word_p, per_read, pos).flatten(3)
+            off_in = off_in + F.pad(self.match_at_in(torch.cat([w, at], -1).to(dtype)), (0, 0, gh * gw, 0))
         hidden = F.gelu(off_in)
         offsets = self.off_out(hidden)  # (B, 2, N, 2)
         if c.match_where_near:  # one offset per read window, chosen by where this glimpse or the ones

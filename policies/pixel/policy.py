@@ -118,7 +118,10 @@ class PixelPolicy:
         distinct one once (:class:`~policies.pixel.reads.TileReads`), then the step runs."""
         arrays = dict(arrays)
         if isinstance(self.reads, DrawnReads):
-            arrays["match"] = self.reads.frame(arrays.pop("read_glimpses")[0], arrays["glimpse_mask"][0], self._ids)[None]
+            match, pos = self.reads.frame(arrays.pop("read_glimpses")[0], arrays["glimpse_mask"][0], self._ids)
+            arrays["match"] = match[None]
+            if self.cfg.match_at:
+                arrays["match_pos"] = pos[None]
         elif self.reads is not None:
             arrays["read_probs"] = self.reads.frame(arrays["glimpses"][0], arrays.pop("read_glimpses")[0],
                                                     arrays["glimpse_mask"][0])[None]
