@@ -74,7 +74,10 @@ def test_matches_land_at_every_position_the_word_starts_window_major():
     k = 2
     wins = np.stack([np.full((32, 64, 3), 255, np.uint8)] * 4 * k)
     wins[2 * k + 1] = _window("qMtj3")  # the third window of the second glimpse
-    m, pos = D.drawn_match(wins, ids, D.MINIWOB_DRAWN, 16, k)
+    cfg = PixelConfig.for_size("pixel-tiny", **{**SMALL, "tile_pt": 32, "match": True, "match_window": [64, 32],
+                                                "match_drawn": D.MINIWOB_DRAWN})
+    assert D.model_geometry(cfg)[1] == 16  # the middle cell: half a 32-point tile at a pixel a point
+    m, pos = D.DrawnReads(cfg).frame(wins, np.ones(k, bool), ids)
     assert m.shape == (k, 4, 96) and pos.shape == (k, 4, 96, 2)
     # the word sits centred in window 2 (the tile's lower-left quarter): about a quarter across,
     # three quarters down the glimpse

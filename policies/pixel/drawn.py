@@ -153,20 +153,10 @@ def drawn_scores(windows: np.ndarray, words: list[str], variants, cell: float) -
     return out, at
 
 
-def drawn_match(windows: np.ndarray, text_ids: np.ndarray, variants, cell: float, k: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A drawn-match model's ``match`` and ``match_pos`` inputs for one frame, for ``windows``
-    ((R*K, h, w, 3), window-major as the preprocessor cuts them) and the instruction's byte ids
-    (L,): (K, R, L) each window's score for the word starting at each position (0 where no word
-    starts), and (K, R, L, 2) where its best drawing lies in the glimpse (:func:`_in_glimpse`)."""
-    words = instruction_words(text_ids)
-    scores, at = drawn_scores(windows, [wd for wd, _ in words], variants, cell)
-    return _by_position(scores, at, words, len(text_ids), k)
-
-
 def _by_position(scores: np.ndarray, at: np.ndarray, words, length: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(R*K, words) scores and (R*K, words, 2) placements -> (K, R, L) and (K, R, L, 2): each
-    word's at every position it starts at, the placements in glimpse units (:func:`_in_glimpse`)."""
+    """(R*K, words) scores and (R*K, words, 2) placements -> a drawn-match model's ``match``
+    (K, R, L) and ``match_pos`` (K, R, L, 2): each word's at every position it starts at (0 where
+    no word starts), the placements in glimpse units (:func:`_in_glimpse`)."""
     n = len(scores)
     out = np.zeros((n, length), np.float32)
     pos = np.zeros((n, length, 2), np.float32)
