@@ -701,16 +701,16 @@ class PixelModel(PixelPreTrainedModel):
         ptr = ptr.masked_fill(~pmask[:, None, :], -1e4)
         cond = self.off_cond(h).view(b, 2, 1, d)
         off_in = vis[:, None] + cond
-        if c.match_where:  # where in each glimpse this pointer's word was read (none on global patches)
+        if c.match_where or c.match_at:  # how well each read matched this pointer's word
             where = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)  # (B, 2, K, R)
+        if c.match_where:  # where in each glimpse this pointer's word was read (none on global patches)
             off_in = off_in + F.pad(self.match_where_in(where.to(dtype)), (0, 0, gh * gw, 0))
         if c.match_at:  # where each window's drawing of this pointer's word matched, by how well it did
             if match_pos is None:
                 raise ValueError("a match_at model needs match_pos (policies.pixel.drawn)")
             pos = match_pos.float()[..., :per_read.shape[-1], :]
-            w = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)
             at = torch.einsum("bjl,bkrl,bkrlc->bjkrc", word_p, per_read, pos).flatten(3)
-            off_in = off_in + F.pad(self.match_at_in(torch.cat([w, at], -1).to(dtype)), (0, 0, gh * gw, 0))
+            off_in = off_in + F.pad(self.match_at_in(torch.cat([where, at], -1).to(dtype)), (0, 0, gh * gw, 0))
         hidden = F.gelu(off_in)
         offsets = self.off_out(hidden)  # (B, 2, N, 2)
         if c.match_where_near:  # one offset per read window, chosen by where this glimpse or the ones
