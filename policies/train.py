@@ -357,6 +357,7 @@ class TrainConfig:
     match_reader: str | None = None  # reader folder: the model reads glimpses with it and matches the instruction
     match_drawn: str | None = None  # "WxH" read windows (points): the model matches the instruction's words drawn
     match_at: bool = False  # a drawn-match model's offset heads learn where each drawing matched
+    match_snap: bool = False  # a drawn-match model's offsets may move to where their word's drawing matched
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
     match_where: bool = False  # a reading model's offset heads learn where in a glimpse their word was read
@@ -594,6 +595,14 @@ def with_match_at(model: PixelModel) -> PixelModel:
     return _with_reading_layer(model, "match_at", "places what drawn matches found")
 
 
+def with_match_snap(model: PixelModel) -> PixelModel:
+    """A drawn-match model whose offsets may move to where their word's drawing matched
+    (``PixelConfig.match_snap``); every weight is kept, and the moves start small."""
+    if not model.config.match_drawn:
+        raise TrainError("match_snap moves offsets to what drawn matches found: the model needs --match-drawn")
+    return _with_reading_layer(model, "match_snap", "moves offsets to what drawn matches found")
+
+
 def with_match_where(model: PixelModel) -> PixelModel:
     """A reading model whose offset heads also learn where inside each glimpse their word was read
     (``PixelConfig.match_where``), starting as before."""
@@ -770,6 +779,9 @@ def train(
     if tc.match_at:
         model = with_match_at(model)
         cfg = model.config
+    if tc.match_snap:
+        model = with_match_snap(model)
+        cfg = model.config
     if tc.match_where:
         model = with_match_where(model)
         cfg = model.config
@@ -908,7 +920,7 @@ def train(
     model.config.training = {"sessions": len(sessions), "samples": n, "epochs": epochs, "seed": tc.seed,
                              "lr": tc.lr, "batch_size": tc.batch_size, "shifts": tc.shifts,
                              "best_epoch": best_epoch, "init": tc.init,
-                             "reader": tc.reader, "match_reader": tc.match_reader, "match_drawn": tc.match_drawn, "match_at": tc.match_at,
+                             "reader": tc.reader, "match_reader": tc.match_reader, "match_drawn": tc.match_drawn, "match_at": tc.match_at, "match_snap": tc.match_snap,
                              "match_order": tc.match_order,
                              "match_reach": tc.match_reach, "match_where": tc.match_where,
                              "match_where_near": tc.match_where_near,

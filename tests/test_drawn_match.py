@@ -10,7 +10,7 @@ import torch
 from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, encode_text
 from policies.pixel import drawn as D
-from policies.train import TrainError, precompute_match, with_drawn_match, with_match_at
+from policies.train import TrainError, precompute_match, with_drawn_match, with_match_at, with_match_snap
 from tests.test_pixel_match import SMALL
 
 FONT = D.MINIWOB_DRAWN[0][0]
@@ -96,6 +96,8 @@ def _drawn_model(seed: int, **over) -> PixelModel:
         m.match_gate.bias.fill_(6.0)
         if cfg.match_at:
             m.match_at_in.weight.normal_()
+        if cfg.match_snap:  # offsets move all the way to the placements
+            m.snap_gate.bias.fill_(8.0)
     return m.eval()
 
 
@@ -108,18 +110,20 @@ def test_a_drawn_model_has_no_reader_and_refuses_what_needs_one():
         PixelConfig(match_drawn=D.MINIWOB_DRAWN)
     with pytest.raises(ValueError, match="no reader"):
         PixelConfig(match=True, match_window=[64, 32], match_drawn=D.MINIWOB_DRAWN, match_order=True)
-    with pytest.raises(ValueError, match="needs match_drawn"):
-        PixelConfig(match=True, match_window=[64, 32], match_at=True)
+    for placed in ("match_at", "match_snap"):
+        with pytest.raises(ValueError, match="needs match_drawn"):
+            PixelConfig(match=True, match_window=[64, 32], **{placed: True})
 
 
 @needs_font
-@pytest.mark.parametrize("at", [False, True])
-def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(at):
+@pytest.mark.parametrize("placed", [None, "match_at", "match_snap"])
+def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(placed):
     """Both runtimes give the step the model gives on training's precomputed scores (and, with
-    match_at, placements), and a window seen before is not matched again."""
+    match_at or match_snap, placements), and a window seen before is not matched again."""
     from agent.virtual import VirtualDesktop
 
-    m1, m2 = _drawn_model(1, match_at=at), _drawn_model(1, match_at=at)
+    over = {placed: True} if placed else {}
+    m1, m2 = _drawn_model(1, **over), _drawn_model(1, **over)
     po, pt = PixelPolicy(m1, runtime="onnx", dtype="float32"), PixelPolicy(m2, runtime="torch", dtype="float32")
     d = VirtualDesktop("click-button", seed=4, size=(640, 480))
     obs = Observation(d.observe(), d.instruction, d.cursor, ())
@@ -132,7 +136,7 @@ def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(at):
     assert pre["match_pos"].shape == (*pre["match"].shape, 2)
     with torch.inference_mode():
         want = m2(**{k: torch.from_numpy(v) for k, v in pre.items() if k != "labels"})
-        if at:  # the placements move the offsets: the step must be given them
+        if placed:  # the placements move the offsets: the step must be given them
             moved = m2(**{k: torch.from_numpy(v) for k, v in pre.items() if k != "labels"} | {
                 "match_pos": torch.zeros(pre["match_pos"].shape)})
             assert not torch.allclose(moved.offsets, want.offsets, atol=1e-3)
@@ -144,6 +148,43 @@ def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(at):
         pol.run(arrays)
         assert pol.reads._seen == seen  # nothing new to match
     assert len(pt.act(obs)) >= 1
+
+
+def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
+    """match_snap: in a glimpse whose window matched the pointer's word, the offset moves to that
+    window's placement (plus the learned shift); where nothing matched it stays where it was. The
+    choice among a glimpse's windows can be learned from where they lie on the screen."""
+    m = _drawn_model(0, match_snap=True)
+    b, k, r, length = 1, 2, 4, 6
+    word_p = torch.zeros(b, 2, length)
+    word_p[:, :, 3] = 1.0  # both pointers look for the word at byte 3
+    where = torch.zeros(b, 2, k, r)
+    where[:, :, 0, 2] = 1.0  # glimpse 0's third window matched it fully; glimpse 1 matched nothing
+    pos = torch.rand(b, k, r, length, 2)
+    pos[0, 0, 2, 3] = torch.tensor([0.3, 0.8])
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]])
+    offsets = torch.full((b, 2, 3 + k, 2), 0.5)  # 3 global patches, then the glimpses
+    h = torch.zeros(b, m.config.hidden_size)
+    with torch.no_grad():
+        out = m.snap(offsets, h, where, word_p, pos, boxes, 3)
+        assert torch.equal(out[:, :, :3], offsets[:, :, :3])  # global patches are not glimpses: unmoved
+        assert torch.allclose(out[0, :, 3], torch.tensor([0.3, 0.8]), atol=0.02)
+        assert torch.allclose(out[0, :, 4], offsets[0, :, 4], atol=0.02)
+        m.snap_shift.bias.copy_(torch.tensor([-0.1, 0.0, -0.1, 0.0]))  # e.g. a radio left of its label
+        assert torch.allclose(out := m.snap(offsets, h, where, word_p, pos, boxes, 3)[0, :, 3],
+                              torch.tensor([0.2, 0.8]), atol=0.02), out
+        # a second window matched as well, higher on the screen; a choice that learned where on the
+        # screen targets lie (an instruction bar's copy of the word never is one) takes it over the first
+        where[:, :, 0, 0] = 1.0
+        pos[0, 0, 0, 3] = torch.tensor([0.7, 0.1])
+        m.snap_shift.bias.zero_()
+        m.snap_in.weight.zero_()
+        m.snap_in.weight[0, 1] = 1.0  # hidden unit 0: the placement's screen y ...
+        m.snap_out.weight[0, 0] = -40.0  # ... counts against a window: the lower, the more
+        top = m.snap(offsets, h, where, word_p, pos, boxes, 3)[0, :, 3]
+        assert torch.allclose(top, torch.tensor([0.7, 0.1]), atol=0.05), top
+    with pytest.raises(ValueError, match="needs match_pos"):
+        m.snap(offsets, h, where, word_p, None, boxes, 3)
 
 
 def test_any_model_can_be_made_a_drawn_one_keeping_its_weights():
@@ -158,6 +199,10 @@ def test_any_model_can_be_made_a_drawn_one_keeping_its_weights():
     assert not m_at.match_at_in.weight.any()  # starts as the model without it
     with pytest.raises(TrainError, match="needs --match-drawn"):
         with_match_at(plain)
+    m_snap = with_match_snap(m)
+    assert m_snap.config.match_snap and all(torch.equal(v, m_snap.state_dict()[k]) for k, v in m.state_dict().items())
+    with pytest.raises(TrainError, match="needs --match-drawn"):
+        with_match_snap(plain)
     reading = PixelModel(PixelConfig.for_size("pixel-tiny", **SMALL, match=True, match_channels=8,
                                               match_window=[64, 32]))
     m2 = with_drawn_match(reading, (64, 32))

@@ -73,6 +73,10 @@ class PixelConfig(PretrainedConfig):
     ``match_at`` (with ``match_drawn``): each pointer's offset head also learns where in each
     window its word's drawing matched (``match_pos``, to the pixel): a glimpse holding several
     rows of options can then be clicked on the right one.
+    ``match_snap`` (with ``match_drawn``): each pointer may move its offset in a glimpse to where
+    its word's drawing matched there (the window chosen by score and by where on the screen that
+    lies, both learned), by a learned amount per axis and a learned shift: a row's click lands on
+    that row, a link's on that word, rather than between the rows a tile holds.
     """
 
     model_type = "dw-pixel"
@@ -109,6 +113,7 @@ class PixelConfig(PretrainedConfig):
         match_order: bool = False,
         match_drawn: list | tuple | None = None,
         match_at: bool = False,
+        match_snap: bool = False,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -162,6 +167,9 @@ class PixelConfig(PretrainedConfig):
         self.match_at = bool(match_at)
         if self.match_at and not self.match_drawn:
             raise ValueError("match_at places what drawn matches found: it needs match_drawn")
+        self.match_snap = bool(match_snap)
+        if self.match_snap and not self.match_drawn:
+            raise ValueError("match_snap moves offsets to what drawn matches found: it needs match_drawn")
         if self.match_drawn and self.match_order:
             raise ValueError("match_order compares what a reader reads: a match_drawn model has no reader")
         self.content_threshold = content_threshold
@@ -178,6 +186,11 @@ class PixelConfig(PretrainedConfig):
     @property
     def num_global(self) -> int:
         return (self.global_w // self.patch) * (self.global_h // self.patch)
+
+    @property
+    def match_placed(self) -> bool:
+        """Whether the step takes ``match_pos``, where each drawing matched (``match_at``, ``match_snap``)."""
+        return self.match_at or self.match_snap
 
     @property
     def reads_per_glimpse(self) -> int:

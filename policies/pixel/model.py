@@ -353,6 +353,8 @@ class PixelPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.cls, std=0.02)
 
 
+SNAP_HIDDEN = 32  # match_snap: the width of the layer that weighs each window's placement
+SNAP_SHARPNESS = 8.0  # match_snap: a window's score, 0..1, times this is its choice logit to start with
 WHERE_SHARPNESS = 8.0  # match_where_near: a read at 1.0 beside ones at 0.15 takes ~0.9 of the choice
 
 
@@ -412,6 +414,12 @@ class PixelModel(PixelPreTrainedModel):
                 self.match_at_in = nn.Linear(3 * c.reads_per_glimpse, d)
             if c.match_where_near:  # an offset correction per read window, chosen by where the word was read
                 self.match_where_off = nn.Linear(d, 2 * c.reads_per_glimpse)
+            if c.match_snap:  # an offset may move to where its word's drawing matched in its glimpse
+                self.snap_in = nn.Linear(3, SNAP_HIDDEN)  # a window's placement on the screen and its score
+                self.snap_state = nn.Linear(d, 2 * SNAP_HIDDEN)  # per pointer and state
+                self.snap_out = nn.Linear(SNAP_HIDDEN, 1)  # -> that window's choice logit, beside its score's
+                self.snap_gate = nn.Linear(d, 4)  # per pointer and axis: how far the offset moves there
+                self.snap_shift = nn.Linear(d, 4)  # and where beside the word it lands (a radio left of its label)
         self.post_init()
         if c.match:  # start as the model without reading (the pointer bias is learned from there)
             nn.init.zeros_(self.match_in.weight)
@@ -431,6 +439,13 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_where_near:  # so does this
                 nn.init.zeros_(self.match_where_off.weight)
                 nn.init.zeros_(self.match_where_off.bias)
+            if c.match_snap:  # windows chosen by score; offsets move little (0.12 of the way) to start with
+                nn.init.zeros_(self.snap_out.weight)
+                nn.init.constant_(self.snap_out.bias, -SNAP_SHARPNESS / 2)
+                nn.init.zeros_(self.snap_gate.weight)
+                nn.init.constant_(self.snap_gate.bias, -2.0)
+                nn.init.zeros_(self.snap_shift.weight)
+                nn.init.zeros_(self.snap_shift.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
                 self._draw_match_mix()  # random: see untie_match_kernels
@@ -594,6 +609,32 @@ class PixelModel(PixelPreTrainedModel):
         b = torch.stack([xs / nx, ys / ny, (xs + 1) / nx, (ys + 1) / ny], -1)
         return b[None].expand(batch, -1, -1)
 
+    def snap(self, offsets: torch.Tensor, h: torch.Tensor, where: torch.Tensor, word_p: torch.Tensor,
+             match_pos: torch.Tensor | None, boxes: torch.Tensor, n_global: int) -> torch.Tensor:
+        """``match_snap``: each glimpse's offset, per pointer (B, 2, N, 2), moved toward where that
+        pointer's word matched in the glimpse: a window is chosen by its score (``where``, (B, 2, K, R))
+        and by where its placement lies on the screen (learned: an instruction bar's copy of the word
+        is never the target), and the move is the chosen window's confidence times a learned
+        fraction per axis, to the placement plus a learned shift (all in the glimpse's units)."""
+        if match_pos is None:
+            raise ValueError("a match_snap model needs match_pos (policies.pixel.drawn)")
+        b = h.shape[0]
+        pos = match_pos.float()[..., :word_p.shape[-1], :]
+        at = torch.einsum("bjl,bkrlc->bjkrc", word_p, pos)  # (B, 2, K, R, 2) in the glimpse
+        lo, size = boxes[:, None, :, None, :2], boxes[:, None, :, None, 2:] - boxes[:, None, :, None, :2]
+        feats = torch.cat([lo + at * size, where[..., None]], -1)  # on the screen, and the score
+        dt = self.snap_in.weight.dtype
+        hid = self.snap_in(feats.to(dt)).float() + self.snap_state(h).float().view(b, 2, 1, 1, -1)
+        z = SNAP_SHARPNESS * where + self.snap_out(F.gelu(hid).to(dt)).float()[..., 0]  # (B, 2, K, R)
+        w = z.softmax(-1)
+        chosen = torch.einsum("bjkr,bjkrc->bjkc", w, at)
+        conf = (w * torch.sigmoid(z)).sum(-1, keepdim=True)  # (B, 2, K, 1)
+        alpha = conf * torch.sigmoid(self.snap_gate(h).float()).view(b, 2, 1, 2)
+        goal = chosen + self.snap_shift(h).float().view(b, 2, 1, 2)
+        gl = offsets[:, :, n_global:].float()
+        moved = gl + alpha * (goal - gl)
+        return torch.cat([offsets[:, :, :n_global], moved.to(offsets.dtype)], 2)
+
     def forward(
         self,
         global_view: torch.Tensor,  # (B, GH, GW, 3) uint8
@@ -701,7 +742,7 @@ class PixelModel(PixelPreTrainedModel):
         ptr = ptr.masked_fill(~pmask[:, None, :], -1e4)
         cond = self.off_cond(h).view(b, 2, 1, d)
         off_in = vis[:, None] + cond
-        if c.match_where or c.match_at:  # how well each read matched this pointer's word
+        if c.match_where or c.match_at or c.match_snap:  # how well each read matched this pointer's word
             where = torch.einsum("bjl,bkrl->bjkr", word_p, per_read)  # (B, 2, K, R)
         if c.match_where:  # where in each glimpse this pointer's word was read (none on global patches)
             off_in = off_in + F.pad(self.match_where_in(where.to(dtype)), (0, 0, gh * gw, 0))
@@ -721,6 +762,8 @@ class PixelModel(PixelPreTrainedModel):
             choice = ((where + near) * WHERE_SHARPNESS).softmax(-1)  # (B, 2, K, R)
             delta = self.match_where_off(hidden[:, :, gh * gw:]).view(*choice.shape, 2)
             offsets = offsets + F.pad((choice[..., None].to(delta.dtype) * delta).sum(3), (0, 0, gh * gw, 0))
+        if c.match_snap:
+            offsets = self.snap(offsets, h, where, word_p, match_pos, boxes, gh * gw)
         sq = self.span_q(h).view(b, 2, d)
         sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale

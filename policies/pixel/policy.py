@@ -120,7 +120,7 @@ class PixelPolicy:
         if isinstance(self.reads, DrawnReads):
             match, pos = self.reads.frame(arrays.pop("read_glimpses")[0], arrays["glimpse_mask"][0], self._ids)
             arrays["match"] = match[None]
-            if self.cfg.match_at:
+            if self.cfg.match_placed:
                 arrays["match_pos"] = pos[None]
         elif self.reads is not None:
             arrays["read_probs"] = self.reads.frame(arrays["glimpses"][0], arrays.pop("read_glimpses")[0],

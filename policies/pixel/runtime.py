@@ -102,7 +102,7 @@ def run_inputs(config) -> tuple[str, ...]:
     if not config.match:
         return STEP_INPUTS
     if config.match_drawn:
-        return STEP_INPUTS + (("match", "match_pos") if config.match_at else ("match",))
+        return STEP_INPUTS + (("match", "match_pos") if config.match_placed else ("match",))
     return STEP_INPUTS + ("read_probs",)
 
 
@@ -196,7 +196,7 @@ class OnnxStep:
         if c.match:
             example += ((torch.zeros(1, k, c.reads_per_glimpse, 2),) if c.match_drawn
                         else (torch.zeros(1, c.reads_per_glimpse * k, READ_WIDTH),))
-            if c.match_at:
+            if c.match_placed:
                 example += (torch.zeros(1, k, c.reads_per_glimpse, 2, 2),)
         example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
         match_names = ["text_template", "text_starts"] if c.match else []
@@ -209,7 +209,7 @@ class OnnxStep:
         text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
                     **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names},
                     **({"match": {3: "text"}} if c.match_drawn else {}),
-                    **({"match_pos": {3: "text"}} if c.match_at else {})}
+                    **({"match_pos": {3: "text"}} if c.match_placed else {})}
         self.session = onnx_session(_FlatStep(model.float().eval()), example, names,
                                     [f"out_{k}" for k in OUTPUTS], text_len, int8=int8)
         self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs
