@@ -152,8 +152,9 @@ def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(placed)
 
 def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
     """match_snap: in a glimpse whose window matched the pointer's word, the offset moves to that
-    window's placement (plus the learned shift); where nothing matched it stays where it was. The
-    choice among a glimpse's windows can be learned from where they lie on the screen."""
+    window's placement (plus the learned shift); a glimpse far from every match stays where it was,
+    one just beside a match moves to its edge. The choice among windows can be learned from where
+    they lie on the screen."""
     m = _drawn_model(0, match_snap=True)
     b, k, r, length = 1, 2, 4, 6
     word_p = torch.zeros(b, 2, length)
@@ -165,13 +166,14 @@ def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
     boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]])
     offsets = torch.full((b, 2, 3 + k, 2), 0.5)  # 3 global patches, then the glimpses
     h = torch.zeros(b, m.config.hidden_size)
+    live = torch.ones(b, k, dtype=torch.bool)
     with torch.no_grad():
-        out = m.snap(offsets, h, where, word_p, pos, boxes, 3)
+        out = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)
         assert torch.equal(out[:, :, :3], offsets[:, :, :3])  # global patches are not glimpses: unmoved
         assert torch.allclose(out[0, :, 3], torch.tensor([0.3, 0.8]), atol=0.02)
         assert torch.allclose(out[0, :, 4], offsets[0, :, 4], atol=0.02)
         m.snap_shift.bias.copy_(torch.tensor([-0.1, 0.0, -0.1, 0.0]))  # e.g. a radio left of its label
-        assert torch.allclose(out := m.snap(offsets, h, where, word_p, pos, boxes, 3)[0, :, 3],
+        assert torch.allclose(out := m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0, :, 3],
                               torch.tensor([0.2, 0.8]), atol=0.02), out
         # a second window matched as well, higher on the screen; a choice that learned where on the
         # screen targets lie (an instruction bar's copy of the word never is one) takes it over the first
@@ -181,10 +183,20 @@ def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
         m.snap_in.weight.zero_()
         m.snap_in.weight[0, 1] = 1.0  # hidden unit 0: the placement's screen y ...
         m.snap_out.weight[0, 0] = -40.0  # ... counts against a window: the lower, the more
-        top = m.snap(offsets, h, where, word_p, pos, boxes, 3)[0, :, 3]
+        top = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0, :, 3]
         assert torch.allclose(top, torch.tensor([0.7, 0.1]), atol=0.05), top
+        # the word centred just below glimpse 0, in glimpse 1's window: glimpse 0 moves to its edge
+        where.zero_()
+        where[:, :, 1, 0] = 1.0
+        pos[0, 1, 0, 3] = torch.tensor([0.6, 0.01])  # screen (0.3, 0.505): glimpse 0 is (0, 0)-(0.5, 0.5)
+        boxes[0, 1] = torch.tensor([0.0, 0.5, 0.5, 1.0])
+        m.snap_out.weight.zero_()
+        edge = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0, :, 3]
+        assert torch.allclose(edge, torch.tensor([0.6, 1.0]), atol=0.02), edge  # its edge: the goal is kept in the box
+        alone = m.snap(offsets, h, where, word_p, pos, boxes, live & torch.tensor([True, False]), 3)[0, :, 3]
+        assert torch.allclose(alone, offsets[0, :, 3], atol=0.02), alone  # a padded glimpse's windows are no candidates
     with pytest.raises(ValueError, match="needs match_pos"):
-        m.snap(offsets, h, where, word_p, None, boxes, 3)
+        m.snap(offsets, h, where, word_p, None, boxes, live, 3)
 
 
 def test_any_model_can_be_made_a_drawn_one_keeping_its_weights():

@@ -355,6 +355,7 @@ class PixelPreTrainedModel(PreTrainedModel):
 
 SNAP_HIDDEN = 32  # match_snap: the width of the layer that weighs each window's placement
 SNAP_SHARPNESS = 8.0  # match_snap: a window's score, 0..1, times this is its choice logit to start with
+SNAP_OUTSIDE = 40.0  # match_snap: a placement's distance outside a glimpse (screen units) counts this much against it
 WHERE_SHARPNESS = 8.0  # match_where_near: a read at 1.0 beside ones at 0.15 takes ~0.9 of the choice
 
 
@@ -610,27 +611,37 @@ class PixelModel(PixelPreTrainedModel):
         return b[None].expand(batch, -1, -1)
 
     def snap(self, offsets: torch.Tensor, h: torch.Tensor, where: torch.Tensor, word_p: torch.Tensor,
-             match_pos: torch.Tensor | None, boxes: torch.Tensor, n_global: int) -> torch.Tensor:
+             match_pos: torch.Tensor | None, boxes: torch.Tensor, glimpse_mask: torch.Tensor,
+             n_global: int) -> torch.Tensor:
         """``match_snap``: each glimpse's offset, per pointer (B, 2, N, 2), moved toward where that
-        pointer's word matched in the glimpse: a window is chosen by its score (``where``, (B, 2, K, R))
-        and by where its placement lies on the screen (learned: an instruction bar's copy of the word
-        is never the target), and the move is the chosen window's confidence times a learned
-        fraction per axis, to the placement plus a learned shift (all in the glimpse's units)."""
+        pointer's word matched on the screen. Every read window's placement of the word is a
+        candidate; a glimpse chooses among them by score (``where``, (B, 2, K, R)), by where on
+        the screen the placement lies (learned: an instruction bar's copy of the word is never the
+        target) and by how far it lies outside the glimpse (a label centred just across a tile's
+        edge still names the row in it). The move is the choice's confidence times a learned
+        fraction per axis, to the placement plus a learned shift, in the glimpse's units (a point
+        beyond its box is clamped to the box when decoded)."""
         if match_pos is None:
             raise ValueError("a match_snap model needs match_pos (policies.pixel.drawn)")
-        b = h.shape[0]
+        b, r = where.shape[0], where.shape[3]
         pos = match_pos.float()[..., :word_p.shape[-1], :]
-        at = torch.einsum("bjl,bkrlc->bjkrc", word_p, pos)  # (B, 2, K, R, 2) in the glimpse
-        lo, size = boxes[:, None, :, None, :2], boxes[:, None, :, None, 2:] - boxes[:, None, :, None, :2]
-        feats = torch.cat([lo + at * size, where[..., None]], -1)  # on the screen, and the score
+        at = torch.einsum("bjl,bkrlc->bjkrc", word_p, pos)  # (B, 2, K, R, 2) in the window's glimpse
+        lo, hi = boxes[..., :2].float(), boxes[..., 2:].float()  # (B, K, 2)
+        spot = (lo[:, None, :, None] + at * (hi - lo)[:, None, :, None]).flatten(2, 3)  # (B, 2, K*R, 2) on screen
+        score = where.flatten(2)  # (B, 2, K*R)
         dt = self.snap_in.weight.dtype
-        hid = self.snap_in(feats.to(dt)).float() + self.snap_state(h).float().view(b, 2, 1, 1, -1)
-        z = SNAP_SHARPNESS * where + self.snap_out(F.gelu(hid).to(dt)).float()[..., 0]  # (B, 2, K, R)
+        hid = self.snap_in(torch.cat([spot, score[..., None]], -1).to(dt)).float()
+        hid = hid + self.snap_state(h).float().view(b, 2, 1, -1)
+        z = SNAP_SHARPNESS * score + self.snap_out(F.gelu(hid).to(dt)).float()[..., 0]  # per candidate
+        z = z.masked_fill(~glimpse_mask.bool().repeat_interleave(r, 1)[:, None], -1e4)
+        # how far each candidate lies outside each glimpse (screen units): (B, 2, K, K*R)
+        out = (F.relu(lo[:, None, :, None] - spot[:, :, None]) + F.relu(spot[:, :, None] - hi[:, None, :, None])).sum(-1)
+        z = z[:, :, None] - SNAP_OUTSIDE * out
         w = z.softmax(-1)
-        chosen = torch.einsum("bjkr,bjkrc->bjkc", w, at)
+        chosen = (torch.einsum("bjkn,bjnc->bjkc", w, spot) - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None]
         conf = (w * torch.sigmoid(z)).sum(-1, keepdim=True)  # (B, 2, K, 1)
         alpha = conf * torch.sigmoid(self.snap_gate(h).float()).view(b, 2, 1, 2)
-        goal = chosen + self.snap_shift(h).float().view(b, 2, 1, 2)
+        goal = (chosen + self.snap_shift(h).float().view(b, 2, 1, 2)).clamp(0, 1)  # a point in the glimpse
         gl = offsets[:, :, n_global:].float()
         moved = gl + alpha * (goal - gl)
         return torch.cat([offsets[:, :, :n_global], moved.to(offsets.dtype)], 2)
@@ -763,7 +774,7 @@ class PixelModel(PixelPreTrainedModel):
             delta = self.match_where_off(hidden[:, :, gh * gw:]).view(*choice.shape, 2)
             offsets = offsets + F.pad((choice[..., None].to(delta.dtype) * delta).sum(3), (0, 0, gh * gw, 0))
         if c.match_snap:
-            offsets = self.snap(offsets, h, where, word_p, match_pos, boxes, gh * gw)
+            offsets = self.snap(offsets, h, where, word_p, match_pos, boxes, glimpse_mask, gh * gw)
         sq = self.span_q(h).view(b, 2, d)
         sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
