@@ -96,8 +96,10 @@ def _drawn_model(seed: int, **over) -> PixelModel:
         m.match_gate.bias.fill_(6.0)
         if cfg.match_at:
             m.match_at_in.weight.normal_()
-        if cfg.match_snap:  # offsets move all the way to the placements
+        if cfg.match_snap:  # offsets move all the way to full matches, not at all where none
             m.snap_gate.bias.fill_(8.0)
+            m.snap_conf.weight.fill_(20.0)
+            m.snap_conf.bias.fill_(-5.0)
     return m.eval()
 
 

@@ -354,7 +354,7 @@ class PixelPreTrainedModel(PreTrainedModel):
 
 
 SNAP_HIDDEN = 32  # match_snap: the width of the layer that weighs each window's placement
-SNAP_SHARPNESS = 8.0  # match_snap: a window's score, 0..1, times this is its choice logit to start with
+SNAP_SHARPNESS = 8.0  # match_snap: a placement's score, 0..1, times this is its choice logit to start with
 SNAP_OUTSIDE = 40.0  # match_snap: a placement's distance outside a glimpse (screen units) counts this much against it
 WHERE_SHARPNESS = 8.0  # match_where_near: a read at 1.0 beside ones at 0.15 takes ~0.9 of the choice
 
@@ -419,6 +419,7 @@ class PixelModel(PixelPreTrainedModel):
                 self.snap_in = nn.Linear(3, SNAP_HIDDEN)  # a window's placement on the screen and its score
                 self.snap_state = nn.Linear(d, 2 * SNAP_HIDDEN)  # per pointer and state
                 self.snap_out = nn.Linear(SNAP_HIDDEN, 1)  # -> that window's choice logit, beside its score's
+                self.snap_conf = nn.Linear(1, 1)  # the chosen placement's score -> how far to trust it
                 self.snap_gate = nn.Linear(d, 4)  # per pointer and axis: how far the offset moves there
                 self.snap_shift = nn.Linear(d, 4)  # and where beside the word it lands (a radio left of its label)
         self.post_init()
@@ -440,11 +441,13 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_where_near:  # so does this
                 nn.init.zeros_(self.match_where_off.weight)
                 nn.init.zeros_(self.match_where_off.bias)
-            if c.match_snap:  # windows chosen by score; offsets move little (0.12 of the way) to start with
+            if c.match_snap:  # windows chosen by score; a full match moves an offset half way to start with
                 nn.init.zeros_(self.snap_out.weight)
-                nn.init.constant_(self.snap_out.bias, -SNAP_SHARPNESS / 2)
+                nn.init.zeros_(self.snap_out.bias)
+                nn.init.constant_(self.snap_conf.weight, 10.0)  # a true label's 0.4 goes most of the way,
+                nn.init.constant_(self.snap_conf.bias, -2.0)  # a stray 0.1 a quarter
                 nn.init.zeros_(self.snap_gate.weight)
-                nn.init.constant_(self.snap_gate.bias, -2.0)
+                nn.init.zeros_(self.snap_gate.bias)
                 nn.init.zeros_(self.snap_shift.weight)
                 nn.init.zeros_(self.snap_shift.bias)
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
@@ -618,9 +621,10 @@ class PixelModel(PixelPreTrainedModel):
         candidate; a glimpse chooses among them by score (``where``, (B, 2, K, R)), by where on
         the screen the placement lies (learned: an instruction bar's copy of the word is never the
         target) and by how far it lies outside the glimpse (a label centred just across a tile's
-        edge still names the row in it). The move is the choice's confidence times a learned
-        fraction per axis, to the placement plus a learned shift, in the glimpse's units (a point
-        beyond its box is clamped to the box when decoded)."""
+        edge still names the row in it). The move is a learned function of the chosen placement's
+        score (the choice weighs where to go, not how far: it cannot learn to go nowhere) times a
+        learned fraction per pointer, axis and state (a click beside a label keeps its own x), to
+        the placement plus a learned shift, in the glimpse's units, kept in the box."""
         if match_pos is None:
             raise ValueError("a match_snap model needs match_pos (policies.pixel.drawn)")
         b, r = where.shape[0], where.shape[3]
@@ -639,7 +643,8 @@ class PixelModel(PixelPreTrainedModel):
         z = z[:, :, None] - SNAP_OUTSIDE * out
         w = z.softmax(-1)
         chosen = (torch.einsum("bjkn,bjnc->bjkc", w, spot) - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None]
-        conf = (w * torch.sigmoid(z)).sum(-1, keepdim=True)  # (B, 2, K, 1)
+        chosen_score = torch.einsum("bjkn,bjn->bjk", w, score)[..., None]  # (B, 2, K, 1)
+        conf = torch.sigmoid(self.snap_conf(chosen_score.to(dt)).float())  # how far that score warrants
         alpha = conf * torch.sigmoid(self.snap_gate(h).float()).view(b, 2, 1, 2)
         goal = (chosen + self.snap_shift(h).float().view(b, 2, 1, 2)).clamp(0, 1)  # a point in the glimpse
         gl = offsets[:, :, n_global:].float()
