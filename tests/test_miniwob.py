@@ -176,6 +176,33 @@ def test_dagger_demos_record_dom_expert_labels(tmp_path):
         assert len(session_samples(s.path, cfg)["labels"]) == len(labels)
 
 
+def test_demos_record_the_instruction_word_naming_each_target(tmp_path):
+    """Each demo step records the word that names what the expert clicks (a checkbox's label, then
+    Submit), and training turns it into the sample's word label."""
+    _need_browser()
+    from agent.miniwob.evaluate import record_demos
+    from agent.session import EXPERT_TARGET, open_session
+    from policies.pixel.config import PixelConfig
+    from policies.train import LABEL_FIELDS, session_samples
+
+    (r,) = record_demos(["click-checkboxes"], 1, tmp_path, seed=2)
+    s = open_session(r["session"])
+    words = [e.raw["word"] for e in s.events if e.source == "system" and e.raw.get("event") == EXPERT_TARGET]
+    assert words[-1] == "Submit" and len(words) == len(s.actions(("human", "policy")))
+    assert all(f" {w}" in s.instruction for w in words)
+    labels = session_samples(s.path, PixelConfig.for_size("pixel-tiny", max_glimpses=8))["labels"]
+    raw = s.instruction.encode()
+    assert [raw[i:].split(b" ")[0].rstrip(b",.").decode() for i in labels[:, LABEL_FIELDS.index("word")]] == words
+
+
+def test_named_word_is_a_whole_word_of_the_instruction():
+    from agent.miniwob.experts import named_word
+
+    u = 'Click on the link "mauris,". Select Ok3, okay and click Submit.'
+    assert named_word(u, "mauris,") == "mauris" and named_word(u, " Submit ") == "Submit"
+    assert named_word(u, "ok") is None and named_word(u, "Tab #2") is None and named_word(u, "") is None
+
+
 @pytest.mark.slow
 def test_dw_eval_miniwob_json(capsys):
     _need_browser()

@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.desktop import ActionRefused, DesktopError
 from agent.miniwob.browser import MODES, TASK_H, TASK_W, open_env
-from agent.miniwob.experts import expert_actions
+from agent.miniwob.experts import expert_actions, expert_target
 from capture import Frame, Screen
 from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type, Wait
 
@@ -132,6 +132,11 @@ class _Oracle:
         if d.finished:
             return []
         return expert_actions(d.task, d.browser.driver, d.instruction)
+
+    def expert_target(self) -> str | None:
+        """The instruction word naming what the expert clicks next (demos record it)."""
+        d = self.desk
+        return None if d.finished else expert_target(d.task, d.browser.driver, d.instruction)
 
 
 class _MiniWoBBase:

@@ -96,13 +96,14 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
     failures being the point."""
     import shutil
 
-    from agent.dagger import ExpertLabels
+    from agent.dagger import ExpertLabels, ExpertTargets
     from agent.session import SessionRecorder
     from policies.builtin import ScriptedPolicy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    driver = ScriptedPolicy() if dagger is None else ExpertLabels(dagger, beta)
+    labeller = ScriptedPolicy() if dagger is None else ExpertLabels(dagger, beta)
+    driver = ExpertTargets(labeller, None)  # each step also records the word naming the expert's target
 
     def recorder_for(desk, s):
         path = out / f"{desk.task}-{mode}-s{s}"
@@ -110,8 +111,9 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
             shutil.rmtree(path)
         rec = SessionRecorder(path, desk.screen, DEMO_FPS, instruction=desk.instruction, policy=driver.name,
                               desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+        driver.recorder = rec
         if dagger is not None:
-            driver.start(rec, s)
+            labeller.start(rec, s)
         return rec
 
     results = []

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from agent.miniwob.browser import TASK_H, TASK_W
 from policies.actions import Action, Click, Key, Type, Wait
+from policies.pixel.model import _is_word_char
 
 # One round-trip: the interactive elements of the page with their boxes and state, plus task globals.
 SNAPSHOT_JS = r"""
@@ -226,6 +227,45 @@ EXPERTS: dict[str, Callable[[dict, str], list[Action]]] = {
     "login-user": login_user,
 }
 EXPERT_TASKS = tuple(EXPERTS)
+
+
+def named_word(utterance: str, text: str) -> str | None:
+    """``text`` (an element's own text or label) cut to its word characters, if the utterance holds
+    it as a whole word: the instruction word that names that element; else None."""
+    i, j = 0, len(text)
+    while i < j and not _is_word_char(text[i]):
+        i += 1
+    while j > i and not _is_word_char(text[j - 1]):
+        j -= 1
+    word = text[i:j]
+    if not word or any(not _is_word_char(c) for c in word):
+        return None
+    for m in re.finditer(re.escape(word), utterance):
+        a, b = m.start(), m.end()
+        if (a == 0 or not _is_word_char(utterance[a - 1])) and (b == len(utterance) or not _is_word_char(utterance[b])):
+            return word
+    return None
+
+
+def expert_target(task: str, driver, utterance: str) -> str | None:
+    """The instruction word naming what the expert's next click lands on (the smallest visible
+    element under it whose text, or label, the utterance holds as a word), or None: what a demo
+    records so a reading policy learns which word to look for (``agent.dagger.ExpertTargets``)."""
+    if task not in EXPERTS:
+        return None
+    s = snapshot(driver)
+    acts = [] if s["done"] else EXPERTS[task](s, utterance)
+    if not acts or not isinstance(acts[0], Click):
+        return None
+    x, y = acts[0].x * TASK_W, acts[0].y * TASK_H
+    under = sorted((e for e in s["els"] if e["visible"] and e["x"] <= x <= e["x"] + e["w"]
+                    and e["y"] <= y <= e["y"] + e["h"]), key=lambda e: e["w"] * e["h"])
+    for e in under:
+        for text in (e["text"], e["label"]):
+            word = named_word(utterance, text) if text else None
+            if word:
+                return word
+    return None
 
 
 def expert_actions(task: str, driver, utterance: str) -> list[Action]:
