@@ -587,20 +587,23 @@ def with_match_order(model: PixelModel) -> PixelModel:
     return _with_reading_layer(model, "match_order", "compares what a reader reads")
 
 
+def _with_drawn_layer(model: PixelModel, flag: str, needs: str) -> PixelModel:
+    """:func:`_with_reading_layer` for a feature that uses where drawn matches were found."""
+    if not model.config.match_drawn:
+        raise TrainError(f"{flag} {needs}: the model needs --match-drawn")
+    return _with_reading_layer(model, flag, needs)
+
+
 def with_match_at(model: PixelModel) -> PixelModel:
     """A drawn-match model whose offset heads also learn where each window's drawing of their word
     matched (``PixelConfig.match_at``), starting as before."""
-    if not model.config.match_drawn:
-        raise TrainError("match_at places what drawn matches found: the model needs --match-drawn")
-    return _with_reading_layer(model, "match_at", "places what drawn matches found")
+    return _with_drawn_layer(model, "match_at", "places what drawn matches found")
 
 
 def with_match_snap(model: PixelModel) -> PixelModel:
     """A drawn-match model whose offsets may move to where their word's drawing matched
     (``PixelConfig.match_snap``); every weight is kept, and the moves start small."""
-    if not model.config.match_drawn:
-        raise TrainError("match_snap moves offsets to what drawn matches found: the model needs --match-drawn")
-    return _with_reading_layer(model, "match_snap", "moves offsets to what drawn matches found")
+    return _with_drawn_layer(model, "match_snap", "moves offsets to what drawn matches found")
 
 
 def with_match_where(model: PixelModel) -> PixelModel:
@@ -759,35 +762,21 @@ def train(
             raise TrainError(f"max_glimpses must be at least 1, not {tc.max_glimpses}")
         cfg.max_glimpses = tc.max_glimpses
     model = init_model if tc.init else PixelModel(cfg)
-    if tc.reader:
-        model = with_reader(model, tc.reader)
-        cfg = model.config
     if tc.match_reader and tc.match_drawn:
         raise TrainError("--match-reader and --match-drawn are two ways to read: give one")
-    if tc.match_reader:
-        model = with_match_reader(model, tc.match_reader)
-        cfg = model.config
-    if tc.match_drawn:
-        model = with_drawn_match(model, parse_window(tc.match_drawn))
-        cfg = model.config
-    if tc.match_order:
-        model = with_match_order(model)
-        cfg = model.config
-    if tc.match_reach is not None:
-        model = with_match_reach(model, tc.match_reach)
-        cfg = model.config
-    if tc.match_at:
-        model = with_match_at(model)
-        cfg = model.config
-    if tc.match_snap:
-        model = with_match_snap(model)
-        cfg = model.config
-    if tc.match_where:
-        model = with_match_where(model)
-        cfg = model.config
-    if tc.match_where_near:
-        model = with_match_where_near(model)
-        cfg = model.config
+    # each asked-for change of the model, in this order; each keeps every weight it can
+    for asked, change in ((tc.reader, lambda m: with_reader(m, tc.reader)),
+                          (tc.match_reader, lambda m: with_match_reader(m, tc.match_reader)),
+                          (tc.match_drawn, lambda m: with_drawn_match(m, parse_window(tc.match_drawn))),
+                          (tc.match_order, with_match_order),
+                          (tc.match_reach is not None, lambda m: with_match_reach(m, tc.match_reach)),
+                          (tc.match_at, with_match_at),
+                          (tc.match_snap, with_match_snap),
+                          (tc.match_where, with_match_where),
+                          (tc.match_where_near, with_match_where_near)):
+        if asked:
+            model = change(model)
+    cfg = model.config
     if cfg.match and not resume and model.untie_match_kernels(torch.Generator().manual_seed(tc.seed)):
         log("match kernels: the mix was all zero (every kernel alike); drew it at random to untie them")
     for name, p in model.named_parameters():

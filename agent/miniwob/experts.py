@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from agent.miniwob.browser import TASK_H, TASK_W
 from policies.actions import Action, Click, Key, Type, Wait
-from policies.pixel.model import _is_word_char
+from policies.pixel.model import _is_word_char, word_position
 
 # One round-trip: the interactive elements of the page with their boxes and state, plus task globals.
 SNAPSHOT_JS = r"""
@@ -231,7 +231,8 @@ EXPERT_TASKS = tuple(EXPERTS)
 
 def named_word(utterance: str, text: str) -> str | None:
     """``text`` (an element's own text or label) cut to its word characters, if the utterance holds
-    it as a whole word: the instruction word that names that element; else None."""
+    it as a whole word (as training finds it: :func:`policies.pixel.model.word_position`): the
+    instruction word that names that element; else None."""
     i, j = 0, len(text)
     while i < j and not _is_word_char(text[i]):
         i += 1
@@ -240,11 +241,7 @@ def named_word(utterance: str, text: str) -> str | None:
     word = text[i:j]
     if not word or any(not _is_word_char(c) for c in word):
         return None
-    for m in re.finditer(re.escape(word), utterance):
-        a, b = m.start(), m.end()
-        if (a == 0 or not _is_word_char(utterance[a - 1])) and (b == len(utterance) or not _is_word_char(utterance[b])):
-            return word
-    return None
+    return word if word_position(utterance.encode("utf-8"), word) >= 0 else None
 
 
 def expert_target(task: str, driver, utterance: str) -> str | None:
