@@ -12,8 +12,9 @@ import random
 class ExpertTargets:
     """Wraps a demo's driver (the scripted expert, or :class:`ExpertLabels`) and records, at every
     step, the word that names what the expert's next action points at: a ``system`` event
-    :data:`agent.session.EXPERT_TARGET` with ``word``, on that frame, where the task names one
-    (``Task.expert_target``). Training teaches a reading model's pointer to look for that word."""
+    :data:`agent.session.EXPERT_TARGET` with ``word``, on that frame (``Task.expert_target``;
+    ``None`` where no instruction word names it, so training knows the step was asked). Training
+    teaches a reading model's pointer to look for that word."""
 
     def __init__(self, driver, recorder) -> None:
         self.driver, self.recorder, self.name = driver, recorder, driver.name
@@ -25,9 +26,8 @@ class ExpertTargets:
         from agent.session import EXPERT_TARGET
 
         oracle = observation.oracle
-        word = oracle.expert_target() if oracle is not None and hasattr(oracle, "expert_target") else None
-        if word:
-            self.recorder.add_event(observation.frame.t, "system", event=EXPERT_TARGET, word=word)
+        if oracle is not None and hasattr(oracle, "expert_target"):  # None too: a step no word names
+            self.recorder.add_event(observation.frame.t, "system", event=EXPERT_TARGET, word=oracle.expert_target())
         return self.driver.act(observation)
 
 

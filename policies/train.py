@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from policies.actions import Drag
-from policies.pixel.codec import LABEL_FIELDS, action_label, history_features, last_type_end
+from policies.pixel.codec import LABEL_FIELDS, NO_WORD, action_label, history_features, last_type_end
 from policies.pixel.config import PixelConfig
 from policies.pixel.model import READER_STEMS, PixelModel, word_position
 from policies.pixel.policy import inference_dtype
 from policies.pixel.preprocess import Preprocessor, encode_text
 from policies.pixel.runtime import step_inputs
 
-CACHE_VERSION = 6  # bumped whenever a cached sample changes (6: word labels are whole words at both ends)
+CACHE_VERSION = 7  # bumped whenever a cached sample changes (7: NO_WORD where a demo names no word for a step)
 MATCH_REACH = 3  # a new reading model spreads each word's match this many tiles around it
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "action_types", "buttons", "keys", "scroll_max",
@@ -147,6 +147,8 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
             lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
             if lab["ptr0"] >= 0:  # the word names where the first pointer goes: none for a key
                 lab["word"] = word_position(raw, named.get(e.frame))
+                if lab["word"] < 0 and named:  # this demo names targets, and no word names this one
+                    lab["word"] = NO_WORD
             rows["global_view"].append(v.global_view)
             rows["glimpses"].append(v.glimpses)
             rows["boxes"].append(v.boxes)

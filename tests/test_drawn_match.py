@@ -170,12 +170,12 @@ def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
     h = torch.zeros(b, m.config.hidden_size)
     live = torch.ones(b, k, dtype=torch.bool)
     with torch.no_grad():
-        out = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)
+        out = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0]
         assert torch.equal(out[:, :, :3], offsets[:, :, :3])  # global patches are not glimpses: unmoved
         assert torch.allclose(out[0, :, 3], torch.tensor([0.3, 0.8]), atol=0.02)
         assert torch.allclose(out[0, :, 4], offsets[0, :, 4], atol=0.02)
         m.snap_shift.bias.copy_(torch.tensor([-0.1, 0.0, -0.1, 0.0]))  # e.g. a radio left of its label
-        assert torch.allclose(out := m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0, :, 3],
+        assert torch.allclose(out := m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0][0, :, 3],
                               torch.tensor([0.2, 0.8]), atol=0.02), out
         # a second window matched as well, higher on the screen; a choice that learned where on the
         # screen targets lie (an instruction bar's copy of the word never is one) takes it over the first
@@ -185,7 +185,7 @@ def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
         m.snap_in.weight.zero_()
         m.snap_in.weight[0, 1] = 1.0  # hidden unit 0: the placement's screen y ...
         m.snap_out.weight[0, 0] = -40.0  # ... counts against a window: the lower, the more
-        top = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0, :, 3]
+        top = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0][0, :, 3]
         assert torch.allclose(top, torch.tensor([0.7, 0.1]), atol=0.05), top
         # the word centred just below glimpse 0, in glimpse 1's window: glimpse 0 moves to its edge
         where.zero_()
@@ -193,12 +193,46 @@ def test_snap_moves_an_offset_to_where_its_word_matched_in_that_glimpse():
         pos[0, 1, 0, 3] = torch.tensor([0.6, 0.01])  # screen (0.3, 0.505): glimpse 0 is (0, 0)-(0.5, 0.5)
         boxes[0, 1] = torch.tensor([0.0, 0.5, 0.5, 1.0])
         m.snap_out.weight.zero_()
-        edge = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0, :, 3]
+        edge = m.snap(offsets, h, where, word_p, pos, boxes, live, 3)[0][0, :, 3]
         assert torch.allclose(edge, torch.tensor([0.6, 1.0]), atol=0.02), edge  # its edge: the goal is kept in the box
-        alone = m.snap(offsets, h, where, word_p, pos, boxes, live & torch.tensor([True, False]), 3)[0, :, 3]
+        alone = m.snap(offsets, h, where, word_p, pos, boxes, live & torch.tensor([True, False]), 3)[0][0, :, 3]
         assert torch.allclose(alone, offsets[0, :, 3], atol=0.02), alone  # a padded glimpse's windows are no candidates
     with pytest.raises(ValueError, match="needs match_pos"):
         m.snap(offsets, h, where, word_p, None, boxes, live, 3)
+
+
+def _snap_out(logits, alpha):
+    """A match_snap model's training outputs for one sample: 2 global patches, then glimpse 0
+    (the top-left quarter); three candidates: the instruction bar's copy of the word (0.25, 0.04),
+    the label on the click's row (0.25, 0.30), a stray low score elsewhere on that row (0.4, 0.3)."""
+    from types import SimpleNamespace
+
+    spots = torch.tensor([[0.25, 0.04], [0.25, 0.30], [0.40, 0.30]])
+    return SimpleNamespace(
+        offsets=torch.zeros(1, 2, 3, 2), boxes=torch.tensor([[[0, 0, 1, 1]] * 2 + [[0.0, 0.0, 0.5, 0.5]]]),
+        snap_logits=torch.tensor(logits, dtype=torch.float32).view(1, 1, 1, 3).expand(1, 2, 1, 3),
+        snap_spots=spots.expand(1, 2, 3, 2), snap_scores=torch.tensor([[0.9, 0.6, 0.2]]).expand(1, 2, 3),
+        snap_alpha=torch.tensor(alpha, dtype=torch.float32).view(1, 1, 1, 2).expand(1, 2, 1, 2))
+
+
+def test_snap_loss_teaches_the_rows_word_over_the_bars_copy_and_how_far_to_move():
+    """Where a demo names the target's word, the glimpse's choice learns the best placement on the
+    click's row (not the bar's higher-scoring copy, not a stray), and the move learns to go all the
+    way in y, and in x only where the click is on the word; where no word names the target, nowhere."""
+    from policies.pixel.codec import NO_WORD, snap_loss
+
+    radio = torch.tensor([[[0.1, 0.59], [0.0, 0.0]]])  # the click in glimpse 0's units: (0.05, 0.295)
+    labels = {"ptr0": torch.tensor([2]), "word": torch.tensor([5])}
+    right = snap_loss(_snap_out([0.0, 9.0, 0.0], [0.0, 1.0]), labels, radio)
+    wrong = snap_loss(_snap_out([9.0, 0.0, 0.0], [1.0, 1.0]), labels, radio)
+    assert right["snap_choice"] < 0.01 < 8.0 < wrong["snap_choice"]
+    assert right["snap_gate"] < 0.01 < 4.0 < wrong["snap_gate"]  # x stays at the radio: its move is wrong
+    on_word = torch.tensor([[[0.5, 0.6], [0.0, 0.0]]])  # the click on the label itself: x moves too
+    assert snap_loss(_snap_out([0.0, 9.0, 0.0], [1.0, 1.0]), labels, on_word)["snap_gate"] < 0.01
+    none = snap_loss(_snap_out([0.0, 9.0, 0.0], [0.0, 0.0]), {**labels, "word": torch.tensor([NO_WORD])}, radio)
+    assert "snap_choice" not in none and none["snap_gate"] < 0.01
+    assert snap_loss(_snap_out([0.0, 9.0, 0.0], [0.0, 0.0]), {**labels, "word": torch.tensor([-1])}, radio) == {}
+    assert snap_loss(_snap_out([0.0, 9.0, 0.0], [0.0, 0.0]), {**labels, "ptr0": torch.tensor([1])}, radio) == {}
 
 
 def test_any_model_can_be_made_a_drawn_one_keeping_its_weights():

@@ -195,6 +195,24 @@ def test_demos_record_the_instruction_word_naming_each_target(tmp_path):
     assert [raw[i:].split(b" ")[0].rstrip(b",.").decode() for i in labels[:, LABEL_FIELDS.index("word")]] == words
 
 
+def test_a_demo_step_no_word_names_is_labelled_so(tmp_path):
+    """A step whose target no instruction word names (a text field) is recorded with word None, and
+    training labels it NO_WORD: a snapping model learns not to move there."""
+    _need_browser()
+    from agent.miniwob.evaluate import record_demos
+    from agent.session import EXPERT_TARGET, open_session
+    from policies.pixel.codec import NO_WORD
+    from policies.pixel.config import PixelConfig
+    from policies.train import LABEL_FIELDS, session_samples
+
+    (r,) = record_demos(["enter-password"], 1, tmp_path, seed=2)
+    s = open_session(r["session"])
+    words = [e.raw["word"] for e in s.events if e.source == "system" and e.raw.get("event") == EXPERT_TARGET]
+    assert len(words) == len(s.actions(("human", "policy"))) and words[0] is None  # the first field
+    labels = session_samples(s.path, PixelConfig.for_size("pixel-tiny", max_glimpses=8))["labels"]
+    assert labels[0, LABEL_FIELDS.index("word")] == NO_WORD
+
+
 def test_named_word_is_a_whole_word_of_the_instruction():
     from agent.miniwob.experts import named_word
 

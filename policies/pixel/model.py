@@ -310,6 +310,12 @@ class PixelOutput(ModelOutput):
     # a reading model in training only: each pointer's attention logits over the instruction's
     # positions (B, 2, L; -1e4 where no word starts), which codec.loss teaches where demos name the target
     word_logits: torch.Tensor | None = None
+    # a match_snap model in training only (PixelModel.snap): codec.loss teaches each glimpse's choice
+    # among the candidate placements, and how far to move, where demos name the target's word
+    snap_logits: torch.Tensor | None = None  # (B, 2, K, C): per pointer and glimpse, over C candidates
+    snap_spots: torch.Tensor | None = None  # (B, 2, C, 2): the candidates, in screen units
+    snap_scores: torch.Tensor | None = None  # (B, 2, C)
+    snap_alpha: torch.Tensor | None = None  # (B, 2, K, 2): per glimpse and axis, how far the offset moves
 
 
 def _batched(t: torch.Tensor, b: int) -> torch.Tensor:
@@ -615,7 +621,7 @@ class PixelModel(PixelPreTrainedModel):
 
     def snap(self, offsets: torch.Tensor, h: torch.Tensor, where: torch.Tensor, word_p: torch.Tensor,
              match_pos: torch.Tensor | None, boxes: torch.Tensor, glimpse_mask: torch.Tensor,
-             n_global: int) -> torch.Tensor:
+             n_global: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``match_snap``: each glimpse's offset, per pointer (B, 2, N, 2), moved toward where that
         pointer's word matched on the screen. Every read window's placement of the word is a
         candidate; a glimpse chooses among them by score (``where``, (B, 2, K, R)), by where on
@@ -624,7 +630,11 @@ class PixelModel(PixelPreTrainedModel):
         edge still names the row in it). The move is a learned function of the chosen placement's
         score (the choice weighs where to go, not how far: it cannot learn to go nowhere) times a
         learned fraction per pointer, axis and state (a click beside a label keeps its own x), to
-        the placement plus a learned shift, in the glimpse's units, kept in the box."""
+        the placement plus a learned shift, in the glimpse's units, kept in the box.
+
+        Returns the offsets and, for :func:`~policies.pixel.codec.loss` in training, each glimpse's
+        choice logits over the candidates, the candidates (screen units), their scores and the
+        moves' fractions (``snap_logits``, ``snap_spots``, ``snap_scores``, ``snap_alpha``)."""
         if match_pos is None:
             raise ValueError("a match_snap model needs match_pos (policies.pixel.drawn)")
         b, r = where.shape[0], where.shape[3]
@@ -642,6 +652,9 @@ class PixelModel(PixelPreTrainedModel):
         out = (F.relu(lo[:, None, :, None] - spot[:, :, None]) + F.relu(spot[:, :, None] - hi[:, None, :, None])).sum(-1)
         z = z[:, :, None] - SNAP_OUTSIDE * out
         w = z.softmax(-1)
+        if not self.training:  # one placement: two that each half-match would put the click between them
+            w = (z == z.amax(-1, keepdim=True)).float()  # (ties share; no one_hot: its depth would be traced)
+            w = w / w.sum(-1, keepdim=True)
         chosen = (torch.einsum("bjkn,bjnc->bjkc", w, spot) - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None]
         chosen_score = torch.einsum("bjkn,bjn->bjk", w, score)[..., None]  # (B, 2, K, 1)
         conf = torch.sigmoid(self.snap_conf(chosen_score.to(dt)).float())  # how far that score warrants
@@ -649,7 +662,8 @@ class PixelModel(PixelPreTrainedModel):
         goal = (chosen + self.snap_shift(h).float().view(b, 2, 1, 2)).clamp(0, 1)  # a point in the glimpse
         gl = offsets[:, :, n_global:].float()
         moved = gl + alpha * (goal - gl)
-        return torch.cat([offsets[:, :, :n_global], moved.to(offsets.dtype)], 2)
+        aux = {"snap_logits": z, "snap_spots": spot, "snap_scores": score, "snap_alpha": alpha}
+        return torch.cat([offsets[:, :, :n_global], moved.to(offsets.dtype)], 2), aux
 
     def forward(
         self,
@@ -778,8 +792,9 @@ class PixelModel(PixelPreTrainedModel):
             choice = ((where + near) * WHERE_SHARPNESS).softmax(-1)  # (B, 2, K, R)
             delta = self.match_where_off(hidden[:, :, gh * gw:]).view(*choice.shape, 2)
             offsets = offsets + F.pad((choice[..., None].to(delta.dtype) * delta).sum(3), (0, 0, gh * gw, 0))
+        snap_aux: dict[str, torch.Tensor] = {}
         if c.match_snap:
-            offsets = self.snap(offsets, h, where, word_p, match_pos, boxes, glimpse_mask, gh * gw)
+            offsets, snap_aux = self.snap(offsets, h, where, word_p, match_pos, boxes, glimpse_mask, gh * gw)
         sq = self.span_q(h).view(b, 2, d)
         sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
@@ -797,4 +812,5 @@ class PixelModel(PixelPreTrainedModel):
             span_start=span[:, 0],
             span_end=span[:, 1],
             word_logits=word_logits if c.match and self.training else None,
+            **(snap_aux if self.training else {}),
         )
