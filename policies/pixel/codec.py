@@ -143,7 +143,8 @@ def snap_loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> di
       word itself), and nowhere where there is none or no word names the target.
 
     Without these the choice learns only through the point error, times a move that starts small:
-    the two shrink together (measured: click-option's moves fell to a tenth)."""
+    the two shrink together (measured: on click-option the move's gate ended at 0.2–4 % in x and
+    11–36 % in y)."""
     import torch.nn.functional as F
 
     tgt, word = labels["ptr0"], labels["word"]
