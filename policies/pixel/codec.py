@@ -153,23 +153,23 @@ def snap_loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> di
     use = (g >= 0) & ((word >= 0) | (word == NO_WORD))
     if not use.any():
         return {}
-    gi = g.clamp(min=0)
-    box = out.boxes.gather(1, tgt.clamp(min=0)[:, None, None].expand(-1, 1, 4))[:, 0].float()
+    i, gi = torch.arange(len(tgt)), g.clamp(min=0)
+    box = out.boxes[i, tgt.clamp(min=0)].float()
     click = box[:, :2] + offsets[:, 0] * (box[:, 2:] - box[:, :2])  # (B, 2) screen units
     spot, score = out.snap_spots[:, 0].float(), out.snap_scores[:, 0].float()  # (B, C, 2), (B, C)
     d = (spot - click[:, None]).abs()
     near = (d[..., 1] < SNAP_ROW) & (d[..., 0] < SNAP_REACH) & (score >= SNAP_FLOOR) & (word >= 0)[:, None]
     best = score.masked_fill(~near, -1.0).argmax(-1)
     has = near.any(-1) & use
-    at = spot.gather(1, best[:, None, None].expand(-1, 1, 2))  # (B, 1, 2)
-    pos = near & ((spot - at).abs() < 0.01).all(-1)  # the best one and its copies in overlapping windows
+    at = spot[i, best]  # (B, 2)
+    pos = near & ((spot - at[:, None]).abs() < 0.01).all(-1)  # the best one and its copies in overlapping windows
     parts = {}
     if has.any():
-        z = out.snap_logits[:, 0].gather(1, gi[:, None, None].expand(-1, 1, out.snap_logits.shape[-1]))[:, 0].float()
+        z = out.snap_logits[i, 0, gi].float()  # (B, C)
         nll = z.logsumexp(-1) - z.masked_fill(~pos, -1e4).logsumexp(-1)
         parts["snap_choice"] = nll[has].mean()
-    alpha = out.snap_alpha[:, 0].gather(1, gi[:, None, None].expand(-1, 1, 2))[:, 0].float()  # (B, 2)
-    same_x = (at[:, 0, 0] - click[:, 0]).abs() < SNAP_SAME_X
+    alpha = out.snap_alpha[i, 0, gi].float()  # (B, 2)
+    same_x = (at[:, 0] - click[:, 0]).abs() < SNAP_SAME_X
     want = torch.stack([has & same_x, has], -1).float()
     parts["snap_gate"] = F.binary_cross_entropy(alpha[use].clamp(1e-4, 1 - 1e-4), want[use])
     return parts

@@ -651,8 +651,9 @@ class PixelModel(PixelPreTrainedModel):
         # how far each candidate lies outside each glimpse (screen units): (B, 2, K, K*R)
         out = (F.relu(lo[:, None, :, None] - spot[:, :, None]) + F.relu(spot[:, :, None] - hi[:, None, :, None])).sum(-1)
         z = z[:, :, None] - SNAP_OUTSIDE * out
-        w = z.softmax(-1)
-        if not self.training:  # one placement: two that each half-match would put the click between them
+        if self.training:
+            w = z.softmax(-1)
+        else:  # one placement: two that each half-match would put the click between them
             w = (z == z.amax(-1, keepdim=True)).float()  # (ties share; no one_hot: its depth would be traced)
             w = w / w.sum(-1, keepdim=True)
         chosen = (torch.einsum("bjkn,bjnc->bjkc", w, spot) - lo[:, None]) / (hi - lo).clamp(min=1e-6)[:, None]
