@@ -360,6 +360,7 @@ class TrainConfig:
     match_drawn: str | None = None  # "WxH" read windows (points): the model matches the instruction's words drawn
     match_at: bool = False  # a drawn-match model's offset heads learn where each drawing matched
     match_snap: bool = False  # a drawn-match model's offsets may move to where their word's drawing matched
+    cell_offsets: bool = False  # each pointer also chooses a cell of a glimpse's middle map, and a point in it
     match_order: bool = False  # a reading model also compares the numbers it reads with the instruction's
     match_reach: int | None = None  # a reading model spreads a word's match this many tiles (learned kernels kept)
     match_where: bool = False  # a reading model's offset heads learn where in a glimpse their word was read
@@ -608,6 +609,18 @@ def with_match_snap(model: PixelModel) -> PixelModel:
     return _with_drawn_layer(model, "match_snap", "moves offsets to what drawn matches found")
 
 
+def with_cell_offsets(model: PixelModel) -> PixelModel:
+    """A model whose pointers also choose a cell of each glimpse's middle feature map
+    (``PixelConfig.cell_offsets``); every weight is kept, and no point moves until a choice is sure."""
+    if model.config.cell_offsets:
+        return model
+    if model.config.stem != "patch":
+        raise TrainError(f"cell_offsets needs the patch stem's middle map; this model's stem is {model.config.stem!r}")
+    new = PixelModel(PixelConfig(**{**model.config.to_dict(), "cell_offsets": True}))
+    new.load_state_dict(model.state_dict(), strict=False)
+    return new
+
+
 def with_match_where(model: PixelModel) -> PixelModel:
     """A reading model whose offset heads also learn where inside each glimpse their word was read
     (``PixelConfig.match_where``), starting as before."""
@@ -775,7 +788,8 @@ def train(
                           (tc.match_at, with_match_at),
                           (tc.match_snap, with_match_snap),
                           (tc.match_where, with_match_where),
-                          (tc.match_where_near, with_match_where_near)):
+                          (tc.match_where_near, with_match_where_near),
+                          (tc.cell_offsets, with_cell_offsets)):
         if asked:
             model = change(model)
     cfg = model.config

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
                      time_budget_s=args.time_budget, init=args.init, tile_pt=args.tile_pt,
                      max_glimpses=args.max_glimpses, reader=args.reader,
                      match_reader=args.match_reader, match_drawn=args.match_drawn, match_at=args.match_at, match_snap=args.match_snap,
+                     cell_offsets=args.cell_offsets,
                      match_order=args.match_order, match_reach=args.match_reach,
                      match_where=args.match_where, match_where_near=args.match_where_near,
                      train_only=tuple(x for x in (args.train_only or "").split(",") if x))
@@ -74,6 +75,10 @@ def register(sub) -> None:
     p.add_argument("--match-snap", action="store_true",
                    help="a drawn-match model's offsets may move to where their word's drawing matched in the "
                         "glimpse (learned per axis, with a learned shift): a click on that row or word, not between")
+    p.add_argument("--cell-offsets", action="store_true",
+                   help="each pointer also chooses one cell of a glimpse's middle feature map (a sixth of a tile) "
+                        "and a point in it, taken where the choice is sure: a target named by its kind (a radio "
+                        "button, a checkbox) lands on its row, not between the rows a tile holds")
     p.add_argument("--match-order", action="store_true",
                    help="a reading model (--match-reader, or an --init that reads) also compares the numbers "
                         "it reads with the instruction's: below, equal or above (a slider's printed value)")

@@ -7,6 +7,8 @@ point if any, else the global patch under it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -175,6 +177,40 @@ def snap_loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> di
     return parts
 
 
+def cell_loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a ``cell_offsets`` model's pointers learn (:meth:`~policies.pixel.model.PixelModel.cells`),
+    at the glimpse each demo points into: ``cell``, a cross-entropy choosing the cell that holds
+    the demo's point; ``cell_fine``, that cell's point onto the demo's (weighted as the offsets);
+    and ``cell_trust``, a binary cross-entropy teaching whether the move the chosen cell makes
+    brings the point nearer the demo's, where it makes one."""
+    import torch.nn.functional as F
+
+    k, cells = out.cell_logits.shape[2], out.cell_logits.shape[3]
+    s = math.isqrt(cells)
+    n_global = out.pointer_logits.shape[-1] - k
+    ce, fine, trust = [], [], []
+    for j in range(2):
+        tgt = labels[f"ptr{j}"]
+        i = (tgt >= n_global).nonzero()[:, 0]  # samples pointing into a glimpse
+        if not len(i):
+            continue
+        g, o = tgt[i] - n_global, offsets[i, j].float()
+        cell = (o[:, 1] * s).long().clamp(0, s - 1) * s + (o[:, 0] * s).long().clamp(0, s - 1)
+        ce.append(F.cross_entropy(out.cell_logits[i, j, g].float(), cell))
+        fine.append(F.smooth_l1_loss(out.cell_points[i, j, g, cell].float(), o, beta=0.01))
+        base, moved = out.cell_base[i, j, g].detach().float(), out.cell_moved[i, j, g].detach().float()
+        moves = (moved != base).any(-1)
+        if moves.any():
+            better = ((moved - o).abs().sum(-1) < (base - o).abs().sum(-1)).float()
+            trust.append(F.binary_cross_entropy_with_logits(out.cell_trust[i, j, g][moves].float(), better[moves]))
+    if not ce:
+        return {}
+    parts = {"cell": sum(ce) / len(ce), "cell_fine": 8.0 * sum(fine) / len(fine)}
+    if trust:
+        parts["cell_trust"] = sum(trust) / len(trust)
+    return parts
+
+
 def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum of the heads' losses; labels of -1 are ignored. ``offsets``: (B, 2, 2)."""
     import torch.nn.functional as F
@@ -197,6 +233,8 @@ def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[t
         ce("word", out.word_logits[:, 0], labels["word"].clamp(min=-1))
     if getattr(out, "snap_logits", None) is not None:
         parts.update(snap_loss(out, labels, offsets))
+    if getattr(out, "cell_logits", None) is not None:
+        parts.update(cell_loss(out, labels, offsets))
     off_terms = []
     for j in range(2):
         tgt = labels[f"ptr{j}"]

@@ -77,6 +77,13 @@ class PixelConfig(PretrainedConfig):
     its word's drawing matched there (the window chosen by score and by where on the screen that
     lies, both learned), by a learned amount per axis and a learned shift: a row's click lands on
     that row, a link's on that word, rather than between the rows a tile holds.
+    ``cell_offsets`` (``patch`` stem): each pointer also chooses one cell of each glimpse's
+    middle feature map (6x6 cells of a 48-pixel glimpse, a sixth of a tile each, seen through the
+    stem's map and a small encoder of its own) and a point in it. Where that choice is sure, the
+    offset head's point lies outside the cell, no word placed the point (``match_snap``), and a
+    learned trust says the cell's point is the better one, the point moves there, per axis: a
+    target named by its kind (a radio button, a checkbox), not by a word, lands on one of several
+    rows a tile holds rather than between them.
     """
 
     model_type = "dw-pixel"
@@ -114,6 +121,7 @@ class PixelConfig(PretrainedConfig):
         match_drawn: list | tuple | None = None,
         match_at: bool = False,
         match_snap: bool = False,
+        cell_offsets: bool = False,
         content_threshold: int = 10,
         max_text: int = 96,
         history: int = 4,
@@ -170,6 +178,10 @@ class PixelConfig(PretrainedConfig):
         self.match_snap = bool(match_snap)
         if self.match_snap and not self.match_drawn:
             raise ValueError("match_snap moves offsets to what drawn matches found: it needs match_drawn")
+        self.cell_offsets = bool(cell_offsets)
+        if self.cell_offsets and (stem != "patch" or glimpse_px % 8):
+            raise ValueError("cell_offsets chooses among the patch stem's middle cells: it needs stem 'patch' "
+                             "and glimpses a multiple of 8 pixels")
         if self.match_drawn and self.match_order:
             raise ValueError("match_order compares what a reader reads: a match_drawn model has no reader")
         self.content_threshold = content_threshold

@@ -316,6 +316,13 @@ class PixelOutput(ModelOutput):
     snap_spots: torch.Tensor | None = None  # (B, 2, C, 2): the candidates, in screen units
     snap_scores: torch.Tensor | None = None  # (B, 2, C)
     snap_alpha: torch.Tensor | None = None  # (B, 2, K, 2): per glimpse and axis, how far the offset moves
+    # a cell_offsets model in training only (PixelModel.cells): codec.loss teaches each pointer's
+    # choice of cell in the glimpse the demo points into, and the point it takes in that cell
+    cell_logits: torch.Tensor | None = None  # (B, 2, K, S*S): per pointer and glimpse, over its cells
+    cell_points: torch.Tensor | None = None  # (B, 2, K, S*S, 2): each cell's point, as a glimpse offset
+    cell_trust: torch.Tensor | None = None  # (B, 2, K): logit that the chosen cell's point beats the offset head's
+    cell_base: torch.Tensor | None = None  # (B, 2, K, 2): the offset head's point in each glimpse
+    cell_moved: torch.Tensor | None = None  # (B, 2, K, 2): and where the cell would move it
 
 
 def _batched(t: torch.Tensor, b: int) -> torch.Tensor:
@@ -362,6 +369,9 @@ class PixelPreTrainedModel(PreTrainedModel):
 SNAP_HIDDEN = 32  # match_snap: the width of the layer that weighs each window's placement
 SNAP_SHARPNESS = 8.0  # match_snap: a placement's score, 0..1, times this is its choice logit to start with
 SNAP_OUTSIDE = 40.0  # match_snap: a placement's distance outside a glimpse (screen units) counts this much against it
+CELL_DIM = 64  # cell_offsets: the width in which a pointer's query meets each cell's features
+CELL_SURE = 0.5  # cell_offsets: a cell chosen with less probability than this never moves a point
+CELL_CONV = 48  # cell_offsets: channels of the cells' own encoder (beside the stem's middle map)
 WHERE_SHARPNESS = 8.0  # match_where_near: a read at 1.0 beside ones at 0.15 takes ~0.9 of the choice
 
 
@@ -428,6 +438,18 @@ class PixelModel(PixelPreTrainedModel):
                 self.snap_conf = nn.Linear(1, 1)  # the chosen placement's score -> how far to trust it
                 self.snap_gate = nn.Linear(d, 4)  # per pointer and axis: how far the offset moves there
                 self.snap_shift = nn.Linear(d, 4)  # and where beside the word it lands (a radio left of its label)
+        if c.cell_offsets:  # each pointer picks a cell of a glimpse's middle feature map, and a point in it
+            side = math.ceil((c.glimpse_px // 4) / 2)  # the patch stem's second map: 6x6 for 48 pixels
+            # the cells' own encoder, the middle map's shape: the stem's map is trained for the glimpse's
+            # summary, this one for telling a radio button from a checkbox a cell away
+            # (a first layer at two pixels, not four: a radio button's circle from a checkbox's square)
+            self.cell_conv = nn.Sequential(nn.Conv2d(3, CELL_CONV // 3, 4, 2, 1), nn.GELU(),
+                                           nn.Conv2d(CELL_CONV // 3, CELL_CONV, 4, 4), nn.GELU())
+            self.cell_k = nn.Linear(2 * c.stem_channels + CELL_CONV, CELL_DIM)
+            self.cell_q = nn.Linear(d, CELL_DIM)
+            self.cell_pos = nn.Parameter(torch.zeros(side * side, CELL_DIM))
+            self.cell_fine = nn.Linear(CELL_DIM, 2)
+            self.cell_trust = nn.Linear(d + 1, 1)  # whether the cell's point beats the offset head's, per glimpse
         self.post_init()
         if c.match:  # start as the model without reading (the pointer bias is learned from there)
             nn.init.zeros_(self.match_in.weight)
@@ -459,6 +481,15 @@ class PixelModel(PixelPreTrainedModel):
             if c.match_reach:  # kernels start at zero: only a glimpse's own match counts, as without them
                 nn.init.zeros_(self.match_kernel)
                 self._draw_match_mix()  # random: see untie_match_kernels
+        if c.cell_offsets:  # choices start near uniform (never sure: no point moves) at each cell's middle
+            nn.init.normal_(self.cell_pos, std=0.02)
+            for layer in self.cell_conv:  # trained from scratch: PyTorch's own scale, not 0.02
+                if isinstance(layer, nn.Conv2d):
+                    layer.reset_parameters()
+            nn.init.zeros_(self.cell_fine.weight)
+            nn.init.zeros_(self.cell_fine.bias)
+            nn.init.zeros_(self.cell_trust.weight)  # untrusted to start with: the model acts as before
+            nn.init.constant_(self.cell_trust.bias, -4.0)
 
     @torch.no_grad()
     def untie_match_kernels(self, generator: torch.Generator | None = None) -> bool:
@@ -666,6 +697,52 @@ class PixelModel(PixelPreTrainedModel):
         aux = {"snap_logits": z, "snap_spots": spot, "snap_scores": score, "snap_alpha": alpha}
         return torch.cat([offsets[:, :, :n_global], moved.to(offsets.dtype)], 2), aux
 
+    def cells(self, offsets: torch.Tensor, hidden: torch.Tensor, mid: torch.Tensor, n_global: int,
+              placed: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``cell_offsets``: each pointer's query (from its offset head's hidden state per glimpse,
+        ``hidden`` (B, 2, K, D)) meets each cell of the glimpse's middle feature map and the cells'
+        own encoder's (``mid``, (B*K, C, S, S)) and chooses one, with a learned point in it. One
+        cell is taken (ties share), never a blend: two likely cells would put the point between
+        them. Where the offset head's point (``offsets``, (B, 2, N, 2)) lies more than half a cell
+        outside the chosen cell on an axis, that axis may take the cell's point: a radio button's
+        row, not the middle of the tile's rows. Whether it does is learned (``cell_trust``, from the
+        hidden state and how sure the choice is: a dialog's small x is the offset head's to find),
+        and a choice less sure than ``CELL_SURE`` never moves (the second of two text fields).
+        Where the snap placed the point on its word (``placed``, (B, 2, K): its move's larger
+        fraction, at least a half), the word decides and the cell does not.
+
+        Returns the offsets and, for :func:`~policies.pixel.codec.loss` in training, the choices'
+        logits, each cell's point, the trust logits, and the points before and after a move
+        (``cell_logits``, ``cell_points``, ``cell_trust``, ``cell_base``, ``cell_moved``)."""
+        b, _, k, _ = hidden.shape
+        s = mid.shape[-1]
+        dt = self.cell_k.weight.dtype
+        keys = self.cell_k(mid.flatten(2).transpose(1, 2).to(dt)).view(b, k, s * s, -1) + self.cell_pos.to(dt)
+        q = self.cell_q(hidden.to(dt))  # (B, 2, K, CELL_DIM)
+        logits = torch.einsum("bjkc,bknc->bjkn", q.float(), keys.float()) / math.sqrt(CELL_DIM)
+        fine = torch.sigmoid(self.cell_fine(F.gelu(keys[:, None] + q[:, :, :, None])).float())  # (B, 2, K, S*S, 2)
+        n = torch.arange(s * s, device=mid.device)
+        lo = torch.stack([n % s, n // s], -1).float() / s  # each cell's top-left, as a glimpse offset
+        points = lo + fine / s
+        p = logits.softmax(-1)
+        best = p.amax(-1, keepdim=True)
+        pick = (p == best).float()
+        pick = pick / pick.sum(-1, keepdim=True)
+        at = torch.einsum("bjkn,bjknc->bjkc", pick, points)
+        cell_lo = torch.einsum("bjkn,nc->bjkc", pick, lo)
+        base = offsets[:, :, n_global:].float()
+        margin = 0.5 / s
+        outside = (base < cell_lo - margin) | (base > cell_lo + (1.0 + 0.5) / s)
+        trust = self.cell_trust(torch.cat([hidden.to(dt), best.to(dt)], -1)).float()  # (B, 2, K, 1)
+        take = (trust > 0) & (best >= CELL_SURE)
+        if placed is not None:
+            take = take & (placed.float() < 0.5)[..., None]
+        candidate = torch.where(outside, at, base)  # the point if the cell is trusted
+        moved = torch.where(take, candidate, base)
+        aux = {"cell_logits": logits, "cell_points": points, "cell_trust": trust[..., 0], "cell_base": base,
+               "cell_moved": candidate}
+        return torch.cat([offsets[:, :, :n_global], moved.to(offsets.dtype)], 2), aux
+
     def forward(
         self,
         global_view: torch.Tensor,  # (B, GH, GW, 3) uint8
@@ -712,7 +789,13 @@ class PixelModel(PixelPreTrainedModel):
         tok_glob = self.patch_embed(gv) + self.global_pos + self._boxes(gboxes.to(dtype)) + kind[KIND_GLOBAL]
         # glimpses
         k = glimpses.shape[1]
-        gl = self.stem(stem_input(glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3), dtype)).flatten(1)
+        gl = stem_input(glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3), dtype)
+        if c.cell_offsets:  # the middle map is kept: its cells are what the pointers choose among
+            mid = self.stem[:4](gl)
+            cell_in = torch.cat([mid, self.cell_conv(gl)], 1)
+            gl = self.stem[4:](mid).flatten(1)
+        else:
+            gl = self.stem(gl).flatten(1)
         boxes = boxes.float()  # pointer boxes stay float32: a bf16 box edge can be off by pixels
         tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
         if c.match:
@@ -796,6 +879,10 @@ class PixelModel(PixelPreTrainedModel):
         snap_aux: dict[str, torch.Tensor] = {}
         if c.match_snap:
             offsets, snap_aux = self.snap(offsets, h, where, word_p, match_pos, boxes, glimpse_mask, gh * gw)
+        cell_aux: dict[str, torch.Tensor] = {}
+        if c.cell_offsets:
+            placed = snap_aux["snap_alpha"].amax(-1) if c.match_snap else None  # how far a word moved each point
+            offsets, cell_aux = self.cells(offsets, hidden[:, :, gh * gw:], cell_in, gh * gw, placed)
         sq = self.span_q(h).view(b, 2, d)
         sk = _batched(self.span_k(text_cache.states), b)
         span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
@@ -814,4 +901,5 @@ class PixelModel(PixelPreTrainedModel):
             span_end=span[:, 1],
             word_logits=word_logits if c.match and self.training else None,
             **(snap_aux if self.training else {}),
+            **(cell_aux if self.training else {}),
         )

@@ -42,7 +42,8 @@ RUNTIMES = ("auto", "torch", "onnx")
 ONNX_MAX_HIDDEN = 256  # auto picks ONNX Runtime up to this hidden size (dw bench policies measures why)
 STEP_INPUTS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cursor", "history_types",
                "history_points")
-TRAINING_OUTPUTS = ("word_logits", "snap_logits", "snap_spots", "snap_scores", "snap_alpha")  # None outside training: not outputs of the step
+TRAINING_OUTPUTS = ("word_logits", "snap_logits", "snap_spots", "snap_scores", "snap_alpha", "cell_logits",
+                    "cell_points", "cell_trust", "cell_base", "cell_moved")  # None outside training: not outputs of the step
 OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput) if f.name not in TRAINING_OUTPUTS)
 
 
