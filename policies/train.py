@@ -577,9 +577,18 @@ def _with_reading_layer(model: PixelModel, flag: str, needs: str) -> PixelModel:
     the feature needs a reader, for the error when the model has none."""
     if not model.config.match:
         raise TrainError(f"{flag} {needs}: the model needs a reader (--match-reader)")
+    return _with_layer(model, flag)
+
+
+def _with_layer(model: PixelModel, flag: str) -> PixelModel:
+    """``model`` with the ``PixelConfig`` flag ``flag`` turned on, every weight it had kept (new
+    layers start as their ``__init__`` sets them); a config that refuses the flag is a TrainError."""
     if getattr(model.config, flag):
         return model
-    new = PixelModel(PixelConfig(**{**model.config.to_dict(), flag: True}))
+    try:
+        new = PixelModel(PixelConfig(**{**model.config.to_dict(), flag: True}))
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     new.load_state_dict(model.state_dict(), strict=False)
     return new
 
@@ -611,14 +620,8 @@ def with_match_snap(model: PixelModel) -> PixelModel:
 
 def with_cell_offsets(model: PixelModel) -> PixelModel:
     """A model whose pointers also choose a cell of each glimpse's middle feature map
-    (``PixelConfig.cell_offsets``); every weight is kept, and no point moves until a choice is sure."""
-    if model.config.cell_offsets:
-        return model
-    if model.config.stem != "patch":
-        raise TrainError(f"cell_offsets needs the patch stem's middle map; this model's stem is {model.config.stem!r}")
-    new = PixelModel(PixelConfig(**{**model.config.to_dict(), "cell_offsets": True}))
-    new.load_state_dict(model.state_dict(), strict=False)
-    return new
+    (``PixelConfig.cell_offsets``); every weight is kept, and no point moves until a cell is trusted."""
+    return _with_layer(model, "cell_offsets")
 
 
 def with_match_where(model: PixelModel) -> PixelModel:

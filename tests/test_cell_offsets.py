@@ -4,25 +4,15 @@ middle of a tile's rows)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from capture import Frame, Screen
 from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy
 from policies.pixel.codec import cell_loss
 from policies.train import TrainError, with_cell_offsets
 from tests.test_pixel_match import SMALL
-
-
-def _frame(w=640, h=480, seed=0):
-    rng = np.random.default_rng(seed)
-    px = np.full((h, w, 4), 90, np.uint8)
-    for _ in range(12):
-        x, y = int(rng.integers(0, w - 120)), int(rng.integers(0, h - 40))
-        px[y:y + 30, x:x + 100] = rng.integers(0, 255, (30, 100, 4))
-    return Frame(px, 0.0, 0, Screen(w, h))
+from tests.test_pixel_model import _frame
 
 
 def _sure(m: PixelModel, cell: int) -> None:
