@@ -1,4 +1,21 @@
-"""The runtime: desktops, executors, the agent loop, sessions, streaming, benchmarks and the CLI."""
+"""The runtime: desktops, executors, the agent loop, sessions, streaming, benchmarks and the CLI.
+
+One sub-package per concern:
+
+* ``agent.desktops``: the Desktop protocol and every desktop, each in one place: live (with the
+  executor, the only module that sends OS input, and its safety controls), virtual, MiniWoB++,
+  and remote (a served desktop reached over websockets); a benchmark's evaluation lives with it.
+* ``agent.loop``: the one loop (observe -> act -> apply), timed per stage, optionally recorded.
+* ``agent.sessions``: the session format, recorder and reader; human and expert demos; replay.
+* ``agent.stream``: one desktop served over websockets, its wire format and its pictures.
+* ``agent.scaleout``: evaluation episodes and replays as tasks on a process pool or on Ray.
+* ``agent.bench``: latency benchmarks, one module per part.
+* ``agent.cli``: the ``dw`` command line, one module per subcommand; nothing else imports it but
+  a desktop's own ``python -m`` entry point.
+
+``agent.errors`` and ``agent.stats`` are leaves every part may import. No module imports another
+that imports it back, directly or around a cycle (``tests/test_layers.py``).
+"""
 
 import os
 

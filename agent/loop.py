@@ -7,8 +7,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from agent.desktop import ActionRefused, Desktop, DesktopError
-from agent.session import RecordingError, SessionRecorder
+from agent.desktops import ActionRefused, Desktop, DesktopError
+from agent.sessions.format import RecordingError, SessionRecorder
 from policies.actions import Action, Done
 from policies.base import Observation, Policy
 

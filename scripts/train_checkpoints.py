@@ -75,7 +75,7 @@ SLIDER_WEIGHTS = (("click-checkboxes,click-menu", 30, READ_SIZES, 0), ("enter-te
 
 def dagger(runs: Path, out: str, driver: str, tasks: str, episodes: int, sizes: str, seed: int) -> None:
     """``dw demos`` of DAgger episodes driven by ``runs/driver`` (beta 0.3), into ``runs/out``."""
-    from agent.commands import demos
+    from agent.cli.commands import demos
 
     dw(demos, ["demos", "--tasks", tasks, "--episodes", str(episodes), "--sizes", sizes, "--seed", str(seed),
                "--out", str(runs / out), "--plain", "--dagger", str(runs / driver), "--beta", "0.3"])
@@ -105,7 +105,7 @@ def latency(spec: str, steps: int = 200, cores: int = 2) -> dict:
     import torch
 
     from agent.bench.policies import act_latency
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
     from policies.base import Observation
     from policies.pixel import load_pixel_policy
 
@@ -164,9 +164,9 @@ def _cpu_name() -> str:
 
 
 def evaluate(spec: str, dest: Path, episodes: int, workers: int, max_steps: int) -> dict:
-    from agent.distributed import evaluate_episodes
-    from agent.evaluate import EVAL_SEED, episode_specs, summarise
-    from agent.virtual import task_names
+    from agent.desktops.virtual import task_names
+    from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, summarise
+    from agent.scaleout.backends import evaluate_episodes
 
     specs = episode_specs(task_names(), episodes, EVAL_SIZES, seed=EVAL_SEED)
     report = evaluate_episodes(specs, spec, max_steps=max_steps, backend="local", workers=workers)
@@ -201,7 +201,7 @@ def extract_reader(checkpoint: Path, out: Path) -> None:
 
 def order_stage(runs: Path, dest: Path, workers: int, device: str) -> None:
     """pixel-small (a reading checkpoint at ``dest``) learns to compare numbers (``--match-order``)."""
-    from agent.commands import demos, reader, train
+    from agent.cli.commands import demos, reader, train
 
     sizes, w = READ_SIZES, str(workers)
     extract_reader(dest, runs / "reader-bundled")
@@ -251,7 +251,7 @@ def rows_rounds(runs: Path, data: list[str], common: list[str], w: str) -> list[
     recorded before demos named each expert target (``expert_target`` events) were recorded again,
     with the same seeds, for round 4 only: today every demo and DAgger episode names its targets,
     so every round learns which word to look for. Returns the data with the new sessions."""
-    from agent.commands import demos, train
+    from agent.cli.commands import demos, train
 
     dw(train, ["train", *data, "--init", str(runs / "small-order2"), "--train-only", "match_,head_type,head_key",
                "--epochs", "2", "--lr", "2e-3", "--out", str(runs / "small-untie"), *common])
@@ -278,7 +278,7 @@ def window_rounds(runs: Path, data: list[str], common: list[str], w: str, device
     bundled reader ran ``--steps 8000 --time-budget 2100`` on a 2-core CPU, which fitted its
     schedule to 2,917 steps after the first ones; here the schedule is 2,917 steps from the start.)
     Returns the data with the new sessions."""
-    from agent.commands import reader, train
+    from agent.cli.commands import reader, train
 
     dagger(runs, "dagger-named", "small-reach4", ROWS_TASKS, 40, READ_SIZES, 79000)
     data = [*data, str(runs / "dagger-named")]
@@ -300,7 +300,7 @@ def where_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     their word (``--match-where``), then a DAgger round driven by that model, weighted to
     click-checkboxes, teaches every layer but the reader (lr 5e-4). Round 7 caches every session's
     reads, so the windows of those sessions can be deleted before round 8 (they fill a 100 GB disk)."""
-    from agent.commands import train
+    from agent.cli.commands import train
 
     cache = ["--cache", str(runs / "cache-window")]
     dw(train, ["train", *data, "--init", str(runs / "small-window"), "--match-where", "--train-only", "match_,off_",
@@ -319,7 +319,7 @@ def near_rounds(runs: Path, data: list[str], common: list[str]) -> list[str]:
     to what round 8 misses), 2 epochs over every layer but the reader (round 10), then offsets per
     read window chosen by where the word was read around a glimpse (``--match-where-near``): that
     layer alone (round 11), then it with the offset heads (round 12)."""
-    from agent.commands import train
+    from agent.cli.commands import train
 
     cache = ["--cache", str(runs / "cache-window")]
     dagger(runs, "dagger-w3", "small-w4", "click-checkboxes,click-menu,enter-text,drag-slider", 30,
@@ -343,7 +343,7 @@ def last_round(runs: Path, data: list[str], common: list[str]) -> None:
     (``demos-read``) is left out: 24 GB of memory holds the samples of about 10,400 sessions, and
     these are 9,414 and 9,393. (The bundled run drove round 13's second set with round 12's fp16
     export, ``fixtures/checkpoints/pixel-small``.)"""
-    from agent.commands import train
+    from agent.cli.commands import train
 
     base = [d for d in data if Path(d).name != "demos-read"]
     for init, out, epochs, sets, extra in (
@@ -363,7 +363,7 @@ def relu_round(runs: Path, device: str) -> None:
     of GELU (``--stem reader-relu``), started from every weight of round 14's reader and distilled
     from it (its per-slot distributions), in place of it; every other weight is round 14's. The
     bundled reader ran 4,075 steps in 28 minutes on a 2-core CPU (a 25-minute budget, fitted early)."""
-    from agent.commands import reader
+    from agent.cli.commands import reader
     from policies.pixel import load_model
     from policies.train import with_match_reader
 
@@ -405,7 +405,7 @@ def main() -> int:
     ap.add_argument("--eval-max-steps", type=int, default=30)
     ap.add_argument("--no-latency", action="store_true")
     a = ap.parse_args()
-    from agent.commands import demos, train
+    from agent.cli.commands import demos, train
 
     runs = Path(a.runs)
     t0 = time.time()
@@ -430,7 +430,7 @@ def main() -> int:
             print(f"[{time.time() - t0:.0f}s] {size} trained and exported", flush=True)
     read = [m for m in a.read_models.split(",") if m in models]
     if a.stage in ("all", "read") and read:
-        from agent.commands import reader
+        from agent.cli.commands import reader
 
         dw(demos, ["demos", "--tasks", "all", "--episodes", str(a.read_episodes), "--sizes", READ_SIZES,
                    "--seed", "70000", "--out", str(runs / "demos-read"), "--workers", str(a.workers), "--plain"])

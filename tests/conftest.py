@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.xvfb import Xvfb, XvfbUnavailable, stop_xvfb  # noqa: F401 - re-exported to tests
-from agent.xvfb import start_xvfb as _start_xvfb
+from agent.desktops.xvfb import Xvfb, XvfbUnavailable, stop_xvfb  # noqa: F401 - re-exported to tests
+from agent.desktops.xvfb import start_xvfb as _start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 TK_APP = Path(__file__).resolve().parent / "apps" / "tk_target.py"
@@ -20,7 +20,7 @@ XVFB_SIZE = (640, 480)
 
 
 def start_xvfb(width: int = XVFB_SIZE[0], height: int = XVFB_SIZE[1], timeout: float = 10.0) -> Xvfb:
-    """:func:`agent.xvfb.start_xvfb`, skipping the test where Xvfb is not installed."""
+    """:func:`agent.desktops.xvfb.start_xvfb`, skipping the test where Xvfb is not installed."""
     try:
         return _start_xvfb(width, height, timeout)
     except XvfbUnavailable as e:

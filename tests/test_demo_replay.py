@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.commands.info import session_info
-from agent.session import open_session
+from agent.cli.commands.info import session_info
+from agent.cli.main import main
+from agent.sessions.format import open_session
 from tests.test_session import ffprobe_frames
 
 
@@ -31,7 +31,7 @@ def demo_run(tmp_path_factory):
 
 
 def test_demo_reports_every_task_at_three_sizes(demo_run):
-    from agent.virtual import task_names
+    from agent.desktops.virtual import task_names
 
     doc, _ = demo_run
     seen = {(r["task"], r["size"]) for r in doc["results"]}

@@ -122,7 +122,7 @@ def test_a_drawn_model_has_no_reader_and_refuses_what_needs_one():
 def test_a_drawn_policy_matches_outside_the_step_as_training_precomputes(placed):
     """Both runtimes give the step the model gives on training's precomputed scores (and, with
     match_at or match_snap, placements), and a window seen before is not matched again."""
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
 
     over = {placed: True} if placed else {}
     m1, m2 = _drawn_model(1, **over), _drawn_model(1, **over)

@@ -136,7 +136,7 @@ def test_5k_recording_opens_in_ffprobe_with_the_right_frame_count(tmp_path):
 
 
 def test_cli_rejects_malformed_sizes(capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["encoders", "--sizes", "1920x"]) == 2
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
@@ -144,8 +144,8 @@ def test_cli_rejects_malformed_sizes(capsys):
 
 @pytest.mark.slow
 def test_every_default_size_gets_a_verified_encoder_and_the_cache_agrees(capsys):
-    from agent.cli import main
-    from agent.commands.encoders import DEFAULT_SIZES
+    from agent.cli.commands.encoders import DEFAULT_SIZES
+    from agent.cli.main import main
 
     assert main(["encoders", "--json", "--purpose", "record"]) == 0
     first = json.loads(capsys.readouterr().out)

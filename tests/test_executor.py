@@ -6,9 +6,15 @@ import math
 
 import pytest
 
-from agent.desktop import ActionRefused, DesktopError
-from agent.executor import Executor, canonical_combo, from_input_space, terminal_confirm, to_input_space
-from agent.safety import hotkey_to_pynput
+from agent.desktops import ActionRefused, DesktopError
+from agent.desktops.executor import (
+    Executor,
+    canonical_combo,
+    from_input_space,
+    terminal_confirm,
+    to_input_space,
+)
+from agent.desktops.safety import hotkey_to_pynput
 from capture import Screen
 from policies.actions import Click, Done, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type, Wait
 
@@ -215,7 +221,7 @@ def test_hotkey_spec():
 
 
 def test_confirm_classes_from_the_command_line():
-    from agent.commands.run import _confirm_rule
+    from agent.cli.commands.run import _confirm_rule
     from agent.errors import UserError
     from policies.actions import Click, Key, Move, Type
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from agent.commands.demos import demo_specs, record_demo
-from agent.session import EXPERT_TARGET, open_session
-from agent.virtual import VirtualDesktop
-from agent.virtual.tasks import task_names
+from agent.desktops.virtual import VirtualDesktop
+from agent.desktops.virtual.tasks import task_names
+from agent.sessions.demos import demo_specs, record_demo
+from agent.sessions.format import EXPERT_TARGET, open_session
 from policies.pixel import PixelConfig, PixelModel, encode_text
 from policies.pixel.codec import LABEL_FIELDS, loss
 from policies.pixel.model import word_position, word_templates

@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 
-from agent.session import open_session
+from agent.sessions.format import open_session
 
 DISK_FULL = r"""
 import resource, signal, sys
 sys.path.insert(0, sys.argv[2])
 from agent.loop import Agent
-from agent.session import SessionRecorder
+from agent.sessions.format import SessionRecorder
 from policies.builtin import RandomPolicy
 from tests.fakes import FakeDesktop
 

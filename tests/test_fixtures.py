@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands.info import session_info
-from agent.replay import replay_session
-from agent.session import open_session
+from agent.cli.commands.info import session_info
+from agent.sessions.format import open_session
+from agent.sessions.replay import replay_session
 from policies import load_policy
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sessions"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.session import SessionError, open_session
+from agent.sessions.format import SessionError, open_session
 from policies.actions import ACTION_TYPES, Action, ActionError, parse_action
 
 json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=20)
@@ -54,7 +54,7 @@ def test_coordinates_outside_unit_square_are_refused(obj):
 @pytest.fixture(scope="module")
 def good_session(tmp_path_factory):
     from agent.loop import Agent
-    from agent.session import SessionRecorder
+    from agent.sessions.format import SessionRecorder
     from policies.builtin import RandomPolicy
     from tests.fakes import FakeDesktop
 

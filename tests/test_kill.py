@@ -6,16 +6,16 @@ import subprocess
 import sys
 import time
 
-from agent.commands.info import session_info
-from agent.replay import replay_session
-from agent.session import open_session
+from agent.cli.commands.info import session_info
+from agent.sessions.format import open_session
+from agent.sessions.replay import replay_session
 from policies.builtin import RandomPolicy
 
 SCRIPT = r"""
 import sys, time
 sys.path.insert(0, sys.argv[2])
 from agent.loop import Agent
-from agent.session import SessionRecorder
+from agent.sessions.format import SessionRecorder
 from policies.builtin import RandomPolicy
 from tests.fakes import FakeDesktop
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from agent.desktop import ActionRefused, DesktopError
-from agent.executor import to_input_space
+from agent.desktops import ActionRefused, DesktopError
+from agent.desktops.executor import to_input_space
 from agent.loop import Agent
-from agent.session import SessionRecorder, open_session
+from agent.sessions.format import SessionRecorder, open_session
 from capture.live import CaptureError, ScreenSource
 from policies.actions import Click, Key, Move, Type, Wait
 from tests.conftest import ROOT, pointer, start_xvfb, stop_xvfb
@@ -49,7 +49,7 @@ def norm(server, px, py):
 
 
 def live(**kw):
-    from agent.live import LiveDesktop
+    from agent.desktops.live import LiveDesktop
 
     kw.setdefault("stop_hotkey", None)
     return LiveDesktop(**kw)
@@ -275,7 +275,7 @@ def test_dead_man_stop(xvfb, tmp_path, fail):
 
 
 def test_stop_hotkey_stops_the_run(xvfb, tmp_path):
-    from agent.live import LiveDesktop
+    from agent.desktops.live import LiveDesktop
 
     desktop = LiveDesktop(dry_run=True, fps=20)  # default hotkey ctrl+alt+shift+q
     rec = SessionRecorder(tmp_path / "s", desktop.screen, 20, desktop=desktop.info())
@@ -294,7 +294,7 @@ def test_stop_hotkey_stops_the_run(xvfb, tmp_path):
 
 
 def test_stop_hotkey_without_agent_binding_raises_on_next_call(xvfb):
-    from agent.live import LiveDesktop
+    from agent.desktops.live import LiveDesktop
 
     desktop = LiveDesktop(dry_run=True, stop_hotkey="ctrl+alt+shift+q")
     try:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from agent.desktop import ActionRefused
+from agent.desktops import ActionRefused
 from agent.errors import UserError
 from policies.actions import Click, Key, Type
 
@@ -17,7 +17,7 @@ from policies.actions import Click, Key, Type
 def _need_browser():
     pytest.importorskip("miniwob", reason="pip install miniwob selenium")
     pytest.importorskip("selenium", reason="pip install miniwob selenium")
-    from agent.miniwob.browser import MiniWoBUnavailable, find_browser
+    from agent.desktops.miniwob.browser import MiniWoBUnavailable, find_browser
 
     try:
         find_browser()
@@ -26,7 +26,7 @@ def _need_browser():
 
 
 def test_key_mapping():
-    from agent.miniwob.desktop import miniwob_key
+    from agent.desktops.miniwob.desktop import miniwob_key
 
     assert miniwob_key(Key("enter")) == "<Enter>"
     assert miniwob_key(Key("ctrl+a")) == "C-a"
@@ -46,7 +46,7 @@ def _el(**kw):
 
 
 def test_experts_offline():
-    from agent.miniwob.experts import EXPERTS, ExpertError
+    from agent.desktops.miniwob.experts import EXPERTS, ExpertError
 
     s = {"els": [_el(text="no", x=0), _el(text="ok", x=80)], "animating": 0, "accordion_open": 0, "pushed": None}
     (a,) = EXPERTS["click-button"](s, 'Click on the "ok" button.')
@@ -68,7 +68,7 @@ def test_experts_offline():
 
 
 def test_find_browser_env_errors(monkeypatch):
-    from agent.miniwob.browser import MiniWoBUnavailable, find_browser
+    from agent.desktops.miniwob.browser import MiniWoBUnavailable, find_browser
 
     monkeypatch.setenv("MINIWOB_CHROME_BINARY", "/nonexistent/chrome")
     monkeypatch.delenv("MINIWOB_CHROMEDRIVER", raising=False)
@@ -81,7 +81,7 @@ def test_find_browser_env_errors(monkeypatch):
 def test_headless_smoke():
     """3 tasks x 3 episodes headless with the scripted expert, plus MiniWoB key/type actions."""
     _need_browser()
-    from agent.miniwob.evaluate import run_task
+    from agent.desktops.miniwob.evaluate import run_task
     from policies.builtin import ScriptedPolicy
 
     results = []
@@ -93,7 +93,7 @@ def test_headless_smoke():
 @pytest.mark.slow
 def test_headless_frames_and_actions():
     _need_browser()
-    from agent.miniwob import open_miniwob
+    from agent.desktops.miniwob import open_miniwob
 
     with open_miniwob("enter-text", seed=5) as d:
         f = d.observe()
@@ -113,9 +113,9 @@ def test_desktop_mode_record_and_replay(xvfb, tmp_path):
     """click-button in a Chromium window on Xvfb: mss capture, pyautogui input, reward from the page;
     the recorded session replays with a non-oracle policy."""
     _need_browser()
-    from agent.miniwob.evaluate import record_demos
-    from agent.replay import replay_session
-    from agent.session import open_session
+    from agent.desktops.miniwob.evaluate import record_demos
+    from agent.sessions.format import open_session
+    from agent.sessions.replay import replay_session
     from policies.builtin import RandomPolicy
 
     results = record_demos(["click-button"], 2, tmp_path, seed=100_000, mode="desktop")
@@ -129,7 +129,7 @@ def test_desktop_mode_record_and_replay(xvfb, tmp_path):
 
 
 def test_the_pointer_parks_where_nothing_is_drawn():
-    from agent.miniwob.desktop import PARK_SPOTS, blank_spot
+    from agent.desktops.miniwob.desktop import PARK_SPOTS, blank_spot
 
     page = np.full((210, 160, 4), 255, np.uint8)
     assert blank_spot(page) == PARK_SPOTS[0]
@@ -144,7 +144,7 @@ def test_a_desktop_episode_starts_on_the_headless_screen(xvfb):
     """Desktop mode's first frame (mss) is MiniWoB's own headless screenshot of the same episode,
     pixel for pixel: no button is darkened by the parked pointer (enter-text's Submit was)."""
     _need_browser()
-    from agent.miniwob.desktop import open_miniwob
+    from agent.desktops.miniwob.desktop import open_miniwob
 
     frames = {}
     for mode in ("headless", "desktop"):
@@ -160,8 +160,8 @@ def test_a_desktop_episode_starts_on_the_headless_screen(xvfb):
 def test_dagger_demos_record_dom_expert_labels(tmp_path):
     """A policy drives MiniWoB++; the DOM expert labels each state; training learns the labels."""
     _need_browser()
-    from agent.miniwob.evaluate import record_demos
-    from agent.session import EXPERT_LABEL, open_session
+    from agent.desktops.miniwob.evaluate import record_demos
+    from agent.sessions.format import EXPERT_LABEL, open_session
     from policies.builtin import RandomPolicy
     from policies.pixel.config import PixelConfig
     from policies.train import session_samples
@@ -180,8 +180,8 @@ def test_demos_record_the_instruction_word_naming_each_target(tmp_path):
     """Each demo step records the word that names what the expert clicks (a checkbox's label, then
     Submit), and training turns it into the sample's word label."""
     _need_browser()
-    from agent.miniwob.evaluate import record_demos
-    from agent.session import EXPERT_TARGET, open_session
+    from agent.desktops.miniwob.evaluate import record_demos
+    from agent.sessions.format import EXPERT_TARGET, open_session
     from policies.pixel.config import PixelConfig
     from policies.train import LABEL_FIELDS, session_samples
 
@@ -199,8 +199,8 @@ def test_a_demo_step_no_word_names_is_labelled_so(tmp_path):
     """A step whose target no instruction word names (a text field) is recorded with word None, and
     training labels it NO_WORD: a snapping model learns not to move there."""
     _need_browser()
-    from agent.miniwob.evaluate import record_demos
-    from agent.session import EXPERT_TARGET, open_session
+    from agent.desktops.miniwob.evaluate import record_demos
+    from agent.sessions.format import EXPERT_TARGET, open_session
     from policies.pixel.codec import NO_WORD
     from policies.pixel.config import PixelConfig
     from policies.train import LABEL_FIELDS, session_samples
@@ -214,7 +214,7 @@ def test_a_demo_step_no_word_names_is_labelled_so(tmp_path):
 
 
 def test_named_word_is_a_whole_word_of_the_instruction():
-    from agent.miniwob.experts import named_word
+    from agent.desktops.miniwob.experts import named_word
 
     u = 'Click on the link "mauris,". Select Ok3, okay and click Submit.'
     assert named_word(u, "mauris,") == "mauris" and named_word(u, " Submit ") == "Submit"
@@ -224,7 +224,7 @@ def test_named_word_is_a_whole_word_of_the_instruction():
 @pytest.mark.slow
 def test_dw_eval_miniwob_json(capsys):
     _need_browser()
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["eval", "--suite", "miniwob", "--tasks", "click-test", "--episodes", "2", "--policy", "scripted",
                  "--json"]) == 0
@@ -240,8 +240,8 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     import numpy as np
 
     _need_browser()
-    from agent.miniwob.desktop import MiniWoBBrowser, open_miniwob
-    from agent.miniwob.reading import bank_source, cut_bank, page_words, save_bank
+    from agent.desktops.miniwob.desktop import MiniWoBBrowser, open_miniwob
+    from agent.desktops.miniwob.reading import bank_source, cut_bank, page_words, save_bank
 
     with MiniWoBBrowser("click-test-2", "headless") as browser:
         desk = open_miniwob("click-test-2", 7, "headless", browser=browser)
@@ -293,7 +293,7 @@ def test_page_words_cut_into_a_tile_bank(tmp_path):
     (["--glimpse-px", "0"], "--tile-pt and --glimpse-px must be at least 8"),
 ])
 def test_tiles_rejects_bad_arguments_before_opening_a_browser(argv, message, capsys, tmp_path):
-    from agent.miniwob.cli import main
+    from agent.desktops.miniwob.cli import main
 
     assert main(["tiles", "--out", str(tmp_path / "bank.npz"), *argv]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "bank.npz").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.commands.demos import demo_specs, record_demo
+from agent.sessions.demos import demo_specs, record_demo
 from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, Preprocessor, encode_text
 from policies.pixel import reader as R
@@ -375,7 +375,7 @@ def test_where_near_tells_a_fields_offset_head_which_row_its_label_was_read_on()
 def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
     """Both runtimes: the policy's step (tiles read by TileReads, fed in as ``read_probs``) gives the
     model's own in-step reading (``read_glimpses``), and each distinct tile is read once."""
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
 
     m1, m2 = _match_model(1, **over), _match_model(1, **over)
     if m1.config.match_per_phase:  # learned per-phase inputs, not their all-zero start
@@ -429,7 +429,7 @@ def test_the_fast_cpu_path_acts_as_float32(monkeypatch):
     takes, to within a pixel, though its outputs are not bit for bit the same."""
     import policies.pixel.policy as P
     import policies.pixel.runtime as R
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
     from policies.pixel import load_model
 
     monkeypatch.delenv("DW_PIXEL_DTYPE", raising=False)
@@ -545,7 +545,7 @@ def test_fine_tuning_a_checkpoint_to_read(reader, tmp_path, monkeypatch):
     assert any(not torch.equal(b[k], fresh[k]) for k in b if k.startswith("match_"))
     # precomputed scores (training) and reading on the fly (acting) give the same step
     pol = load_pixel_policy(str(tmp_path / "ft"), runtime="torch", dtype="float32")
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
 
     d = VirtualDesktop("click-button", seed=7, size=(640, 480))
     obs = Observation(d.observe(), d.instruction, d.cursor, ())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.commands.demos import demo_specs, record_demo
+from agent.sessions.demos import demo_specs, record_demo
 from policies.pixel import reader as R
 from policies.train import TrainConfig, TrainError, train
 
@@ -84,7 +84,7 @@ def test_a_policy_trained_over_the_reader_stem(reader, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith(("stem.", "glimpse_proj.")))
     assert not torch.equal(b["glimpse_proj.weight"], a["glimpse_proj.weight"])  # fresh
     pol = load_pixel_policy(str(tmp_path / "ft"))  # exports and runs the step with the new stem
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
     from policies.base import Observation
 
     desk = VirtualDesktop("click-button", seed=1, size=(640, 480))
@@ -100,7 +100,7 @@ def test_a_policy_trained_over_the_reader_stem(reader, tmp_path):
 
 
 def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["reader", "--size", "pixel-huge", "--out", str(tmp_path / "r")]) == 2
     assert "unknown --size 'pixel-huge'" in capsys.readouterr().err
@@ -128,8 +128,8 @@ def test_dw_reader_rejects_bad_arguments(tmp_path, capsys):
 
 
 def test_desktop_scenes_are_painted_as_the_desktop_paints_them_with_every_visible_word():
-    from agent.virtual import VirtualDesktop
-    from agent.virtual.reading import paint_scene
+    from agent.desktops.virtual import VirtualDesktop
+    from agent.desktops.virtual.reading import paint_scene
 
     desk = VirtualDesktop("click-button", seed=7, size=(800, 600), scale=1.25)
     frame = desk.observe()
@@ -149,8 +149,8 @@ def test_desktop_scenes_are_painted_as_the_desktop_paints_them_with_every_visibl
 def test_a_word_painted_over_is_not_visible():
     from PIL import Image
 
-    from agent.virtual.reading import _Recorder
-    from agent.virtual.render import Rect
+    from agent.desktops.virtual.reading import _Recorder
+    from agent.desktops.virtual.render import Rect
 
     p = _Recorder(Image.new("RGBA", (200, 100)), 1.0)
     p.text(10, 20, "Hidden word:", 13.0)
@@ -161,14 +161,14 @@ def test_a_word_painted_over_is_not_visible():
 
 
 def _title_words() -> set[str]:
-    from agent.virtual.reading import word_of
-    from agent.virtual.tasks import WINDOW_TITLES
+    from agent.desktops.virtual.reading import word_of
+    from agent.desktops.virtual.tasks import WINDOW_TITLES
 
     return {word_of(w) for t in WINDOW_TITLES for w in t.split()}
 
 
 def test_desktop_tiles_name_the_one_whole_word_inside():
-    from agent.virtual.reading import desktop_tiles, word_of
+    from agent.desktops.virtual.reading import desktop_tiles, word_of
 
     assert [word_of(t) for t in ("Name:", "Budget.xlsx", "(Save)", "-", "e-mail", "42")] == \
         ["Name", "Budget", "Save", "", "e-mail", "42"]
@@ -187,7 +187,7 @@ def test_desktop_tiles_name_the_one_whole_word_inside():
 
 
 def test_reader_training_goes_on_from_a_reader_with_desktop_tiles(reader, tmp_path):
-    from agent.virtual.reading import desktop_tiles
+    from agent.desktops.virtual.reading import desktop_tiles
 
     out, _, _ = reader
     logs: list[str] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.commands.demos import demo_specs, record_demo
+from agent.sessions.demos import demo_specs, record_demo
 from policies.registry import bundled_checkpoint
 from policies.train import TrainConfig, TrainError, train
 
@@ -44,7 +44,7 @@ def test_training_reduces_loss_and_is_deterministic(demos, tmp_path):
 
 
 def test_trained_checkpoint_loads_as_a_policy(demos, tmp_path):
-    from agent.evaluate import episode_specs, run_episodes
+    from agent.desktops.virtual.evaluate import episode_specs, run_episodes
 
     _run(demos, tmp_path / "m", steps=2)
     res = run_episodes(episode_specs(["click-button"], 1, [(640, 480, 1.0)]), str(tmp_path / "m"), max_steps=3)
@@ -116,8 +116,8 @@ def test_the_kept_epoch_is_the_most_accurate_then_the_lowest_held_out_loss():
 @pytest.mark.slow
 @pytest.mark.skipif(not (bundled_checkpoint("pixel-small") / "config.json").is_file(), reason="no bundled pixel-small")
 def test_bundled_pixel_small_runs_unseen_episodes():
-    from agent.evaluate import EVAL_SEED, episode_specs, run_episodes, summarise
-    from agent.virtual import task_names
+    from agent.desktops.virtual import task_names
+    from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, run_episodes, summarise
 
     res = run_episodes(episode_specs(["click-button", "close-dialog"], 2, [(640, 480, 1.0)]), "pixel-small")
     s = summarise(res)
@@ -165,8 +165,8 @@ def test_bundled_miniwob_checkpoints_load_by_name_and_act(name):
 def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path):
     """``dw demos --dagger``: the policy drives, the expert labels each state; training learns
     the labels, and the history it sees is what the policy really did."""
-    from agent.cli import main
-    from agent.session import EXPERT_LABEL, EXPERT_TARGET, open_session
+    from agent.cli.main import main
+    from agent.sessions.format import EXPERT_LABEL, EXPERT_TARGET, open_session
     from policies.pixel.codec import LABEL_FIELDS, action_label, history_features
     from policies.pixel.config import PixelConfig
     from policies.pixel.model import word_position
@@ -213,7 +213,7 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
 def test_the_sample_cache_prunes_least_recently_used_first(tmp_path, capsys):
     import os
 
-    from agent.cli import main
+    from agent.cli.main import main
     from policies.train import _load_npz, _save_npz, prune_cache
 
     d = tmp_path / "cache"

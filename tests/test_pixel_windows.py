@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.cliutil import parse_window
+from agent.cli.util import parse_window
 from agent.errors import UserError
 from policies.pixel import PixelConfig, PixelModel, Preprocessor
 from policies.pixel import reader as R
@@ -139,7 +139,7 @@ def test_a_window_reader_trains_loads_and_makes_a_window_reading_model(tmp_path)
 
 
 def test_desktop_windows_are_labelled_by_the_rule():
-    from agent.virtual.reading import scene, scene_windows
+    from agent.desktops.virtual.reading import scene, scene_windows
 
     rng = random.Random(5)
     pixels, scale, words = scene(rng, held_out=True)

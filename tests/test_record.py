@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from agent.humanrec import HumanInput
-from agent.session import open_session
+from agent.sessions.format import open_session
+from agent.sessions.humanrec import HumanInput
 from capture import Screen
 from tests.conftest import ROOT
 from tests.make_fixture_record import play_and_record

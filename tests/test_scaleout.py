@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.distributed import (
+from agent.desktops.virtual.evaluate import episode_specs
+from agent.errors import UserError
+from agent.scaleout.backends import (
     deterministic_view,
     evaluate_episodes,
     find_sessions,
     replay_sessions,
     run_tasks,
 )
-from agent.errors import UserError
-from agent.evaluate import episode_specs
 from policies.builtin import RandomPolicy
 
 # Inherited by pool processes and by Ray's workers (started after this module is imported); made
@@ -97,7 +97,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     """Four recorded scripted sessions (two tasks, two seeds) and one corrupt one, in one folder."""
-    from agent.commands.demos import record_demo
+    from agent.sessions.demos import record_demo
 
     root = tmp_path_factory.mktemp("sessions")
     for spec in episode_specs(["click-button", "click-checkboxes"], 2, SIZE, seed=30_000):
@@ -212,7 +212,7 @@ def test_throughput_with_one_and_two_workers(specs, local_eval, ray_eval):
 
 
 def test_dw_replay_cli_on_ray(sessions, ray_cluster, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     rc = main(["replay", str(sessions / "good"), "--backend", "ray", "--workers", "2", "--json"])
     doc = json.loads(capsys.readouterr().out)
@@ -227,7 +227,7 @@ def test_dw_replay_cli_on_ray(sessions, ray_cluster, capsys):
 
 
 def test_single_corrupt_session_is_one_clear_line(sessions, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     assert main(["replay", str(sessions / "bad" / "corrupt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -252,7 +252,7 @@ def test_bad_arguments_are_user_errors(tmp_path, specs):
 
 
 def test_dw_eval_cli_same_json_on_both_backends(ray_cluster, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     argv = ["eval", "--tasks", "click-button,close-dialog", "--episodes", "2", "--sizes", "640x480",
             "--policy", "random", "--max-steps", "15", "--json"]

@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from agent.commands.info import session_info
+from agent.cli.commands.info import session_info
 from agent.loop import Agent
-from agent.session import SessionError, SessionRecorder, open_session
+from agent.sessions.format import SessionError, SessionRecorder, open_session
 from policies.actions import Click, Key, Type
 from policies.builtin import RandomPolicy
 from tests.fakes import FakeDesktop
@@ -157,7 +157,7 @@ def test_video_cut_to_nothing_is_a_clear_error(tmp_path):
 
 
 def test_info_cli_errors_are_one_line(tmp_path, capsys):
-    from agent.cli import main
+    from agent.cli.main import main
 
     path, _, _ = record(tmp_path)
     with open(path / "events.jsonl", "a") as f:

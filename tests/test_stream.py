@@ -17,12 +17,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from agent.desktop import ActionRefused, DesktopError
+from agent.desktops import ActionRefused, DesktopError
+from agent.desktops.remote import RemoteDesktop
+from agent.desktops.virtual import VirtualDesktop, task_names
 from agent.loop import Agent
 from agent.stream import protocol as P
-from agent.stream.client import RemoteDesktop
 from agent.stream.server import ServerThread, StreamServer
-from agent.virtual import VirtualDesktop, task_names
 from policies import load_policy
 from policies.actions import Click, Move
 

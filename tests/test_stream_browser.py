@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from agent.desktops.virtual import VirtualDesktop
 from agent.stream.server import ServerThread, StreamServer
-from agent.virtual import VirtualDesktop
 from policies.actions import Click
 
 CHROMIUM = os.environ.get("DW_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -12,7 +12,7 @@ import pytest
 PROBE = "import sys, os; import {mod}; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
 
 
-@pytest.mark.parametrize("mod", ["agent", "policies", "agent.cli"])
+@pytest.mark.parametrize("mod", ["agent", "policies", "agent.cli.main"])
 def test_the_spin_count_is_set_before_torch_loads(mod):
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", PROBE.format(mod=mod)], env=env, capture_output=True, text=True,

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from agent.desktop import Desktop, DesktopError
-from agent.virtual import TASKS, VirtualDesktop, desktop_from_info, task_names
-from agent.virtual.widgets import Button, Checkbox, Icon
+from agent.desktops import Desktop, DesktopError
+from agent.desktops.virtual import TASKS, VirtualDesktop, desktop_from_info, task_names
+from agent.desktops.virtual.widgets import Button, Checkbox, Icon
 from policies.actions import (
     Action,
     Click,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import agent.virtual.gym as dwgym
-from agent.virtual import task_names
+import agent.desktops.virtual.gym as dwgym
+from agent.desktops.virtual import task_names
 
 
 def expert_json(env) -> list[str]:

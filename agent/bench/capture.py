@@ -3,7 +3,7 @@
 Each size gets its own Xvfb and its own child process (pyautogui binds to ``$DISPLAY`` at import).
 ``grab`` is our capture (:class:`capture.live.ScreenSource`, mss with XShm), ``peer_grab`` the
 whole-screen ``PIL.ImageGrab.grab()`` (XCB GetImage) screenshot-per-step runtimes use, and ``act``
-one move or click sent through the :class:`agent.executor.Executor` (pyautogui, XTest).
+one move or click sent through the :class:`agent.desktops.executor.Executor` (pyautogui, XTest).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ COLUMNS = ("grab", "peer_grab", "act_move", "act_click")
 
 def measure(width: int, height: int, reps: int) -> dict:
     """In the child: one Xvfb at this size."""
-    from agent.xvfb import start_xvfb
+    from agent.desktops.xvfb import start_xvfb
 
     server = start_xvfb(width, height)
     os.environ["DISPLAY"] = server.display
     try:
         from PIL import ImageGrab
 
-        from agent.executor import Executor
+        from agent.desktops.executor import Executor
         from capture.live import ScreenSource
         from policies.actions import Click, Move
 

@@ -6,8 +6,8 @@ X server keeps every number honest). In it:
 
 - :mod:`agent.bench.xapp` shows a virtual-desktop screenshot full screen and, on command, flips a
   square to magenta at a recorded ``CLOCK_MONOTONIC`` time, and stamps every button press it gets;
-- the agent — :class:`agent.loop.Agent` driving a :class:`agent.live.LiveDesktop` (mss capture on
-  its thread, the :class:`agent.executor.Executor`, pyautogui) or the screenshot-per-step
+- the agent — :class:`agent.loop.Agent` driving a :class:`agent.desktops.live.LiveDesktop` (mss capture on
+  its thread, the :class:`agent.desktops.executor.Executor`, pyautogui) or the screenshot-per-step
   :class:`ScreenshotDesktop` peers use — runs continuously with a :class:`ChangeClickPolicy`;
 - the end-to-end latency of one trial is ``press - flipped``: from the change being in the
   framebuffer to the agent's click being delivered by the X server, both on the same clock.
@@ -125,7 +125,7 @@ class ScreenshotDesktop:
     def __init__(self, scale: float = 1.0):
         from PIL import ImageGrab
 
-        from agent.executor import Executor
+        from agent.desktops.executor import Executor
         from capture import Screen
 
         self._grab = ImageGrab.grab
@@ -253,7 +253,7 @@ def desktop_content(width: int, height: int, scale: float, seed: int = 0) -> np.
     captures and PNG sizes are like a working desktop's, not a near-empty wallpaper's."""
     import cv2
 
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
 
     desk = VirtualDesktop("close-dialog", seed=seed, size=(width, height), scale=scale)
     img = np.ascontiguousarray(desk.observe().pixels[:, :, :3])
@@ -307,7 +307,7 @@ def _trials(app: TargetApp, width: int, height: int, scale: float, n: int, timeo
 
 def _run_pipeline(kind: str, policy, app: TargetApp, width: int, height: int, scale: float,
                   trials: int, timeout: float, seed: int) -> dict:
-    from agent.live import LiveDesktop
+    from agent.desktops.live import LiveDesktop
     from agent.loop import Agent
 
     wrapper = ChangeClickPolicy(policy)
@@ -354,7 +354,7 @@ def _run_pipeline(kind: str, policy, app: TargetApp, width: int, height: int, sc
 
 def measure(spec: dict) -> dict:
     """In the child: one X server at ``spec['size']``, each (pipeline, policy) of ``spec['runs']``."""
-    from agent.xvfb import start_xvfb
+    from agent.desktops.xvfb import start_xvfb
 
     w, h = spec["size"]
     scale = spec.get("scale") or (2.0 if w >= 5120 else 1.0)

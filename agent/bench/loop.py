@@ -42,8 +42,8 @@ def run(sizes: ScaledSizes | None = None, policies=None, device: str = "cpu", qu
 def run_virtual(sizes: ScaledSizes | None = None, policies=None, quick: bool = False) -> dict:
     import tempfile
 
-    from agent.session import SessionRecorder
-    from agent.virtual import VirtualDesktop
+    from agent.desktops.virtual import VirtualDesktop
+    from agent.sessions.format import SessionRecorder
     from policies import load_policy
     from policies.registry import best_bundled_policy
 

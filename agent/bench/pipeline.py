@@ -24,8 +24,8 @@ DEFAULT_SIZES = [(1920, 1080), (5120, 2880)]
 def measure(width: int, height: int, seconds: float) -> dict:
     """In a child process: Xvfb at this size, the target app, capture and encode overlapped."""
     from agent.bench.live import TargetApp, desktop_content
+    from agent.desktops.xvfb import start_xvfb
     from agent.stats import quantile
-    from agent.xvfb import start_xvfb
 
     scale = 2.0 if width >= 5120 else 1.0
     server = start_xvfb(width, height)

@@ -18,9 +18,9 @@ BENCH_SEED = 50_000
 
 
 def _record_sessions(out: str, tasks: list[str], per_task: int) -> list[str]:
-    from agent.commands.demos import record_demo
-    from agent.distributed import find_sessions
-    from agent.evaluate import episode_specs
+    from agent.desktops.virtual.evaluate import episode_specs
+    from agent.scaleout.backends import find_sessions
+    from agent.sessions.demos import record_demo
 
     for spec in episode_specs(tasks, per_task, [REPLAY_SIZE], seed=BENCH_SEED):
         record_demo({**spec, "fps": 10.0}, out)
@@ -28,9 +28,9 @@ def _record_sessions(out: str, tasks: list[str], per_task: int) -> list[str]:
 
 
 def run(quick: bool = False, workers: tuple[int, ...] = (1, 2), backends: tuple[str, ...] | None = None) -> dict:
-    from agent.distributed import deterministic_view, evaluate_episodes, replay_sessions
-    from agent.evaluate import episode_specs
-    from agent.virtual import task_names
+    from agent.desktops.virtual import task_names
+    from agent.desktops.virtual.evaluate import episode_specs
+    from agent.scaleout.backends import deterministic_view, evaluate_episodes, replay_sessions
 
     tasks = task_names()
     episodes = 2 if quick else 6

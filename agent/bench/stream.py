@@ -19,9 +19,9 @@ STAGES = ("capture", "encode", "send", "transfer", "decode", "end_to_end")
 
 
 def _measure(width: int, height: int, frames: int, fps: float, fmt: str) -> dict:
-    from agent.stream.client import RemoteDesktop
+    from agent.desktops.remote import RemoteDesktop
+    from agent.desktops.virtual import VirtualDesktop
     from agent.stream.server import ServerThread, StreamServer
-    from agent.virtual import VirtualDesktop
     from policies.actions import Move
 
     scale = 2.0 if width >= 5120 else 1.0

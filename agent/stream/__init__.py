@@ -1,5 +1,6 @@
-"""Live sessions over websockets: one desktop served to many clients (``dw serve``), a remote
-desktop client (:class:`RemoteDesktop`), and the browser viewer's wire format.
+"""Live sessions over websockets: one desktop served to many clients (``dw serve``), and the wire
+format shared by the server, the remote desktop (:class:`agent.desktops.remote.RemoteDesktop`) and
+the browser viewer.
 
 The protocol is documented in ``docs/protocol.md``; its constants live in :mod:`agent.stream.protocol`.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.desktop import DesktopError
+from agent.desktops import DesktopError
 from capture import Frame
 from policies.actions import Action
 

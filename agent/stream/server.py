@@ -43,7 +43,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agent.desktop import ActionRefused, Desktop, DesktopError
+from agent.desktops import ActionRefused, Desktop, DesktopError
 from agent.stats import percentiles
 from agent.stream import protocol as P
 from agent.stream.video import StreamEncoder, VideoUnavailable, jpeg_encode, open_stream_encoder

@@ -1,0 +1,98 @@
+"""``dw demos``: record the virtual desktop's scripted expert as ordinary sessions (training data)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agent.cli import util
+from agent.errors import UserError
+from agent.sessions.demos import DAGGER_MAX_STEPS, demo_specs, record_demo, record_demo_star
+
+VIRTUAL_MIN = (160, 120)  # the virtual desktop's smallest screen
+
+
+def parse_sizes(text: str) -> list[tuple[int, int, float]]:
+    """``"640x480,1920x1080,5120x2880@2"`` -> [(640, 480, 1.0), ...]: scale 1 unless given."""
+    return [(w, h, s or 1.0) for w, h, s in util.parse_sizes(text, minimum=VIRTUAL_MIN)]
+
+
+parse_tasks = util.parse_virtual_tasks
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if not 0.0 <= args.beta <= 1.0:
+        raise UserError("--beta must be between 0 and 1")
+    if args.suite == "miniwob":
+        from agent.desktops.miniwob.cli import run_demos
+
+        return run_demos(args)
+    if args.suite != "virtual":
+        raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
+    tasks = parse_tasks(args.tasks)
+    sizes = parse_sizes(args.sizes)
+    if args.episodes < 1:
+        raise UserError("--episodes must be at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=not args.plain)
+    policy = None
+    if args.dagger:
+        from policies import load_policy
+        from policies.base import PolicyError
+
+        if args.workers > 1:
+            raise UserError("--dagger records in this process: leave --workers at 1")
+        try:
+            policy = load_policy(args.dagger)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
+        specs = [{**s, "max_steps": DAGGER_MAX_STEPS, "beta": args.beta} for s in specs]
+    results = []
+    bar = tqdm(total=len(specs), desc="demos", unit="ep", disable=args.json)
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            for r in pool.imap_unordered(record_demo_star, [(s, str(out)) for s in specs]):
+                results.append(r)
+                bar.update(1)
+    else:
+        for s in specs:
+            results.append(record_demo(s, str(out), policy=policy))
+            bar.update(1)
+    bar.close()
+    ok = sum(1 for r in results if r.get("success"))
+    done = sum(1 for r in results if not r.get("skipped"))
+    who = f"{args.dagger} successes (expert-labelled)" if args.dagger else "expert successes"
+    summary = {"out": str(out), "episodes": len(results), "recorded": done,
+               "policy_successes" if args.dagger else "expert_successes": ok}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"recorded {done} sessions into {out} ({ok} {who}; {len(results) - done} already there)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demos", help="record scripted-expert demos on the virtual desktop (training data)")
+    p.add_argument("--suite", default="virtual", help="virtual, or miniwob (MiniWoB++ in Chromium, DOM experts)")
+    p.add_argument("--mode", choices=("headless", "desktop"), default="headless", help="miniwob only")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all'")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
+    p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
+    p.add_argument("--out", required=True, help="folder for the sessions (one sub-folder each)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="first episode seed (training seeds; eval uses 10000+, miniwob 100000+)")
+    p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
+    p.add_argument("--plain", action="store_true",
+                   help="the direct expert (clicks targets outright) instead of human-like paths and timing")
+    p.add_argument("--dagger", default=None, metavar="POLICY",
+                   help="POLICY drives and the expert labels every state it reaches (DAgger data for dw train)")
+    p.add_argument("--beta", type=float, default=0.0,
+                   help="with --dagger: the chance that a step runs the expert's action instead (0..1)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)

@@ -1,0 +1,78 @@
+"""``dw eval``: closed-loop success of a policy on the virtual desktop's tasks, per task and size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agent.errors import UserError
+from agent.scaleout.backends import add_backend_arguments
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from agent.cli.commands.demos import parse_sizes, parse_tasks
+    from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, summarise, table
+    from agent.scaleout.backends import evaluate_episodes
+    from policies.base import PolicyError
+
+    if args.suite == "miniwob":
+        from agent.desktops.miniwob.cli import run_eval
+
+        return run_eval(args)
+    if args.suite != "virtual":
+        raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
+    if args.mode is not None:
+        raise UserError("--mode applies to --suite miniwob only")
+    if args.episodes < 1:
+        raise UserError("--episodes must be at least 1")
+    tasks = parse_tasks(args.tasks)
+    sizes = parse_sizes(args.sizes)
+    specs = episode_specs(tasks, args.episodes, sizes, seed=args.seed if args.seed is not None else EVAL_SEED)
+    bar = tqdm(total=len(specs), desc=f"eval {args.policy}", unit="ep", disable=args.json, file=sys.stderr)
+    try:  # episodes are tasks on a backend (agent.scaleout.backends); results come back in spec order
+        report = evaluate_episodes(specs, args.policy, max_steps=args.max_steps, device=args.device,
+                                   backend=args.backend, workers=args.workers, address=args.address,
+                                   task_timeout=args.task_timeout,
+                                   on_result=lambda r: bar.update(1))
+    except PolicyError as e:
+        raise UserError(str(e)) from None
+    finally:
+        bar.close()
+    results = report.results
+    summary = summarise([r for r in results if "error" not in r])
+    if report.failed:
+        print(f"dw eval: {report.failed} of {len(results)} episodes failed (see 'error' in the episodes)",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps({"policy": args.policy, "summary": summary, "episodes": results,
+                          "throughput": report.throughput}))
+    else:
+        from rich.console import Console
+
+        Console().print(table(summary, title=f"{args.policy}: closed-loop success (seeds {specs[0]['seed']}+)"))
+        print(f"overall: {summary['overall']:.1%} of {summary['episodes']} episodes")
+    return 1 if report.failed else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="closed-loop evaluation of a policy: the virtual desktop or MiniWoB++")
+    p.add_argument("--suite", default="virtual", help="evaluation suite: virtual, or miniwob (MiniWoB++ in Chromium)")
+    p.add_argument("--mode", choices=("headless", "desktop"), default=None,
+                   help="miniwob only: headless (MiniWoB screenshots and actions) or desktop (Chromium on the X "
+                        "display, mss + pyautogui); default headless")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all'")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
+    p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
+    p.add_argument("--policy", default="pixel-small",
+                   help="scripted, random, pixel-<size> or a checkpoint folder (miniwob: comma-separated)")
+    p.add_argument("--seed", type=int, default=None, help="first episode seed (default 10000: unseen in training)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--max-steps", type=int, default=100, help="step limit per episode")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel workers (local default 1 = in this process; ray default: the cluster's CPUs)")
+    add_backend_arguments(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=run)

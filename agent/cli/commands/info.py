@@ -1,0 +1,88 @@
+"""``dw info SESSION``: what a session holds, and any damage found."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from agent.cli.util import console, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a recorded session: geometry, duration, frames, events, encoder, damage")
+    p.add_argument("session", metavar="SESSION")
+    p.add_argument("--verify", action="store_true", help="decode every frame (slower) instead of counting packets")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=run)
+
+
+def session_info(path: str, verify: bool = False) -> dict:
+    from agent.sessions.format import open_session
+
+    s = open_session(path)
+    if verify:
+        counted = 0
+        last_t = None
+        for f in s.frames():
+            counted += 1
+            last_t = f.t
+    else:
+        counted = s.count_frames()
+        last_t = None
+    recorded = s.meta.get("frames")
+    if recorded is not None and recorded != counted:
+        s.damage.append(f"session.json says {recorded} frames, the video holds {counted}")
+    beyond = [e for e in s.events if e.frame >= counted]
+    if beyond:
+        s.damage.append(f"{len(beyond)} events refer to frames past the last readable one")
+    enc = s.meta.get("encoder") or {}
+    stop = [e.raw for e in s.events if e.source == "system" and e.raw.get("event") == "stop"]
+    return {
+        "path": str(s.path),
+        "schema": s.meta.get("schema"),
+        "created": s.meta.get("created"),
+        "screen": s.screen.to_json(),
+        "fps": s.fps,
+        "duration": s.meta.get("duration", round(last_t, 3) if last_t is not None else None),
+        "frames": counted,
+        "frames_recorded": recorded,
+        "events": len(s.events),
+        "events_by_source": dict(sorted(Counter(e.source for e in s.events).items())),
+        "actions_by_type": dict(sorted(Counter(e.action.type for e in s.events if e.action).items())),
+        "instruction": s.instruction,
+        "policy": s.meta.get("policy"),
+        "desktop": s.desktop,
+        "encoder": {k: enc.get(k) for k in ("codec", "pix_fmt", "coded_width", "coded_height", "pad", "scale", "psnr")
+                    if k in enc} | {"rejected": len(enc.get("rejected", []))},
+        "closed": bool(s.meta.get("closed")),
+        "end_reason": s.meta.get("end_reason") or (stop[-1].get("reason") if stop else None),
+        "success": s.meta.get("success"),
+        "damage": s.damage,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    info = session_info(args.session, args.verify)
+    if args.json:
+        print_json(info)
+        return 0
+    from rich.table import Table
+
+    t = Table(title=info["path"], show_header=False)
+    sc = info["screen"]
+    rows = [
+        ("screen", f"{sc['width']}x{sc['height']} @ scale {sc['scale']} (origin {sc['left']},{sc['top']})"),
+        ("fps / duration", f"{info['fps']} / {info['duration']} s"),
+        ("frames", f"{info['frames']} readable (session.json: {info['frames_recorded']})"),
+        ("events", f"{info['events']} {info['events_by_source']}"),
+        ("actions", str(info["actions_by_type"])),
+        ("instruction", info["instruction"] or "-"),
+        ("policy / desktop", f"{info['policy'] or '-'} / {info['desktop'].get('kind', '-')}"),
+        ("encoder", str(info["encoder"])),
+        ("closed / reason", f"{info['closed']} / {info['end_reason']}"),
+        ("damage", "; ".join(info["damage"]) or "none"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console().print(t)
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from agent.desktops.miniwob.cli import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""Closed-loop evaluation on the virtual desktop: success rate per task and screen size.
+
+Episodes use seeds disjoint from the demos (:data:`EVAL_SEED` and up). Everything an episode
+does follows from its spec and the policy, so the same seed gives the same metrics.
+``run_episodes`` is the one loop over episodes (a Ray or process-pool backend can replace it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+EVAL_SEED = 10_000
+DEFAULT_SIZES = ((640, 480, 1.0), (1920, 1080, 1.0), (5120, 2880, 2.0))
+MAX_STEPS = 100
+
+
+def episode_specs(tasks: Iterable[str], episodes: int, sizes: Iterable[tuple[int, int, float]],
+                  seed: int = EVAL_SEED) -> list[dict]:
+    """One spec per (task, size, episode): the same seeds for every size."""
+    return [
+        {"task": t, "seed": seed + e, "size": [w, h], "scale": s}
+        for t in tasks for (w, h, s) in sizes for e in range(episodes)
+    ]
+
+
+def run_episode(spec: dict, policy, *, max_steps: int = MAX_STEPS) -> dict:
+    from agent.desktops.virtual import VirtualDesktop
+    from agent.loop import Agent
+
+    w, h = spec["size"]
+    desk = VirtualDesktop(spec["task"], seed=spec["seed"], size=(w, h), scale=spec["scale"],
+                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", False))
+    t0 = time.perf_counter()
+    res = Agent(desk, policy, max_steps=max_steps).run()
+    wall = time.perf_counter() - t0
+    infer = res.timings_ns.get("infer") or [0]
+    out = {
+        **{k: spec[k] for k in ("task", "seed", "size", "scale")},
+        "success": bool(res.success),
+        "steps": res.steps,
+        "virtual_seconds": round(res.duration, 3),
+        "reason": getattr(desk, "reason", None) or res.reason,
+        "wall_seconds": round(wall, 3),
+        "infer_ms_mean": round(sum(infer) / len(infer) / 1e6, 3),
+        "errors": len(res.errors),
+    }
+    desk.close()
+    return out
+
+
+def run_episodes(specs: list[dict], policy_spec: str, *, device: str = "cpu", seed: int = 0,
+                 max_steps: int = MAX_STEPS, on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every episode of ``specs`` with the policy ``policy_spec``; one dict per episode, in order."""
+    from policies import load_policy
+
+    policy = load_policy(policy_spec, seed=seed, device=device)
+    results = []
+    for spec in specs:
+        r = run_episode(spec, policy, max_steps=max_steps)
+        results.append(r)
+        if on_result:
+            on_result(r)
+    return results
+
+
+def size_label(size, scale) -> str:
+    return f"{size[0]}x{size[1]}@{scale:g}"
+
+
+def summarise(results: list[dict]) -> dict:
+    """Success rate per task and size, per size (mean over tasks), and overall."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        cells.setdefault((r["task"], size_label(r["size"], r["scale"])), []).append(r)
+    per_cell = {}
+    for (task, size), rs in cells.items():
+        per_cell.setdefault(task, {})[size] = {
+            "episodes": len(rs),
+            "success_rate": sum(r["success"] for r in rs) / len(rs),
+            "mean_steps": sum(r["steps"] for r in rs) / len(rs),
+            "mean_wall_seconds": sum(r["wall_seconds"] for r in rs) / len(rs),
+        }
+    sizes = sorted({s for t in per_cell.values() for s in t}, key=lambda s: int(s.split("x")[0]))
+    per_size = {}
+    for s in sizes:
+        rates = [per_cell[t][s]["success_rate"] for t in per_cell if s in per_cell[t]]
+        per_size[s] = sum(rates) / len(rates)
+    overall = sum(r["success"] for r in results) / len(results) if results else 0.0
+    return {"tasks": per_cell, "sizes": per_size, "overall": overall, "episodes": len(results)}
+
+
+def table(summary: dict, title: str = "closed-loop success"):
+    from rich.table import Table
+
+    sizes = list(summary["sizes"])
+    t = Table(title=title)
+    t.add_column("task")
+    for s in sizes:
+        t.add_column(s, justify="right")
+    for task, row in summary["tasks"].items():
+        t.add_row(task, *[
+            f"{row[s]['success_rate']:.0%} ({row[s]['mean_steps']:.1f} st, {row[s]['mean_wall_seconds']:.2f}s)"
+            if s in row else "-" for s in sizes
+        ])
+    t.add_row("[b]mean over tasks[/b]", *[f"[b]{summary['sizes'][s]:.0%}[/b]" for s in sizes])
+    return t

@@ -1,0 +1,607 @@
+"""The virtual desktop's task suite: seeded scenes with an instruction, a goal and an expert.
+
+A task is the desktop's ``oracle``. ``expert_actions()`` is a pure function of the current
+state (widgets, cursor, actions applied so far) and the seed, so a replay that re-applies
+recorded actions to a fresh desktop can consult the expert at any step and get the same answer.
+With ``human_like`` the expert pauses to read, then reaches each target through a few
+``move`` steps along a curved, seeded path (ballistic first, then corrective), and clicks
+where the cursor landed, slightly off-centre.
+
+An episode ends on success, on a decisive wrong action (activating a wrong button, item or
+icon; submitting a wrong answer), on ``done``, or when the virtual clock passes
+``time_limit``. Afterwards the desktop ignores actions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import ClassVar
+
+from agent.desktops.virtual.render import TASKBAR, Rect, text_width
+from agent.desktops.virtual.widgets import (
+    TITLE_H,
+    Button,
+    Checkbox,
+    Icon,
+    Label,
+    MenuItem,
+    MenuTitle,
+    Panel,
+    Scene,
+    Slider,
+    TextField,
+    Widget,
+    Window,
+)
+from capture import Screen
+from policies.actions import Action, Click, Drag, Key, MouseDown, MouseUp, Move, Type, Wait
+
+TASKBAR_H = 32.0
+PAD = 16.0
+
+BUTTON_WORDS = (
+    "OK", "Cancel", "Apply", "Save", "Delete", "Open", "Next", "Back", "Submit", "Retry", "Help",
+    "Search", "Print", "Share", "Copy", "Edit", "Send", "Reset", "Export", "Import", "Undo",
+    "Continue", "Skip", "Accept", "Decline", "Upload", "Rename", "Refresh", "Archive", "Finish",
+)
+CHECK_WORDS = (
+    "Apple", "Banana", "Cherry", "Grape", "Lemon", "Mango", "Orange", "Peach", "Pear", "Plum",
+    "Red", "Green", "Blue", "Yellow", "Purple", "Email", "Phone", "Letter", "Weekly", "Monthly",
+    "Bold", "Italic", "Underline", "Wi-Fi", "Bluetooth", "Location", "Camera", "Sound",
+)
+TEXT_WORDS = (
+    "falcon", "harbor", "maple", "violet", "copper", "tundra", "lantern", "pepper", "meadow",
+    "signal", "orbit", "cobalt", "willow", "summit", "breeze", "glacier", "ember", "quartz",
+    "river", "canyon", "zephyr", "almond", "beacon", "cedar", "delta", "fjord", "garnet",
+)
+FIELD_NAMES = ("Name", "City", "Email", "Username", "Company", "Country", "Title", "Street", "Nickname")
+WINDOW_TITLES = (
+    "Settings", "Preferences", "Document", "Options", "Account", "Project", "Confirm", "Tools",
+    "Profile", "Export", "Properties", "Setup",
+)
+MENUS: dict[str, tuple[str, ...]] = {
+    "File": ("New", "Open...", "Save", "Save As...", "Export", "Print...", "Close"),
+    "Edit": ("Undo", "Redo", "Cut", "Copy", "Paste", "Select All", "Find..."),
+    "View": ("Zoom In", "Zoom Out", "Full Screen", "Sidebar", "Status Bar", "Ruler"),
+    "Insert": ("Image", "Table", "Link", "Chart", "Comment", "Page Break"),
+    "Format": ("Font...", "Paragraph", "Bullets", "Columns", "Borders"),
+    "Tools": ("Spelling", "Word Count", "Macros", "Options...", "Extensions"),
+    "Help": ("Contents", "Shortcuts", "Check for Updates", "About"),
+}
+DIALOGS = (
+    ("Unsaved changes", "Save changes to \"report.txt\" before closing?", ("Save", "Don't Save")),
+    ("Update available", "A new version is ready to install.", ("Install", "Later")),
+    ("Delete file", "Move \"photo.png\" to the Trash?", ("Delete", "Keep")),
+    ("Print", "Print 3 pages on the default printer?", ("Print", "Preview")),
+    ("Replace file", "A file named \"notes.md\" already exists.", ("Replace", "Rename")),
+    ("Sign in", "Your session has expired.", ("Sign In", "Use Another Account")),
+    ("Low battery", "12% battery remaining.", ("Power Saver", "Settings")),
+)
+ICON_NAMES = (
+    "Documents", "Photos", "Music", "Reports", "Budget", "Notes", "Projects", "Downloads",
+    "Games", "Mail", "Calendar", "Backup", "Invoices", "Recipes", "Travel", "Videos", "Drafts",
+)
+ICON_COLORS = ((236, 184, 64), (90, 160, 230), (120, 190, 110), (220, 110, 100), (170, 130, 210))
+
+
+def _quote_list(items: list[str]) -> str:
+    q = [f'"{s}"' for s in items]
+    return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " and " + q[-1]
+
+
+class Task(Scene):
+    """Base of every task: seeded layout, instruction, outcome, and the expert.
+
+    ``screen`` gives the physical size and scale; layout happens in the logical space
+    ``screen.width / scale`` x ``screen.height / scale`` points.
+    """
+
+    name: ClassVar[str] = ""
+    time_limit: ClassVar[float] = 20.0
+
+    def __init__(self, seed: int, screen: Screen, human_like: bool = False):
+        super().__init__()
+        self.seed = int(seed)
+        self.screen = screen
+        self.scale = screen.scale
+        self.human_like = human_like
+        self.lw = screen.width / screen.scale
+        self.lh = screen.height / screen.scale
+        self.rng = random.Random(f"{self.name}/{self.seed}")
+        self.instruction = ""
+        self.success: bool | None = None
+        self.finished = False
+        self.reason: str | None = None
+        self.steps = 0  # actions applied so far (the desktop counts them)
+        self.t = 0.0
+        self.widgets.append(Panel(Rect(0, self.lh - TASKBAR_H, self.lw, TASKBAR_H), fill=TASKBAR))
+        self.widgets.append(Panel(Rect(8, self.lh - TASKBAR_H + 6, 20, 20), fill=(70, 130, 220)))
+        self.build()
+        self.cursor = (self.rng.uniform(0.1, 0.9) * self.lw, self.rng.uniform(0.1, 0.8) * self.lh)
+
+    # -- building helpers ----------------------------------------------------------------------
+    def build(self) -> None:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    def window(self, title: str, want_w: float, want_h: float, menu_room: float = 0.0) -> tuple[Window, Rect]:
+        """Add a window of about the wanted size at a seeded place; returns it and its content area."""
+        avail_w, avail_h = self.lw - 16, self.lh - TASKBAR_H - 16
+        w = min(want_w, avail_w)
+        h = min(want_h, avail_h)
+        x = 8 + self.rng.uniform(0, avail_w - w)
+        y = 8 + self.rng.uniform(0, max(0.0, avail_h - h - menu_room))
+        win = Window(Rect(round(x), round(y), round(w), round(h)), title=title)
+        self.widgets.append(win)
+        r = win.rect
+        return win, Rect(r.x + PAD, r.y + TITLE_H + PAD, r.w - 2 * PAD, r.h - TITLE_H - 2 * PAD)
+
+    def cells(self, area: Rect, n: int, cw: float, ch: float) -> list[Rect]:
+        """``n`` seeded, distinct grid cells of size ``cw`` x ``ch`` inside ``area`` (fewer if they do not fit)."""
+        cols = max(1, int(area.w // cw))
+        rows = max(1, int(area.h // ch))
+        picks = self.rng.sample(range(cols * rows), min(n, cols * rows))
+        gx = (area.w - cols * cw) / cols if cols * cw <= area.w else 0.0
+        gy = (area.h - rows * ch) / rows if rows * ch <= area.h else 0.0
+        return [
+            Rect(round(area.x + (i % cols) * (cw + gx)), round(area.y + (i // cols) * (ch + gy)), cw, ch)
+            for i in picks
+        ]
+
+    # -- outcome -------------------------------------------------------------------------------
+    def end(self, success: bool, reason: str) -> None:
+        if not self.finished:
+            self.finished = True
+            self.success = success
+            self.reason = reason
+
+    def tick(self, t: float) -> None:
+        """The desktop's clock moved to ``t``; ends the episode past the time limit."""
+        self.t = t
+        if not self.finished and t >= self.time_limit:
+            self.end(False, "timeout")
+
+    def done(self) -> None:
+        self.end(bool(self.success), "done")
+
+    # -- the expert ----------------------------------------------------------------------------
+    def expert_actions(self) -> list[Action]:
+        """The expert's next action(s) from the current state ([] once the episode is over)."""
+        if self.finished:
+            return []
+        if self.human_like and self.steps == 0:
+            return [Wait(round(random.Random(f"read/{self.name}/{self.seed}").uniform(0.5, 1.1), 3))]
+        return self.expert()
+
+    def expert(self) -> list[Action]:  # pragma: no cover - every task overrides
+        raise NotImplementedError
+
+    def expert_target(self) -> str | None:
+        """The word on screen that names what the expert's next action points at (a button's
+        label, a field's name), or None where no word of the instruction does (a slider's thumb,
+        a key). Demos record it beside each step (:data:`agent.sessions.format.EXPERT_TARGET`), so training
+        can teach a reading model which of the instruction's words to look for."""
+        return None
+
+    def norm(self, x: float, y: float) -> tuple[float, float]:
+        """A logical point to the normalised coordinates of the physical pixel under it."""
+        s = self.scale
+        px = min(self.screen.width - 1, max(0, math.floor(x * s)))
+        py = min(self.screen.height - 1, max(0, math.floor(y * s)))
+        return self.screen.to_normalised(px, py)
+
+    def _inner(self, r: Rect) -> Rect:
+        return r.inset(min(3.0, r.w / 4, r.h / 4))
+
+    def _goal(self, r: Rect, key: str) -> tuple[float, float]:
+        """A seeded point near the centre of ``r`` (where a person would aim)."""
+        if not self.human_like:
+            return r.center
+        g = random.Random(f"goal/{self.seed}/{key}")
+        inner = self._inner(r)
+        cx, cy = inner.center
+        return cx + g.uniform(-0.25, 0.25) * inner.w, cy + g.uniform(-0.25, 0.25) * inner.h
+
+    def reach(self, r: Rect, key: str) -> tuple[float, float] | Move:
+        """Human-like: the next ``Move`` toward ``r``, or the cursor position once it is inside.
+
+        Not human-like: the centre of ``r`` (the expert teleports).
+        """
+        if not self.human_like:
+            return r.center
+        cx, cy = self.cursor
+        if self._inner(r).contains(cx, cy):
+            return cx, cy
+        gx, gy = self._goal(r, key)
+        d = math.hypot(gx - cx, gy - cy)
+        if d < 40:
+            return Move(*self.norm(gx, gy))
+        g = random.Random(f"path/{self.seed}/{key}/{round(cx)}/{round(cy)}")
+        f = g.uniform(0.55, 0.8)
+        bend = g.uniform(-0.12, 0.12) * d
+        ux, uy = (gx - cx) / d, (gy - cy) / d
+        nx = min(self.lw - 1, max(0.0, cx + (gx - cx) * f - uy * bend))
+        ny = min(self.lh - 1, max(0.0, cy + (gy - cy) * f + ux * bend))
+        return Move(*self.norm(nx, ny))
+
+    def click(self, w: Widget, count: int = 1, r: Rect | None = None) -> list[Action]:
+        """Click ``w`` (or the part ``r`` of it): one ``Click``, or a human-like approach step."""
+        at = self.reach(r or w.rect, w.name)
+        if isinstance(at, Move):
+            return [at]
+        return [Click(*self.norm(*at), count=count)]
+
+
+class ClickButton(Task):
+    """Click the labelled button among several; any other button ends the episode as a failure."""
+
+    name = "click-button"
+
+    def build(self) -> None:
+        r = self.rng
+        _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(340, 560), r.uniform(200, 340))
+        labels = r.sample(BUTTON_WORDS, r.randint(3, 6))
+        cw = max(max(text_width(s) for s in labels) + 28, 80) + 12
+        cells = self.cells(area, len(labels), cw, 40)
+        self.buttons: list[Button] = []
+        for label, cell in zip(labels, cells, strict=False):
+            bw = max(80.0, round(text_width(label) + 28))
+            b = Button(Rect(cell.x + round(r.uniform(0, cw - 12 - bw)), cell.y + 6, bw, 28), name=label, label=label)
+            self.buttons.append(b)
+            self.widgets.append(b)
+        self.target = r.choice(self.buttons)
+        self.instruction = f'Click the "{self.target.label}" button.'
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if isinstance(w, Button):
+            self.end(w is self.target, "success" if w is self.target else "wrong button")
+
+    def expert(self) -> list[Action]:
+        return self.click(self.target)
+
+    def expert_target(self) -> str | None:
+        return self.target.label
+
+
+class ClickCheckboxes(Task):
+    """Tick exactly the named check boxes, then press Submit (checked at Submit)."""
+
+    name = "click-checkboxes"
+    time_limit = 30.0
+
+    def build(self) -> None:
+        r = self.rng
+        _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(340, 520), r.uniform(240, 360))
+        labels = r.sample(CHECK_WORDS, r.randint(3, 6))
+        cw = max(text_width(s) for s in labels) + 16 + 8 + 20
+        rows_area = Rect(area.x, area.y, area.w, area.h - 40)
+        cells = self.cells(rows_area, len(labels), cw, 30)
+        self.boxes: list[Checkbox] = []
+        for label, cell in zip(labels, cells, strict=False):
+            cb = Checkbox(Rect(cell.x, cell.y + 3, round(16 + 8 + text_width(label) + 4), 24), name=label, label=label)
+            self.boxes.append(cb)
+            self.widgets.append(cb)
+        k = r.randint(1, min(3, len(self.boxes) - 1))
+        self.targets = r.sample(self.boxes, k)
+        self.submit = Button(Rect(area.right - 90, area.bottom - 28, 90, 28), name="Submit", label="Submit", style="primary")
+        self.widgets.append(self.submit)
+        names = [b.label for b in self.boxes if b in self.targets]
+        self.instruction = f"Select {_quote_list(names)}, then click Submit."
+
+    def correct(self) -> bool:
+        return all(b.checked == (b in self.targets) for b in self.boxes)
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if w is self.submit:
+            ok = self.correct()
+            self.end(ok, "success" if ok else "wrong selection")
+
+    def expert(self) -> list[Action]:
+        for b in self.boxes:
+            if b.checked != (b in self.targets):
+                box = Rect(b.rect.x, b.rect.y, min(b.rect.w, 60), b.rect.h)
+                return self.click(b, r=box)
+        return self.click(self.submit)
+
+    def expert_target(self) -> str | None:
+        return next((b.label for b in self.boxes if b.checked != (b in self.targets)), self.submit.label)
+
+
+class EnterText(Task):
+    """Type a word into the named field (focus it by clicking first) and press Enter."""
+
+    name = "enter-text"
+
+    def build(self) -> None:
+        r = self.rng
+        n = r.randint(1, 3)
+        _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(380, 560), 120 + 44 * n)
+        names = r.sample(FIELD_NAMES, n)
+        fw = min(260.0, area.w - 100)
+        self.fields: list[TextField] = []
+        for i, fname in enumerate(names):
+            y = area.y + i * 44
+            if y + 28 > area.bottom:
+                break
+            self.widgets.append(Label(Rect(area.x, y, 90, 28), text=f"{fname}:"))
+            f = TextField(Rect(area.x + 96, y, fw, 28), name=fname)
+            self.fields.append(f)
+            self.widgets.append(f)
+        self.target = r.choice(self.fields)
+        self.word = r.choice(TEXT_WORDS)
+        if len(self.fields) == 1:
+            self.instruction = f'Type "{self.word}" into the text field and press Enter.'
+        else:
+            self.instruction = f'Type "{self.word}" into the "{self.target.name}" field and press Enter.'
+
+    def on_key(self, combo: str) -> bool:
+        if combo in ("enter", "return") and isinstance(self.focus, TextField):
+            ok = self.target.text == self.word
+            self.end(ok, "success" if ok else "wrong text")
+            return True
+        return False
+
+    def expert(self) -> list[Action]:
+        f = self.target
+        if not f.focused:
+            return self.click(f)
+        if f.text == self.word:
+            return [Key("enter")]
+        if not self.word.startswith(f.text):
+            return [Key("backspace")]
+        rest = self.word[len(f.text):]
+        if self.human_like:  # people type in bursts
+            n = random.Random(f"burst/{self.seed}/{len(f.text)}").randint(2, 4)
+            rest = rest[:n]
+        return [Type(rest)]
+
+    def expert_target(self) -> str | None:
+        # with one field the instruction names none ("the text field")
+        return self.target.name if len(self.fields) > 1 and not self.target.focused else None
+
+
+class DragSlider(Task):
+    """Set the slider to the value in the instruction, then press Submit.
+
+    The expert drags the thumb close to the value, nudges it with the arrow keys until the
+    printed value matches, then clicks Submit.
+    """
+
+    name = "drag-slider"
+
+    def build(self) -> None:
+        r = self.rng
+        _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(420, 600), 190)
+        what = r.choice(("Volume", "Brightness", "Opacity", "Zoom", "Speed", "Contrast", "Balance"))
+        self.widgets.append(Label(Rect(area.x, area.y, 200, 20), text=what))
+        sw = min(area.w, r.uniform(300, 420)) if area.w >= 300 else area.w
+        self.slider = Slider(Rect(area.x, area.y + 28, round(sw), 28), name="slider", lo=0, hi=100)
+        self.slider.value = r.randint(0, 100)
+        self.goal = r.choice([v for v in range(0, 101) if abs(v - self.slider.value) >= 10])
+        self.widgets.append(self.slider)
+        self.submit = Button(Rect(area.right - 90, area.y + 76, 90, 28), name="Submit", label="Submit", style="primary")
+        self.widgets.append(self.submit)
+        self.instruction = f"Set the {what.lower()} slider to {self.goal}, then click Submit."
+
+    def thumb(self) -> Rect:
+        s = self.slider
+        x, cy = s.x_of(s.value), s.rect.center[1]
+        return Rect(x - s.THUMB / 2, cy - s.THUMB / 2, s.THUMB, s.THUMB)
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if w is self.submit:
+            ok = self.slider.value == self.goal
+            self.end(ok, "success" if ok else "wrong value")
+
+    NUDGE = 5  # within this many units of the goal, a focused slider is finished with arrow keys
+
+    def _aim(self) -> int:
+        """Where the expert's drag ends: the goal give or take up to 3 units (seeded).
+
+        A person drags roughly and then nudges the focused slider with the arrow keys while
+        reading the printed value; so does the expert, so demos teach the correction too (a
+        drag that must land within ~1.5 points on a 5K screen is not what people do).
+        """
+        off = random.Random(f"aim/{self.seed}").randint(-3, 3)
+        return min(self.slider.hi, max(self.slider.lo, self.goal + off))
+
+    def expert(self) -> list[Action]:
+        s = self.slider
+        gx, gy = s.x_of(self._aim()), s.rect.center[1]
+        if self.capture is s:  # human-like drag in progress
+            if abs(self.cursor[0] - gx) > 1.5:
+                return [Move(*self.norm(gx, gy))]
+            return [MouseUp(*self.norm(*self.cursor))]
+        if s.value == self.goal:
+            return self.click(self.submit)
+        if s.focused and abs(s.value - self.goal) <= self.NUDGE:
+            return [Key("right" if s.value < self.goal else "left")]
+        if not self.human_like:
+            tx, ty = self.thumb().center
+            return [Drag(*self.norm(tx, ty), *self.norm(gx, gy))]
+        at = self.reach(self.thumb(), "thumb")
+        return [at] if isinstance(at, Move) else [MouseDown(*self.norm(*at))]
+
+
+class ClickMenu(Task):
+    """Open the named menu in a menu bar and choose the named item; a wrong item fails."""
+
+    name = "click-menu"
+
+    def build(self) -> None:
+        r = self.rng
+        names = [m for m in MENUS if r.random() < 0.75] or ["File", "Edit"]
+        if len(names) < 3:
+            names = ["File", "Edit", "View"]
+        longest = max(len(MENUS[m]) for m in names)
+        popup_h = 26 * longest + 8
+        win, area = self.window(r.choice(WINDOW_TITLES), r.uniform(420, 640), r.uniform(300, 420), menu_room=0)
+        wr = win.rect
+        bar = Rect(wr.x + 1, wr.y + TITLE_H + 2, wr.w - 2, 24)
+        # keep every drop-down on screen: move the window up if needed
+        overflow = bar.bottom + popup_h - (self.lh - TASKBAR_H)
+        if overflow > 0:
+            dy = min(overflow, wr.y)
+            win.rect = Rect(wr.x, wr.y - dy, wr.w, wr.h)
+            wr = win.rect
+            bar = Rect(wr.x + 1, wr.y + TITLE_H + 2, wr.w - 2, 24)
+        self.widgets.append(Panel(bar, fill=(238, 239, 242)))
+        self.widgets.append(Panel(Rect(wr.x + 12, bar.bottom + 10, wr.w - 24, wr.bottom - bar.bottom - 22),
+                                  fill=(255, 255, 255), outline=(210, 212, 218)))
+        x = bar.x + 4
+        self.titles: list[MenuTitle] = []
+        popups: list[Widget] = []
+        for m in names:
+            tw = round(text_width(m) + 20)
+            if x + tw > bar.right:
+                break
+            title = MenuTitle(Rect(x, bar.y, tw, 24), name=m, label=m)
+            items = list(MENUS[m])
+            iw = max(150.0, max(text_width(s) for s in items) + 40)
+            px = min(x, self.lw - iw - 2)
+            popup = Panel(Rect(px, bar.bottom, iw, 26 * len(items) + 8), fill=(250, 250, 252), outline=(160, 164, 172),
+                          visible=False)
+            title.popup = popup
+            popups.append(popup)
+            for i, s in enumerate(items):
+                it = MenuItem(Rect(px + 1, bar.bottom + 4 + 26 * i, iw - 2, 26), name=f"{m}/{s}", label=s, menu=m,
+                              visible=False)
+                title.items.append(it)
+                popups.append(it)
+            self.titles.append(title)
+            self.widgets.append(title)
+            x += tw
+        self.widgets.extend(popups)
+        self.menu = r.choice(self.titles)
+        self.item = r.choice(self.menu.items)
+        self.instruction = f'Choose "{self.item.label}" from the "{self.menu.label}" menu.'
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if isinstance(w, MenuItem):
+            self.set_menu(None)
+            self.end(w is self.item, "success" if w is self.item else "wrong item")
+
+    def expert(self) -> list[Action]:
+        if self.open_menu is not self.menu:
+            if self.human_like and self.open_menu is not None:
+                return [Key("escape")]
+            return self.click(self.menu)
+        return self.click(self.item)
+
+    def expert_target(self) -> str | None:
+        return self.item.label if self.open_menu is self.menu else self.menu.label
+
+
+class CloseDialog(Task):
+    """Close a modal dialog with its × (or its Close button), not with one of its options."""
+
+    name = "close-dialog"
+
+    def build(self) -> None:
+        r = self.rng
+        self.window(r.choice(("Untitled - Editor", "Inbox - Mail", "Photos", "Budget.xlsx")), r.uniform(480, 760),
+                    r.uniform(320, 480))
+        self.widgets.append(Label(Rect(self.widgets[-1].rect.x + 20, self.widgets[-1].rect.y + TITLE_H + 20, 300, 20),
+                                  text="Lorem ipsum dolor sit amet.", color=(90, 90, 96)))
+        title, message, options = r.choice(DIALOGS)
+        with_close = r.random() < 0.5
+        labels = list(options) + (["Close"] if with_close else [])
+        r.shuffle(labels)
+        widths = [max(80.0, round(text_width(s) + 28)) for s in labels]
+        dw = min(self.lw - 16, max(360.0, text_width(message) + 48, sum(widths) + 8 * len(widths) + 40))
+        dh = min(self.lh - TASKBAR_H - 16, 150.0)
+        dx = 8 + (self.lw - 16 - dw) * r.uniform(0.3, 0.7)
+        dy = 8 + (self.lh - TASKBAR_H - 16 - dh) * r.uniform(0.25, 0.6)
+        dlg = Window(Rect(round(dx), round(dy), round(dw), dh), name="dialog", title=title, group="dialog")
+        self.dialog = dlg
+        self.widgets.append(dlg)
+        dr = dlg.rect
+        self.widgets.append(Label(Rect(dr.x + PAD, dr.y + TITLE_H + 14, dr.w - 2 * PAD, 20), text=message,
+                                  group="dialog"))
+        self.close_x = Button(Rect(dr.right - 30, dr.y + 3, 26, TITLE_H - 6), name="×", style="close", group="dialog")
+        self.widgets.append(self.close_x)
+        self.options: list[Button] = []
+        self.close_button: Button | None = None
+        x = dr.right - PAD
+        for label, bw in zip(reversed(labels), reversed(widths), strict=True):
+            x -= bw
+            b = Button(Rect(x, dr.bottom - PAD - 28, bw, 28), name=label, label=label, group="dialog")
+            x -= 8
+            self.widgets.append(b)
+            if label == "Close":
+                self.close_button = b
+            else:
+                self.options.append(b)
+        self.modal = "dialog"
+        self._use_button = self.close_button is not None and r.random() < 0.5
+        how = "its Close button or the X in its title bar" if with_close else "the X in its title bar"
+        self.instruction = f'Close the "{title}" dialog with {how}, without choosing an option.'
+
+    def _dismiss(self) -> None:
+        for w in self.widgets:
+            if w.group == "dialog":
+                w.visible = False
+        self.modal = None
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if w is self.close_x or w is self.close_button:
+            self._dismiss()
+            self.end(True, "success")
+        elif w in self.options:
+            self._dismiss()
+            self.end(False, "wrong button")
+
+    def expert(self) -> list[Action]:
+        if self._use_button and self.close_button is not None:
+            return self.click(self.close_button)
+        return self.click(self.close_x)
+
+
+class DoubleClickIcon(Task):
+    """Double-click the named desktop icon; a single click only selects it."""
+
+    name = "double-click-icon"
+
+    def build(self) -> None:
+        r = self.rng
+        area = Rect(8, 8, self.lw - 16, self.lh - TASKBAR_H - 16)
+        labels = r.sample(ICON_NAMES, r.randint(4, 8))
+        cells = self.cells(area, len(labels), 100, 88)
+        self.icons: list[Icon] = []
+        for label, cell in zip(labels, cells, strict=False):
+            w = max(84.0, round(text_width(label, 12.0) + 16))
+            ic = Icon(Rect(cell.x + (100 - w) / 2, cell.y + 4, w, 80), name=label, label=label,
+                      color=r.choice(ICON_COLORS), kind=r.choice(("folder", "folder", "document")))
+            self.icons.append(ic)
+            self.widgets.append(ic)
+        self.target = r.choice(self.icons)
+        self.opened: Window | None = None
+        self.instruction = f'Open "{self.target.label}" by double-clicking its icon.'
+
+    def on_background_click(self, x: float, y: float, count: int) -> None:
+        for ic in self.icons:
+            ic.selected = False
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if isinstance(w, Icon) and count >= 2:
+            self.end(w is self.target, "success" if w is self.target else "wrong icon")
+
+    def expert(self) -> list[Action]:
+        return self.click(self.target, count=2)
+
+    def expert_target(self) -> str | None:
+        return self.target.label
+
+
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls
+    for cls in (ClickButton, ClickCheckboxes, EnterText, DragSlider, ClickMenu, CloseDialog, DoubleClickIcon)
+}
+
+
+def task_names() -> list[str]:
+    """The names of the built-in tasks, in a stable order."""
+    return list(TASKS)
+
+
+__all__ = ["TASKS", "Task", "task_names"]

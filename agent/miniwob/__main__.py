@@ -1,5 +1,0 @@
-import sys
-
-from agent.miniwob.cli import main
-
-sys.exit(main())

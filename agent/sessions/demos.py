@@ -1,0 +1,58 @@
+"""Scripted-expert demos on the virtual desktop, recorded as ordinary sessions (training data);
+with a policy driving and the expert labelling, DAgger data. ``dw demos`` is the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DAGGER_MAX_STEPS = 40  # a policy that is lost stops here (the expert needs a few steps per task)
+
+
+def size_tag(w: int, h: int, s: float) -> str:
+    return f"{w}x{h}@{s:g}"
+
+
+def record_demo(spec: dict, out: str, policy=None) -> dict:
+    """Record one expert episode; returns a summary. ``spec``: task, seed, size, scale, fps.
+    With ``policy`` (a loaded policy) that policy drives and the expert only labels (DAgger)."""
+    from agent.desktops.virtual import VirtualDesktop
+    from agent.loop import Agent
+    from agent.sessions.format import SessionRecorder
+    from policies.builtin import ScriptedPolicy
+
+    w, h = spec["size"]
+    desk = VirtualDesktop(spec["task"], seed=spec["seed"], size=(w, h), scale=spec["scale"],
+                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", True))
+    path = Path(out) / f"{spec['task']}-{size_tag(w, h, spec['scale'])}-s{spec['seed']}"
+    if (path / "session.json").exists():
+        return {"path": str(path), "skipped": True}
+    if policy is None:
+        driver = ScriptedPolicy()
+    else:
+        from agent.sessions.dagger import ExpertLabels
+
+        driver = ExpertLabels(policy, spec.get("beta", 0.0))
+    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction, policy=driver.name,
+                          desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+    if policy is not None:
+        driver.start(rec, spec["seed"])
+    from agent.sessions.dagger import ExpertTargets
+
+    res = Agent(desk, ExpertTargets(driver, rec), recorder=rec, max_steps=spec.get("max_steps", 200)).run()
+    desk.close()
+    return {"path": str(path), "success": res.success, "steps": res.steps}
+
+
+def record_demo_star(args: tuple[dict, str]) -> dict:
+    """:func:`record_demo` of one ``(spec, out)`` pair (for a process pool's ``imap``)."""
+    return record_demo(*args)
+
+
+def demo_specs(tasks: list[str], episodes: int, sizes: list[tuple[int, int, float]], seed: int,
+               human_like: bool = True) -> list[dict]:
+    specs = []
+    for task in tasks:
+        for w, h, s in sizes:
+            for e in range(episodes):
+                specs.append({"task": task, "seed": seed + e, "size": [w, h], "scale": s, "human_like": human_like})
+    return specs

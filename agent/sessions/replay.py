@@ -1,0 +1,175 @@
+"""Open-loop replay: a recorded session's frames, at their recorded ``t``, into a policy whose
+actions are compared with the recorded ones.
+
+Everything runs on the session's own clock, so the same session, policy and seed give
+byte-identical results on every run. Replays of virtual-desktop sessions rebuild the task
+alongside (re-applying the recorded actions) so expert policies can consult its ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.sessions.format import Event, Session
+from agent.stats import quantile
+from policies.actions import Action
+from policies.base import Observation, Policy
+
+POINTER_FIELDS = (("x", "y"), ("x2", "y2"))
+
+
+def _rebuild_desktop(session: Session) -> Any:
+    info = session.desktop
+    if info.get("kind") != "virtual":
+        return None
+    from agent.desktops.virtual import desktop_from_info
+
+    return desktop_from_info(info)
+
+
+def _distance_px(a: Action, b: Action, width: int, height: int) -> float:
+    d = 0.0
+    for fx, fy in POINTER_FIELDS:
+        if hasattr(a, fx) and hasattr(b, fx):
+            dx = (getattr(a, fx) - getattr(b, fx)) * width
+            dy = (getattr(a, fy) - getattr(b, fy)) * height
+            d = max(d, math.hypot(dx, dy))
+    return d
+
+
+def _same_except_coords(a: Action, b: Action) -> bool:
+    ja, jb = a.to_json(), b.to_json()
+    for fx, fy in POINTER_FIELDS:
+        for k in (fx, fy):
+            ja.pop(k, None)
+            jb.pop(k, None)
+    return ja == jb
+
+
+@dataclass
+class ReplayStats:
+    recorded: int = 0
+    predicted: int = 0
+    type_match: int = 0
+    exact: int = 0
+    within_tolerance: int = 0
+    distances: list[float] = field(default_factory=list)
+    keys: list[bool] = field(default_factory=list)
+    texts: list[bool] = field(default_factory=list)
+    per_type: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    policy_errors: list[str] = field(default_factory=list)
+    skipped_events: int = 0
+    spurious: int = 0
+
+
+def compare_step(stats: ReplayStats, recorded: list[Event], predicted: list[Action], session: Session,
+                 tolerance_px: float) -> None:
+    w, h = session.screen.width, session.screen.height
+    stats.recorded += len(recorded)
+    stats.predicted += len(predicted)
+    for i, ev in enumerate(recorded):
+        ref = ev.action
+        assert ref is not None
+        got = predicted[i] if i < len(predicted) else None
+        counts = stats.per_type[ref.type]
+        counts[1] += 1
+        if got is None or got.type != ref.type:
+            if ref.type == "key":
+                stats.keys.append(False)
+            elif ref.type == "type":
+                stats.texts.append(False)
+            continue
+        stats.type_match += 1
+        counts[0] += 1
+        dist = _distance_px(ref, got, w, h) if ref.point is not None else 0.0
+        if ref.point is not None:
+            stats.distances.append(dist)
+        same = _same_except_coords(ref, got)
+        if ref.type == "key":
+            stats.keys.append(same)
+        elif ref.type == "type":
+            stats.texts.append(same)
+        if same and dist <= tolerance_px:
+            stats.within_tolerance += 1
+        if same and dist <= 1.0:
+            stats.exact += 1
+
+
+def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10.0, history: int = 8) -> dict:
+    """Run ``policy`` open-loop over ``session`` and return the comparison as a JSON-able dict."""
+    by_frame: dict[int, list[Event]] = defaultdict(list)
+    for ev in session.actions():
+        by_frame[ev.frame].append(ev)
+    oracle_desktop = _rebuild_desktop(session)
+    instruction = session.instruction
+    policy.reset(instruction)
+    stats = ReplayStats()
+    hist: list[Action] = []
+    frames_decoded = 0
+    last_frame = None
+    # Events before the first frame (frame -1) are compared against the first frame.
+    pending_early = by_frame.pop(-1, [])
+    for frame in session.frames():
+        frames_decoded += 1
+        last_frame = frame
+        if oracle_desktop is not None:
+            oracle_desktop.observe()
+        events = pending_early + by_frame.pop(frame.index, [])
+        pending_early = []
+        cursor = oracle_desktop.cursor if oracle_desktop is not None else None
+        obs = Observation(frame, instruction, cursor, tuple(hist[-history:]),
+                          oracle_desktop.oracle if oracle_desktop is not None else None)
+        # The policy sees every frame, as in the live loop; actions it emits where none were
+        # recorded count as spurious.
+        try:
+            predicted = policy.act(obs)
+            if not isinstance(predicted, list) or not all(isinstance(a, Action) for a in predicted):
+                raise TypeError(f"policy returned {type(predicted).__name__}, not a list of Actions")
+        except Exception as e:
+            stats.policy_errors.append(f"frame {frame.index}: {type(e).__name__}: {e}")
+            predicted = []
+        if not events:
+            stats.spurious += len(predicted)
+            continue
+        compare_step(stats, events, predicted, session, tolerance_px)
+        for ev in events:
+            assert ev.action is not None
+            hist.append(ev.action)
+            if oracle_desktop is not None and ev.action.type != "done":
+                oracle_desktop.apply(ev.action)
+    stats.skipped_events = sum(len(v) for v in by_frame.values()) + len(pending_early)
+    if oracle_desktop is not None:
+        oracle_desktop.close()
+    d = stats.distances
+    rec = max(1, stats.recorded)
+    out = {
+        "session": str(session.path),
+        "policy": getattr(policy, "name", type(policy).__name__),
+        "screen": session.screen.to_json(),
+        "frames_decoded": frames_decoded,
+        "last_t": round(last_frame.t, 3) if last_frame is not None else None,
+        "recorded_actions": stats.recorded,
+        "predicted_actions": stats.predicted,
+        "skipped_events": stats.skipped_events,
+        "spurious_actions": stats.spurious,
+        "agreement": round(stats.exact / rec, 6),
+        "type_accuracy": round(stats.type_match / rec, 6),
+        "within_tolerance": round(stats.within_tolerance / rec, 6),
+        "tolerance_px": tolerance_px,
+        "click_distance_px": {
+            "n": len(d),
+            "mean": round(sum(d) / len(d), 3) if d else None,
+            "p50": round(quantile(d, 0.5), 3) if d else None,
+            "p95": round(quantile(d, 0.95), 3) if d else None,
+            "max": round(max(d), 3) if d else None,
+        },
+        "key_exact": round(sum(stats.keys) / len(stats.keys), 6) if stats.keys else None,
+        "text_exact": round(sum(stats.texts) / len(stats.texts), 6) if stats.texts else None,
+        "per_type": {k: {"matched": v[0], "recorded": v[1]} for k, v in sorted(stats.per_type.items())},
+        "policy_errors": stats.policy_errors,
+        "damage": list(session.damage),
+    }
+    return out
