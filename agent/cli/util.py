@@ -11,6 +11,7 @@ from agent.errors import UserError
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*(?:@\s*(\d+(?:\.\d+)?))?\s*$")
 MAX_SIDE = 16384
+VIRTUAL_MIN = (160, 120)  # the virtual desktop's smallest screen
 
 
 def parse_size(text: str, minimum: tuple[int, int] = (16, 16)) -> tuple[int, int, float | None]:
@@ -27,12 +28,21 @@ def parse_size(text: str, minimum: tuple[int, int] = (16, 16)) -> tuple[int, int
     return w, h, scale
 
 
-def parse_sizes(text: str, minimum: tuple[int, int] = (16, 16)) -> list[tuple[int, int, float | None]]:
-    """A comma list of sizes; the scale is None where none was given (each command has its default)."""
+def parse_sizes(text: str, minimum: tuple[int, int] = (16, 16), *, default_scale: float | None = None,
+                scale: bool = True) -> list[tuple]:
+    """A comma list of sizes, ``"640x480,1920x1080,5120x2880@2"`` -> ``[(640, 480, None), ...]``.
+
+    ``minimum``: the smallest width and height allowed. ``default_scale``: the scale of a size
+    given without one (None: left to the command). ``scale=False``: ``(width, height)`` pairs, for
+    commands where a scale means nothing (one given is ignored).
+    """
     items = [s for s in text.split(",") if s.strip()]
     if not items:
         raise UserError("no sizes given")
-    return [parse_size(s, minimum) for s in items]
+    sizes = [parse_size(s, minimum) for s in items]
+    if not scale:
+        return [(w, h) for w, h, _ in sizes]
+    return [(w, h, default_scale if s is None else s) for w, h, s in sizes]
 
 
 def parse_window(points: str | None, pixels: str | None, tile_pt: int) -> tuple[int, int, int, int] | None:

@@ -56,7 +56,7 @@ def _machine() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    sizes = [(w, h, s) for w, h, s in parse_sizes(args.sizes)] if args.sizes else None
+    sizes = parse_sizes(args.sizes) if args.sizes else None
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
     options = {"sizes": sizes, "policies": policies, "device": args.device, "quick": args.quick}
     if args.plot and not args.plot.lower().endswith(".png"):

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from agent.cli.util import console, default_scale, parse_sizes, parse_virtual_tasks, print_json
+from agent.cli.util import VIRTUAL_MIN, console, default_scale, parse_sizes, parse_virtual_tasks, print_json
 from agent.errors import UserError
 
 DEFAULT_SIZES = "640x480,1920x1080,5120x2880@2"
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
     tasks = parse_virtual_tasks(args.task)
-    sizes = parse_sizes(args.size, minimum=(160, 120))
+    sizes = parse_sizes(args.size, VIRTUAL_MIN)
     policy_name = args.policy or best_bundled_policy()
     try:
         policy = load_policy(policy_name, seed=args.seed)

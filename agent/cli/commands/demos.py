@@ -10,16 +10,6 @@ from agent.cli import util
 from agent.errors import UserError
 from agent.sessions.demos import DAGGER_MAX_STEPS, demo_specs, record_demo, record_demo_star
 
-VIRTUAL_MIN = (160, 120)  # the virtual desktop's smallest screen
-
-
-def parse_sizes(text: str) -> list[tuple[int, int, float]]:
-    """``"640x480,1920x1080,5120x2880@2"`` -> [(640, 480, 1.0), ...]: scale 1 unless given."""
-    return [(w, h, s or 1.0) for w, h, s in util.parse_sizes(text, minimum=VIRTUAL_MIN)]
-
-
-parse_tasks = util.parse_virtual_tasks
-
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -32,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
         return run_demos(args)
     if args.suite != "virtual":
         raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
-    tasks = parse_tasks(args.tasks)
-    sizes = parse_sizes(args.sizes)
+    tasks = util.parse_virtual_tasks(args.tasks)
+    sizes = util.parse_sizes(args.sizes, util.VIRTUAL_MIN, default_scale=1.0)
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
     out = Path(args.out)

@@ -14,10 +14,6 @@ DEFAULT_SIZES = [
 ]
 
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    return [(w, h) for w, h, _ in util.parse_sizes(text, minimum=(1, 1))]
-
-
 def report(sizes: list[tuple[int, int]], purpose: str, refresh: bool, fps: float = 30.0) -> dict:
     from encoders import EncoderError, choose
 
@@ -64,7 +60,7 @@ def _table(doc: dict):
 
 
 def run(args) -> int:
-    sizes = parse_sizes(args.sizes) if args.sizes else DEFAULT_SIZES
+    sizes = util.parse_sizes(args.sizes, (1, 1), scale=False) if args.sizes else DEFAULT_SIZES
     doc = report(sizes, args.purpose, args.refresh, args.fps)
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -13,7 +13,7 @@ from agent.scaleout.backends import add_backend_arguments
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent.cli.commands.demos import parse_sizes, parse_tasks
+    from agent.cli.util import VIRTUAL_MIN, parse_sizes, parse_virtual_tasks
     from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, summarise, table
     from agent.scaleout.backends import evaluate_episodes
     from policies.base import PolicyError
@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--mode applies to --suite miniwob only")
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
-    tasks = parse_tasks(args.tasks)
-    sizes = parse_sizes(args.sizes)
+    tasks = parse_virtual_tasks(args.tasks)
+    sizes = parse_sizes(args.sizes, VIRTUAL_MIN, default_scale=1.0)
     specs = episode_specs(tasks, args.episodes, sizes, seed=args.seed if args.seed is not None else EVAL_SEED)
     bar = tqdm(total=len(specs), desc=f"eval {args.policy}", unit="ep", disable=args.json, file=sys.stderr)
     try:  # episodes are tasks on a backend (agent.scaleout.backends); results come back in spec order
