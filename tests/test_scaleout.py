@@ -21,10 +21,10 @@ from agent.errors import UserError
 from agent.scaleout.backends import (
     deterministic_view,
     evaluate_episodes,
-    find_sessions,
     replay_sessions,
     run_tasks,
 )
+from agent.sessions.format import find_sessions
 from policies.builtin import RandomPolicy
 
 # Inherited by pool processes and by Ray's workers (started after this module is imported); made

@@ -19,8 +19,8 @@ BENCH_SEED = 50_000
 
 def _record_sessions(out: str, tasks: list[str], per_task: int) -> list[str]:
     from agent.desktops.virtual.evaluate import episode_specs
-    from agent.scaleout.backends import find_sessions
     from agent.sessions.demos import record_demo
+    from agent.sessions.format import find_sessions
 
     for spec in episode_specs(tasks, per_task, [REPLAY_SIZE], seed=BENCH_SEED):
         record_demo({**spec, "fps": 10.0}, out)

@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -542,29 +542,8 @@ def _throughput(kind: str, results: list[dict], backend: str, workers: int, wall
 # What the commands call.
 
 
-def find_sessions(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Sessions named by ``paths``, in order: a session directory as given; any other directory
-    searched recursively for ``session.json`` (sorted by path); duplicates dropped. A path that
-    is neither stays in the list, so its task reports why it is not a session."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir() and not (p / "session.json").exists():
-            found = sorted(str(f.parent) for f in p.rglob("session.json"))
-            if not found:
-                raise UserError(f"{p}: no sessions found (no session.json below it)")
-        else:
-            found = [str(p)]
-        for s in found:
-            if s not in seen:
-                seen.add(s)
-                out.append(s)
-    return out
-
-
 def replay_sessions(paths: list[str], policy_spec: str, *, tolerance_px: float = 10.0, **kw: Any) -> RunReport:
-    """Replay each session (paths as :func:`find_sessions` gives them) through the policy."""
+    """Replay each session (paths as :func:`agent.sessions.format.find_sessions` gives them) through the policy."""
     return run_tasks("replay", [{"session": p} for p in paths], policy_spec,
                      options={"tolerance_px": tolerance_px}, **kw)
 

@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,27 @@ def read_events(path: Path, damage: list[str]) -> list[Event]:
         last_t = ev.t
         events.append(ev)
     return events
+
+
+def find_sessions(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Sessions named by ``paths``, in order: a session directory as given; any other directory
+    searched recursively for ``session.json`` (sorted by path); duplicates dropped. A path that
+    is neither stays in the list, so its task reports why it is not a session."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir() and not (p / "session.json").exists():
+            found = sorted(str(f.parent) for f in p.rglob("session.json"))
+            if not found:
+                raise UserError(f"{p}: no sessions found (no session.json below it)")
+        else:
+            found = [str(p)]
+        for s in found:
+            if s not in seen:
+                seen.add(s)
+                out.append(s)
+    return out
 
 
 def open_session(path: str | Path) -> Session:

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.scaleout.backends import find_sessions, replay_sessions
+    from agent.scaleout.backends import replay_sessions
+    from agent.sessions.format import find_sessions
 
     paths = find_sessions(args.sessions)
     report = replay_sessions(paths, args.policy, tolerance_px=args.tolerance_px, seed=args.seed,
