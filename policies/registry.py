@@ -6,17 +6,11 @@ from pathlib import Path
 
 from policies.base import Policy, PolicyError
 from policies.builtin import RandomPolicy, ScriptedPolicy
+from policies.checkpoints import BUNDLED, PIXEL_SIZES, bundled_checkpoint
 
 BUILTIN = ("scripted", "random")
-PIXEL_SIZES = ("pixel-tiny", "pixel-small", "pixel-base", "pixel-large")
-MINIWOB_CHECKPOINTS = ("miniwob-pixel-tiny", "miniwob-pixel-small")  # bundled, trained on MiniWoB++ demos
-BUNDLED = PIXEL_SIZES + MINIWOB_CHECKPOINTS  # names that mean a checkpoint in fixtures/checkpoints
-
-
-def bundled_checkpoint(name: str) -> Path:
-    """Where a bundled checkpoint lives: ``fixtures/checkpoints/<name>`` beside the package."""
-    return Path(__file__).resolve().parent.parent / "fixtures" / "checkpoints" / name
-
+__all__ = ["BUILTIN", "BUNDLED", "PIXEL_SIZES", "available_policies", "best_bundled_policy", "bundled_checkpoint",
+           "bundled_success", "load_policy"]
 
 SUCCESS_BAR = 0.9
 
@@ -56,8 +50,8 @@ def available_policies() -> list[str]:
 
 
 def load_policy(spec: str, *, seed: int = 0, device: str = "cpu") -> Policy:
-    """``scripted``, ``random``, ``pixel-<size>`` (the bundled checkpoint), ``miniwob-pixel-<size>``
-    (the bundled checkpoint trained on MiniWoB++ demos) or a checkpoint folder."""
+    """``scripted``, ``random``, a bundled checkpoint by name (``pixel-<size>``, or any other folder
+    in ``fixtures/checkpoints``), a checkpoint folder, or ``hf-vlm:<folder or shape>``."""
     if spec == "scripted":
         return ScriptedPolicy()
     if spec == "random":

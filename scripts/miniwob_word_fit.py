@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.desktops.miniwob.desktop import MiniWoBBrowser, open_miniwob  # noqa: E402
 from agent.desktops.miniwob.evaluate import parse_tasks  # noqa: E402
 from agent.desktops.miniwob.reading import page_words  # noqa: E402
-from policies.pixel.preprocess import centred_word, window_origins  # noqa: E402
+from policies.pixel.processing import centred_word, window_origins  # noqa: E402
 
 INSTRUCTION_BAR = 50  # points: the task area's words below this are the page's own
 

@@ -13,7 +13,7 @@ from agent.sessions.demos import demo_specs, record_demo
 from agent.sessions.format import EXPERT_TARGET, open_session
 from policies.pixel import PixelConfig, PixelModel, encode_text
 from policies.pixel.codec import LABEL_FIELDS, loss
-from policies.pixel.model import word_position, word_templates
+from policies.pixel.words import word_position, word_templates
 from policies.train import session_samples
 from tests.test_pixel_match import _blank_step
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModel
 
 from policies.base import PolicyError
-from policies.pixel.config import SIZES, TARGET_PARAMS, PixelConfig
-from policies.pixel.model import PixelModel, PixelOutput, TextCache
+from policies.checkpoints import BUNDLED, checkpoint_dir
+from policies.pixel.configuration import SIZES, TARGET_PARAMS, PixelConfig
+from policies.pixel.grounding import TextCache
+from policies.pixel.modeling import PixelModel, PixelOutput
 from policies.pixel.policy import PixelPolicy, inference_dtype
-from policies.pixel.preprocess import Preprocessor, VisualInputs, encode_text
-from policies.registry import BUNDLED, bundled_checkpoint
+from policies.pixel.processing import Preprocessor, VisualInputs, encode_text
 
 try:
     AutoConfig.register(PixelConfig.model_type, PixelConfig)
@@ -26,21 +27,13 @@ except ValueError:  # already registered (module reloaded)
     pass
 
 
-def checkpoint_dir(spec: str) -> Path:
-    """The folder of a bundled checkpoint (``pixel-<size>``, ``miniwob-pixel-<size>``) or of a
-    checkpoint path."""
-    if spec in BUNDLED:
-        return bundled_checkpoint(spec)
-    return Path(spec)
-
-
 def load_model(spec: str, device: str = "cpu") -> PixelModel:
     folder = checkpoint_dir(spec)
     if not (folder / "config.json").is_file():
         if spec in BUNDLED:
             raise PolicyError(
                 f"no bundled checkpoint for {spec} (looked in {folder}); train one with "
-                f"`dw train SESSIONS --size {spec.removeprefix('miniwob-')} --out DIR` and pass DIR as the policy"
+                f"`dw train SESSIONS --size {spec} --out DIR` and pass DIR as the policy"
             )
         raise PolicyError(f"{folder}: not a checkpoint folder (no config.json inside)")
     try:
@@ -51,7 +44,7 @@ def load_model(spec: str, device: str = "cpu") -> PixelModel:
 
 
 def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto", runtime: str = "auto") -> PixelPolicy:
-    """A bundled checkpoint (``pixel-<size>``, ``miniwob-pixel-<size>``) or a checkpoint folder.
+    """A bundled checkpoint (by name) or a checkpoint folder.
 
     ``dtype``: see :func:`policies.pixel.policy.inference_dtype`; ``runtime``:
     :func:`policies.pixel.runtime.choose_runtime`."""

@@ -7,13 +7,10 @@ point if any, else the global patch under it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import torch
 
 from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type, Wait
-from policies.pixel.config import PixelConfig
+from policies.pixel.configuration import PixelConfig
 
 LABEL_FIELDS = ("type", "button", "count", "key", "scroll_x", "scroll_y", "wait", "ptr0", "ptr1",
                 "span_start", "span_end", "word")  # word: where the word naming ptr0's target starts
@@ -129,126 +126,6 @@ def decode(cfg: PixelConfig, out, raw_text: bytes, i: int = 0) -> list[Action]:
 
 
 NO_WORD = -2  # a sample's ``word`` label where its demo names targets but none for this step
-SNAP_ROW = 0.03  # snap_loss: a placement this close to the click in y (screen units) is on its row,
-SNAP_REACH = 0.25  # this close in x beside it (a label right of its radio button, a link's own word),
-SNAP_FLOOR = 0.3  # and it matched the word at least this well
-SNAP_SAME_X = 0.03  # the click is on the word itself (the move takes its x too) within this in x
-
-
-def snap_loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What a ``match_snap`` model's first pointer learns from demos that name their targets' words
-    (:class:`~policies.pixel.model.PixelModel.snap`), at the glimpse the demo points into:
-
-    - ``snap_choice``: the best-matching placement of the word on the click's row (beside it, not
-      the instruction bar's copy) wins the glimpse's choice;
-    - ``snap_gate``: the move goes all the way where there is one (in x only if the click is on the
-      word itself), and nowhere where there is none or no word names the target.
-
-    Without these the choice learns only through the point error, times a move that starts small:
-    the two shrink together (measured: on click-option the move's gate ended at 0.2–4 % in x and
-    11–36 % in y)."""
-    import torch.nn.functional as F
-
-    tgt, word = labels["ptr0"], labels["word"]
-    k = out.snap_logits.shape[2]
-    g = tgt - (out.offsets.shape[2] - k)  # the glimpse pointed into
-    use = (g >= 0) & ((word >= 0) | (word == NO_WORD))
-    if not use.any():
-        return {}
-    i, gi = torch.arange(len(tgt)), g.clamp(min=0)
-    box = out.boxes[i, tgt.clamp(min=0)].float()
-    click = box[:, :2] + offsets[:, 0] * (box[:, 2:] - box[:, :2])  # (B, 2) screen units
-    spot, score = out.snap_spots[:, 0].float(), out.snap_scores[:, 0].float()  # (B, C, 2), (B, C)
-    d = (spot - click[:, None]).abs()
-    near = (d[..., 1] < SNAP_ROW) & (d[..., 0] < SNAP_REACH) & (score >= SNAP_FLOOR) & (word >= 0)[:, None]
-    best = score.masked_fill(~near, -1.0).argmax(-1)
-    has = near.any(-1) & use
-    at = spot[i, best]  # (B, 2)
-    pos = near & ((spot - at[:, None]).abs() < 0.01).all(-1)  # the best one and its copies in overlapping windows
-    parts = {}
-    if has.any():
-        z = out.snap_logits[i, 0, gi].float()  # (B, C)
-        nll = z.logsumexp(-1) - z.masked_fill(~pos, -1e4).logsumexp(-1)
-        parts["snap_choice"] = nll[has].mean()
-    alpha = out.snap_alpha[i, 0, gi].float()  # (B, 2)
-    same_x = (at[:, 0] - click[:, 0]).abs() < SNAP_SAME_X
-    want = torch.stack([has & same_x, has], -1).float()
-    parts["snap_gate"] = F.binary_cross_entropy(alpha[use].clamp(1e-4, 1 - 1e-4), want[use])
-    return parts
-
-
-def cell_loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What a ``cell_offsets`` model's pointers learn (:meth:`~policies.pixel.model.PixelModel.cells`),
-    at the glimpse each demo points into: ``cell``, a cross-entropy choosing the cell that holds
-    the demo's point; ``cell_fine``, that cell's point onto the demo's (weighted as the offsets);
-    and ``cell_trust``, a binary cross-entropy teaching whether the move the chosen cell makes
-    brings the point nearer the demo's, where it makes one."""
-    import torch.nn.functional as F
-
-    k, cells = out.cell_logits.shape[2], out.cell_logits.shape[3]
-    s = math.isqrt(cells)
-    n_global = out.pointer_logits.shape[-1] - k
-    ce, fine, trust = [], [], []
-    for j in range(2):
-        tgt = labels[f"ptr{j}"]
-        i = (tgt >= n_global).nonzero()[:, 0]  # samples pointing into a glimpse
-        if not len(i):
-            continue
-        g, o = tgt[i] - n_global, offsets[i, j].float()
-        cell = (o[:, 1] * s).long().clamp(0, s - 1) * s + (o[:, 0] * s).long().clamp(0, s - 1)
-        ce.append(F.cross_entropy(out.cell_logits[i, j, g].float(), cell))
-        fine.append(F.smooth_l1_loss(out.cell_points[i, j, g, cell].float(), o, beta=0.01))
-        base, moved = out.cell_base[i, j, g].detach().float(), out.cell_moved[i, j, g].detach().float()
-        moves = (moved != base).any(-1)
-        if moves.any():
-            better = ((moved - o).abs().sum(-1) < (base - o).abs().sum(-1)).float()
-            trust.append(F.binary_cross_entropy_with_logits(out.cell_trust[i, j, g][moves].float(), better[moves]))
-    if not ce:
-        return {}
-    parts = {"cell": sum(ce) / len(ce), "cell_fine": 8.0 * sum(fine) / len(fine)}
-    if trust:
-        parts["cell_trust"] = sum(trust) / len(trust)
-    return parts
-
-
-def loss(out, labels: dict[str, torch.Tensor], offsets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum of the heads' losses; labels of -1 are ignored. ``offsets``: (B, 2, 2)."""
-    import torch.nn.functional as F
-
-    parts: dict[str, torch.Tensor] = {}
-
-    def ce(name: str, logits: torch.Tensor, target: torch.Tensor) -> None:
-        if (target >= 0).any():
-            parts[name] = F.cross_entropy(logits.float(), target, ignore_index=-1)
-
-    ce("type", out.type_logits, labels["type"])
-    ce("button", out.button_logits, labels["button"])
-    ce("count", out.count_logits, labels["count"])
-    ce("key", out.key_logits, labels["key"])
-    ce("scroll", out.scroll_logits.flatten(0, 1),
-       torch.stack([labels["scroll_x"], labels["scroll_y"]], 1).flatten())
-    ce("wait", out.wait_logits, labels["wait"])
-    ce("span", torch.cat([out.span_start, out.span_end]), torch.cat([labels["span_start"], labels["span_end"]]))
-    if getattr(out, "word_logits", None) is not None:  # a reading model learns which word names its target
-        ce("word", out.word_logits[:, 0], labels["word"].clamp(min=-1))
-    if getattr(out, "snap_logits", None) is not None:
-        parts.update(snap_loss(out, labels, offsets))
-    if getattr(out, "cell_logits", None) is not None:
-        parts.update(cell_loss(out, labels, offsets))
-    off_terms = []
-    for j in range(2):
-        tgt = labels[f"ptr{j}"]
-        ce(f"ptr{j}", out.pointer_logits[:, j], tgt)
-        valid = tgt >= 0
-        if valid.any():
-            idx = tgt.clamp(min=0)
-            pred = out.offsets[:, j].gather(1, idx[:, None, None].expand(-1, 1, 2))[:, 0]  # (B, 2)
-            off_terms.append(F.smooth_l1_loss(pred[valid].float(), offsets[valid, j], beta=0.01, reduction="sum")
-                             / max(1, int(valid.sum())))
-    if off_terms:
-        parts["offset"] = 8.0 * sum(off_terms)  # ~1-point precision matters (sliders)
-    total = sum(parts.values())
-    return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def history_features(cfg: PixelConfig, actions, raw_text: bytes) -> tuple[np.ndarray, np.ndarray]:

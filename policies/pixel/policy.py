@@ -8,11 +8,12 @@ import torch
 from policies.actions import Action
 from policies.base import Observation
 from policies.pixel.codec import decode, history_features
-from policies.pixel.drawn import DrawnReads
-from policies.pixel.model import PixelModel, PixelOutput
-from policies.pixel.preprocess import Preprocessor, encode_text
+from policies.pixel.grounding import ReaderGrounding, TemplateGrounding
+from policies.pixel.modeling import PixelModel, PixelOutput
+from policies.pixel.processing import Preprocessor, encode_text
 from policies.pixel.reads import TileReads
 from policies.pixel.runtime import OnnxStep, choose_runtime, cpu_flags, dtype_setting, int8_matmuls
+from policies.pixel.templates import DrawnReads
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -62,13 +63,13 @@ class PixelPolicy:
         read_dtype = torch.bfloat16 if fast and _cpu_has_native_bf16() else self.dtype
         self._step = OnnxStep(self.model, int8=self.int8) if onnx else None
         self.cfg = model.config
-        self.read_dtype = read_dtype if self.cfg.match and not self.cfg.match_drawn else None
+        grounding = self.model.grounding
+        self.read_dtype = read_dtype if isinstance(grounding, ReaderGrounding) else None
         read_runtime = "torch" if read_dtype != self.dtype else self.runtime
-        if self.cfg.match_drawn:  # no reader: the instruction's words are drawn and matched
+        if isinstance(grounding, TemplateGrounding):  # the instruction's words drawn and matched
             self.reads = DrawnReads(self.cfg)
-        elif self.cfg.match:
-            self.reads = TileReads(self.model.reader, self.cfg.read_px, read_runtime,
-                                   windows=bool(self.cfg.match_window), dtype=read_dtype)
+        elif isinstance(grounding, ReaderGrounding):
+            self.reads = TileReads(grounding.reader, self.cfg.read_px, read_runtime, dtype=read_dtype)
         else:
             self.reads = None
         self.name = name
@@ -119,12 +120,9 @@ class PixelPolicy:
         arrays = dict(arrays)
         if isinstance(self.reads, DrawnReads):
             match, pos = self.reads.frame(arrays.pop("read_glimpses")[0], arrays["glimpse_mask"][0], self._ids)
-            arrays["match"] = match[None]
-            if self.cfg.match_placed:
-                arrays["match_pos"] = pos[None]
+            arrays["match"], arrays["match_pos"] = match[None], pos[None]
         elif self.reads is not None:
-            arrays["read_probs"] = self.reads.frame(arrays["glimpses"][0], arrays.pop("read_glimpses")[0],
-                                                    arrays["glimpse_mask"][0])[None]
+            arrays["read_probs"] = self.reads.frame(arrays.pop("read_glimpses")[0], arrays["glimpse_mask"][0])[None]
         if self._step is not None:
             return self._step(arrays)
         return self.model(**{k: torch.from_numpy(a).to(self.device) for k, a in arrays.items()},

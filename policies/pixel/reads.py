@@ -1,4 +1,4 @@
-"""What a reading (``match``) policy's reader says about each frame's tiles, remembered per tile.
+"""What a reader grounding's reader says about each frame's read windows, remembered per window.
 
 At video rate most of a screen does not change from one frame to the next, and a reader's output
 depends on a tile's pixels only (the instruction enters afterwards, as a product with its word
@@ -6,8 +6,8 @@ templates). So each tile's reading is kept, keyed by a digest of its pixels, and
 seen before are read: a static screen costs no reading at all, a click that changes one widget
 costs one tile. Tiles of padded (masked) glimpses are not read: no output of the step depends on
 them. The step takes the remembered probabilities as its ``read_probs`` input and matches them
-with the instruction's words itself, as :meth:`policies.pixel.model.PixelModel.read_match` does
-from the tiles (tested).
+with the instruction's words itself, as
+:meth:`policies.pixel.grounding.ReaderGrounding.scores` does from the windows (tested).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import torch
 import xxhash
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from policies.pixel.model import READ_WIDTH, Reader
 from policies.pixel.runtime import onnx_session
+from policies.pixel.vision import Reader
+from policies.pixel.words import READ_WIDTH
 
 CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
 
@@ -114,7 +115,7 @@ class TileReads:
     benchmarks; :meth:`clear` forgets every tile (a cold start)."""
 
     def __init__(self, reader: Reader, read_px: int | tuple[int, int], runtime: str = "torch",
-                 capacity: int = CAPACITY, windows: bool = False, dtype: torch.dtype | None = None):
+                 capacity: int = CAPACITY, dtype: torch.dtype | None = None):
         dtype = next(reader.parameters()).dtype if dtype is None else dtype
         device = next(reader.parameters()).device
         fuse = runtime == "torch" and conv_act_fusable(device)
@@ -122,7 +123,6 @@ class TileReads:
         self.capacity = capacity
         self.read = 0
         self._seen: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self.windows = windows  # the reads are windows alone (PixelConfig.match_window), not the glimpses too
         self._session = None
         h, w = (read_px, read_px) if isinstance(read_px, int) else read_px
         if runtime == "onnx":
@@ -159,11 +159,9 @@ class TileReads:
             self._seen.popitem(last=False)
         return out
 
-    def frame(self, glimpses: np.ndarray, read_glimpses: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """One frame's (K, G, G, 3) glimpses, their (P*K, G, G, 3) shifted copies (phase-major)
-        and (K,) mask -> ((P+1)*K, C) probabilities: the step's ``read_probs`` (zero for the tiles
-        of masked glimpses). With ``windows``, the (4*K, h, w, 3) windows alone -> (4*K, C). The step
+    def frame(self, read_glimpses: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One frame's (4*K, h, w, 3) read windows (window-major) and (K,) glimpse mask -> (4*K, C)
+        probabilities: the step's ``read_probs`` (zero for the windows of masked glimpses). The step
         compares them with the instruction's words itself: in ONNX Runtime's threads, not numpy's
         (whose BLAS threads spin on after a product, and took the cores from the step that followed)."""
-        tiles = read_glimpses if self.windows else np.concatenate([glimpses, read_glimpses])
-        return self.probs(tiles, np.tile(mask.astype(bool), len(tiles) // len(glimpses)))
+        return self.probs(read_glimpses, np.tile(mask.astype(bool), len(read_glimpses) // len(mask)))

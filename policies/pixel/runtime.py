@@ -36,14 +36,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.pixel.model import READ_WIDTH, PixelModel, PixelOutput, TextCache, word_templates
+from policies.pixel.grounding import TextCache, grounding_class
+from policies.pixel.modeling import PixelModel, PixelOutput
+from policies.pixel.words import word_templates
 
 RUNTIMES = ("auto", "torch", "onnx")
 ONNX_MAX_HIDDEN = 256  # auto picks ONNX Runtime up to this hidden size (dw bench policies measures why)
 STEP_INPUTS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cursor", "history_types",
                "history_points")
-TRAINING_OUTPUTS = ("word_logits", "snap_logits", "snap_spots", "snap_scores", "snap_alpha", "cell_logits",
-                    "cell_points", "cell_trust", "cell_base", "cell_moved")  # None outside training: not outputs of the step
+TRAINING_OUTPUTS = ("aux", "loss", "loss_parts")  # None outside training: not outputs of the step
 OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput) if f.name not in TRAINING_OUTPUTS)
 
 
@@ -91,20 +92,16 @@ def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dt
 
 
 def step_inputs(config) -> tuple[str, ...]:
-    """The per-frame inputs of a model with ``config``: a reading (``match``) model also takes the
-    shifted copies of its glimpses."""
-    return STEP_INPUTS + (("read_glimpses",) if config.match else ())
+    """The per-frame inputs of a model with ``config`` (training arrays): the core's, then its
+    grounding's (a reader's or a template's read windows)."""
+    return STEP_INPUTS + grounding_class(config.grounding).step_inputs
 
 
 def run_inputs(config) -> tuple[str, ...]:
-    """The inputs of the step a policy runs: a reading model's reads come in as ``read_probs``,
-    made outside the step by :class:`policies.pixel.reads.TileReads` (each distinct tile read once);
-    a drawn-match model's as ``match`` (:class:`policies.pixel.drawn.DrawnReads`)."""
-    if not config.match:
-        return STEP_INPUTS
-    if config.match_drawn:
-        return STEP_INPUTS + (("match", "match_pos") if config.match_placed else ("match",))
-    return STEP_INPUTS + ("read_probs",)
+    """The inputs of the step a policy runs: the core's, then its grounding's, made outside the
+    step (a reader's probabilities, each distinct window read once: :class:`policies.pixel.reads.TileReads`;
+    a template grounding's matches: :class:`policies.pixel.templates.DrawnReads`)."""
+    return STEP_INPUTS + grounding_class(config.grounding).run_inputs
 
 
 def onnx_session(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
@@ -167,7 +164,7 @@ class _FlatStep(nn.Module):
         inputs = dict(zip(self.inputs, args[:n], strict=True))
         states, mask, *rest = args[n:]
         template = starts = None
-        if self.model.config.match:
+        if self.model.grounding.text_inputs:
             template, starts, *rest = rest
         kv = rest
         cache = TextCache([(kv[i], kv[i + 1]) for i in range(0, len(kv), 2)], states, mask, template, starts)
@@ -194,14 +191,11 @@ class OnnxStep:
             torch.zeros(1, c.history, dtype=torch.long),
             torch.zeros(1, c.history, 3),
         )
-        if c.match:
-            example += ((torch.zeros(1, k, c.reads_per_glimpse, 2),) if c.match_drawn
-                        else (torch.zeros(1, c.reads_per_glimpse * k, READ_WIDTH),))
-            if c.match_placed:
-                example += (torch.zeros(1, k, c.reads_per_glimpse, 2, 2),)
+        extra, extra_axes = model.grounding.example_inputs(k)
+        example += tuple(extra.values())
         example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
-        match_names = ["text_template", "text_starts"] if c.match else []
-        if c.match:
+        match_names = list(model.grounding.text_inputs)
+        if match_names:
             example += word_templates(torch.tensor([[65, 32]]))
         example += tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
         kv_names = [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
@@ -209,8 +203,7 @@ class OnnxStep:
         names = list(run_inputs(c)) + self.text_names
         text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
                     **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names},
-                    **({"match": {3: "text"}} if c.match_drawn else {}),
-                    **({"match_pos": {3: "text"}} if c.match_placed else {})}
+                    **extra_axes}
         self.session = onnx_session(_FlatStep(model.float().eval()), example, names,
                                     [f"out_{k}" for k in OUTPUTS], text_len, int8=int8)
         self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs

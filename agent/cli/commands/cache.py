@@ -10,7 +10,7 @@ from agent.errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    from policies.train import prune_cache
+    from agent.training.dataset import prune_cache
 
     d = Path(args.dir)
     if not d.is_dir():

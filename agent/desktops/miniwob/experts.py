@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from agent.desktops.miniwob.browser import TASK_H, TASK_W
 from policies.actions import Action, Click, Key, Type, Wait
-from policies.pixel.model import _is_word_char, word_position
+from policies.pixel.words import is_word_char, word_position
 
 # One round-trip: the interactive elements of the page with their boxes and state, plus task globals.
 SNAPSHOT_JS = r"""
@@ -234,12 +234,12 @@ def named_word(utterance: str, text: str) -> str | None:
     it as a whole word (as training finds it: :func:`policies.pixel.model.word_position`): the
     instruction word that names that element; else None."""
     i, j = 0, len(text)
-    while i < j and not _is_word_char(text[i]):
+    while i < j and not is_word_char(text[i]):
         i += 1
-    while j > i and not _is_word_char(text[j - 1]):
+    while j > i and not is_word_char(text[j - 1]):
         j -= 1
     word = text[i:j]
-    if not word or any(not _is_word_char(c) for c in word):
+    if not word or any(not is_word_char(c) for c in word):
         return None
     return word if word_position(utterance.encode("utf-8"), word) >= 0 else None
 

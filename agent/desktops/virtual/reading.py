@@ -25,7 +25,7 @@ from PIL import Image
 from agent.desktops.virtual.desktop import VirtualDesktop
 from agent.desktops.virtual.render import TEXT, WALLPAPERS, Canvas, Painter, font
 from agent.desktops.virtual.tasks import TASKS
-from policies.pixel.model import WORD_EXTRA
+from policies.pixel.words import WORD_EXTRA
 
 SIZES = ((640, 480, 1.0), (1280, 720, 1.0), (1920, 1080, 1.0), (1600, 900, 1.25), (1920, 1080, 1.5),
          (2560, 1440, 2.0))
@@ -158,11 +158,11 @@ def scene_windows(rng: random.Random, pixels: np.ndarray, scale: float, words: l
                   window: tuple[int, int, int, int], max_chars: int = 12) -> list[tuple[np.ndarray, str]]:
     """Up to ``n`` read windows (``window`` = ``(w_pt, h_pt, w_px, h_px)``, as
     ``PixelConfig.match_window``) cut around the scene's words, each with the word it names
-    (:func:`~policies.pixel.preprocess.centred_word`: the one centred in its middle half-tile
+    (:func:`~policies.pixel.processing.centred_word`: the one centred in its middle half-tile
     cell, if whole). Mostly placed so a chosen word's centre lies in that cell, as one of the
     four windows of a glimpse has it wherever the tile grid falls; sometimes anywhere near it.
     Black beyond the frame's edges, as the policy's windows are."""
-    from policies.pixel.preprocess import centred_word, crop_padded
+    from policies.pixel.processing import centred_word, crop_padded
 
     w_pt, h_pt, w_px, h_px = window
     ww, wh, cell = max(1, round(w_pt * scale)), max(1, round(h_pt * scale)), tile_pt * scale / 2

@@ -1,17 +1,15 @@
-"""Drawn matches: where the instruction's own words stand on the screen, found by drawing them.
+"""Template grounding: where the instruction's own words stand on the screen, found by drawing them.
 
 A reader names the word in each read window and the step compares that name with the
-instruction (:mod:`policies.pixel.reads`). A drawn-match model (``PixelConfig.match_drawn``) asks
-the easier question directly: it draws each instruction word in a few fonts, sizes and styles
-(``match_drawn``: ``[font file, pixel size, underlined]`` each) and scores each read window by the
-normalised cross-correlation of the best-fitting drawing placed with its centre in the window's
-middle cell, the cell a reader's word is named by (:func:`policies.pixel.preprocess.centred_word`).
-Nothing is learned here, and nothing depends on what the reader happened to see in training:
-a random string like ``qMtj3`` is found as well as a common word, which a reader of ~10-pixel
-text could not be taught (``docs/miniwob.md``). It sees only the screen's pixels and the
-instruction. It finds text drawn in the fonts it is given, at about the sizes it is given:
-the right tool where a UI's fonts are known (MiniWoB++ pages in Chromium draw Arial as Liberation
-Sans), not a general reader.
+instruction (:mod:`policies.pixel.reads`). A template grounding (``GroundingConfig.kind`` =
+``template``) asks the easier question directly: it draws each instruction word in a few fonts,
+sizes and styles (``styles``: ``[font file, pixel size, underlined]`` each, data of the suite the
+checkpoint was trained for, saved in its config) and scores each read window by the normalised
+cross-correlation of the best-fitting drawing placed with its centre in the window's middle cell,
+the cell a reader's word is named by (:func:`policies.pixel.processing.centred_word`). Nothing is
+learned here: a random string like ``qMtj3`` is found as well as a common word. It finds text
+drawn in the fonts it is given, at about the sizes it is given: the right tool where a UI's fonts
+are known, not a general reader.
 """
 
 from __future__ import annotations
@@ -23,33 +21,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agent.errors import UserError
+from policies.base import PolicyError
+from policies.pixel.words import is_word_char
 
-# MiniWoB++'s text (Arial 10 px labels and paragraphs, 13.33 px buttons, underlined links, bold
-# headings) as Chromium draws it where Arial is Liberation Sans: the drawings that matched
-# targets on unseen pages (docs/miniwob.md, "Drawn matches").
-MINIWOB_DRAWN = [["LiberationSans-Regular.ttf", 10, False], ["LiberationSans-Regular.ttf", 11, False],
-                 ["LiberationSans-Regular.ttf", 13.333, False], ["LiberationSans-Regular.ttf", 10, True],
-                 ["LiberationSans-Regular.ttf", 11, True], ["LiberationSans-Bold.ttf", 10, False],
-                 ["LiberationSans-Bold.ttf", 12, False]]
 FLAT = 4.0  # a placement whose pixels vary less than this (grey levels, standard deviation) scores 0
 NCC_FLOOR, NCC_FULL = 0.5, 0.9  # correlation mapped to a match of 0 and of 1 (linear between)
-MAX_WORDS = 16  # distinct instruction words drawn (a MiniWoB++ instruction has 4-12)
+MAX_WORDS = 16  # distinct instruction words drawn (a task's instruction has 4-12)
 
 
 def instruction_words(text_ids: np.ndarray) -> list[tuple[str, list[int]]]:
     """The instruction's distinct words (runs of word bytes, as :func:`policies.pixel.model.word_templates`
     cuts them) with every position each starts at, in order of first appearance, at most
     ``MAX_WORDS``; padding and non-ASCII bytes end a word."""
-    from policies.pixel.model import _is_word_char
 
     out: dict[str, list[int]] = {}
     ids = [int(v) for v in text_ids]
     i = 0
     while i < len(ids):
-        if ids[i] < 128 and _is_word_char(chr(ids[i])):
+        if ids[i] < 128 and is_word_char(chr(ids[i])):
             j = i
-            while j < len(ids) and ids[j] < 128 and _is_word_char(chr(ids[j])):
+            while j < len(ids) and ids[j] < 128 and is_word_char(chr(ids[j])):
                 j += 1
             word = bytes(ids[i:j]).decode("ascii")
             if word in out or len(out) < MAX_WORDS:
@@ -67,8 +58,8 @@ def _font(name: str, size: float):
     try:
         return ImageFont.truetype(name, size)
     except OSError:
-        raise UserError(f"font {name} not found: a drawn-match model draws the instruction's words in it "
-                        "(Debian/Ubuntu: apt-get install fonts-liberation)") from None
+        raise PolicyError(f"font {name} not found: a template grounding draws the instruction's words in it "
+                          "(install the font; Liberation fonts: apt-get install fonts-liberation)") from None
 
 
 @lru_cache(maxsize=4096)
@@ -180,10 +171,11 @@ def _in_glimpse(at: np.ndarray, r: int) -> np.ndarray:
 
 
 def model_geometry(config) -> tuple[list, float]:
-    """A drawn-match model's drawings at its windows' scale, and its windows' middle cell in pixels:
-    a window of ``match_window`` points is ``match_window_px`` pixels, so a point is that ratio."""
-    px_per_pt = config.match_window_px[0] / config.match_window[0]
-    variants = [(f, size * px_per_pt, u) for f, size, u in config.match_drawn]
+    """A template grounding's drawings at its windows' scale, and its windows' middle cell in pixels:
+    a window of ``window`` points is ``window_px`` pixels, so a point is that ratio."""
+    g = config.grounding
+    px_per_pt = g["window_px"][0] / g["window"][0]
+    variants = [(f, size * px_per_pt, u) for f, size, u in g["styles"]]
     return variants, config.tile_pt / 2 * px_per_pt
 
 
@@ -191,7 +183,7 @@ def match_of_samples(config, windows: np.ndarray, masks: np.ndarray, text_ids: n
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(B, K, R, L) drawn matches and (B, K, R, L, 2) placements, float16, for a batch of
     samples' windows ((B, R*K, h, w, 3)), glimpse masks ((B, K)) and byte ids ((B, L)): what
-    ``dw train`` feeds a drawn-match model in place of a reader's. A session's frames share most
+    training feeds a template grounding in place of a reader's. A session's frames share most
     windows: each distinct one is matched once."""
     reads = DrawnReads(config)
     both = [reads.frame(w, m, t) for w, m, t in zip(windows, masks, text_ids, strict=True)]
@@ -199,7 +191,7 @@ def match_of_samples(config, windows: np.ndarray, masks: np.ndarray, text_ids: n
 
 
 class DrawnReads:
-    """A drawn-match policy's ``match`` input per frame. Scores are remembered per window (keyed by
+    """A template-grounded policy's ``match`` input per frame. Scores are remembered per window (keyed by
     a digest of its pixels) for the current instruction, so a window seen on an earlier frame is
     not matched again; windows of padded (masked) glimpses score 0."""
 

@@ -31,6 +31,7 @@ import numpy as np
 from capture import Frame
 
 PAD_BYTE = 256  # byte vocabulary: 0..255 and a pad
+READS = 4  # read windows per glimpse (models with a grounding): one centred on each quarter of its tile
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class VisualInputs:
     boxes: np.ndarray  # (K, 4) float32 normalised x0, y0, x1, y1 of each glimpse
     mask: np.ndarray  # (K,) bool: glimpse present
     screen: np.ndarray  # (4,) float32: logical width/2560, logical height/1440, scale/2, aspect
-    # (P*K, G, G, 3): each glimpse's tile shifted by each match phase; with match_window, (4*K, h, w, 3)
+    # (4*K, h, w, 3): each glimpse's four read windows, window-major (models with a grounding)
     read_glimpses: np.ndarray | None = None
 
     def copy(self) -> VisualInputs:
@@ -102,9 +103,10 @@ class Preprocessor:
         self.glimpses = np.zeros((k, g, g, 3), np.uint8)
         self.boxes = np.zeros((k, 4), np.float32)
         self.mask = np.zeros((k,), bool)
-        rh, rw = c.read_px
-        n_copies = c.reads_per_glimpse - (0 if c.match_window else 1)
-        self.read_glimpses = np.zeros((n_copies * k, rh, rw, 3), np.uint8) if c.match else None
+        self.read_glimpses = None
+        if c.read_window:
+            rh, rw = c.read_px
+            self.read_glimpses = np.zeros((READS * k, rh, rw, 3), np.uint8)
         # physical pixel edges of every tile, and normalised boxes
         tile_phys = c.tile_pt * scale
         ox, oy = sx * c.cell_pt * scale, sy * c.cell_pt * scale
@@ -112,7 +114,7 @@ class Preprocessor:
         self.ty = np.clip(np.round(np.arange(self.tiles_h + 1) * tile_phys - oy), 0, height).astype(np.int64)
         self.tile_phys = tile_phys
         self.glimpse_side = -1  # tiles of this side are cut from the windows' regions (_window_setup)
-        if c.match and c.match_window:
+        if c.read_window:
             self._window_setup(scale)
         self.screen_vec = np.array([lw / 2560.0, lh / 1440.0, scale / 2.0, lw / lh], np.float32)
         self.width, self.height = width, height
@@ -122,8 +124,8 @@ class Preprocessor:
         """The read windows' size in pixels, their offsets from a tile's corner, and (where they
         allow it: :meth:`_windows`) the region of a tile's windows and a buffer for it resized."""
         c = self.cfg
-        ww, wh = (round(v * scale) for v in c.match_window)
-        gw, gh = c.match_window_px
+        (pw, ph), (gw, gh) = c.read_window
+        ww, wh = round(pw * scale), round(ph * scale)
         offsets = window_origins(self.tile_phys, ww, wh)
         rx, ry = min(o[0] for o in offsets), min(o[1] for o in offsets)
         rw, rh = max(o[0] for o in offsets) - rx + ww, max(o[1] for o in offsets) - ry + wh
@@ -192,22 +194,11 @@ class Preprocessor:
         side = self.glimpse_side
         cut = [i for i, crop in crops if crop.shape[:2] == (side, side)]  # empty unless the windows allow it
         _resize_into(self.glimpses, [(i, crop) for i, crop in crops if crop.shape[:2] != (side, side)], c.glimpse_px)
-        if self.read_glimpses is not None and c.match_window:
+        if self.read_glimpses is not None:
             self._windows(pixels, [(i, int(bx), int(by)) for (i, _), (bx, by) in zip(crops, origins, strict=True)])
             if cut:  # whole tiles lie in their windows' resized region at the glimpses' own scale
                 gx, gy = self.glimpse_in_region
                 self.glimpses[cut] = self.window_regions[cut, gy:gy + c.glimpse_px, gx:gx + c.glimpse_px]
-        elif self.read_glimpses is not None:
-            # the same tiles shifted by each phase (kept inside the frame): a word cut by the tile
-            # grid is whole in one of them
-            side = max(1, round(self.tile_phys))
-            shifted = []
-            for p, (fx, fy) in enumerate(c.match_phases):
-                for (i, _), (bx, by) in zip(crops, origins, strict=True):
-                    sx0 = int(min(max(0, round(bx + fx * self.tile_phys)), max(0, w - side)))
-                    sy0 = int(min(max(0, round(by + fy * self.tile_phys)), max(0, h - side)))
-                    shifted.append((p * k + i, pixels[sy0:sy0 + side, sx0:sx0 + side]))
-            _resize_into(self.read_glimpses, shifted, c.glimpse_px)
         return VisualInputs(self.global_view[:, :, :3], self.glimpses, self.boxes, self.mask,
                             self.screen_vec, self.read_glimpses)
 

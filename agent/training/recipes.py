@@ -1,0 +1,184 @@
+"""Training recipes: a TOML file per checkpoint, holding what made it.
+
+A recipe has up to four tables (every key optional; unknown keys are refused by name):
+
+- ``[model]``: ``size`` (a ``pixel-*`` size) or ``init`` (a checkpoint folder or bundled name to
+  start from), ``config`` (PixelConfig fields over the size's, e.g. ``tile_pt``, ``max_glimpses``),
+  ``grounding`` (a :class:`~policies.pixel.configuration.GroundingConfig` table) and ``refiners``
+  (a list of :class:`~policies.pixel.configuration.RefinerConfig` tables). Over an ``init`` a
+  grounding or refiners grow the model: every weight that fits is kept.
+- ``[train]``: :class:`~policies.pixel.training.TrainSettings` fields, plus ``val_fraction``,
+  ``shifts`` (extra tile-grid-shifted samples per action), ``workers`` (preprocessing processes)
+  and ``reader`` (a folder from ``dw reader``: the reader grounding's weights).
+- ``[data]``: ``sessions`` (folders used when ``dw train`` is given none) and ``commands`` (how
+  those sessions were made: documentation, never run).
+- ``[reader]``: settings of ``dw reader`` (:func:`policies.pixel.reader.pretrain_reader`'s).
+- ``[[stages]]``: several runs in order, each a ``model``/``train``/``data`` table over the
+  recipe's own, each from the weights the one before it kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from agent.errors import UserError
+
+TABLES = ("description", "model", "train", "data", "reader", "stages")
+MODEL_KEYS = ("size", "init", "config", "grounding", "refiners")
+TRAIN_EXTRA = ("val_fraction", "shifts", "workers", "reader")
+DATA_KEYS = ("sessions", "commands")
+
+
+def _check(table: dict, known, where: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def load_recipe(path: str | Path) -> dict:
+    """A recipe file, read and checked (tables and keys): its stages, each a full recipe."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a TOML recipe ({e})") from None
+    _check(doc, TABLES, str(path))
+    stages = doc.pop("stages", None) or [{}]
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise UserError(f"{path}: stages is a list of tables ([[stages]])")
+    out = []
+    for i, stage in enumerate(stages):
+        where = f"{path} stage {i + 1}"
+        _check(stage, ("model", "train", "data", "name"), where)
+        merged = {k: {**doc.get(k, {}), **stage.get(k, {})} for k in ("model", "train", "data")}
+        merged["reader"] = doc.get("reader", {})
+        merged["name"] = stage.get("name", f"stage{i + 1}")
+        _check(merged["model"], MODEL_KEYS, f"{where} [model]")
+        _check(merged["data"], DATA_KEYS, f"{where} [data]")
+        from policies.pixel.training import TrainSettings
+
+        _check(merged["train"], [f.name for f in dataclasses.fields(TrainSettings)] + list(TRAIN_EXTRA),
+               f"{where} [train]")
+        out.append(merged)
+    return out
+
+
+def build_model(model: dict, *, size: str | None, init: str | None, first: bool):
+    """The model a stage trains: from ``init`` (the option, the recipe's, or the stage before), else
+    a fresh one of ``size``, then grown to the recipe's config, grounding and refiners."""
+    from policies.base import PolicyError
+    from policies.pixel import SIZES, PixelConfig, PixelModel, load_model
+    from policies.pixel.training import grow
+
+    start = init or model.get("init")
+    overrides = dict(model.get("config", {}))
+    for key in ("grounding", "refiners"):
+        if key in model:
+            overrides[key] = model[key]
+    try:
+        if start:
+            base = load_model(start)
+            if not overrides:
+                return base
+            cfg = base.config.to_dict()
+            for k in ("architectures", "model_type", "transformers_version", "training", "dtype"):
+                cfg.pop(k, None)
+            return grow(base, PixelConfig(**{**cfg, **overrides}))
+        size = size or model.get("size") or "pixel-small"
+        if size not in SIZES:
+            raise UserError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+        return PixelModel(PixelConfig.for_size(size, **overrides))
+    except PolicyError as e:
+        raise UserError(str(e)) from None
+    except (ValueError, TypeError) as e:
+        raise UserError(f"the recipe's model: {e}") from None
+
+
+def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None, init: str | None,
+                epochs: int | None, device: str, seed: int | None, resume: bool, cache: Path | None,
+                progress: bool, log) -> dict:
+    """One stage: the model, its samples (cached), then :func:`policies.pixel.training.fit`."""
+    import numpy as np
+
+    from agent.sessions.format import find_sessions
+    from agent.training.dataset import concat, load_samples, session_task, split_sessions
+    from policies.pixel.training import (
+        TrainError,
+        TrainSettings,
+        fit,
+        load_reader_weights,
+        precompute,
+        precompute_key,
+    )
+
+    t = dict(stage["train"])
+    extra = {k: t.pop(k) for k in TRAIN_EXTRA if k in t}
+    settings = TrainSettings(**t)
+    settings.train_only = tuple(settings.train_only)
+    if epochs is not None:
+        settings.epochs = epochs
+    if seed is not None:
+        settings.seed = seed
+    settings.device = device
+    if settings.epochs < 1:
+        raise UserError("epochs must be at least 1")
+    model = build_model(stage["model"], size=size, init=init, first=True)
+    try:
+        if extra.get("reader"):
+            load_reader_weights(model, extra["reader"])
+    except TrainError as e:
+        raise UserError(str(e)) from None
+    paths = [Path(p) for p in find_sessions(sessions or stage["data"].get("sessions", []))]
+    if not paths:
+        raise UserError("no sessions: name session folders, or give the recipe's [data] sessions")
+    for p in paths:
+        if not (p / "session.json").is_file():
+            raise UserError(f"{p}: not a session (no session.json)")
+    cfg = model.config
+    shifts = int(extra.get("shifts", 0))
+    if not 0 <= shifts <= 8:
+        raise UserError("shifts must be between 0 and 8")
+    from tqdm import tqdm
+
+    bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
+    grounded = cfg.grounding is not None
+    parts = load_samples(paths, cfg, cache or out / "cache", bar, workers=int(extra.get("workers", 1)), shifts=shifts,
+                         transform=(lambda part: precompute(model, part)) if grounded else None,
+                         transform_key=precompute_key(model) if grounded else None)
+    tr, va = split_sessions(paths, float(extra.get("val_fraction", 0.1)), settings.seed)
+    task_of = [session_task(paths[i]) for i in va]
+    names = sorted({x for x in task_of if x})
+    val_tasks = [np.full(len(parts[i]["labels"]), names.index(x) if x else -1)
+                 for i, x in zip(va, task_of, strict=True) if parts[i]]
+    train = concat([parts[i] for i in tr], consume=True)
+    val = concat([parts[i] for i in va], consume=True)
+    del parts
+    log(f"{len(paths)} sessions: {len(train.get('labels', []))} training samples, "
+        f"{len(val.get('labels', []))} validation samples")
+    settings.record = {"sessions": len(paths), "shifts": shifts, "stage": stage["name"],
+                       "init": init or stage["model"].get("init"), "reader": extra.get("reader")}
+    try:
+        return fit(model, train, val, settings, out, resume=resume, progress=progress, log=log,
+                   val_tasks=np.concatenate(val_tasks) if val_tasks else None, task_names=names)
+    except TrainError as e:
+        raise UserError(str(e)) from None
+
+
+def run(stages: list[dict], sessions: list[str], out: str | Path, *, size: str | None = None,
+        init: str | None = None, epochs: int | None = None, device: str = "cpu", seed: int | None = None,
+        resume: bool = False, cache: str | Path | None = None, progress: bool = True, log=print) -> dict:
+    """Every stage in order, each from the one before; the last writes ``out``."""
+    out = Path(out)
+    summary: dict = {}
+    for i, stage in enumerate(stages):
+        last = i == len(stages) - 1
+        where = out if last else out / "stages" / stage["name"]
+        summary = train_stage(stage, sessions, where, size=size, init=init, epochs=epochs, device=device,
+                              seed=seed, resume=resume, cache=Path(cache) if cache else out / "cache",
+                              progress=progress, log=log)
+        init, size = str(where), None
+    return summary

@@ -1,0 +1,69 @@
+"""Glimpse encoders: the policy's patch stem, and the reader (a stem and a head that name the
+word in an image), which the reader grounding carries frozen and :mod:`policies.pixel.reader`
+pretrains."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from policies.pixel.words import END, MAX_CHARS, READ_WIDTH
+
+READER_STEMS = ("reader", "reader-relu")  # stems a reader can have
+
+
+def stem_input(glimpses: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, G, G, 3) uint8 BGR glimpses -> the stem's (N, 3, G, G) input in [-0.5, 0.5]. The policy
+    and reading pretraining (:mod:`policies.pixel.reader`) both feed a stem through here."""
+    return glimpses.permute(0, 3, 1, 2).to(dtype) * (1.0 / 255.0) - 0.5
+
+
+def patch_stem(ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]:
+    """The policy's glimpse encoder: a 4x4 stride-4 patchify, then two stride-2 convolutions. Its
+    first four layers give the middle map (2 * ``ch`` channels, a sixth of a 48-pixel glimpse a
+    cell) that the cell refiner chooses among. Returns the stem and its flattened output size."""
+    layers = [nn.Conv2d(3, ch, 4, 4), nn.GELU(), nn.Conv2d(ch, 2 * ch, 3, 2, 1), nn.GELU(),
+              nn.Conv2d(2 * ch, 4 * ch, 3, 2, 1), nn.GELU()]
+    side = math.ceil(math.ceil(glimpse_px / 4) / 4)
+    return nn.Sequential(*layers), 4 * ch * side * side
+
+
+def reader_stem(kind: str, ch: int, height_px: int, width_px: int | None = None) -> tuple[nn.Sequential, int]:
+    """A reader's encoder for ``height_px``-high inputs ``width_px`` wide (default: square), and the
+    size of its flattened output.
+
+    ``reader``: a 4x4 stride-2 convolution, a stride-1 3x3 one at that resolution (strokes are one
+    or two pixels wide in a 48-pixel glimpse), then three stride-2 ones, each batch-normalised
+    (without, reading pretraining stalls at the prior for hundreds of steps). ``reader-relu``: the
+    same with ReLU for GELU (the same weights' shapes; cheaper on a CPU, distilled from a
+    ``reader`` by ``dw reader``)."""
+    if kind not in READER_STEMS:
+        raise ValueError(f"unknown reader stem {kind!r}; choose one of {', '.join(READER_STEMS)}")
+    layers: list[nn.Module] = []
+    for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
+                                      (2 * ch, 4 * ch, 3, 2, 1), (4 * ch, 4 * ch, 3, 2, 1)):
+        act = nn.ReLU() if kind == "reader-relu" else nn.GELU()
+        layers += [nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout), act]
+    side, across = math.ceil(height_px // 2 / 8), math.ceil((width_px or height_px) // 2 / 8)
+    return nn.Sequential(*layers), 4 * ch * side * across
+
+
+class Reader(nn.Module):
+    """A reader: a reader stem and a head naming the image's word, one classifier per slot:
+    (N, h, w, 3) uint8 BGR -> (N, MAX_CHARS + 1, END + 1) logits. Pretrained on UI text by
+    :mod:`policies.pixel.reader`; the reader grounding carries one, frozen, to read with."""
+
+    def __init__(self, stem: str, channels: int, height_px: int, width: int = 512, width_px: int | None = None):
+        super().__init__()
+        self.stem, flat = reader_stem(stem, channels, height_px, width_px)
+        self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, READ_WIDTH))
+
+    def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.head(self.stem(stem_input(tiles, dtype)).flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
+
+    def probs(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, h, w, 3) uint8 -> (N, READ_WIDTH) float32: each slot's class probabilities,
+        flattened (what a grounding compares with its word templates)."""
+        return self(tiles, dtype).float().softmax(-1).flatten(1)
