@@ -80,7 +80,7 @@ def test_text_cache_matches_full_forward():
     obs = Observation(_frame(), "Type \"maple\" into the text field.", None, (Click(0.2, 0.3),))
     pol.reset(obs.instruction)
     inp = pol.inputs(obs)
-    from policies.pixel.preprocess import encode_text
+    from policies.pixel.processing import encode_text
 
     ids = torch.from_numpy(encode_text(obs.instruction, m.config.max_text)[0])[None]
     with torch.inference_mode():
@@ -92,7 +92,7 @@ def test_text_cache_matches_full_forward():
 def test_padding_columns_change_nothing():
     """encode_text drops the columns that are padding in every row: a short instruction gives
     the same outputs alone as beside a longer one in a batch (where its padding is kept)."""
-    from policies.pixel.preprocess import encode_text
+    from policies.pixel.processing import encode_text
 
     m = _tiny()
     short, long_ = "Click OK.", 'Type "maple syrup" into the second text field, then press Submit.'
