@@ -6,7 +6,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all setup system demo test test-fast lint checkpoints clean
+.PHONY: all setup system demo test test-fast lint checkpoint clean
 
 all: test
 
@@ -50,9 +50,10 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# Regenerate the bundled checkpoints from the project's own demos (see scripts/train_checkpoints.py).
-checkpoints: setup
-	PY=$(PY) scripts/train_checkpoints.sh $(CHECKPOINT_ARGS)
+# Regenerate a bundled checkpoint from its recipe (recipes/NAME.toml: its [data] commands make the
+# sessions first), e.g. make checkpoint NAME=pixel-tiny OUT=runs/pixel-tiny
+checkpoint: setup
+	$(VENV)/bin/dw train --recipe recipes/$(NAME).toml --out $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -99,16 +99,15 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     for f in src.iterdir():
         if f.is_file() and f.name not in ("config.json", "model.safetensors"):
             shutil.copy2(f, dst / f.name)
-    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    (dst / "config.json").write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
-    # loading it checks every weight found its module
     from policies.pixel.configuration import PixelConfig
     from policies.pixel.modeling import PixelModel
 
-    model = PixelModel(PixelConfig(**{k: v for k, v in new.items() if k not in ("architectures", "model_type",
-                                                                                 "transformers_version")}))
+    config = PixelConfig(**{k: v for k, v in new.items() if k not in ("model_type", "transformers_version")})
+    model = PixelModel(config)  # every weight must find its module
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConvertError(f"{src}: weights left over after conversion: missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]}")
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(dst)
     return dst

@@ -1,20 +1,19 @@
-"""Reading pretraining for the glimpse encoder: synthetic UI-text tiles -> the word's characters.
+"""Reading pretraining for a reader grounding: synthetic UI-text images -> the word's characters.
 
 A policy trained by behaviour cloning alone gets one labelled pointer choice per screen, too
 little signal to learn to read; its glimpse encoder then tells buttons apart by shape, not by
 label, and clicks the wrong one about half the time (docs/policies.md). Reading is learned here
 instead, from an unlimited stream of synthetic glimpses: a ``tile_pt``-point tile, rendered at a
-random screen scale, holding one word in a UI font (Pillow's bundled face, which the virtual
-desktop draws with, and the system's DejaVu/Liberation faces where present, which Chromium uses)
-at 10-16 points, in a random colour over a random background, with clutter (boxes, lines, cut-off
+random screen scale, holding one word in a UI font (Pillow's bundled face, and the font files the
+caller names: the faces of the screens the policy will read) at 10-16 points, in a random colour over a random background, with clutter (boxes, lines, cut-off
 words at the edges); resampled to ``glimpse_px`` pixels with area averaging, as
-:class:`~policies.pixel.preprocess.Preprocessor` makes glimpses. The target is the word's
+:class:`~policies.pixel.processing.Preprocessor` makes glimpses. The target is the word's
 characters, one classifier per slot (up to :data:`MAX_CHARS`, then an end mark), so what is
 learned carries over to words never seen.
 
-The trained stem (the policy's own glimpse stem, :func:`policies.pixel.model.build_stem`) is then
-loaded into a pixel policy by ``dw train --reader``; the reading head stays in the reader's folder,
-for measuring (:func:`load_reader`).
+With read windows (``window``), each of a tile's four windows names the word centred in it, as a
+reader grounding reads. The reader (stem and head) is then loaded into a policy's reader
+grounding (a recipe's ``[train] reader``: :func:`policies.pixel.training.load_reader_weights`).
 """
 
 from __future__ import annotations
@@ -35,28 +34,23 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import load_file, save_file
 
-from policies.pixel.model import CHARS, END, MAX_CHARS, Reader
+from policies.pixel.vision import Reader
+from policies.pixel.words import CHARS, END, MAX_CHARS
 
-SYSTEM_FONTS = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
-)
 READER_FILE = "reader.safetensors"
 READER_CONFIG = "reader.json"
 # stems a reader's weights can start (--init), with what they keep of it (carry_layers)
-DERIVED_STEMS = {"reader-lite": "every layer but the stride-1 one is kept",
-                 "reader-relu": "every layer is kept, with ReLU for GELU"}
+DERIVED_STEMS = {"reader-relu": "every layer is kept, with ReLU for GELU"}
 
 
 class ReaderError(ValueError):
     """A reader folder that cannot be used."""
 
 
-def font_faces() -> list[str | None]:
-    """Font files to draw with: ``None`` is Pillow's bundled face (always there)."""
-    return [None] + [f for f in SYSTEM_FONTS if Path(f).is_file()]
+def font_faces(files: Sequence[str] = ()) -> list[str | None]:
+    """Font files to draw with: ``None`` is Pillow's bundled face (always there), then those of
+    ``files`` present on this machine."""
+    return [None] + [f for f in files if Path(f).is_file()]
 
 
 @lru_cache(maxsize=512)
@@ -146,10 +140,10 @@ def render_tile(rng: random.Random, words: Sequence[str], faces: Sequence[str | 
 def render_window(rng: random.Random, words: Sequence[str], faces: Sequence[str | None], tile_pt: int,
                   window: Sequence[int]) -> tuple[np.ndarray, str]:
     """One synthetic read window (``window`` = ``(w_pt, h_pt, w_px, h_px)``; uint8 BGR, ``h_px`` x
-    ``w_px``) and the word it names (:func:`policies.pixel.preprocess.centred_word`): mostly a word
+    ``w_px``) and the word it names (:func:`policies.pixel.processing.centred_word`): mostly a word
     centred in its middle cell of half a tile, with neighbours on its line and lines above and
     below, as in running text and lists."""
-    from policies.pixel.preprocess import centred_word
+    from policies.pixel.processing import centred_word
 
     w_pt, h_pt, w_px, h_px = window
     scale = rng.choice((1.0, 1.0, 1.25, 1.5, 2.0))
@@ -257,7 +251,7 @@ def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Te
 def carry_layers(src: Reader, dst: Reader) -> None:
     """Copy ``src``'s weights into ``dst``, a reader of the same input with another stem: each of
     ``dst``'s convolution and batch-norm pairs takes the next of ``src``'s with the same shape and
-    stride (``reader-lite`` from ``reader`` skips the stride-1 layer), and the head comes whole."""
+    stride, and the head comes whole."""
     def pairs(stem: torch.nn.Sequential) -> list:
         layers = list(stem)
         return [(c, b) for c, b in zip(layers, layers[1:], strict=False)
@@ -307,13 +301,14 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
                     time_budget_s: float | None = None, device: str = "cpu",
                     init: str | Path | None = None, desktop: TileSource | None = None, desktop_share: float = 0.5,
                     window: Sequence[int] | None = None, teacher: str | Path | None = None,
-                    log: Callable[[str], None] = print) -> dict:
+                    fonts: Sequence[str] = (), log: Callable[[str], None] = print) -> dict:
     """Train a reader on synthetic tiles and save it (stem and head) to ``out``: see
-    :func:`load_reader_stem` (what ``dw train --reader`` takes) and :func:`load_reader`.
+    :func:`load_reader_stem` (its stem) and :func:`load_reader`.
 
-    ``stem``: ``reader`` (the default without ``init``), ``reader-lite`` or ``reader-relu``. ``init``: a
+    ``fonts``: font files drawn with beside Pillow's bundled face (those present are used).
+    ``stem``: ``reader`` (the default without ``init``) or ``reader-relu``. ``init``: a
     reader folder to go on from (its stem, width and head; ``channels`` and ``head_width`` are then
-    taken from it, and its stem must be ``stem``'s, or a ``reader`` for a ``reader-lite`` or ``reader-relu``:
+    taken from it, and its stem must be ``stem``'s, or a ``reader`` for a ``reader-relu``:
     :func:`carry_layers`). A reader of other tiles or windows gives its stem only.
     ``teacher``: a reader folder of the same tiles or windows whose per-slot distributions the
     new reader learns (:func:`distill_loss`) instead of the words' labels; its agreement with the
@@ -323,7 +318,7 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
     :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
     it, and its held-out accuracy is reported beside the synthetic one.
 
-    ``window`` ``(w_pt, h_pt, w_px, h_px)``: a reader of read windows (``PixelConfig.match_window``)
+    ``window`` ``(w_pt, h_pt, w_px, h_px)``: a reader of read windows (a grounding's ``window``)
     for ``tile_pt``-point tiles, naming the word centred in each, instead of a reader of tiles.
 
     Seeded: the same seed draws the same tiles and gives the same weights on CPU. With
@@ -332,7 +327,7 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    faces = font_faces()
+    faces = font_faces(fonts)
     dev = torch.device(device)
     win = tuple(int(v) for v in window) if window else None
     val_x, _, val_text = batch(random.Random(seed + 1_000_003), val_tiles, words, faces, tile_pt, glimpse_px, win)

@@ -1,0 +1,89 @@
+"""Training recipes: every bundled checkpoint's recipe builds the model the checkpoint is, and a
+recipe's stages train in order, each growing the weights the one before kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.errors import UserError
+from agent.training import recipes
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+
+
+def test_every_bundled_checkpoint_has_a_recipe_and_a_model_card():
+    for folder in sorted((ROOT / "fixtures" / "checkpoints").iterdir()):
+        if (folder / "config.json").is_file():
+            assert (ROOT / "recipes" / f"{folder.name}.toml").is_file(), folder.name
+            assert (folder / "README.md").is_file(), folder.name
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_builds_the_bundled_checkpoints_shape(path):
+    stages = recipes.load_recipe(path)
+    model = None
+    for stage in stages:
+        if model is None:
+            model = recipes.build_model(stage["model"], size=None, init=None, first=True)
+        else:  # grown from the stage before, as recipes.run does from its output folder
+            from policies.pixel import PixelConfig
+            from policies.pixel.training import grow
+
+            cfg = {k: v for k, v in model.config.to_dict().items()
+                   if k not in ("architectures", "model_type", "transformers_version", "training", "dtype")}
+            over = {k: stage["model"][k] for k in ("grounding", "refiners") if k in stage["model"]}
+            model = grow(model, PixelConfig(**{**cfg, **over}))
+    bundled = json.loads((ROOT / "fixtures" / "checkpoints" / path.stem / "config.json").read_text())
+    got = model.config.to_dict()
+    for key in ("hidden_size", "num_layers", "tile_pt", "max_glimpses", "grounding", "refiners"):
+        assert got[key] == bundled[key], key
+
+
+def test_stages_train_in_order_and_grow(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("""
+[model]
+size = "pixel-tiny"
+config = { hidden_size = 32, num_layers = 1, num_heads = 2, max_glimpses = 8, stem_channels = 4 }
+[train]
+epochs = 1
+batch_size = 4
+val_fraction = 0.0
+[[stages]]
+name = "plain"
+[[stages]]
+name = "cells"
+model = { refiners = [{ kind = "cells" }] }
+train = { train_only = ["refiners."] }
+""")
+    out = tmp_path / "out"
+    summary = recipes.run(recipes.load_recipe(recipe), [str(ROOT / "fixtures" / "sessions" / "virtual-click-checkboxes")],
+                          out, progress=False, log=lambda s: None)
+    assert summary["train_samples"] > 0 and summary["stage"] == "cells"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["refiners"] == [{"kind": "cells", "near": False}] and cfg["training"]["train_only"] == ["refiners."]
+    assert (out / "stages" / "plain" / "config.json").is_file()
+    from safetensors.torch import load_file
+
+    first, last = load_file(str(out / "stages" / "plain" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all((first[k] == last[k]).all() for k in first)  # only the refiner trained in the second stage
+    assert any(k.startswith("refiners.0.") for k in last)
+
+
+@pytest.mark.parametrize("text, error", [("[model]\nsize = 3\nbogus = 1\n", "unknown key"),
+                                         ("[train]\nepochz = 2\n", "unknown key"),
+                                         ("not toml [", "not a TOML recipe"),
+                                         ("[[stages]]\nmodel = { grounding = { kind = 'ocr' } }\n", None)])
+def test_bad_recipes_are_one_line_errors(tmp_path, text, error):
+    f = tmp_path / "r.toml"
+    f.write_text(text)
+    if error:
+        with pytest.raises(UserError, match=error):
+            recipes.load_recipe(f)
+    else:
+        with pytest.raises(UserError, match="reader or template"):
+            recipes.build_model(recipes.load_recipe(f)[0]["model"], size="pixel-tiny", init=None, first=True)
