@@ -162,9 +162,9 @@ def test_dagger_demos_record_dom_expert_labels(tmp_path):
     _need_browser()
     from agent.desktops.miniwob.evaluate import record_demos
     from agent.sessions.format import EXPERT_LABEL, open_session
+    from agent.training.dataset import session_samples
     from policies.builtin import RandomPolicy
-    from policies.pixel.config import PixelConfig
-    from policies.train import session_samples
+    from policies.pixel.configuration import PixelConfig
 
     results = record_demos(["click-test"], 2, tmp_path, seed=100_000, dagger=RandomPolicy(seed=3), max_steps=4)
     assert len(results) == 2 and all(r["policy"] == "random+expert-labels" for r in results)
@@ -182,8 +182,9 @@ def test_demos_record_the_instruction_word_naming_each_target(tmp_path):
     _need_browser()
     from agent.desktops.miniwob.evaluate import record_demos
     from agent.sessions.format import EXPERT_TARGET, open_session
-    from policies.pixel.config import PixelConfig
-    from policies.train import LABEL_FIELDS, session_samples
+    from agent.training.dataset import session_samples
+    from policies.pixel.codec import LABEL_FIELDS
+    from policies.pixel.configuration import PixelConfig
 
     (r,) = record_demos(["click-checkboxes"], 1, tmp_path, seed=2)
     s = open_session(r["session"])
@@ -201,9 +202,9 @@ def test_a_demo_step_no_word_names_is_labelled_so(tmp_path):
     _need_browser()
     from agent.desktops.miniwob.evaluate import record_demos
     from agent.sessions.format import EXPERT_TARGET, open_session
-    from policies.pixel.codec import NO_WORD
-    from policies.pixel.config import PixelConfig
-    from policies.train import LABEL_FIELDS, session_samples
+    from agent.training.dataset import session_samples
+    from policies.pixel.codec import LABEL_FIELDS, NO_WORD
+    from policies.pixel.configuration import PixelConfig
 
     (r,) = record_demos(["enter-password"], 1, tmp_path, seed=2)
     s = open_session(r["session"])
