@@ -4,7 +4,7 @@ A target is an instruction word that also appears on the page below the instruct
 option, a link, a button's label). The reader reads what the policy cuts from the screen: with tile
 reads (the MiniWoB tinies before read windows), each glimpse's 32-point tile and a copy shifted right by half a
 tile, and it names a word only if the word lies whole inside; with read windows
-(``PixelConfig.match_window``), four windows per glimpse, one of which names each word centred in
+(a grounding's ``window``), four windows per glimpse, one of which names each word centred in
 the glimpse's tile if the word fits the window.
 
     python scripts/miniwob_word_fit.py --tasks click-option,click-link --pages 20

@@ -96,7 +96,7 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     pol.reset('Click the "OK" button.')
     row = {"size": name, "runtime": runtime, "parameters": sum(p.numel() for p in model.parameters()),
            "dtype": str(pol.dtype).removeprefix("torch."), "precision": pol.precision, "weights": "bundled" if bundled else "random",
-           "reads": bool(model.config.match)}
+           "reads": model.config.grounding is not None}
     cuda = device.startswith("cuda")
 
     def timed(fn) -> dict:
@@ -116,7 +116,7 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     arrays = pol.arrays(obs)
     row["forward"] = timed(lambda: (_forget(pol), pol.run(arrays)))  # a reading model reads every tile
     row["act_1920x1080"] = act_latency(pol, obs, n, cuda=cuda)
-    if model.config.match:  # the same frame again: every tile already read
+    if model.config.grounding is not None:  # the same frame again: every window already read
         row["act_1920x1080_unchanged"] = act_latency(pol, obs, n, cuda=cuda, cold=False)
     return row
 

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--glimpse-px", type=int, default=48)
     t.add_argument("--window", default=None, metavar="WxH",
                    help="cut read windows of this many points, each naming the word centred in it, instead of "
-                        "tiles (a reader for PixelConfig.match_window)")
+                        "tiles (a reader for a grounding's window)")
     t.add_argument("--window-px", default=None, metavar="WxH", help="the windows' size in pixels (default: --window)")
     t.add_argument("--out", required=True, help="the bank to write (.npz)")
     args = p.parse_args(argv)

@@ -157,7 +157,7 @@ def scene_tiles(rng: random.Random, pixels: np.ndarray, scale: float, words: lis
 def scene_windows(rng: random.Random, pixels: np.ndarray, scale: float, words: list, n: int, tile_pt: int,
                   window: tuple[int, int, int, int], max_chars: int = 12) -> list[tuple[np.ndarray, str]]:
     """Up to ``n`` read windows (``window`` = ``(w_pt, h_pt, w_px, h_px)``, as
-    ``PixelConfig.match_window``) cut around the scene's words, each with the word it names
+    a grounding's ``window``) cut around the scene's words, each with the word it names
     (:func:`~policies.pixel.processing.centred_word`: the one centred in its middle half-tile
     cell, if whole). Mostly placed so a chosen word's centre lies in that cell, as one of the
     four windows of a glimpse has it wherever the tile grid falls; sometimes anywhere near it.
