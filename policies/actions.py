@@ -36,12 +36,30 @@ class ActionError(ValueError):
         self.field = field
 
 
-def _coord(name: str, value: Any) -> float:
+def _show(value: Any) -> str:
+    """A short form of a bad value for an error message: a huge integer is described, not printed
+    (its digits could fill a screen, and past 4,300 digits ``str`` itself refuses)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _float(name: str, value: Any, what: str = "a number") -> float:
+    """A JSON number as a finite float; bools, huge integers, NaN and infinities are ActionErrors."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ActionError(name, f"must be a number, got {type(value).__name__}")
-    v = float(value)
+        raise ActionError(name, f"must be {what}, got {type(value).__name__}")
+    try:
+        v = float(value)
+    except OverflowError:  # an integer past float's range (about 309 digits)
+        raise ActionError(name, f"must be finite, got {_show(value)}") from None
     if not math.isfinite(v):
-        raise ActionError(name, f"must be finite, got {value!r}")
+        raise ActionError(name, f"must be finite, got {_show(value)}")
+    return v
+
+
+def _coord(name: str, value: Any) -> float:
+    v = _float(name, value)
     if not 0.0 <= v <= 1.0:
         raise ActionError(name, f"must be within [0, 1] (normalised screen coordinate), got {v}")
     return v
@@ -52,15 +70,15 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise ActionError(name, f"must be an integer, got {value!r}")
+            raise ActionError(name, f"must be an integer, got {_show(value)}")
     if not lo <= value <= hi:
-        raise ActionError(name, f"must be within [{lo}, {hi}], got {value}")
+        raise ActionError(name, f"must be within [{lo}, {hi}], got {_show(value)}")
     return value
 
 
 def _button(value: Any) -> str:
     if value not in BUTTONS:
-        raise ActionError("button", f"must be one of {', '.join(BUTTONS)}, got {value!r}")
+        raise ActionError("button", f"must be one of {', '.join(BUTTONS)}, got {_show(value)}")
     return value
 
 
@@ -76,7 +94,7 @@ def split_combo(combo: str) -> list[str]:
 def normalise_combo(combo: Any) -> str:
     """Validate a key combo such as ``"ctrl+shift+t"`` and return its canonical lower-case form."""
     if not isinstance(combo, str) or not combo:
-        raise ActionError("keys", f"must be a non-empty string such as 'ctrl+c', got {combo!r}")
+        raise ActionError("keys", f"must be a non-empty string such as 'ctrl+c', got {_show(combo)}")
     if len(combo) > 64:
         raise ActionError("keys", "combo is longer than 64 characters")
     parts = split_combo(combo.lower())
@@ -225,9 +243,7 @@ class Wait(Action):
     seconds: float
 
     def __post_init__(self) -> None:
-        s = self.seconds
-        if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
-            raise ActionError("seconds", f"must be a finite number, got {s!r}")
+        s = _float("seconds", self.seconds, "a finite number")
         if not 0 <= s <= MAX_WAIT:
             raise ActionError("seconds", f"must be within [0, {MAX_WAIT}], got {s}")
 
@@ -250,7 +266,7 @@ def parse_action(obj: Any) -> Action:
         raise ActionError("action", f"must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in ACTION_TYPES:
-        raise ActionError("type", f"unknown action type {kind!r}; expected one of {', '.join(ACTION_TYPES)}")
+        raise ActionError("type", f"unknown action type {_show(kind)}; expected one of {', '.join(ACTION_TYPES)}")
     cls = ACTION_TYPES[kind]
     names = {f.name for f in fields(cls)}
     required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}

@@ -96,3 +96,34 @@ def test_constructors_validate_too():
     with pytest.raises(ActionError):
         Type("")
     assert Click(0.25, 0.75).point == (0.25, 0.75)
+
+
+HUGE = 10**400  # past float's range: float() raises OverflowError
+
+
+@pytest.mark.parametrize(
+    "obj, field",
+    [
+        ({"type": "move", "x": HUGE, "y": 0.5}, "x"),
+        ({"type": "click", "x": 0.5, "y": -HUGE}, "y"),
+        ({"type": "drag", "x": 0.1, "y": 0.1, "x2": 0.5, "y2": HUGE}, "y2"),
+        ({"type": "wait", "seconds": HUGE}, "seconds"),
+        ({"type": "wait", "seconds": 10**5000}, "seconds"),  # past str()'s 4,300-digit limit too
+        ({"type": "click", "x": 0.5, "y": 0.5, "count": HUGE}, "count"),
+        ({"type": "scroll", "x": 0.5, "y": 0.5, "dx": -HUGE}, "dx"),
+        ({"type": HUGE}, "type"),
+        ({"type": "key", "keys": HUGE}, "keys"),
+    ],
+)
+def test_huge_integers_are_action_errors_naming_the_field(obj, field):
+    """A 400-digit coordinate (JSON allows it) is an ActionError naming the field, not an OverflowError;
+    the message describes the number instead of printing its digits."""
+    with pytest.raises(ActionError) as e:
+        parse_action(obj)
+    assert e.value.field == field
+    assert len(str(e.value)) < 200
+    if any(isinstance(v, int) and v.bit_length() > 10_000 for v in obj.values()):
+        return  # json.dumps itself refuses an integer past 4,300 digits
+    with pytest.raises(ActionError) as e:  # the same value read from JSON text
+        parse_action(json.loads(json.dumps(obj)))
+    assert e.value.field == field
