@@ -11,11 +11,11 @@ from agent.desktops.virtual import VirtualDesktop
 from agent.desktops.virtual.tasks import task_names
 from agent.sessions.demos import demo_specs, record_demo
 from agent.sessions.format import EXPERT_TARGET, open_session
+from agent.training.dataset import session_samples
 from policies.pixel import PixelConfig, PixelModel, encode_text
-from policies.pixel.codec import LABEL_FIELDS, loss
+from policies.pixel.codec import LABEL_FIELDS
 from policies.pixel.words import word_position, word_templates
-from policies.train import session_samples
-from tests.test_pixel_match import _blank_step
+from tests.test_pixel_match import READER, _blank_step
 
 NAMED = {"click-button", "click-checkboxes", "enter-text", "click-menu", "double-click-icon"}
 
@@ -98,34 +98,35 @@ def test_a_step_that_points_nowhere_gets_no_word_label(tmp_path):
     label = s.instruction.split('"')[1]
     assert {s.instruction.encode()[i:].split(b'"')[0].decode() for i in word[ptr0 >= 0]} == {label}
 
+
 def test_a_reading_model_learns_to_look_for_the_named_word():
     torch.manual_seed(0)
     m = PixelModel(PixelConfig(hidden_size=64, num_layers=2, num_heads=2, stem_channels=8, max_glimpses=8,
-                               match=True, match_channels=8, match_reach=2))
+                               grounding={**READER, "reach": 2}))
     text = 'Type "x" into the "Street" field.'
     with torch.no_grad():  # the instruction is encoded once, as a policy does; its layers are not trained here
         cache = m.encode_text(torch.from_numpy(encode_text(text, 96)[0])[None])
     args = _blank_step(m, cache)
-    args["match"] = torch.rand(1, m.config.max_glimpses, 96)
-    labels = {f: torch.full((1,), -1) for f in LABEL_FIELDS}
-    labels["ptr0"][:] = 3
+    args["match"] = torch.rand(1, m.config.max_glimpses, 4, 96)
+    labels = torch.full((1, len(LABEL_FIELDS)), -1)
+    labels[0, LABEL_FIELDS.index("ptr0")] = 3
     pos = text.index("Street")
-    labels["word"][:] = pos
+    labels[0, LABEL_FIELDS.index("word")] = pos
+    offsets = torch.zeros(1, 2, 2)
     m.eval()
-    assert m(**args).word_logits is None  # the step has no such output
+    assert m(**args).aux is None  # the step has no training outputs
     m.train()
-    params = [p for n, p in m.named_parameters() if n.startswith("match_t")]
+    params = [p for n, p in m.named_parameters() if n.startswith("grounding.t")]  # tq, tk, temp
     opt = torch.optim.SGD(params, lr=0.5)
     share = []
     for _ in range(20):
-        out = m(**args)
-        share.append(float(out.word_logits[0, 0].detach().softmax(-1)[pos]))
-        total, parts = loss(out, labels, torch.zeros(1, 2, 2))
-        assert "word" in parts
+        out = m(**args, labels=labels, target_offsets=offsets)
+        share.append(float(out.aux["word_logits"][0, 0].detach().softmax(-1)[pos]))
+        assert "word" in out.loss_parts
         opt.zero_grad()
-        total.backward()
+        out.loss.backward()
         opt.step()
     assert share[-1] > 0.9 > share[0]
-    labels["word"][:] = -1  # no demo named a target: no word loss
-    assert "word" not in loss(m(**args), labels, torch.zeros(1, 2, 2))[1]
+    labels[0, LABEL_FIELDS.index("word")] = -1  # no demo named a target: no word loss
+    assert "word" not in m(**args, labels=labels, target_offsets=offsets).loss_parts
     assert np.isfinite(share).all()
