@@ -283,3 +283,55 @@ def parse_action(obj: Any) -> Action:
         raise
     except (TypeError, ValueError) as e:  # pragma: no cover - dataclass signature errors
         raise ActionError("action", str(e)) from None
+
+
+# -- JSON Schema ---------------------------------------------------------------------------------
+# Generated from the action types above, for MCP tools and LLM tool-calling; parse_action stays the
+# validator (it also checks key names, control characters and huge integers the schema cannot say).
+
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "x": {"type": "number", "minimum": 0, "maximum": 1, "description": "normalised x over the screen: 0 left edge, 1 right"},
+    "y": {"type": "number", "minimum": 0, "maximum": 1, "description": "normalised y over the screen: 0 top edge, 1 bottom"},
+    "x2": {"type": "number", "minimum": 0, "maximum": 1, "description": "normalised x where the drag ends"},
+    "y2": {"type": "number", "minimum": 0, "maximum": 1, "description": "normalised y where the drag ends"},
+    "button": {"type": "string", "enum": list(BUTTONS)},
+    "count": {"type": "integer", "minimum": 1, "maximum": MAX_CLICKS, "description": "clicks (2: double-click)"},
+    "dx": {"type": "integer", "minimum": -MAX_SCROLL, "maximum": MAX_SCROLL, "description": "notches; > 0 scrolls right"},
+    "dy": {"type": "integer", "minimum": -MAX_SCROLL, "maximum": MAX_SCROLL, "description": "notches; > 0 scrolls down"},
+    "keys": {"type": "string", "minLength": 1, "maxLength": 64,
+             "description": "a key combo joined by '+', e.g. 'enter', 'ctrl+shift+t'; names: "
+                            + ", ".join(k for k in MODIFIERS + NAMED_KEYS if not k[1:].isdigit()) + ", f1-f24, single characters"},
+    "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+             "description": "text to type (printable characters, tab and newline)"},
+    "seconds": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
+}
+
+
+def action_json_schema(kind: str | None = None, *, with_type: bool = True) -> dict[str, Any]:
+    """The JSON Schema of one action type (``kind``), or of any action (a ``oneOf`` over all).
+
+    ``with_type=False`` leaves the ``type`` tag out of one type's schema (a tool named after the
+    action takes only its fields). Every field of every action type has a schema here, so the
+    action types stay the one source.
+    """
+    if kind is None:
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Action",
+                "oneOf": [action_json_schema(k) for k in ACTION_TYPES]}
+    if kind not in ACTION_TYPES:
+        raise ActionError("type", f"unknown action type {kind!r}; expected one of {', '.join(ACTION_TYPES)}")
+    cls = ACTION_TYPES[kind]
+    props: dict[str, Any] = {"type": {"const": kind}} if with_type else {}
+    required = ["type"] if with_type else []
+    for f in fields(cls):
+        schema = dict(_FIELD_SCHEMAS[f.name])
+        if f.default is MISSING:
+            required.append(f.name)
+        else:
+            schema["default"] = f.default
+        props[f.name] = schema
+    doc = (cls.__doc__ or "").strip()
+    out: dict[str, Any] = {"type": "object", "title": kind, "properties": props, "required": required,
+                           "additionalProperties": False}
+    if doc and not doc.startswith(f"{cls.__name__}("):  # dataclass's generated signature is no description
+        out["description"] = doc.splitlines()[0]
+    return out
