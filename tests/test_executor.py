@@ -145,7 +145,7 @@ def test_deny_list_ignores_order_and_aliases():
     assert canonical_combo("cmd+option+esc") == frozenset({"super", "alt", "escape"})
 
 
-def test_rate_limit_token_bucket():
+def test_rate_limit_allows_at_most_the_rate_within_any_second():
     now = [0.0]
     e, b = ex(max_actions_per_second=5, clock=lambda: now[0])
     for _ in range(5):
@@ -153,14 +153,85 @@ def test_rate_limit_token_bucket():
     with pytest.raises(ActionRefused, match="rate limit"):
         e.apply(Move(0.5, 0.5))
     e.apply(Wait(0.0))  # not counted
-    now[0] += 0.2  # one token back
-    e.apply(Move(0.5, 0.5))
+    now[0] += 0.5  # a token bucket would have refilled 2.5 actions here: 7 in 0.5 s
     with pytest.raises(ActionRefused, match="rate limit"):
         e.apply(Move(0.5, 0.5))
-    now[0] += 10
+    now[0] = 1.0  # the first action leaves the one-second window
     for _ in range(5):
         e.apply(Move(0.5, 0.5))
-    assert len(b.calls) == 11
+    with pytest.raises(ActionRefused, match="rate limit"):
+        e.apply(Move(0.5, 0.5))
+    assert len(b.calls) == 10
+
+
+def test_rate_limiter_never_passes_more_than_the_rate_in_any_window():
+    import random
+
+    from agent.desktops.executor import RateLimiter
+
+    rng = random.Random(0)
+    for rate in (0.5, 1, 3, 20):
+        now = [0.0]
+        lim = RateLimiter(rate, lambda now=now: now[0])
+        passed = []
+        for _ in range(2000):
+            now[0] += rng.expovariate(rate * 3)
+            if lim.take():
+                passed.append(now[0])
+        n, window = max(1, int(rate)), max(1, int(rate)) / rate
+        for i in range(len(passed) - n):  # any n + 1 passed actions span at least the window
+            assert passed[i + n] - passed[i] >= window - 1e-9, (rate, i)
+        assert len(passed) >= 0.7 * rate * now[0]  # and the limiter lets the rate through
+
+
+class StepFailBackend(FakeBackend):
+    """Raises on the n-th call of ``name``."""
+
+    def __init__(self, name, n=1):
+        super().__init__()
+        self.fail_name, self.fail_n = name, n
+
+    def __getattr__(self, name):
+        def call(*args, **kw):
+            self.calls.append((name, args, kw))
+            if name == self.fail_name:
+                self.fail_n -= 1
+                if self.fail_n == 0:
+                    raise OSError(f"{name} failed")
+        return call
+
+
+def test_a_drag_failing_part_way_releases_the_button():
+    e, b = ex(backend=StepFailBackend("moveTo", 3))
+    with pytest.raises(DesktopError, match="input failed"):
+        e.apply(Drag(0.1, 0.1, 0.9, 0.9))
+    assert b.calls[-1][0] == "mouseUp" and b.calls[-1][2] == {"button": "left"} and e.held == []
+
+
+def test_a_key_combo_failing_part_way_releases_every_key():
+    e, b = ex(backend=StepFailBackend("hotkey"))
+    with pytest.raises(DesktopError):
+        e.apply(Key("ctrl+shift+t"))
+    assert [c for c in b.calls if c[0] == "keyUp"] == [("keyUp", ("t",), {}), ("keyUp", ("shift",), {}),
+                                                       ("keyUp", ("ctrl",), {})]
+    assert e.held == []
+
+
+def test_a_refusal_or_a_stop_releases_a_held_button():
+    e, b = ex(region=(0.0, 0.0, 0.5, 0.5))
+    e.apply(MouseDown(0.25, 0.25))
+    assert e.held == ["button:left"]
+    with pytest.raises(ActionRefused):
+        e.apply(Click(0.9, 0.9))
+    assert e.held == [] and b.calls[-1] == ("mouseUp", (), {"button": "left"})
+    e.apply(MouseDown(0.25, 0.25, button="right"))
+    e.apply(MouseUp(0.25, 0.25, button="right"))
+    assert e.held == [] and e.release_all() == []
+    e.apply(MouseDown(0.25, 0.25))
+    e.stop_event.set()  # a stop mid-drag: the drag ends, the button is let go
+    with pytest.raises(DesktopError, match="stopped during drag"):
+        e.apply(Drag(0.1, 0.1, 0.4, 0.4))
+    assert e.held == [] and b.calls[-1] == ("mouseUp", (), {"button": "left"})
 
 
 def test_confirmation_and_terminal_refusal_without_tty():

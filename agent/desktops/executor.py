@@ -27,6 +27,7 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -115,6 +116,29 @@ def canonical_combo(combo: str) -> frozenset[str]:
     return frozenset(_ALIASES.get(k, k) for k in keys)
 
 
+class RateLimiter:
+    """At most ``rate`` actions in any window of one second (a sliding-window log, not a token bucket:
+    a full bucket plus its refill lets twice the rate through within one second).
+
+    A rate below 1 allows one action per ``1 / rate`` seconds. ``take()`` returns False when over."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"the rate must be positive, got {rate}")
+        self.rate = float(rate)
+        self.n = max(1, math.floor(self.rate))
+        self.window = self.n / self.rate  # seconds in which at most n actions pass (1 s when rate >= 1)
+        self._times: deque[float] = deque(maxlen=self.n)
+        self._clock = clock
+
+    def take(self) -> bool:
+        now = self._clock()
+        if len(self._times) == self.n and now - self._times[0] < self.window:
+            return False
+        self._times.append(now)
+        return True
+
+
 def describe(action: Action) -> str:
     d = action.to_json()
     kind = d.pop("type")
@@ -148,10 +172,10 @@ class Executor:
     - ``deny_keys``: combos refused whatever the policy says (order and aliases don't matter).
     - ``confirm``: ``callable(action) -> bool`` asked for each action matching ``confirm_when``
       (default: all but moves); False refuses. None asks nothing.
-    - ``max_actions_per_second``: a token bucket (bursts up to that many); over it, refused.
-      None or 0 turns it off. Waits don't count.
+    - ``max_actions_per_second``: at most that many actions in any one second (:class:`RateLimiter`);
+      over it, refused. None or 0 turns it off. Waits don't count.
     - ``input_scale``: physical pixels per input unit; None uses :func:`default_input_scale`.
-    - ``stop_event``: interrupts a ``wait`` when set.
+    - ``stop_event``: interrupts a ``wait`` (and a drag or typing in progress) when set.
     - ``backend``: the input module (pyautogui by default; tests pass a fake).
     """
 
@@ -191,8 +215,13 @@ class Executor:
         self.stop_event = stop_event or threading.Event()
         self._backend = backend
         self._clock = clock
-        self._tokens = self.rate or 0.0
-        self._last_refill = clock()
+        self._limiter = RateLimiter(self.rate, clock) if self.rate is not None else None
+        # Every button and key this executor may hold down, in press order: marked before the input
+        # is sent and cleared once it is up again, so a failure part-way leaves it here to release.
+        self._held_buttons: dict[str, None] = {}
+        self._held_keys: dict[str, None] = {}
+        self._input_lock = threading.RLock()  # input is sent by one thread at a time (release_all too)
+        self.released: list[str] = []  # what release_all let go of, for logs and tests
         self.sent = 0
         self.refused = 0
         self.dry_log: list[str] = []
@@ -246,14 +275,51 @@ class Executor:
                 raise ActionRefused(f"cannot type {bad[0]!r}: the input backend types ASCII text only")
 
     def _take_token(self, action: Action) -> None:
-        if self.rate is None or isinstance(action, Wait | Done):
+        if self._limiter is None or isinstance(action, Wait | Done):
             return
-        now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._last_refill) * self.rate)
-        self._last_refill = now
-        if self._tokens < 1.0:
+        if not self._limiter.take():
             raise ActionRefused(f"rate limit: more than {self.rate:g} actions per second")
-        self._tokens -= 1.0
+
+    # --- held input -----------------------------------------------------------------------
+    @property
+    def held(self) -> list[str]:
+        """Buttons and keys this executor may still hold down (``button:left``, ``key:ctrl``)."""
+        return [f"button:{b}" for b in self._held_buttons] + [f"key:{k}" for k in self._held_keys]
+
+    def release_all(self) -> list[str]:
+        """Let go of every button and key this executor pressed and has not released (any thread).
+
+        Called on every refusal, error, stop and close; errors while releasing (a display that is
+        gone) are logged, never raised. Returns what it released."""
+        with self._input_lock:
+            if not (self._held_buttons or self._held_keys):
+                return []
+            keys, buttons = list(self._held_keys), list(self._held_buttons)
+            self._held_keys.clear()
+            self._held_buttons.clear()
+            out = []
+            g = self._backend
+            for k in reversed(keys):
+                out.append(f"key:{k}")
+                if g is not None:
+                    try:
+                        g.keyUp(k)
+                    except Exception as e:
+                        log.warning("could not release key %s: %s: %s", k, type(e).__name__, e)
+            for b in buttons:
+                out.append(f"button:{b}")
+                if g is not None:
+                    try:
+                        g.mouseUp(button=b)
+                    except Exception as e:
+                        log.warning("could not release the %s button: %s: %s", b, type(e).__name__, e)
+            log.info("released held input: %s", ", ".join(out))
+            self.released.extend(out)
+            return out
+
+    def _check_stopped(self, action: Action) -> None:
+        if self.stop_event.is_set():
+            raise DesktopError(f"stopped during {action.type}; held input released")
 
     # --- apply ----------------------------------------------------------------------------
     def apply(self, action: Action) -> None:
@@ -265,6 +331,7 @@ class Executor:
             self._take_token(action)
         except ActionRefused:
             self.refused += 1
+            self.release_all()  # a refusal breaks whatever the policy was holding down
             raise
         if isinstance(action, Done):
             return
@@ -278,8 +345,12 @@ class Executor:
             return
         g = self.backend
         try:
-            self._send(g, action)
-        except Exception as e:
+            with self._input_lock:
+                self._send(g, action)
+        except BaseException as e:
+            self.release_all()  # a failure part-way (or a stop) must not leave anything held
+            if not isinstance(e, Exception):
+                raise
             if type(e).__name__ == "FailSafeException":
                 raise DesktopError(
                     "failsafe: the pointer was moved into a screen corner (pyautogui FAILSAFE); input stopped"
@@ -311,22 +382,29 @@ class Executor:
             g.moveTo(*self._input_point(action.x, action.y))
         elif isinstance(action, Click):
             ix, iy = self._input_point(action.x, action.y)
+            self._held_buttons[action.button] = None
             g.click(ix, iy, clicks=action.count, interval=0.0, button=action.button)
+            self._held_buttons.pop(action.button, None)
         elif isinstance(action, MouseDown):
             ix, iy = self._input_point(action.x, action.y)
+            self._held_buttons[action.button] = None  # held until a mouse_up, a refusal, an error or a stop
             g.mouseDown(ix, iy, button=action.button)
         elif isinstance(action, MouseUp):
             ix, iy = self._input_point(action.x, action.y)
             g.mouseUp(ix, iy, button=action.button)
+            self._held_buttons.pop(action.button, None)
         elif isinstance(action, Drag):
             x0, y0 = self._input_point(action.x, action.y)
             x1, y1 = self._input_point(action.x2, action.y2)
+            self._held_buttons[action.button] = None
             g.mouseDown(x0, y0, button=action.button)
             steps = 8  # intermediate motion so toolkits see a drag, not a jump
             for i in range(1, steps + 1):
+                self._check_stopped(action)  # a stop mid-drag lets go (apply releases)
                 g.moveTo(round(x0 + (x1 - x0) * i / steps), round(y0 + (y1 - y0) * i / steps))
                 time.sleep(0.005)
             g.mouseUp(x1, y1, button=action.button)
+            self._held_buttons.pop(action.button, None)
         elif isinstance(action, Scroll):
             ix, iy = self._input_point(action.x, action.y)
             g.moveTo(ix, iy)
@@ -336,11 +414,20 @@ class Executor:
                 g.hscroll(action.dx, x=ix, y=iy)
         elif isinstance(action, Key):
             keys = [_PYAUTOGUI_KEYS.get(k, k) for k in action.parts]
+            for k in keys:
+                self._held_keys[k] = None
             if len(keys) == 1:
                 g.press(keys[0])
             else:
                 g.hotkey(*keys, interval=0.0)
+            for k in keys:
+                self._held_keys.pop(k, None)
         elif isinstance(action, Type):
-            g.write(action.text, interval=0.0)
+            self._held_keys["shift"] = None  # the backend holds shift for capitals and symbols
+            for i in range(0, len(action.text), 64):  # a stop interrupts long text between chunks
+                if i:
+                    self._check_stopped(action)
+                g.write(action.text[i:i + 64], interval=0.0)
+            self._held_keys.pop("shift", None)
         else:  # pragma: no cover - every Action type is handled above
             raise ActionRefused(f"the executor cannot perform {action.type!r}")

@@ -13,6 +13,10 @@ Safety controls, all on by default where sensible:
 
 Every stop therefore goes through ``Agent.stop(reason)`` or ``DesktopError``, and the loop writes
 the reason into the session.
+
+Input is always released: every button and key the executor pressed and has not let go of is
+released on a refusal, an input error, a stop (hotkey, signal, :meth:`request_stop`) and on
+:meth:`close` (:meth:`release_input`; :meth:`agent.desktops.executor.Executor.release_all`).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class LiveDesktop:
     """
 
     kind = "live"
+    realtime = True  # a ``wait`` takes real seconds (a server must not run it on a shared thread)
 
     def __init__(
         self,
@@ -160,14 +165,24 @@ class LiveDesktop:
         """Stop the run (stop hotkey, signals): calls ``on_stop`` or latches for the next call."""
         if not self._stop_reason:
             self._stop_reason = reason
-        self._stop_event.set()  # interrupts a running wait
+        self._stop_event.set()  # interrupts a running wait, drag or typing
+        self.release_input()  # waits for an input call in progress (a drag ends at its next step)
         cb = self.on_stop
         if cb is not None:
             cb(reason)
 
     def _check_stop(self) -> None:
         if self._stop_reason and self.on_stop is None:
+            self.release_input()
             raise DesktopError(self._stop_reason)
+
+    def release_input(self) -> list[str]:
+        """Release every button and key the worker pressed and still holds (any thread; never raises)."""
+        try:
+            return self.executor.release_all()
+        except Exception as e:  # pragma: no cover - release_all logs its own failures
+            log.warning("releasing held input failed: %s", e)
+            return []
 
     # --- Desktop protocol -----------------------------------------------------------------
     def observe(self) -> Frame:
@@ -211,6 +226,7 @@ class LiveDesktop:
             return
         self._closed = True
         self._stop_event.set()
+        self.release_input()
         if self.hotkey is not None:
             self.hotkey.stop()
         if not self._capture.pending:
