@@ -20,6 +20,7 @@ system:
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v chromedriver >/dev/null || need="$$need chromium-driver"; \
 	[ -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] || need="$$need fonts-liberation"; \
+	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need="$$need fonts-dejavu-core"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || need="$$need python3-tk"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
 	if [ -n "$$need" ]; then \
@@ -32,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,ray,miniwob]"
+	$(PY) -m pip install -q -e ".[test,ray,miniwob,mcp,export]"
 	touch $@
 
 setup: system $(VENV)/.installed
