@@ -110,13 +110,14 @@ class IncrementalScreenSource(ScreenSource):
     """A :class:`ScreenSource` whose grabs copy only what changed (XDamage), returning
     :class:`ChangedFrame`. Extra keywords: ``refresh_s`` (seconds between full grabs, None for
     never), ``max_buffers`` (frame buffers pooled, see the module docstring), ``damage`` (False
-    forces full grabs: the fallback, for comparison). ``incremental`` tells whether damage
+    forces full grabs: the fallback, for comparison), ``backend`` (mss's, as in ScreenSource:
+    ``xgetimage`` copies each rectangle with a plain GetImage instead of XShm). ``incremental`` tells whether damage
     tracking is on; ``full_grabs`` and ``region_grabs`` count what the grabs did."""
 
     def __init__(self, monitor: int = 1, region: tuple[int, int, int, int] | None = None,
                  fps: float | None = None, scale: float | None = None, *, refresh_s: float | None = 2.0,
-                 max_buffers: int = 4, damage: bool = True):
-        super().__init__(monitor, region, fps, scale)
+                 max_buffers: int = 4, damage: bool = True, backend: str | None = None):
+        super().__init__(monitor, region, fps, scale, backend=backend)
         if refresh_s is not None and not refresh_s > 0:
             raise ValueError(f"refresh_s must be positive or None, got {refresh_s}")
         self.refresh_s = refresh_s

@@ -117,6 +117,8 @@ class ScreenSource:
     - ``fps``: a cap; :meth:`grab` sleeps to the next slot. A slot missed because a grab came
       late counts in ``dropped``; ``captured`` counts frames returned.
     - ``scale``: physical pixels per logical point; None detects it (:func:`detect_scale`).
+    - ``backend``: mss's capture backend on Linux (``xshmgetimage``, the default, or ``xgetimage``,
+      ``xlib``); None lets mss choose.
     """
 
     def __init__(
@@ -125,10 +127,13 @@ class ScreenSource:
         region: tuple[int, int, int, int] | None = None,
         fps: float | None = None,
         scale: float | None = None,
+        *,
+        backend: str | None = None,
     ):
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps}")
         self.monitor_index = monitor
+        self.backend = backend
         self.region = region
         self.fps = fps
         self._period = 1.0 / fps if fps else 0.0
@@ -162,7 +167,7 @@ class ScreenSource:
 
                 mss.darwin.IMAGE_OPTIONS = 0
             factory = getattr(mss, "MSS", None) or mss.mss
-            sct = factory()
+            sct = factory(backend=self.backend) if self.backend and sys.platform == "linux" else factory()
         except Exception as e:
             name = display_name()
             if sys.platform == "linux" and not name:
