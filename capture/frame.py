@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# The largest screen or frame side the runtime accepts, in physical pixels (three 5K monitors side
+# by side fit). A larger claim (a damaged or hostile session.json, a remote hello) is refused before
+# anything is allocated: one 65535x65535 BGRA frame would be 16 GiB.
+MAX_SIDE = 16384
+# How far a screen's origin may sit from 0 on the virtual desktop.
+MAX_ORIGIN = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class Screen:
@@ -23,6 +30,8 @@ class Screen:
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"screen size must be positive, got {self.width}x{self.height}")
+        if self.width > MAX_SIDE or self.height > MAX_SIDE:
+            raise ValueError(f"screen size {self.width}x{self.height} is over the limit of {MAX_SIDE} pixels a side")
         if not (0.5 <= self.scale <= 4.0):
             raise ValueError(f"screen scale must be within [0.5, 4], got {self.scale}")
 
@@ -47,12 +56,35 @@ class Screen:
 
     @classmethod
     def from_json(cls, obj: dict) -> Screen:
+        """Strict: integers where integers belong, sizes within [1, MAX_SIDE], a finite scale.
+        Raises ``ValueError`` naming the field (``TypeError`` if ``obj`` is not a dict)."""
+        if not isinstance(obj, dict):
+            raise TypeError(f"a screen is a JSON object, got {type(obj).__name__}")
+
+        def whole(name: str, default: int | None, lo: int, hi: int) -> int:
+            v = obj.get(name, default)
+            if v is None:
+                raise ValueError(f"{name!r} is missing")
+            if isinstance(v, float) and v.is_integer() and lo <= v <= hi:
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name!r} must be an integer, got {type(v).__name__}")
+            if not lo <= v <= hi:
+                shown = v if v.bit_length() <= 64 else f"an integer of {v.bit_length()} bits"
+                raise ValueError(f"{name!r} must be within [{lo}, {hi}], got {shown}")
+            return v
+
+        scale = obj.get("scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not (0.5 <= scale <= 4.0):
+            shown = type(scale).__name__ if not isinstance(scale, int | float) else \
+                (scale if not isinstance(scale, int) or scale.bit_length() <= 64 else "a huge integer")
+            raise ValueError(f"'scale' must be a number within [0.5, 4], got {shown}")
         return cls(
-            width=int(obj["width"]),
-            height=int(obj["height"]),
-            left=int(obj.get("left", 0)),
-            top=int(obj.get("top", 0)),
-            scale=float(obj.get("scale", 1.0)),
+            width=whole("width", None, 1, MAX_SIDE),
+            height=whole("height", None, 1, MAX_SIDE),
+            left=whole("left", 0, -MAX_ORIGIN, MAX_ORIGIN),
+            top=whole("top", 0, -MAX_ORIGIN, MAX_ORIGIN),
+            scale=float(scale),
         )
 
 

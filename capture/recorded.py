@@ -14,14 +14,41 @@ import av
 import cv2
 import numpy as np
 
-from capture.frame import Frame, Screen
+from capture.frame import MAX_SIDE, Frame, Screen
+
+# Padding an encoder may add right and bottom (alignment to 16, 32 or 64 pixels).
+MAX_PAD = 64
+# The smallest downscale factor a recording may use (a 16384-pixel side into a 2304-pixel box is 0.14).
+MIN_SCALE = 1 / 8
 
 
 class VideoDamaged(RuntimeError):
     """The video cannot be opened at all."""
 
 
+def video_size_problem(screen: Screen, width: int, height: int) -> str | None:
+    """Why a ``width`` x ``height`` video cannot hold frames of ``screen``, or None if it can.
+
+    A recording is the screen itself, padded right and bottom by at most ``MAX_PAD`` pixels,
+    possibly after one downscale by a factor f in [MIN_SCALE, 1] kept the same on both axes. So a
+    session.json that claims a screen its video does not match (a huge one, above all) is refused
+    before a frame is resized to it."""
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        return f"video is {width}x{height}, outside 1..{MAX_SIDE} pixels a side"
+    sw, sh = screen.width, screen.height
+    # f must satisfy  f*s <= v + 1  and  v - MAX_PAD - 1 <= f*s  on both axes (rounding allowed).
+    lo = max(MIN_SCALE, (width - MAX_PAD - 1) / sw, (height - MAX_PAD - 1) / sh)
+    hi = min(1.0, (width + 1) / sw, (height + 1) / sh)
+    if lo > hi:
+        return (f"video is {width}x{height}, which cannot hold the {sw}x{sh} screen session.json claims "
+                f"(padding up to {MAX_PAD} pixels, downscale no smaller than 1/{round(1 / MIN_SCALE)})")
+    return None
+
+
 def _to_bgra(frame: av.VideoFrame, screen: Screen) -> np.ndarray:
+    why = video_size_problem(screen, frame.width, frame.height)
+    if why is not None:
+        raise ValueError(f"a frame {why.removeprefix('video ')}")
     pixels = frame.to_ndarray(format="bgra")
     h, w = pixels.shape[:2]
     if w >= screen.width and h >= screen.height:
@@ -44,8 +71,10 @@ class RecordedVideo:
         self.damage: list[str] = []
 
     def _open(self, path: Path) -> av.container.InputContainer:
-        if not path.is_file():
+        if not path.exists():
             raise VideoDamaged(f"{path}: missing")
+        if not path.is_file():
+            raise VideoDamaged(f"{path}: not a regular file")
         if path.stat().st_size == 0:
             raise VideoDamaged(f"{path}: empty file")
         try:
@@ -55,6 +84,12 @@ class RecordedVideo:
         if not container.streams.video:
             container.close()
             raise VideoDamaged(f"{path}: no video stream")
+        cc = container.streams.video[0].codec_context
+        if cc.width and cc.height:  # 0 when the header does not say; each frame is checked anyway
+            why = video_size_problem(self.screen, cc.width, cc.height)
+            if why is not None:
+                container.close()
+                raise VideoDamaged(f"{path}: {why}")
         return container
 
     def __iter__(self) -> Iterator[Frame]:

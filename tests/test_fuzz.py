@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from agent.sessions.format import SessionError, open_session
 from policies.actions import ACTION_TYPES, Action, ActionError, parse_action
 
-json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=20)
+# Integers past float's range (a 400-digit coordinate is valid JSON) and past 64 bits.
+huge_ints = st.builds(lambda digits, sign: sign * 10**digits + 7, st.integers(19, 420), st.sampled_from([1, -1]))
+json_scalars = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=20)
+                | huge_ints)
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                            max_leaves=12)
 field_names = st.sampled_from(["x", "y", "x2", "y2", "button", "count", "dx", "dy", "keys", "text", "seconds", "extra"])
@@ -21,6 +24,9 @@ action_like = st.builds(
     st.dictionaries(field_names, json_scalars | st.floats(0, 1) | st.sampled_from(["left", "ctrl+c", "enter", "hi"]),
                     max_size=5),
 )
+# JSON text nested deeper than the parser's stack ("[[[[...]]]]" or {"a": {"a": ...}}).
+deep_json = st.builds(lambda n, obj: ('{"a": ' * n + "1" + "}" * n) if obj else ("[" * n + "]" * n),
+                      st.integers(500, 120_000), st.booleans())
 
 
 @settings(max_examples=3000, deadline=None)
@@ -74,6 +80,11 @@ def _copy(src, dst):
 
 event_lines = st.one_of(
     st.binary(max_size=80),
+    st.builds(str.encode, deep_json),
+    st.builds(lambda t, f: json.dumps({"t": t, "frame": f, "source": "policy"}).encode(),
+              huge_ints | st.floats(0, 10), huge_ints | st.integers(-1, 5)),
+    st.builds(lambda digits: b'{"t": 1, "frame": ' + b"9" * digits + b', "source": "policy"}',
+              st.integers(4200, 6000)),  # past Python's 4,300-digit parsing limit
     st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(st.sampled_from(["t", "frame", "source", "action", "x"]),
                                                                 json_values, max_size=5)),
     st.builds(lambda t, f, s, a: json.dumps({"t": t, "frame": f, "source": s, "action": a}).encode(),
@@ -107,6 +118,56 @@ def test_session_json_reader_never_crashes(good_session, tmp_path, blob):
         s = open_session(path)
         n = s.count_frames()
         assert n >= 0
+    except SessionError as e:
+        assert str(path) in str(e)
+
+
+hostile_values = st.one_of(
+    json_values, huge_ints, st.integers(16_385, 2**31), st.integers(-2**31, 0),
+    st.sampled_from(["../video.mkv", "/etc/passwd", "", ".", "a/b.mkv", "video.mkv", "30", [], {}, [1, 2]]),
+    st.lists(st.sampled_from(["video.mkv", "../../x", "/dev/zero", 1, None]), max_size=3),
+)
+meta_fields = st.sampled_from([
+    "fps", "screen", "screen.width", "screen.height", "screen.scale", "screen.left", "video", "video.segments",
+    "video.sha256", "video.pts_unit", "encoder", "encoder.rejected", "desktop", "desktop.size", "instruction",
+    "closed", "frames", "duration", "cursor0", "end_reason", "success",
+])
+
+
+def _with_fields(meta: dict, changes: dict) -> dict:
+    meta = json.loads(json.dumps(meta))
+    for key, value in changes.items():
+        cur = meta
+        *parents, last = key.split(".")
+        for k in parents:
+            if not isinstance(cur.get(k), dict):
+                cur[k] = {}
+            cur = cur[k]
+        cur[last] = value
+    return meta
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(meta_fields, hostile_values, min_size=1, max_size=4) | st.builds(lambda d: {"deep": d}, deep_json))
+def test_hostile_session_json_fields_never_crash(good_session, tmp_path, changes):
+    """A good session.json with fields given wrong types, huge numbers, huge sizes, hostile segment
+    paths or deep nesting: a session whose first frames decode at the screen's size, or a
+    SessionError naming the file; nothing outside the directory is opened."""
+    import itertools
+
+    path = _copy(good_session, tmp_path / "s")
+    meta = json.loads((good_session / "session.json").read_text())
+    if "deep" in changes:  # as text: json.dumps cannot nest this deep
+        text = json.dumps(meta)[:-1] + ', "deep": ' + changes["deep"] + "}"
+    else:
+        text = json.dumps(_with_fields(meta, changes))
+    (path / "session.json").write_text(text)
+    try:
+        s = open_session(path)
+        assert s.count_frames() >= 0
+        for f in itertools.islice(s.frames(), 3):
+            assert f.pixels.shape == (s.screen.height, s.screen.width, 4)
+        assert all(p.resolve().parent == path.resolve() for p in s.video_paths)
     except SessionError as e:
         assert str(path) in str(e)
 

@@ -26,6 +26,12 @@ def _rebuild_desktop(session: Session) -> Any:
     if info.get("kind") != "virtual":
         return None
     from agent.desktops.virtual import desktop_from_info
+    from agent.sessions.format import SessionError
+
+    size = [session.screen.width, session.screen.height]
+    if info.get("size", size) != size:  # the screen is checked against the video; the desktop is not
+        raise SessionError(f"{session.path / 'session.json'}: 'desktop.size' {info.get('size')} differs from "
+                           f"the screen {size[0]}x{size[1]}")
 
     return desktop_from_info(info)
 

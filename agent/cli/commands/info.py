@@ -11,7 +11,9 @@ from agent.cli.util import console, print_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a recorded session: geometry, duration, frames, events, encoder, damage")
     p.add_argument("session", metavar="SESSION")
-    p.add_argument("--verify", action="store_true", help="decode every frame (slower) instead of counting packets")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every frame (slower) instead of counting packets, and check each video "
+                        "segment's SHA-256 against the one written at close (exit 1 if one differs)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
@@ -20,7 +22,9 @@ def session_info(path: str, verify: bool = False) -> dict:
     from agent.sessions.format import open_session
 
     s = open_session(path)
+    checksums = None
     if verify:
+        checksums = s.verify_checksums()
         counted = 0
         last_t = None
         for f in s.frames():
@@ -35,7 +39,8 @@ def session_info(path: str, verify: bool = False) -> dict:
     beyond = [e for e in s.events if e.frame >= counted]
     if beyond:
         s.damage.append(f"{len(beyond)} events refer to frames past the last readable one")
-    enc = s.meta.get("encoder") or {}
+    enc = s.meta.get("encoder") or {}  # an object: checked on reading
+    rejected = enc.get("rejected")
     stop = [e.raw for e in s.events if e.source == "system" and e.raw.get("event") == "stop"]
     return {
         "path": str(s.path),
@@ -53,22 +58,24 @@ def session_info(path: str, verify: bool = False) -> dict:
         "policy": s.meta.get("policy"),
         "desktop": s.desktop,
         "encoder": {k: enc.get(k) for k in ("codec", "pix_fmt", "coded_width", "coded_height", "pad", "scale", "psnr")
-                    if k in enc} | {"rejected": len(enc.get("rejected", []))},
+                    if k in enc} | {"rejected": len(rejected) if isinstance(rejected, list) else 0},
         "closed": bool(s.meta.get("closed")),
         "end_reason": s.meta.get("end_reason") or (stop[-1].get("reason") if stop else None),
         "success": s.meta.get("success"),
         "damage": s.damage,
-    }
+    } | ({"checksums": checksums} if checksums is not None else {})
 
 
 def run(args: argparse.Namespace) -> int:
     info = session_info(args.session, args.verify)
+    status = 1 if any(v in ("mismatch", "missing") for v in (info.get("checksums") or {}).values()) else 0
     if args.json:
         print_json(info)
-        return 0
+        return status
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=info["path"], show_header=False)
+    t = Table(title=escape(info["path"]), show_header=False)
     sc = info["screen"]
     rows = [
         ("screen", f"{sc['width']}x{sc['height']} @ scale {sc['scale']} (origin {sc['left']},{sc['top']})"),
@@ -82,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         ("closed / reason", f"{info['closed']} / {info['end_reason']}"),
         ("damage", "; ".join(info["damage"]) or "none"),
     ]
-    for k, v in rows:
-        t.add_row(k, v)
+    if "checksums" in info:
+        rows.append(("checksums", ", ".join(f"{k} {v}" for k, v in info["checksums"].items())))
+    for k, v in rows:  # escaped: an instruction or a damage line may hold [brackets]
+        t.add_row(k, escape(v))
     console().print(t)
-    return 0
+    return status

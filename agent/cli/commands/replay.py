@@ -44,21 +44,22 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(results[0] if single else {"sessions": results, "throughput": report.throughput})
         return 1 if report.failed else 0
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"replay with policy {args.policy}")
+    table = Table(title=escape(f"replay with policy {args.policy}"))
     for col in ("session", "frames", "actions", "agreement", "type acc", "click px p50/p95", "key", "text", "damage"):
         table.add_column(col)
     fmt = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
     for r in results:
         if "error" in r:
-            table.add_row(r["session"], *["-"] * 7, f"[red]failed: {r['error']}[/red]")
+            table.add_row(escape(r["session"]), *["-"] * 7, f"[red]failed: {escape(r['error'])}[/red]")
             continue
         cd = r["click_distance_px"]
         table.add_row(
-            r["session"], str(r["frames_decoded"]), str(r["recorded_actions"]), fmt(r["agreement"]),
+            escape(r["session"]), str(r["frames_decoded"]), str(r["recorded_actions"]), fmt(r["agreement"]),
             fmt(r["type_accuracy"]), "-" if cd["n"] == 0 else f"{cd['p50']:.1f} / {cd['p95']:.1f}",
-            fmt(r["key_exact"]), fmt(r["text_exact"]), "; ".join(r["damage"]) or "none",
+            fmt(r["key_exact"]), fmt(r["text_exact"]), escape("; ".join(r["damage"])) or "none",
         )
     console().print(table)
     tp = report.throughput
