@@ -16,7 +16,13 @@ Shape of the server:
 
 Access: every websocket needs a token (controller or viewer), as ``Authorization: Bearer`` or
 ``?token=``; browser Origins must be same-origin or explicitly allowed; the Host header must name
-this server (DNS-rebinding guard) when bound to a loopback address.
+this server (DNS-rebinding guard) when bound to a loopback address. The checks are
+:mod:`agent.stream.http`.
+
+Limits (docs/protocol.md, Limits): a send timeout per client, reply and frame queues bounded in
+bytes, caps on connections (total and per address), an idle timeout, an action rate limit and a
+``wait`` cap for remote controllers. Every button and key a controller pressed is released when it
+disconnects and when the server stops (desktops with ``release_input``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hmac
-import ipaddress
 import itertools
 import logging
 import secrets
@@ -34,9 +39,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -44,35 +47,40 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agent.desktops import ActionRefused, Desktop, DesktopError
+from agent.desktops.executor import RateLimiter
 from agent.stats import percentiles
+from agent.stream import http as H
 from agent.stream import protocol as P
 from agent.stream.video import StreamEncoder, VideoUnavailable, jpeg_encode, open_stream_encoder
 from capture import Frame
-from policies.actions import Action, ActionError, parse_action
+from policies.actions import Action, ActionError, Key, Wait, parse_action
 
 log = logging.getLogger("dw.stream")
 
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
-          "/index.html": ("index.html", "text/html; charset=utf-8"),
-          "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8")}
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # package data of ``agent`` (pyproject: web/*)
-WS_PATH = "/ws"
+STATIC = H.STATIC
+WEB_DIR = H.WEB_DIR
+WS_PATH = H.WS_PATH
 CONTROL_QUEUE = 512  # replies and broadcasts waiting for one client; past this it is closed as stuck
 KEYFRAME_MIN_INTERVAL = 0.1  # seconds between forced keyframes, however many clients ask
 STAT_WINDOW = 600  # timings kept per stage
+STATS_CACHE_S = 0.1  # the server-wide part of a ``stats`` reply is computed at most this often
+
+# Limits (docs/protocol.md, Limits); every one is a StreamServer keyword and a ``dw serve`` option.
+SEND_TIMEOUT = 15.0  # s a single send may wait for a client to read; past it the client is dropped
+CONTROL_QUEUE_BYTES = 256 << 10  # replies and broadcasts waiting for one client; past it: closed (1008)
+FRAME_QUEUE_BYTES = 16 << 20  # frames waiting for one client (one frame is always let in)
+MAX_CONNECTIONS = 64  # websockets at once
+MAX_CONNECTIONS_PER_ADDRESS = 32  # websockets at once from one peer address
+IDLE_TIMEOUT = 300.0  # s without a message from the client and without anything sent to it
+ACTION_RATE = 60.0  # actions per second from all remote controllers together (any one-second window)
+MAX_WAIT = 10.0  # s: the longest ``wait`` a remote controller may ask for
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_is_loopback = H.is_loopback
 
 
 @dataclass(eq=False)
@@ -82,8 +90,11 @@ class Client:
     id: int
     format: str = "video"
     synced: bool = False  # a video client can decode from here (it has received a keyframe)
+    address: str = ""
     control: deque = field(default_factory=deque)
     frames: deque = field(default_factory=deque)
+    control_bytes: int = 0
+    frame_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent_frames: int = 0
     sent_bytes: int = 0
@@ -95,12 +106,16 @@ class Client:
     closing: bool = False
     last_keyframe_request: float = 0.0
     joined: float = field(default_factory=time.monotonic)
+    last_in: float = field(default_factory=time.monotonic)  # a message arrived
+    last_out: float = field(default_factory=time.monotonic)  # a send completed
+    sending_since: float | None = None  # a send in progress began (monotonic)
     send_ns: deque = field(default_factory=lambda: deque(maxlen=STAT_WINDOW))
 
     def describe(self) -> dict:
         return {"id": self.id, "role": self.role, "format": self.format, "sent_frames": self.sent_frames,
                 "sent_bytes": self.sent_bytes, "dropped": self.dropped, "resyncs": self.resyncs,
-                "dropped_control": self.dropped_control, "queued": len(self.frames), "actions": self.actions,
+                "dropped_control": self.dropped_control, "queued": len(self.frames),
+                "queued_bytes": self.frame_bytes + self.control_bytes, "actions": self.actions,
                 "errors": self.errors, "send": percentiles(list(self.send_ns)),
                 "seconds": round(time.monotonic() - self.joined, 3)}
 
@@ -123,9 +138,28 @@ class StreamServer:
         max_message: int = P.MAX_MESSAGE_IN,
         video: bool = True,
         jpeg_quality: int = 80,
+        send_timeout: float = SEND_TIMEOUT,
+        control_queue_bytes: int = CONTROL_QUEUE_BYTES,
+        frame_queue_bytes: int = FRAME_QUEUE_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        idle_timeout: float | None = IDLE_TIMEOUT,
+        action_rate: float | None = ACTION_RATE,
+        max_wait: float = MAX_WAIT,
+        ssl_context: Any = None,
+        audit: Any = None,
     ):
         if not (0 < fps <= 240):
             raise ValueError(f"fps must be within (0, 240], got {fps}")
+        for name, v in (("send_timeout", send_timeout), ("max_wait", max_wait)):
+            if not (v >= 0 and v < float("inf")):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {v}")
+        if send_timeout <= 0:
+            raise ValueError(f"send_timeout must be positive, got {send_timeout}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive (or None), got {idle_timeout}")
+        if min(control_queue_bytes, frame_queue_bytes, max_connections, max_connections_per_address) < 1:
+            raise ValueError("queue sizes and connection caps must be at least 1")
         self.desktop = desktop
         self.host, self.port = host, port
         self.token = token or new_token()
@@ -138,7 +172,21 @@ class StreamServer:
         self.max_message = int(max_message)
         self.want_video = video
         self.jpeg_quality = jpeg_quality
+        self.send_timeout = float(send_timeout)
+        self.control_queue_bytes = int(control_queue_bytes)
+        self.frame_queue_bytes = int(frame_queue_bytes)
+        self.max_connections = int(max_connections)
+        self.max_connections_per_address = int(max_connections_per_address)
+        self.idle_timeout = float(idle_timeout) if idle_timeout else None
+        self.action_rate = float(action_rate) if action_rate else None
+        self._limiter = RateLimiter(self.action_rate) if self.action_rate else None
+        self.max_wait = float(max_wait)
+        self.ssl_context = ssl_context
+        self.audit = audit  # agent.stream.audit.AuditLog or None
         self.clients: set[Client] = set()
+        self._by_address: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()  # background tasks (closes, restarts): kept until done
+        self._stats_cache: tuple[float, dict] | None = None
         self._ids = itertools.count(1)
         self._desk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dw-desktop")
         self._enc = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dw-encode")
@@ -158,7 +206,9 @@ class StreamServer:
         self._state: dict[str, Any] = {}
         self.timings: dict[str, deque] = {s: deque(maxlen=STAT_WINDOW) for s in ("capture", "encode", "jpeg", "send")}
         self.counters = {"frames": 0, "keyframes": 0, "video_bytes": 0, "jpeg_bytes": 0, "connections": 0,
-                         "refused_handshakes": 0, "actions": 0, "errors": 0, "dropped": 0, "clients_closed_stuck": 0}
+                         "refused_handshakes": 0, "actions": 0, "errors": 0, "dropped": 0, "clients_closed_stuck": 0,
+                         "clients_closed_send_timeout": 0, "clients_closed_idle": 0, "rate_limited": 0,
+                         "producer_errors": 0}
         self.started = time.monotonic()
         self._closing = False
 
@@ -183,6 +233,7 @@ class StreamServer:
         self._state = await self._loop.run_in_executor(self._desk, self._snapshot)
         self._server = await serve(
             self._handler, self.host, self.port,
+            ssl=self.ssl_context,
             process_request=self._process_request,
             compression=None,
             max_size=self.max_message,
@@ -194,7 +245,32 @@ class StreamServer:
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
+        self._start_producer()
+        if self.audit is not None:
+            self.audit.write("start", url=self.url, desktop=_info(self.desktop))
+
+    def _background(self, coro) -> asyncio.Task:
+        """A task the server keeps a reference to until it is done (the loop holds only weak ones)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_producer(self) -> None:
         self._producer = asyncio.create_task(self._produce())
+        self._producer.add_done_callback(self._producer_done)
+
+    def _producer_done(self, task: asyncio.Task) -> None:
+        """The producer ends only when the server stops; if it dies anyway, say so and start it again."""
+        if self._closing or task.cancelled():
+            return
+        e = task.exception()
+        self.counters["producer_errors"] += 1
+        log.error("the frame producer died (%s: %s); restarting it", type(e).__name__, e,
+                  exc_info=(type(e), e, e.__traceback__) if e is not None else None)
+        self._broadcast({"type": "error", "field": "desktop",
+                         "message": f"frame producer failed: {type(e).__name__}: {e}; restarted"})
+        self._loop.call_later(1.0, lambda: None if self._closing else self._start_producer())
 
     async def stop(self) -> None:
         self._closing = True
@@ -202,6 +278,8 @@ class StreamServer:
             self._producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._producer
+        with contextlib.suppress(Exception):  # whatever the controllers held is let go
+            await asyncio.wait_for(self._loop.run_in_executor(self._desk, self._release_input), 5)
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -212,16 +290,19 @@ class StreamServer:
         self._enc.shutdown(wait=False)
         with self._latest_cond:
             self._latest_cond.notify_all()
+        if self.audit is not None:
+            self.audit.write("stop", counters=dict(self.counters))
+            self.audit.close()
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}{WS_PATH}"
+        return f"{'wss' if self.ssl_context else 'ws'}://{host}:{self.port}{WS_PATH}"
 
     @property
     def http_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}/"
 
     # -- the handshake: static files, tokens, origins ----------------------------------------------
     def _refuse(self, status: HTTPStatus, text: str, extra: dict | None = None) -> Response:
@@ -232,74 +313,50 @@ class StreamServer:
         headers["Content-Length"] = str(len(body))
         return Response(status.value, status.phrase, headers, body)
 
-    def _host_ok(self, request: Request) -> bool:
-        """Against DNS rebinding: on a loopback bind, the Host header must be a loopback name."""
-        if not _is_loopback(self.host):
-            return True
-        host = request.headers.get("Host", "")
-        name = urlsplit(f"//{host}").hostname or ""
-        return _is_loopback(name)
-
-    def _origin_ok(self, request: Request) -> bool:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True  # non-browser clients send no Origin
-        origin = origin.rstrip("/")
-        if origin in self.allow_origins:
-            return True
-        host = request.headers.get("Host", "")
-        return origin in (f"http://{host}", f"https://{host}")
-
     def role_for(self, token: str | None) -> str | None:
-        if not token:
-            return None
-        t = token.encode()
-        is_ctl = hmac.compare_digest(t, self.token.encode())
-        is_view = hmac.compare_digest(t, self.viewer_token.encode())
-        return "controller" if is_ctl else "viewer" if is_view else None
+        return H.role_for(token, self.token, self.viewer_token)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
-        if not self._host_ok(request):
-            return self._refuse(HTTPStatus.FORBIDDEN, "host not allowed")
-        if not upgrade:
-            return self._static(parts.path)
-        if parts.path != WS_PATH:
-            return self._refuse(HTTPStatus.NOT_FOUND, f"the websocket endpoint is {WS_PATH}")
-        if not self._origin_ok(request):
-            return self._refuse(HTTPStatus.FORBIDDEN, "origin not allowed (same-origin or --allow-origin only)")
-        query = parse_qs(parts.query)
-        token = None
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            token = auth[7:].strip()
-        elif query.get("token"):
-            token = query["token"][0]
-        if not token:
-            return self._refuse(HTTPStatus.UNAUTHORIZED, "a token is required (Authorization: Bearer or ?token=)",
-                                {"WWW-Authenticate": 'Bearer realm="dw"'})
-        role = self.role_for(token)
-        if role is None:
-            return self._refuse(HTTPStatus.FORBIDDEN, "wrong token")
-        fmt = (query.get("format") or [""])[0]
-        if fmt and fmt not in P.FORMATS:
-            return self._refuse(HTTPStatus.BAD_REQUEST, f"format must be one of {', '.join(P.FORMATS)}")
-        connection.dw_role = role  # type: ignore[attr-defined]
-        connection.dw_format = fmt or ("video" if self.encoder is not None else "jpeg")  # type: ignore[attr-defined]
+        try:
+            return self._check_request(connection, request)
+        except H.Refusal as r:
+            if self.audit is not None:
+                self.audit.write("refused", address=_peer(connection), status=r.status.value, reason=r.text,
+                                 path=request.path.split("?", 1)[0][:200])
+            return self._refuse(r.status, r.text, r.headers)
+        except Exception:  # a bug here must be a 500 without a traceback to the client, and logged once
+            log.exception("handshake check failed")
+            return self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        headers = request.headers
+        H.check_host(headers.get("Host"), self.host)
+        if "websocket" not in headers.get("Upgrade", "").lower():
+            body, extra = H.static_file(request.path)
+            return Response(200, "OK", Headers(extra), body)
+        accepted = H.check_websocket(request.path, headers, bound_host=self.host, allow_origins=self.allow_origins,
+                                     controller_token=self.token, viewer_token=self.viewer_token,
+                                     formats=P.FORMATS)
+        self._check_caps(_peer(connection))
+        connection.dw_role = accepted.role  # type: ignore[attr-defined]
+        connection.dw_format = accepted.format or ("video" if self.encoder is not None else "jpeg")  # type: ignore[attr-defined]
         return None
 
+    def _check_caps(self, address: str) -> None:
+        if len(self.clients) >= self.max_connections:
+            raise H.Refusal(HTTPStatus.SERVICE_UNAVAILABLE,
+                            f"too many connections (at most {self.max_connections})", {"Retry-After": "5"})
+        if self._by_address.get(address, 0) >= self.max_connections_per_address:
+            raise H.Refusal(HTTPStatus.TOO_MANY_REQUESTS,
+                            f"too many connections from {address} (at most {self.max_connections_per_address})",
+                            {"Retry-After": "5"})
+
     def _static(self, path: str) -> Response:
-        entry = STATIC.get(path)
-        if entry is None:
-            return self._refuse(HTTPStatus.NOT_FOUND, "not found")
-        name, ctype = entry
-        body = (WEB_DIR / name).read_bytes()
-        headers = Headers({"Content-Type": ctype, "Content-Length": str(len(body)), "Cache-Control": "no-store",
-                           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                           "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
-                                                      "img-src 'self' blob:; style-src 'self' 'unsafe-inline'"})
-        return Response(200, "OK", headers, body)
+        try:
+            body, extra = H.static_file(path)
+        except H.Refusal as r:
+            return self._refuse(r.status, r.text)
+        return Response(200, "OK", Headers(extra), body)
 
     # -- desktop thread ----------------------------------------------------------------------------
     def _snapshot(self) -> dict:
@@ -326,6 +383,17 @@ class StreamServer:
         self.desktop.apply(action)
         return self._snapshot()
 
+    def _release_input(self) -> list[str]:
+        """Let go of every button and key held on the desktop (desktops that hold input: live screens)."""
+        release = getattr(self.desktop, "release_input", None)
+        if not callable(release):
+            return []
+        try:
+            return list(release() or [])
+        except Exception as e:
+            log.warning("releasing held input failed: %s: %s", type(e).__name__, e)
+            return []
+
     def _expert(self) -> list[dict]:
         oracle = self.desktop.oracle
         if oracle is None or not hasattr(oracle, "expert_actions"):
@@ -337,13 +405,15 @@ class StreamServer:
         self._force_key = True
 
     def _encode(self, frame: Frame, seq: int, video: bool, jpeg: bool, key: bool, cap_us: int, cap_dur: int):
+        """On the encoder thread: the messages, and the stage timings (appended on the loop's thread)."""
         out: list[tuple[bytes, bool, int]] = []
+        timings: list[tuple[str, int]] = []
         pts = int(round(frame.t * 1000))
         if video and self.encoder is not None:
             t0 = time.perf_counter_ns()
             packets = self.encoder.encode(frame.pixels, pts, keyframe=key)
             dur = time.perf_counter_ns() - t0
-            self.timings["encode"].append(dur)
+            timings.append(("encode", dur))
             for data, _pts, is_key in packets:
                 h = P.FrameHeader(P.KIND_VIDEO, is_key, seq, pts, cap_us, cap_dur // 1000, dur // 1000)
                 out.append((h.pack() + data, is_key, P.KIND_VIDEO))
@@ -351,60 +421,39 @@ class StreamServer:
             t0 = time.perf_counter_ns()
             data = jpeg_encode(frame.pixels, self.jpeg_quality)
             dur = time.perf_counter_ns() - t0
-            self.timings["jpeg"].append(dur)
+            timings.append(("jpeg", dur))
             h = P.FrameHeader(P.KIND_JPEG, True, seq, pts, cap_us, cap_dur // 1000, dur // 1000)
             out.append((h.pack() + data, True, P.KIND_JPEG))
-        return out
+        return out, timings
 
     async def _produce(self) -> None:
         loop = asyncio.get_running_loop()
         period = 1.0 / self.fps
         next_t = loop.time()
+        failures = 0
         while not self._closing:
             if not self.clients and not self._local_users:
                 self._wake.clear()
                 await self._wake.wait()
                 next_t = loop.time()
                 continue
-            cap_us = time.time_ns() // 1000
-            t0 = time.perf_counter_ns()
             try:
-                frame, seq, state = await loop.run_in_executor(self._desk, self._observe)
+                await self._produce_one(loop)
+                failures = 0
             except DesktopError as e:
                 log.error("capture failed: %s", e)
                 self._broadcast({"type": "error", "field": "desktop", "message": f"capture failed: {e}"})
                 await asyncio.sleep(1.0)
                 continue
-            cap_dur = time.perf_counter_ns() - t0
-            self.timings["capture"].append(cap_dur)
-            with self._latest_cond:
-                self._latest = (frame, seq)
-                self._latest_cond.notify_all()
-            self._publish_state(state)
-            video = any(c.format == "video" for c in self.clients) and self.encoder is not None
-            jpeg = any(c.format == "jpeg" for c in self.clients)
-            key = False
-            now = time.monotonic()
-            if video and self._force_key and now - self._last_forced >= KEYFRAME_MIN_INTERVAL:
-                key, self._force_key, self._last_forced = True, False, now
-            if video or jpeg:
-                try:
-                    msgs = await loop.run_in_executor(self._enc, self._encode, frame, seq, video, jpeg, key,
-                                                      cap_us, cap_dur)
-                except Exception as e:  # an encoder failure must not end the stream for JPEG clients
-                    log.error("encoding failed: %s", e)
-                    msgs = []
-                    self._force_key = True
-                self.counters["frames"] += 1
-                if self.encoder is not None and self.encoder.generation != self._generation:
-                    self._reconfigure()
-                for data, is_key, kind in msgs:
-                    if kind == P.KIND_VIDEO:
-                        self.counters["video_bytes"] += len(data)
-                        self.counters["keyframes"] += int(is_key)
-                    else:
-                        self.counters["jpeg_bytes"] += len(data)
-                    self._distribute(data, is_key, kind)
+            except Exception as e:  # any other bug: logged, told, and the stream goes on
+                failures += 1
+                self.counters["producer_errors"] += 1
+                log.exception("frame producer error (%d in a row)", failures)
+                self._broadcast({"type": "error", "field": "desktop",
+                                 "message": f"frame producer error: {type(e).__name__}: {e}"})
+                self._force_key = True
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
+                continue
             next_t += period
             delay = next_t - loop.time()
             if delay < -period:  # running behind: don't try to catch up with a burst
@@ -412,42 +461,94 @@ class StreamServer:
                 delay = 0
             await asyncio.sleep(max(0.0, delay))
 
+    async def _produce_one(self, loop: asyncio.AbstractEventLoop) -> None:
+        cap_us = time.time_ns() // 1000
+        t0 = time.perf_counter_ns()
+        frame, seq, state = await loop.run_in_executor(self._desk, self._observe)
+        cap_dur = time.perf_counter_ns() - t0
+        self.timings["capture"].append(cap_dur)
+        with self._latest_cond:
+            self._latest = (frame, seq)
+            self._latest_cond.notify_all()
+        self._publish_state(state)
+        video = any(c.format == "video" for c in self.clients) and self.encoder is not None
+        jpeg = any(c.format == "jpeg" for c in self.clients)
+        key = False
+        now = time.monotonic()
+        if video and self._force_key and now - self._last_forced >= KEYFRAME_MIN_INTERVAL:
+            key, self._force_key, self._last_forced = True, False, now
+        if not (video or jpeg):
+            return
+        try:
+            msgs, timings = await loop.run_in_executor(self._enc, self._encode, frame, seq, video, jpeg, key,
+                                                       cap_us, cap_dur)
+        except Exception as e:  # an encoder failure must not end the stream for JPEG clients
+            log.error("encoding failed: %s", e)
+            msgs, timings = [], []
+            self._force_key = True
+        for stage, dur in timings:
+            self.timings[stage].append(dur)
+        self.counters["frames"] += 1
+        if self.encoder is not None and self.encoder.generation != self._generation:
+            self._reconfigure()
+        for data, is_key, kind in msgs:
+            if kind == P.KIND_VIDEO:
+                self.counters["video_bytes"] += len(data)
+                self.counters["keyframes"] += int(is_key)
+            else:
+                self.counters["jpeg_bytes"] += len(data)
+            self._distribute(data, is_key, kind)
+
+    def _frames_full(self, c: Client, size: int) -> bool:
+        """A client's frame queue is full by count, or by bytes (an empty queue always takes one frame)."""
+        return len(c.frames) >= self.frame_queue or (
+            bool(c.frames) and c.frame_bytes + size > self.frame_queue_bytes)
+
     def _distribute(self, data: bytes, is_key: bool, kind: int) -> None:
         want = "video" if kind == P.KIND_VIDEO else "jpeg"
         for c in self.clients:
-            if c.format != want:
+            if c.format != want or c.closing:
                 continue
             if kind == P.KIND_VIDEO:
                 if not c.synced:
                     if not is_key:
-                        self.request_keyframe()
+                        if c.sending_since is None:  # a client stuck in a send asks for no keyframes
+                            self.request_keyframe()
                         continue
                     c.synced = True
-                if len(c.frames) >= self.frame_queue:
+                if self._frames_full(c, len(data)):
                     # too slow: everything queued is stale and the next delta can't be decoded without it
                     n = len(c.frames) + 1
                     c.frames.clear()
+                    c.frame_bytes = 0
                     c.dropped += n
                     self.counters["dropped"] += n
                     c.resyncs += 1
                     c.synced = False
-                    self.request_keyframe()
+                    if c.sending_since is None:
+                        self.request_keyframe()
                     continue
-            elif len(c.frames) >= self.frame_queue:
-                c.frames.popleft()  # latest wins
-                c.dropped += 1
-                self.counters["dropped"] += 1
+            else:
+                while c.frames and self._frames_full(c, len(data)):
+                    c.frame_bytes -= len(c.frames.popleft())  # latest wins
+                    c.dropped += 1
+                    self.counters["dropped"] += 1
             c.frames.append(data)
+            c.frame_bytes += len(data)
             c.wake.set()
+
+    def _clear_frames(self, c: Client) -> None:
+        c.frames.clear()
+        c.frame_bytes = 0
 
     def _reconfigure(self) -> None:
         """The encoder switched rungs mid-stream: video clients reconfigure and wait for its keyframe."""
         self._generation = self.encoder.generation
         msg = {"type": "video", "video": self.encoder.describe()}
-        for c in self.clients:
+        for c in list(self.clients):
             if c.format == "video":
                 c.synced = False
-                c.frames.clear()
+                self._clear_frames(c)
             self._queue_control(c, msg)
 
     def _publish_state(self, state: dict) -> None:
@@ -458,49 +559,97 @@ class StreamServer:
             self._broadcast({"type": "state", **state})
 
     # -- clients ----------------------------------------------------------------------------------
-    def _queue_control(self, c: Client, msg: dict, droppable: bool = False) -> None:
-        if len(c.control) >= CONTROL_QUEUE:
+    def _close_client(self, c: Client, code: int, reason: str, counter: str | None = None) -> None:
+        if c.closing:
+            return
+        c.closing = True
+        if counter:
+            self.counters[counter] += 1
+        log.warning("closing client %d (%s): %s", c.id, c.address, reason)
+        if self.audit is not None:
+            self.audit.write("close", client=c.id, address=c.address, code=code, reason=reason)
+        self._background(c.ws.close(code, reason))
+
+    def _queue_control(self, c: Client, msg: dict | str, droppable: bool = False) -> None:
+        if c.closing:
+            return
+        text = msg if isinstance(msg, str) else P.dumps(msg)
+        if len(c.control) >= CONTROL_QUEUE or (c.control and c.control_bytes + len(text) > self.control_queue_bytes):
             if droppable:
                 c.dropped_control += 1
                 return
-            if not c.closing:
-                c.closing = True
-                self.counters["clients_closed_stuck"] += 1
-                asyncio.ensure_future(c.ws.close(1008, "not reading replies"))
+            self._close_client(c, 1008, "not reading replies", "clients_closed_stuck")
             return
-        c.control.append(P.dumps(msg))
+        c.control.append(text)
+        c.control_bytes += len(text)
         c.wake.set()
 
     def _broadcast(self, msg: dict) -> None:
+        text = P.dumps(msg)
         for c in list(self.clients):
-            self._queue_control(c, msg, droppable=True)
+            self._queue_control(c, text, droppable=True)
 
     def _broadcast_applied(self, client_id: int, action: Action, state: dict) -> None:
-        """Every client sees each applied action (the viewer's overlay); viewers never see typed text."""
+        """Every client sees each applied action (the viewer's overlay); viewers never see typed text or keys."""
         full = action.to_json()
-        redacted = {**full, "text": f"<{len(full['text'])} characters>"} if "text" in full else full
+        redacted = dict(full)
+        if "text" in full:
+            redacted["text"] = f"<{len(full['text'])} characters>"
+        if isinstance(action, Key):
+            redacted["keys"] = "<redacted>"
+        base = {"type": "applied", "client": client_id, "cursor": state["cursor"], "t": state["t"]}
+        texts = {"controller": P.dumps({**base, "action": full}), "viewer": P.dumps({**base, "action": redacted})}
         for c in list(self.clients):
-            self._queue_control(c, {"type": "applied", "client": client_id,
-                                    "action": full if c.role == "controller" else redacted,
-                                    "cursor": state["cursor"], "t": state["t"]}, droppable=True)
+            self._queue_control(c, texts["controller" if c.role == "controller" else "viewer"], droppable=True)
+
+    async def _send(self, c: Client, data: str | bytes) -> None:
+        c.sending_since = time.monotonic()
+        await c.ws.send(data)
+        c.sending_since = None
+        c.last_out = time.monotonic()
 
     async def _sender(self, c: Client) -> None:
-        ws = c.ws
         while True:
             await c.wake.wait()
             c.wake.clear()
             while c.control or c.frames:
                 if c.control:
-                    await ws.send(c.control.popleft())
+                    text = c.control.popleft()
+                    c.control_bytes -= len(text)
+                    await self._send(c, text)
                     continue
                 data = c.frames.popleft()
+                c.frame_bytes -= len(data)
                 t0 = time.perf_counter_ns()
-                await ws.send(data)
+                await self._send(c, data)
                 dt = time.perf_counter_ns() - t0
                 c.send_ns.append(dt)
                 self.timings["send"].append(dt)
                 c.sent_frames += 1
                 c.sent_bytes += len(data)
+
+    async def _watchdog(self, c: Client) -> None:
+        """Drops a client that does not read (a send waiting past ``send_timeout``: the socket is aborted,
+        since a close would wait behind the same full buffer) or is idle past ``idle_timeout``."""
+        tick = min(1.0, self.send_timeout / 4, (self.idle_timeout or 60.0) / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            since = c.sending_since
+            if since is not None and now - since > self.send_timeout:
+                self.counters["clients_closed_send_timeout"] += 1
+                log.warning("client %d (%s) read nothing for %.0f s: dropped", c.id, c.address, now - since)
+                if self.audit is not None:
+                    self.audit.write("close", client=c.id, address=c.address, reason="send timeout")
+                c.closing = True
+                transport = getattr(c.ws, "transport", None)
+                if transport is not None:
+                    transport.abort()
+                return
+            if (self.idle_timeout is not None and since is None
+                    and now - max(c.last_in, c.last_out) > self.idle_timeout):
+                self._close_client(c, 1001, f"idle for {self.idle_timeout:g} s", "clients_closed_idle")
+                return
 
     def hello(self, c: Client) -> dict:
         s = self.desktop.screen
@@ -516,33 +665,70 @@ class StreamServer:
                         "finished": st.get("finished", False), "success": st.get("success"),
                         "cursor": st.get("cursor"), "t": st.get("t", 0.0), "expert": st.get("expert", False)},
             "header": {"size": P.HEADER_SIZE, "magic": P.MAGIC.decode(), "version": P.PROTOCOL_VERSION},
-            "limits": {"max_message_in": self.max_message, "frame_queue": self.frame_queue},
+            "limits": self.limits(),
             "server_time_us": time.time_ns() // 1000,
         }
 
+    def limits(self) -> dict:
+        return {"max_message_in": self.max_message, "frame_queue": self.frame_queue,
+                "frame_queue_bytes": self.frame_queue_bytes, "control_queue_bytes": self.control_queue_bytes,
+                "send_timeout_s": self.send_timeout, "idle_timeout_s": self.idle_timeout,
+                "max_connections": self.max_connections,
+                "max_connections_per_address": self.max_connections_per_address,
+                "action_rate": self.action_rate, "max_wait_s": self.max_wait}
+
     async def _handler(self, ws: ServerConnection) -> None:
-        c = Client(ws, getattr(ws, "dw_role", "viewer"), next(self._ids), getattr(ws, "dw_format", "none"))
+        address = _peer(ws)
+        c = Client(ws, getattr(ws, "dw_role", "viewer"), next(self._ids), getattr(ws, "dw_format", "none"),
+                   address=address)
+        try:  # the caps again: handshakes that raced past process_request together
+            self._check_caps(address)
+        except H.Refusal as r:
+            self.counters["refused_handshakes"] += 1
+            await ws.close(1013, r.text[:120])
+            return
         self.counters["connections"] += 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        if self.audit is not None:
+            self.audit.write("connect", client=c.id, address=address, role=c.role, format=c.format)
         self._queue_control(c, self.hello(c))
         self.clients.add(c)
         self.request_keyframe()
         self._wake.set()
-        sender = asyncio.create_task(self._sender(c))
-        reader = asyncio.create_task(self._read(c))
+        tasks = {asyncio.create_task(self._sender(c)), asyncio.create_task(self._read(c)),
+                 asyncio.create_task(self._watchdog(c))}
         try:
-            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.clients.discard(c)
-            for task in (sender, reader):
+            left = self._by_address.get(address, 1) - 1
+            if left > 0:
+                self._by_address[address] = left
+            else:
+                self._by_address.pop(address, None)
+            for task in tasks:
                 task.cancel()
-            for task in (sender, reader):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, Exception):
                     await task
-            c.frames.clear()
+            self._clear_frames(c)
             c.control.clear()
+            c.control_bytes = 0
+            if c.role == "controller" and c.actions and not self._closing:
+                # whatever this controller left pressed (a mouse_down, a key in progress) is let go
+                with contextlib.suppress(Exception):
+                    released = await asyncio.get_running_loop().run_in_executor(self._desk, self._release_input)
+                    if released:
+                        log.info("client %d disconnected: released %s", c.id, ", ".join(released))
+            if self.audit is not None:
+                self.audit.write("disconnect", client=c.id, address=address, role=c.role, actions=c.actions,
+                                 errors=c.errors, sent_frames=c.sent_frames, dropped=c.dropped)
 
     async def _read(self, c: Client) -> None:
         async for message in c.ws:
+            c.last_in = time.monotonic()
+            if c.closing:
+                continue
             if not isinstance(message, str):
                 self._error(c, None, "message", "binary messages are not accepted from clients; send JSON text")
                 continue
@@ -551,7 +737,16 @@ class StreamServer:
             except P.ProtocolError as e:
                 self._error(c, None, e.field, str(e))
                 continue
-            await self._on_message(c, msg)
+            except Exception as e:  # nothing a client sends may end its connection without a reply
+                self._error(c, None, "message", f"{type(e).__name__}: {str(e)[:200]}")
+                continue
+            try:
+                await self._on_message(c, msg)
+            except (asyncio.CancelledError, ConnectionClosed):
+                raise
+            except Exception as e:
+                log.exception("message from client %d failed", c.id)
+                self._error(c, msg.get("id"), "message", f"{type(e).__name__}: {str(e)[:200]}")
 
     def _error(self, c: Client, mid: Any, fieldname: str, message: str) -> None:
         c.errors += 1
@@ -572,7 +767,7 @@ class StreamServer:
             self.request_keyframe()
             if c.format == "video":
                 c.synced = False
-                c.frames.clear()
+                self._clear_frames(c)
         elif kind == "stats":
             self._queue_control(c, {"type": "stats", "id": mid, **self.stats(c)})
         elif kind == "state":
@@ -585,7 +780,7 @@ class StreamServer:
                 return self._error(c, mid, "format", f"video is unavailable on this server ({self.video_error}); "
                                    "subscribe to jpeg")
             c.format, c.synced = fmt, False
-            c.frames.clear()
+            self._clear_frames(c)
             if fmt == "video":
                 self.request_keyframe()
             self._wake.set()
@@ -605,14 +800,30 @@ class StreamServer:
                 action = parse_action(msg.get("action"))
             except ActionError as e:
                 return self._error(c, mid, e.field if e.field == "action" else f"action.{e.field}", str(e))
+            except Exception as e:  # OverflowError, RecursionError ...: still the client's bad action
+                return self._error(c, mid, "action", f"invalid action: {type(e).__name__}: {str(e)[:200]}")
+            if isinstance(action, Wait) and float(action.seconds) > self.max_wait:
+                return self._error(c, mid, "action.seconds",
+                                   f"wait of {float(action.seconds):g} s is over this server's cap of {self.max_wait:g} s")
+            if self._limiter is not None and not isinstance(action, Wait) and not self._limiter.take():
+                self.counters["rate_limited"] += 1
+                self._release_soon()
+                return self._error(c, mid, "action", f"refused: rate limit: more than {self.action_rate:g} actions "
+                                   "per second from remote controllers")
             try:
-                state = await loop.run_in_executor(self._desk, self._apply, action)
+                if isinstance(action, Wait) and getattr(self.desktop, "realtime", False):
+                    # a real wait must not hold the desktop thread: capture (and every viewer) goes on
+                    await asyncio.sleep(float(action.seconds))
+                    state = await loop.run_in_executor(self._desk, self._snapshot)
+                else:
+                    state = await loop.run_in_executor(self._desk, self._apply, action)
             except ActionRefused as e:
                 return self._error(c, mid, "action", f"refused: {e}")
             except DesktopError as e:
                 return self._error(c, mid, "desktop", str(e))
             except Exception as e:  # a desktop bug must not take the server down
                 log.exception("apply failed")
+                self._release_soon()
                 return self._error(c, mid, "desktop", f"{type(e).__name__}: {e}")
             c.actions += 1
             self.counters["actions"] += 1
@@ -620,13 +831,18 @@ class StreamServer:
             self._broadcast_applied(c.id, action, state)
             self._publish_state(state)
 
+    def _release_soon(self) -> None:
+        """Release held input on the desktop thread (after a refusal the server made, or a desktop bug)."""
+        with contextlib.suppress(RuntimeError):  # the executor is shut down: the server is stopping
+            self._desk.submit(self._release_input)
+
     # -- in-process use (serve --policy, tests) ------------------------------------------------------
     def apply_local(self, action: Action) -> dict:
         """Apply an action from this process (any thread), with the same ack semantics and broadcast."""
         state = self._desk.submit(self._apply, action).result()
-        self.counters["actions"] += 1
 
-        def announce() -> None:
+        def announce() -> None:  # counters and clients belong to the loop's thread
+            self.counters["actions"] += 1
             self._broadcast_applied(0, action, state)
             self._publish_state(state)
 
@@ -661,18 +877,33 @@ class StreamServer:
 
     # -- stats ------------------------------------------------------------------------------------
     def stats(self, you: Client | None = None) -> dict:
-        up = time.monotonic() - self.started
-        out = {
-            "stages": {k: percentiles(list(v)) for k, v in self.timings.items()},
-            "counters": dict(self.counters),
-            "uptime_s": round(up, 3),
-            "fps": self.fps,
-            "clients": [c.describe() for c in sorted(self.clients, key=lambda c: c.id)],
-            "video_bytes_per_s": round(self.counters["video_bytes"] / up, 1) if up > 0 else 0.0,
-        }
+        """Per-stage timings, counters and clients. The server-wide part is computed at most every
+        ``STATS_CACHE_S`` (a flood of ``stats`` requests costs one computation per window)."""
+        now = time.monotonic()
+        cached = self._stats_cache
+        if cached is None or now - cached[0] >= STATS_CACHE_S:
+            up = now - self.started
+            cached = (now, {
+                "stages": {k: percentiles(list(v)) for k, v in self.timings.items()},
+                "counters": dict(self.counters),
+                "uptime_s": round(up, 3),
+                "fps": self.fps,
+                "clients": [c.describe() for c in sorted(self.clients, key=lambda c: c.id)],
+                "video_bytes_per_s": round(self.counters["video_bytes"] / up, 1) if up > 0 else 0.0,
+            })
+            self._stats_cache = cached
+        out = dict(cached[1])
         if you is not None:
             out["you"] = you.describe()
         return out
+
+
+def _peer(connection: Any) -> str:
+    try:
+        addr = connection.remote_address
+        return str(addr[0]) if addr else "?"
+    except Exception:
+        return "?"
 
 
 def _info(desktop: Desktop) -> dict:

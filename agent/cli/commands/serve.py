@@ -22,8 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Open the printed http:// address in a browser to watch.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--token", default=None, help="controller token (default: a new random one, printed)")
-    p.add_argument("--viewer-token", default=None, help="viewer token (default: a new random one, printed)")
+    p.add_argument("--token", default=None,
+                   help="controller token (visible in ps: prefer --token-file or $DW_TOKEN; default: a new random "
+                        "one, printed)")
+    p.add_argument("--token-file", default=None, metavar="PATH", help="read the controller token from this file")
+    p.add_argument("--viewer-token", default=None,
+                   help="viewer token (prefer --viewer-token-file or $DW_VIEWER_TOKEN; default: a new random one, "
+                        "printed)")
+    p.add_argument("--viewer-token-file", default=None, metavar="PATH", help="read the viewer token from this file")
     p.add_argument("--desktop", choices=("screen", "virtual"), default="virtual",
                    help="what to serve: the live screen or a virtual-desktop task (default virtual)")
     p.add_argument("--task", default="click-button", help="virtual-desktop task (default click-button)")
@@ -35,7 +41,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin allowed besides same-origin, e.g. https://example.org (repeatable)")
     p.add_argument("--no-video", action="store_true", help="serve JPEG pictures only")
+    from agent.stream import server as S
+
+    g = p.add_argument_group("limits (docs/protocol.md, Limits)")
+    g.add_argument("--send-timeout", type=float, default=S.SEND_TIMEOUT, metavar="S",
+                   help=f"drop a client that reads nothing for S seconds (default {S.SEND_TIMEOUT:g})")
+    g.add_argument("--idle-timeout", type=float, default=S.IDLE_TIMEOUT, metavar="S",
+                   help=f"close a connection with no traffic either way for S seconds; 0 = never "
+                        f"(default {S.IDLE_TIMEOUT:g})")
+    g.add_argument("--max-connections", type=int, default=S.MAX_CONNECTIONS, metavar="N",
+                   help=f"websockets at once (default {S.MAX_CONNECTIONS})")
+    g.add_argument("--max-connections-per-address", type=int, default=S.MAX_CONNECTIONS_PER_ADDRESS, metavar="N",
+                   help=f"websockets at once from one address (default {S.MAX_CONNECTIONS_PER_ADDRESS})")
+    g.add_argument("--action-rate", type=float, default=S.ACTION_RATE, metavar="N",
+                   help=f"actions per second from remote controllers together; 0 = no limit (default {S.ACTION_RATE:g})")
+    g.add_argument("--max-wait", type=float, default=S.MAX_WAIT, metavar="S",
+                   help=f"the longest wait action a remote controller may send (default {S.MAX_WAIT:g})")
+    g.add_argument("--control-queue-bytes", type=int, default=S.CONTROL_QUEUE_BYTES, metavar="B",
+                   help=f"replies waiting for one client before it is closed (default {S.CONTROL_QUEUE_BYTES})")
+    g.add_argument("--frame-queue-bytes", type=int, default=S.FRAME_QUEUE_BYTES, metavar="B",
+                   help=f"frames waiting for one client before it drops some (default {S.FRAME_QUEUE_BYTES})")
     p.set_defaults(func=cmd_serve)
+
+
+def _secret(value: str | None, path: str | None, env: str, flag: str) -> tuple[str | None, str]:
+    """A token from argv, a file or the environment (in that order); and where it came from."""
+    if value is not None and path is not None:
+        raise UserError(f"give {flag} or {flag}-file, not both")
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise UserError(f"{flag}-file {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{flag}-file {path}: not UTF-8 text") from None
+        if not token or "\n" in token:
+            raise UserError(f"{flag}-file {path}: expected one line with the token")
+        return token, f"from {path}"
+    if value is not None:
+        return value, "from the command line"
+    if os.environ.get(env):
+        return os.environ[env].strip(), f"from ${env}"
+    return None, ""
 
 
 def _desktop(args):
@@ -77,10 +125,20 @@ def cmd_serve(args) -> int:
     for o in args.allow_origin:
         if not o.startswith(("http://", "https://")) or o.count("/") != 2:
             raise UserError(f"--allow-origin {o!r}: expected scheme://host[:port], e.g. https://example.org")
-    if args.token is not None and len(args.token) < 8:
-        raise UserError("--token must be at least 8 characters")
-    if args.viewer_token is not None and len(args.viewer_token) < 8:
-        raise UserError("--viewer-token must be at least 8 characters")
+    token, token_from = _secret(args.token, args.token_file, "DW_TOKEN", "--token")
+    viewer_token, viewer_from = _secret(args.viewer_token, args.viewer_token_file, "DW_VIEWER_TOKEN", "--viewer-token")
+    if token is not None and len(token) < 8:
+        raise UserError(f"the controller token ({token_from}) must be at least 8 characters")
+    if viewer_token is not None and len(viewer_token) < 8:
+        raise UserError(f"the viewer token ({viewer_from}) must be at least 8 characters")
+    for name in ("send_timeout", "max_wait", "idle_timeout", "action_rate"):
+        v = getattr(args, name)
+        if not (0 <= v < float("inf")) or (name == "send_timeout" and v == 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0"
+                            f"{' and above 0' if name == 'send_timeout' else ''}, got {v:g}")
+    for name in ("max_connections", "max_connections_per_address", "control_queue_bytes", "frame_queue_bytes"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     policy = None
     if args.policy:
         from policies import PolicyError, load_policy
@@ -91,9 +149,14 @@ def cmd_serve(args) -> int:
             raise UserError(str(e)) from None
     desktop = _desktop(args)
     try:
-        server = StreamServer(desktop, host=args.host, port=args.port, token=args.token,
-                              viewer_token=args.viewer_token, fps=args.fps, allow_origins=args.allow_origin,
-                              video=not args.no_video)
+        server = StreamServer(desktop, host=args.host, port=args.port, token=token,
+                              viewer_token=viewer_token, fps=args.fps, allow_origins=args.allow_origin,
+                              video=not args.no_video, send_timeout=args.send_timeout,
+                              idle_timeout=args.idle_timeout or None, max_connections=args.max_connections,
+                              max_connections_per_address=args.max_connections_per_address,
+                              action_rate=args.action_rate or None, max_wait=args.max_wait,
+                              control_queue_bytes=args.control_queue_bytes,
+                              frame_queue_bytes=args.frame_queue_bytes)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -108,11 +171,15 @@ def cmd_serve(args) -> int:
               f"{args.fps:g} fps; video: {v['codec'] + ' ' + str(v['codec_string']) if v else 'JPEG only'}",
               file=sys.stderr)
         print(f"  websocket   {server.url}", file=sys.stderr)
-        print(f"  controller  token {server.token}", file=sys.stderr)
-        print(f"  viewer      token {server.viewer_token}", file=sys.stderr)
-        print(f"  watch       {server.http_url}#token={server.viewer_token}", file=sys.stderr)
-        print(f"  remote run  dw run --desktop ws://{args.host}:{server.port} --token {server.token} "
-              "--policy scripted", file=sys.stderr)
+        # a token the user supplied through a file or the environment is not echoed into logs
+        ctl = server.token if token_from in ("", "from the command line") else f"({token_from})"
+        view = server.viewer_token if viewer_from in ("", "from the command line") else f"({viewer_from})"
+        print(f"  controller  token {ctl}", file=sys.stderr)
+        print(f"  viewer      token {view}", file=sys.stderr)
+        print(f"  watch       {server.http_url}#token={view if view == server.viewer_token else '<viewer token>'}",
+              file=sys.stderr)
+        print(f"  remote run  dw run --desktop {server.url.rsplit('/ws', 1)[0]} "
+              f"--token {ctl if ctl == server.token else '<controller token>'} --policy scripted", file=sys.stderr)
         sys.stderr.flush()
         runner = None
         if policy is not None:
