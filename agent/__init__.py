@@ -9,6 +9,7 @@ One sub-package per concern:
 * ``agent.sessions``: the session format, recorder and reader; human and expert demos; replay.
 * ``agent.stream``: one desktop served over websockets, its wire format and its pictures.
 * ``agent.scaleout``: evaluation episodes and replays as tasks on a process pool or on Ray.
+* ``agent.training``: sessions as training samples, and the training recipes.
 * ``agent.bench``: latency benchmarks, one module per part.
 * ``agent.cli``: the ``dw`` command line, one module per subcommand; nothing else imports it but
   a desktop's own ``python -m`` entry point.
