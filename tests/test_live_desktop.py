@@ -379,3 +379,35 @@ def test_hidpi_scale_from_xft_dpi(xvfb):
         root.delete_property(atom)
         d.sync()
         d.close()
+
+
+def test_stop_hotkey_on_an_x_server_without_record_is_a_clear_error_not_a_hang(monkeypatch):
+    from agent.desktops.live import LiveDesktop
+    from agent.desktops.xvfb import XvfbUnavailable
+    from agent.desktops.xvfb import start_xvfb as start_raw
+
+    try:
+        server = start_raw(320, 240, extra_args=("-extension", "RECORD"))
+    except XvfbUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        monkeypatch.setenv("DISPLAY", server.display)
+        t0 = time.monotonic()
+        with pytest.raises(DesktopError, match="RECORD extension.*--stop-hotkey ''"):
+            LiveDesktop(dry_run=True)
+        assert time.monotonic() - t0 < 10
+        LiveDesktop(dry_run=True, stop_hotkey=None).close()  # and without the hotkey it runs
+    finally:
+        stop_xvfb(server.proc)
+
+
+def test_a_stop_hotkey_that_never_becomes_ready_times_out(xvfb, monkeypatch):
+    from pynput import keyboard
+
+    from agent.desktops.safety import StopHotkey
+
+    monkeypatch.setattr(keyboard.Listener, "_run", lambda self: time.sleep(3))
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="not ready within 0.5 s"):
+        StopHotkey("ctrl+alt+shift+q", print, ready_timeout=0.5).start()
+    assert time.monotonic() - t0 < 2

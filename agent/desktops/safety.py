@@ -9,6 +9,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from policies.actions import ActionError, normalise_combo
@@ -16,6 +17,7 @@ from policies.actions import ActionError, normalise_combo
 log = logging.getLogger("digital_worker.safety")
 
 DEFAULT_STOP_HOTKEY = "ctrl+alt+shift+q"
+READY_TIMEOUT = 5.0  # seconds the global keyboard hook may take to install before it counts as failed
 
 _PYNPUT_NAMES = {
     "ctrl": "<ctrl>", "shift": "<shift>", "alt": "<alt>", "option": "<alt>", "super": "<cmd>",
@@ -49,7 +51,8 @@ def hotkey_to_pynput(combo: str) -> str:
 class StopHotkey:
     """A global hotkey (pynput, on its own thread) that calls ``callback(reason)`` once per press."""
 
-    def __init__(self, combo: str, callback: Callable[[str], None]):
+    def __init__(self, combo: str, callback: Callable[[str], None], ready_timeout: float = READY_TIMEOUT):
+        self.ready_timeout = float(ready_timeout)
         self.combo = normalise_combo(combo)
         self._spec = hotkey_to_pynput(combo)
         self.callback = callback
@@ -65,25 +68,49 @@ class StopHotkey:
             log.exception("stop hotkey callback failed")
 
     def start(self) -> StopHotkey:
-        """Start listening; raises RuntimeError when no global keyboard hook is available."""
+        """Start listening; raises RuntimeError when no global keyboard hook is available.
+
+        Never waits more than ``ready_timeout`` seconds: a listener that fails while starting (an X
+        server without the RECORD extension) or never becomes ready is an error, not a hang."""
         try:
             from pynput import keyboard
 
             class _QuietHotKeys(keyboard.GlobalHotKeys):
                 # A display that vanishes kills the listener thread; say so in one log line, no traceback.
+                # A failure before it was ready is kept for start(), which is woken up at once.
+                dw_error: BaseException | None = None
+
                 def run(self) -> None:
                     try:
                         super().run()
                     except Exception as e:
+                        self.dw_error = e
                         log.warning("stop hotkey listener ended: %s: %s", type(e).__name__, e)
+                    finally:
+                        with self._condition:
+                            self._condition.notify_all()
 
-            self._listener = _QuietHotKeys({self._spec: self._fire})
-            self._listener.daemon = True
-            self._listener.start()
-            self._listener.wait()
+            listener = _QuietHotKeys({self._spec: self._fire})
+            listener.daemon = True
+            listener.start()
+            deadline = time.monotonic() + self.ready_timeout
+            with listener._condition:
+                while not listener._ready and listener.dw_error is None and listener.is_alive():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    listener._condition.wait(min(left, 0.1))
+            if listener.dw_error is not None or not listener._ready:
+                why = listener.dw_error  # no listener.stop(): pynput's stop waits for ready too (a daemon thread)
+                if why is None:
+                    raise TimeoutError(f"the keyboard hook was not ready within {self.ready_timeout:g} s")
+                hint = " (the X server may lack the RECORD extension)" if "record" in str(why).lower() else ""
+                raise RuntimeError(f"{type(why).__name__}: {why}{hint}")
+            self._listener = listener
         except Exception as e:
             self._listener = None
-            raise RuntimeError(f"cannot install the stop hotkey {self.combo}: {type(e).__name__}: {e}") from e
+            raise RuntimeError(f"cannot install the stop hotkey {self.combo}: {e if isinstance(e, RuntimeError) else f'{type(e).__name__}: {e}'}; "
+                               "run without it with --stop-hotkey ''") from e
         return self
 
     def stop(self) -> None:

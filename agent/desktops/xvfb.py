@@ -49,8 +49,11 @@ def free_display() -> int:
     raise RuntimeError("no free X display number")
 
 
-def start_xvfb(width: int = 640, height: int = 480, timeout: float = 10.0, depth: int = 24) -> Xvfb:
+def start_xvfb(width: int = 640, height: int = 480, timeout: float = 10.0, depth: int = 24,
+               extra_args: tuple[str, ...] = ()) -> Xvfb:
     """Start ``Xvfb :N -screen 0 WxHxD -nolisten tcp`` on a free N and wait until it accepts clients.
+
+    ``extra_args`` go to Xvfb as they are (``("-extension", "RECORD")`` turns an extension off).
 
     Raises :class:`XvfbUnavailable` when Xvfb is not installed, RuntimeError when it will not start.
     """
@@ -61,7 +64,8 @@ def start_xvfb(width: int = 640, height: int = 480, timeout: float = 10.0, depth
     for _ in range(3):
         n = free_display()
         proc = subprocess.Popen(
-            [exe, f":{n}", "-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp", "-noreset"],
+            [exe, f":{n}", "-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp", "-noreset",
+             *extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
