@@ -63,17 +63,49 @@ def parse_window(points: str | None, pixels: str | None, tile_pt: int) -> tuple[
 
 
 def parse_virtual_tasks(text: str) -> list[str]:
-    """``all`` or a comma list of the virtual desktop's task names."""
+    """``all``, ``classic`` (the first 7 families, which the bundled checkpoints learned) or a comma
+    list of the virtual desktop's task names."""
     from agent.desktops.virtual import task_names
+    from agent.desktops.virtual.tasks import CLASSIC_TASKS
 
     names = task_names()
     if text in ("all", ""):
         return names
+    if text == "classic":
+        return list(CLASSIC_TASKS)
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     for t in tasks:
         if t not in names:
-            raise UserError(f"unknown task {t!r}; choose from {', '.join(names)} or 'all'")
+            raise UserError(f"unknown task {t!r}; choose from {', '.join(names)}, 'all' or 'classic'")
     return tasks
+
+
+def add_look_arguments(p) -> None:
+    """``--theme`` and ``--font`` for the commands that run the virtual desktop."""
+    from agent.desktops.virtual.themes import FACES, THEMES
+
+    p.add_argument("--theme", default=None, metavar="NAME",
+                   help=f"virtual desktop theme: {', '.join(THEMES)}, or 'mixed' (chosen per episode from the "
+                        "seed; the default)")
+    p.add_argument("--font", default=None, metavar="NAME[:PT]",
+                   help=f"virtual desktop font: {', '.join(FACES)}, optionally with a body size in points "
+                        "(dejavu-sans:14), or 'mixed' (face and size per episode from the seed; the default)")
+
+
+def check_look(args) -> tuple[str, str]:
+    """The ``--theme`` and ``--font`` of a virtual-desktop command, checked (unknown: one clear line)."""
+    from agent.desktops.virtual.themes import MIXED, check_font, check_theme
+
+    theme, font = args.theme or MIXED, args.font or MIXED
+    check_theme(theme)
+    check_font(font)
+    return theme, font
+
+
+def no_look_arguments(args, suite: str) -> None:
+    """``--theme``/``--font`` given to a suite that has no themes: one clear line."""
+    if getattr(args, "theme", None) or getattr(args, "font", None):
+        raise UserError(f"--theme and --font apply to --suite virtual only, not {suite}")
 
 
 def default_scale(width: int, height: int) -> float:

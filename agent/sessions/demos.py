@@ -22,7 +22,8 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
 
     w, h = spec["size"]
     desk = VirtualDesktop(spec["task"], seed=spec["seed"], size=(w, h), scale=spec["scale"],
-                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", True))
+                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", True),
+                          theme=spec.get("theme"), font=spec.get("font"))
     path = Path(out) / f"{spec['task']}-{size_tag(w, h, spec['scale'])}-s{spec['seed']}"
     if (path / "session.json").exists():
         return {"path": str(path), "skipped": True}
@@ -49,10 +50,14 @@ def record_demo_star(args: tuple[dict, str]) -> dict:
 
 
 def demo_specs(tasks: list[str], episodes: int, sizes: list[tuple[int, int, float]], seed: int,
-               human_like: bool = True) -> list[dict]:
+               human_like: bool = True, theme: str | None = None, font: str | None = None) -> list[dict]:
+    """One spec per (task, size, episode). ``theme``/``font``: a name, "mixed" (per episode from
+    the seed) or None (the classic look); see :mod:`agent.desktops.virtual.themes`."""
     specs = []
+    look = {k: v for k, v in (("theme", theme), ("font", font)) if v is not None}
     for task in tasks:
         for w, h, s in sizes:
             for e in range(episodes):
-                specs.append({"task": task, "seed": seed + e, "size": [w, h], "scale": s, "human_like": human_like})
+                specs.append({"task": task, "seed": seed + e, "size": [w, h], "scale": s, "human_like": human_like,
+                              **look})
     return specs

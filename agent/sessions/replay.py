@@ -144,7 +144,7 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
         for ev in events:
             assert ev.action is not None
             hist.append(ev.action)
-            if oracle_desktop is not None and ev.action.type != "done":
+            if oracle_desktop is not None:  # `done` too: the rebuilt task then knows its episode ended
                 oracle_desktop.apply(ev.action)
     stats.skipped_events = sum(len(v) for v in by_frame.values()) + len(pending_early)
     if oracle_desktop is not None:

@@ -6,7 +6,16 @@ import argparse
 import time
 from pathlib import Path
 
-from agent.cli.util import VIRTUAL_MIN, console, default_scale, parse_sizes, parse_virtual_tasks, print_json
+from agent.cli.util import (
+    VIRTUAL_MIN,
+    add_look_arguments,
+    check_look,
+    console,
+    default_scale,
+    parse_sizes,
+    parse_virtual_tasks,
+    print_json,
+)
 from agent.errors import UserError
 
 DEFAULT_SIZES = "640x480,1920x1080,5120x2880@2"
@@ -25,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-record", action="store_true", help="do not record sessions")
     p.add_argument("--human-like", action="store_true",
                    help="the scripted expert moves and types with human timing and cursor paths")
+    add_look_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 
@@ -42,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--episodes must be at least 1")
     tasks = parse_virtual_tasks(args.task)
     sizes = parse_sizes(args.size, VIRTUAL_MIN)
+    theme, font = check_look(args)
     policy_name = args.policy or best_bundled_policy()
     try:
         policy = load_policy(policy_name, seed=args.seed)
@@ -59,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                        "steps": [], "sessions": []}
                 for ep in range(args.episodes):
                     seed = args.seed + ep
-                    desktop = VirtualDesktop(task, seed=seed, size=(w, h), scale=scale, human_like=args.human_like)
+                    desktop = VirtualDesktop(task, seed=seed, size=(w, h), scale=scale, human_like=args.human_like,
+                                             theme=theme, font=font)
                     recorder = None
                     if out is not None:
                         sdir = out / task / f"{w}x{h}@{scale:g}-seed{seed}"

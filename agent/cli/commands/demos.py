@@ -19,16 +19,18 @@ def run(args: argparse.Namespace) -> int:
     if args.suite == "miniwob":
         from agent.desktops.miniwob.cli import run_demos
 
+        util.no_look_arguments(args, "miniwob")
         return run_demos(args)
     if args.suite != "virtual":
         raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
     tasks = util.parse_virtual_tasks(args.tasks)
     sizes = util.parse_sizes(args.sizes, util.VIRTUAL_MIN, default_scale=1.0)
+    theme, font = util.check_look(args)
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=not args.plain)
+    specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=not args.plain, theme=theme, font=font)
     policy = None
     if args.dagger:
         from policies import load_policy
@@ -71,7 +73,7 @@ def register(sub) -> None:
     p = sub.add_parser("demos", help="record scripted-expert demos on the virtual desktop (training data)")
     p.add_argument("--suite", default="virtual", help="virtual, or miniwob (MiniWoB++ in Chromium, DOM experts)")
     p.add_argument("--mode", choices=("headless", "desktop"), default="headless", help="miniwob only")
-    p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all'")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all', or 'classic' (the first 7)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
     p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
     p.add_argument("--out", required=True, help="folder for the sessions (one sub-folder each)")
@@ -84,5 +86,6 @@ def register(sub) -> None:
                    help="POLICY drives and the expert labels every state it reaches (DAgger data for dw train)")
     p.add_argument("--beta", type=float, default=0.0,
                    help="with --dagger: the chance that a step runs the expert's action instead (0..1)")
+    util.add_look_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from agent.cli.util import add_look_arguments
 from agent.errors import UserError
 from agent.scaleout.backends import add_backend_arguments
 
@@ -13,7 +14,7 @@ from agent.scaleout.backends import add_backend_arguments
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent.cli.util import VIRTUAL_MIN, parse_sizes, parse_virtual_tasks
+    from agent.cli.util import VIRTUAL_MIN, check_look, no_look_arguments, parse_sizes, parse_virtual_tasks
     from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, summarise, table
     from agent.scaleout.backends import evaluate_episodes
     from policies.base import PolicyError
@@ -21,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     if args.suite == "miniwob":
         from agent.desktops.miniwob.cli import run_eval
 
+        no_look_arguments(args, "miniwob")
         return run_eval(args)
     if args.suite != "virtual":
         raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
@@ -30,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--episodes must be at least 1")
     tasks = parse_virtual_tasks(args.tasks)
     sizes = parse_sizes(args.sizes, VIRTUAL_MIN, default_scale=1.0)
-    specs = episode_specs(tasks, args.episodes, sizes, seed=args.seed if args.seed is not None else EVAL_SEED)
+    theme, font = check_look(args)
+    specs = episode_specs(tasks, args.episodes, sizes, seed=args.seed if args.seed is not None else EVAL_SEED,
+                          theme=theme, font=font)
     bar = tqdm(total=len(specs), desc=f"eval {args.policy}", unit="ep", disable=args.json, file=sys.stderr)
     try:  # episodes are tasks on a backend (agent.scaleout.backends); results come back in spec order
         report = evaluate_episodes(specs, args.policy, max_steps=args.max_steps, device=args.device,
@@ -63,7 +67,7 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("headless", "desktop"), default=None,
                    help="miniwob only: headless (MiniWoB screenshots and actions) or desktop (Chromium on the X "
                         "display, mss + pyautogui); default headless")
-    p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all'")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all', or 'classic' (the first 7)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
     p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
     p.add_argument("--policy", default="pixel-small",
@@ -73,6 +77,7 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, default=100, help="step limit per episode")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel workers (local default 1 = in this process; ray default: the cluster's CPUs)")
+    add_look_arguments(p)
     add_backend_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)

@@ -23,8 +23,9 @@ import math
 from typing import Any
 
 from agent.desktops import DesktopError
-from agent.desktops.virtual.render import WALLPAPERS, Canvas
+from agent.desktops.virtual.render import Canvas
 from agent.desktops.virtual.tasks import TASKS, Task
+from agent.desktops.virtual.themes import resolve_look
 from capture import Frame, Screen
 from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type, Wait
 
@@ -43,6 +44,11 @@ class VirtualDesktop:
 
     ``size`` is the physical screen in pixels, ``scale`` physical pixels per logical point.
     Actions arrive normalised over the physical screen, as everywhere in the runtime.
+
+    ``theme`` and ``font`` (:mod:`agent.desktops.virtual.themes`): a name, ``"mixed"`` (chosen
+    from the task and seed), or None (the classic look: the classic theme, the default face at
+    13 pt). ``font`` may carry a size, ``"dejavu-sans:14"``; ``font_size`` overrides it.
+    Unknown names raise :class:`~agent.errors.UserError`.
     """
 
     def __init__(
@@ -53,6 +59,9 @@ class VirtualDesktop:
         scale: float = 1.0,
         fps: float = 10.0,
         human_like: bool = False,
+        theme: str | None = None,
+        font: str | None = None,
+        font_size: float | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown virtual task {task!r}; expected one of {', '.join(TASKS)}")
@@ -66,8 +75,9 @@ class VirtualDesktop:
         self.fps = float(fps)
         self.human_like = bool(human_like)
         self.screen = Screen(w, h, 0, 0, float(scale))
-        self._task: Task = TASKS[task](self.seed, self.screen, self.human_like)
-        self._canvas = Canvas(w, h, self.screen.scale, WALLPAPERS[self.seed % len(WALLPAPERS)])
+        self.look = resolve_look(theme, font, task, self.seed, font_size)
+        self._task: Task = TASKS[task](self.seed, self.screen, self.human_like, self.look)
+        self._canvas = Canvas(w, h, self.screen.scale, self.wallpaper, self.look)
         self._t = 0.0
         self._index = 0
         self._closed = False
@@ -76,6 +86,12 @@ class VirtualDesktop:
         lx, ly = self._task.cursor
         self._px = self._clamp_px(math.floor(lx * self.screen.scale), math.floor(ly * self.screen.scale))
         self._task.pointer_move(*self._logical())
+
+    @property
+    def wallpaper(self):
+        """This episode's wallpaper gradient (top, bottom colours)."""
+        papers = self.look.theme.wallpapers
+        return papers[self.seed % len(papers)]
 
     # -- geometry ------------------------------------------------------------------------------
     def _clamp_px(self, px: int, py: int) -> tuple[int, int]:
@@ -160,6 +176,7 @@ class VirtualDesktop:
             self._t += BUTTON_S
         elif isinstance(action, Scroll):
             self._move_to(action.x, action.y)
+            task.on_scroll(*self._logical(), action.dx, action.dy)
             self._t += SCROLL_S * max(1, abs(action.dx) + abs(action.dy))
         elif isinstance(action, Key):
             task.key(action.keys)
@@ -209,7 +226,8 @@ class VirtualDesktop:
 
     @property
     def reason(self) -> str | None:
-        """How the episode ended: "success", "timeout", "done", or the wrong action's kind; None while running."""
+        """The outcome: "success", "timeout", "done", or the wrong action's kind; None while undecided.
+        A success is decided before the episode finishes (the tail, see :mod:`~agent.desktops.virtual.tasks`)."""
         return self._task.reason
 
     def info(self) -> dict[str, Any]:
@@ -221,6 +239,7 @@ class VirtualDesktop:
             "scale": self.screen.scale,
             "fps": self.fps,
             "human_like": self.human_like,
+            **self.look.info(),
         }
 
     def __enter__(self) -> VirtualDesktop:
@@ -231,7 +250,8 @@ class VirtualDesktop:
 
 
 def desktop_from_info(info: dict[str, Any]) -> VirtualDesktop:
-    """Rebuild the desktop described by :meth:`VirtualDesktop.info` (same task, seed and geometry)."""
+    """Rebuild the desktop described by :meth:`VirtualDesktop.info` (same task, seed, geometry and
+    look; a description without a look, from before themes, is the classic look)."""
     if info.get("kind") != "virtual":
         raise ValueError(f"not a virtual desktop description: kind={info.get('kind')!r}")
     size = info.get("size", [1280, 720])
@@ -242,4 +262,7 @@ def desktop_from_info(info: dict[str, Any]) -> VirtualDesktop:
         scale=float(info.get("scale", 1.0)),
         fps=float(info.get("fps", 10.0)),
         human_like=bool(info.get("human_like", False)),
+        theme=info.get("theme"),
+        font=info.get("font"),
+        font_size=info.get("font_size"),
     )

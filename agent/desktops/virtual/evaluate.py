@@ -16,10 +16,12 @@ MAX_STEPS = 100
 
 
 def episode_specs(tasks: Iterable[str], episodes: int, sizes: Iterable[tuple[int, int, float]],
-                  seed: int = EVAL_SEED) -> list[dict]:
-    """One spec per (task, size, episode): the same seeds for every size."""
+                  seed: int = EVAL_SEED, theme: str | None = None, font: str | None = None) -> list[dict]:
+    """One spec per (task, size, episode): the same seeds for every size. ``theme``/``font``: a
+    name, "mixed" (per episode from task and seed) or None (the classic look)."""
+    look = {k: v for k, v in (("theme", theme), ("font", font)) if v is not None}
     return [
-        {"task": t, "seed": seed + e, "size": [w, h], "scale": s}
+        {"task": t, "seed": seed + e, "size": [w, h], "scale": s, **look}
         for t in tasks for (w, h, s) in sizes for e in range(episodes)
     ]
 
@@ -30,13 +32,15 @@ def run_episode(spec: dict, policy, *, max_steps: int = MAX_STEPS) -> dict:
 
     w, h = spec["size"]
     desk = VirtualDesktop(spec["task"], seed=spec["seed"], size=(w, h), scale=spec["scale"],
-                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", False))
+                          fps=spec.get("fps", 10.0), human_like=spec.get("human_like", False),
+                          theme=spec.get("theme"), font=spec.get("font"))
     t0 = time.perf_counter()
     res = Agent(desk, policy, max_steps=max_steps).run()
     wall = time.perf_counter() - t0
     infer = res.timings_ns.get("infer") or [0]
     out = {
         **{k: spec[k] for k in ("task", "seed", "size", "scale")},
+        **desk.look.info(),
         "success": bool(res.success),
         "steps": res.steps,
         "virtual_seconds": round(res.duration, 3),
@@ -69,7 +73,7 @@ def size_label(size, scale) -> str:
 
 
 def summarise(results: list[dict]) -> dict:
-    """Success rate per task and size, per size (mean over tasks), and overall."""
+    """Success rate per task and size, per size (mean over tasks), per theme, and overall."""
     cells: dict[tuple[str, str], list[dict]] = {}
     for r in results:
         cells.setdefault((r["task"], size_label(r["size"], r["scale"])), []).append(r)
@@ -87,7 +91,12 @@ def summarise(results: list[dict]) -> dict:
         rates = [per_cell[t][s]["success_rate"] for t in per_cell if s in per_cell[t]]
         per_size[s] = sum(rates) / len(rates)
     overall = sum(r["success"] for r in results) / len(results) if results else 0.0
-    return {"tasks": per_cell, "sizes": per_size, "overall": overall, "episodes": len(results)}
+    themes: dict[str, list[bool]] = {}
+    for r in results:
+        themes.setdefault(r.get("theme", "classic"), []).append(bool(r["success"]))
+    per_theme = {t: {"episodes": len(v), "success_rate": sum(v) / len(v)} for t, v in sorted(themes.items())}
+    return {"tasks": per_cell, "sizes": per_size, "themes": per_theme, "overall": overall,
+            "episodes": len(results)}
 
 
 def table(summary: dict, title: str = "closed-loop success"):

@@ -7,9 +7,11 @@ Each task is registered as ``dw/<task>-v0`` (for example ``dw/click-button-v0``)
 - Action: a ``Text`` space carrying one action's JSON (``{"type": "click", "x": 0.5, "y": 0.5}``),
   parsed with :func:`policies.actions.parse_action`. Invalid JSON or an invalid action is not
   executed: the step returns reward 0 and ``info["error"]`` naming the problem.
-- Reward: 1.0 on the step the task succeeds, else 0.0. ``terminated`` when the episode ends by
-  success, a decisive wrong action or ``done``; ``truncated`` when the virtual clock passes the
-  task's time limit.
+- Reward: 1.0 on the step the task succeeds, else 0.0. ``terminated`` when the episode ends: a
+  decisive wrong action, ``done``, or the end of the short tail the desktop keeps running after a
+  success (:data:`~agent.desktops.virtual.tasks.TAIL_S`); ``truncated`` when the virtual clock
+  passes the task's time limit.
+- ``theme`` / ``font``: the look (a name, "mixed" per reset seed, or None: the classic look).
 - ``reset(seed=...)`` builds a fresh desktop with that task seed (without a seed, one is drawn
   from the environment's generator). ``info`` carries ``t``, ``success``, ``reason`` and the
   desktop's ``info()``; ``env.unwrapped.desktop.oracle`` is the scripted expert.
@@ -48,6 +50,8 @@ class VirtualDesktopEnv(gymnasium.Env):
         fps: float = 10.0,
         human_like: bool = False,
         render_mode: str | None = None,
+        theme: str | None = None,
+        font: str | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown virtual task {task!r}; expected one of {', '.join(TASKS)}")
@@ -58,6 +62,7 @@ class VirtualDesktopEnv(gymnasium.Env):
         self.scale = float(scale)
         self.fps = float(fps)
         self.human_like = bool(human_like)
+        self.theme, self.font = theme, font
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.fps}
         w, h = self.size
@@ -86,7 +91,8 @@ class VirtualDesktopEnv(gymnasium.Env):
         if self.desktop is not None:
             self.desktop.close()
         self.desktop = VirtualDesktop(
-            self.task, seed=task_seed, size=self.size, scale=self.scale, fps=self.fps, human_like=self.human_like
+            self.task, seed=task_seed, size=self.size, scale=self.scale, fps=self.fps, human_like=self.human_like,
+            theme=self.theme, font=self.font,
         )
         self._frame = self.desktop.observe()
         return self._obs(), self._info()

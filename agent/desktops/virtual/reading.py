@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from agent.desktops.virtual.desktop import VirtualDesktop
-from agent.desktops.virtual.render import TEXT, WALLPAPERS, Canvas, Painter, font
-from agent.desktops.virtual.tasks import TASKS
+from agent.desktops.virtual.render import TEXT, Canvas, Painter
+from agent.desktops.virtual.tasks import CLASSIC_TASKS
 from policies.pixel.words import WORD_EXTRA
 
 SIZES = ((640, 480, 1.0), (1280, 720, 1.0), (1920, 1080, 1.0), (1600, 900, 1.25), (1920, 1080, 1.5),
@@ -44,8 +44,8 @@ def word_of(token: str) -> str:
 class _Recorder(Painter):
     """A painter that records each drawn word's physical box and every filled shape, in paint order."""
 
-    def __init__(self, image: Image.Image, scale: float):
-        super().__init__(image, 0, 0, scale)
+    def __init__(self, image: Image.Image, scale: float, look=None):
+        super().__init__(image, 0, 0, scale, *(() if look is None else (look,)))
         self.words: list = []  # (seq, word, (x0, y0, x1, y1))
         self.fills: list = []  # (seq, (x0, y0, x1, y1))
 
@@ -67,11 +67,11 @@ class _Recorder(Painter):
         xs, ys = [self._x(x) for x, _ in pts], [self._y(y) for _, y in pts]
         self._fill((min(xs), min(ys), max(xs), max(ys)))
 
-    def text(self, x, y, s, size=13.0, color=TEXT, anchor="lm") -> None:
-        super().text(x, y, s, size, color, anchor)
+    def text(self, x, y, s, size=13.0, color=TEXT, anchor="lm", bold=False) -> None:
+        super().text(x, y, s, size, color, anchor, bold)
         if not s:
             return
-        f = font(round(size * self.s))
+        f = self.font(size, bold)
         ax, ay = self._x(x), self._y(y)
         _, top, _, bottom = f.getbbox(s, anchor=anchor)
         full = f.getlength(s)
@@ -89,9 +89,9 @@ class _Recorder(Painter):
 def paint_scene(desk: VirtualDesktop) -> tuple[np.ndarray, list[tuple[str, tuple[float, float, float, float]]]]:
     """The desktop's screen now (BGR, no cursor) and its visible words with their physical boxes."""
     scr = desk.screen
-    canvas = Canvas(scr.width, scr.height, scr.scale, WALLPAPERS[desk.seed % len(WALLPAPERS)])
+    canvas = Canvas(scr.width, scr.height, scr.scale, desk.wallpaper, desk.look)
     image = Image.fromarray(canvas.wallpaper(), "RGBA")  # BGRA bytes, as the desktop paints them
-    p = _Recorder(image, scr.scale)
+    p = _Recorder(image, scr.scale, desk.look)
     for w in desk.oracle.widgets:
         if w.visible:
             w.paint(p)
@@ -107,9 +107,9 @@ def paint_scene(desk: VirtualDesktop) -> tuple[np.ndarray, list[tuple[str, tuple
 def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = None) -> tuple[np.ndarray, float, list]:
     """One random scene: (BGR pixels, scale, visible words). Training scenes have even seeds,
     ``held_out`` ones odd. ``tasks``: the tasks to draw from (a name given twice is drawn twice
-    as often); default every task once."""
+    as often); default each of the 7 classic families once (what the bundled readers saw)."""
     w, h, scale = rng.choice(SIZES)
-    task = rng.choice(tasks or sorted(TASKS))
+    task = rng.choice(tasks or sorted(CLASSIC_TASKS))
     desk = VirtualDesktop(task, seed=SEED_BASE + 2 * rng.randrange(10**6) + held_out, size=(w, h), scale=scale)
     try:
         desk.observe()

@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from agent.desktops.virtual.themes import CLASSIC, Look
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 Color = tuple[int, int, int]
+Paint = Color | str  # a colour, or the name of a theme colour ("window", "accent", ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +109,30 @@ def font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 class Painter:
-    """Draws logical-point shapes into one region image whose top-left is physical ``(ox, oy)``."""
+    """Draws logical-point shapes into one region image whose top-left is physical ``(ox, oy)``.
 
-    def __init__(self, image: Image.Image, ox: int, oy: int, scale: float):
+    ``look`` gives the theme (``self.t``; colours may be passed by a theme field's name) and the
+    face and size of text."""
+
+    def __init__(self, image: Image.Image, ox: int, oy: int, scale: float, look: Look = CLASSIC):
         self.draw = ImageDraw.Draw(image)
         self.ox = ox
         self.oy = oy
         self.s = scale
+        self.look = look
+        self.t = look.theme
+
+    def _c(self, c: Paint | None) -> tuple[int, int, int, int] | None:
+        if not c:
+            return None
+        return bgr(getattr(self.t, c) if isinstance(c, str) else c)
+
+    def font(self, size: float, bold: bool = False):
+        """The look's face at ``size`` layout points, at this painter's scale."""
+        return self.look.font(round(size * self.look.k * self.s), bold)
+
+    def text_width(self, s: str, size: float = 13.0, bold: bool = False) -> float:
+        return self.look.text_width(s, size, bold)
 
     def _x(self, v: float) -> int:
         return round(v * self.s) - self.ox
@@ -128,12 +148,12 @@ class Painter:
         return max(1, round(pt * self.s))
 
     def rect(
-        self, r: Rect, fill: Color | None = None, outline: Color | None = None, width: float = 1.0, radius: float = 0.0
+        self, r: Rect, fill: Paint | None = None, outline: Paint | None = None, width: float = 1.0, radius: float = 0.0
     ) -> None:
         box = self._box(r)
         kw = {
-            "fill": bgr(fill) if fill else None,
-            "outline": bgr(outline) if outline else None,
+            "fill": self._c(fill),
+            "outline": self._c(outline),
             "width": self.width(width),
         }
         rad = round(radius * self.s)
@@ -142,24 +162,29 @@ class Painter:
         else:
             self.draw.rectangle(box, **kw)
 
-    def ellipse(self, r: Rect, fill: Color | None = None, outline: Color | None = None, width: float = 1.0) -> None:
-        self.draw.ellipse(
-            self._box(r), fill=bgr(fill) if fill else None, outline=bgr(outline) if outline else None,
-            width=self.width(width),
-        )
+    def ellipse(self, r: Rect, fill: Paint | None = None, outline: Paint | None = None, width: float = 1.0) -> None:
+        self.draw.ellipse(self._box(r), fill=self._c(fill), outline=self._c(outline), width=self.width(width))
 
-    def line(self, pts: Sequence[tuple[float, float]], color: Color, width: float = 1.0) -> None:
-        self.draw.line([(self._x(x), self._y(y)) for x, y in pts], fill=bgr(color), width=self.width(width))
+    def line(self, pts: Sequence[tuple[float, float]], color: Paint, width: float = 1.0) -> None:
+        self.draw.line([(self._x(x), self._y(y)) for x, y in pts], fill=self._c(color), width=self.width(width))
 
-    def polygon(self, pts: Sequence[tuple[float, float]], fill: Color, outline: Color | None = None) -> None:
-        self.draw.polygon(
-            [(self._x(x), self._y(y)) for x, y in pts], fill=bgr(fill), outline=bgr(outline) if outline else None
-        )
+    def polygon(self, pts: Sequence[tuple[float, float]], fill: Paint, outline: Paint | None = None) -> None:
+        self.draw.polygon([(self._x(x), self._y(y)) for x, y in pts], fill=self._c(fill), outline=self._c(outline))
 
-    def text(self, x: float, y: float, s: str, size: float = 13.0, color: Color = TEXT, anchor: str = "lm") -> None:
+    def bevel(self, r: Rect, raised: bool = True, width: float = 1.5) -> None:
+        """3-D edges inside ``r`` (Tk / Motif): light top-left and dark bottom-right when raised."""
+        a, b = ("light", "dark_edge") if raised else ("dark_edge", "light")
+        x0, y0, x1, y1 = self._box(r)
+        n = self.width(width)
+        for i in range(n):
+            self.draw.line([(x0 + i, y1 - i), (x0 + i, y0 + i), (x1 - i, y0 + i)], fill=self._c(a))
+            self.draw.line([(x0 + i + 1, y1 - i), (x1 - i, y1 - i), (x1 - i, y0 + i + 1)], fill=self._c(b))
+
+    def text(self, x: float, y: float, s: str, size: float = 13.0, color: Paint = TEXT, anchor: str = "lm",
+             bold: bool = False) -> None:
         """Text at logical ``(x, y)``; ``anchor`` as in Pillow ("lm": left-middle, "mm": centred)."""
         if s:
-            self.draw.text((self._x(x), self._y(y)), s, font=font(round(size * self.s)), fill=bgr(color), anchor=anchor)
+            self.draw.text((self._x(x), self._y(y)), s, font=self.font(size, bold), fill=self._c(color), anchor=anchor)
 
 
 def text_width(s: str, size: float = 13.0) -> float:
@@ -187,7 +212,8 @@ class Canvas:
     repainted (wallpaper first, then every widget that overlaps, in z-order).
     """
 
-    def __init__(self, width: int, height: int, scale: float, wallpaper: tuple[Color, Color]):
+    def __init__(self, width: int, height: int, scale: float, wallpaper: tuple[Color, Color], look: Look = CLASSIC):
+        self.look = look
         self.width = width
         self.height = height
         self.scale = scale
@@ -242,7 +268,7 @@ class Canvas:
         region = np.empty((y1 - y0, x1 - x0, 4), np.uint8)
         region.view(np.uint32)[:, :, 0] = self._rows[y0:y1].view(np.uint32)
         image = Image.fromarray(region, "RGBA")
-        painter = Painter(image, x0, y0, self.scale)
+        painter = Painter(image, x0, y0, self.scale, self.look)
         s = self.scale
         area = Rect(x0 / s, y0 / s, (x1 - x0) / s, (y1 - y0) / s)
         for w in self._widgets:

@@ -7,9 +7,13 @@ With ``human_like`` the expert pauses to read, then reaches each target through 
 ``move`` steps along a curved, seeded path (ballistic first, then corrective), and clicks
 where the cursor landed, slightly off-centre.
 
-An episode ends on success, on a decisive wrong action (activating a wrong button, item or
-icon; submitting a wrong answer), on ``done``, or when the virtual clock passes
-``time_limit``. Afterwards the desktop ignores actions.
+Outcome: ``success`` is decided by the task's check the moment it passes (or fails: a wrong
+button, item or icon; a wrong answer submitted), and never changes afterwards. A failure ends the
+episode at once. After a success the world goes on for a tail of ``TAIL_S`` virtual seconds: the
+desktop keeps rendering and reacting (so a policy sees finished screens and can learn to stop),
+then the episode is ``finished``. ``done`` ends it earlier; the experts end every episode with
+``done`` a moment after success. Past ``time_limit`` without an outcome the episode times out.
+After the end the desktop ignores actions.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import math
 import random
 from typing import ClassVar
 
-from agent.desktops.virtual.render import TASKBAR, Rect, text_width
+from agent.desktops.virtual.render import Rect
+from agent.desktops.virtual.themes import CLASSIC, Look
 from agent.desktops.virtual.widgets import (
     TITLE_H,
     Button,
@@ -35,10 +40,12 @@ from agent.desktops.virtual.widgets import (
     Window,
 )
 from capture import Screen
-from policies.actions import Action, Click, Drag, Key, MouseDown, MouseUp, Move, Type, Wait
+from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp, Move, Type, Wait
 
 TASKBAR_H = 32.0
 PAD = 16.0
+TAIL_S = 1.5  # after success the desktop goes on this long (virtual seconds) unless `done` ends it
+DONE_AFTER_S = 0.3  # the plain expert looks at the finished screen this long, then says done
 
 BUTTON_WORDS = (
     "OK", "Cancel", "Apply", "Save", "Delete", "Open", "Next", "Back", "Submit", "Retry", "Help",
@@ -100,8 +107,9 @@ class Task(Scene):
     name: ClassVar[str] = ""
     time_limit: ClassVar[float] = 20.0
 
-    def __init__(self, seed: int, screen: Screen, human_like: bool = False):
+    def __init__(self, seed: int, screen: Screen, human_like: bool = False, look: Look = CLASSIC):
         super().__init__()
+        self.look = look
         self.seed = int(seed)
         self.screen = screen
         self.scale = screen.scale
@@ -115,14 +123,19 @@ class Task(Scene):
         self.reason: str | None = None
         self.steps = 0  # actions applied so far (the desktop counts them)
         self.t = 0.0
-        self.widgets.append(Panel(Rect(0, self.lh - TASKBAR_H, self.lw, TASKBAR_H), fill=TASKBAR))
-        self.widgets.append(Panel(Rect(8, self.lh - TASKBAR_H + 6, 20, 20), fill=(70, 130, 220)))
+        self.success_t: float | None = None  # when the check passed (virtual seconds)
+        self.widgets.append(Panel(Rect(0, self.lh - TASKBAR_H, self.lw, TASKBAR_H), fill="taskbar"))
+        self.widgets.append(Panel(Rect(8, self.lh - TASKBAR_H + 6, 20, 20), fill="taskbar_button"))
         self.build()
         self.cursor = (self.rng.uniform(0.1, 0.9) * self.lw, self.rng.uniform(0.1, 0.8) * self.lh)
 
     # -- building helpers ----------------------------------------------------------------------
     def build(self) -> None:  # pragma: no cover - every task overrides
         raise NotImplementedError
+
+    def text_width(self, s: str, size: float = 13.0, bold: bool = False) -> float:
+        """Width of ``s`` in logical points in this episode's face and size."""
+        return self.look.text_width(s, size, bold)
 
     def window(self, title: str, want_w: float, want_h: float, menu_room: float = 0.0) -> tuple[Window, Rect]:
         """Add a window of about the wanted size at a seeded place; returns it and its content area."""
@@ -150,25 +163,43 @@ class Task(Scene):
 
     # -- outcome -------------------------------------------------------------------------------
     def end(self, success: bool, reason: str) -> None:
-        if not self.finished:
-            self.finished = True
+        """Decide the outcome (once): a failure finishes the episode now, a success after the tail."""
+        if self.reason is None and not self.finished:
             self.success = success
             self.reason = reason
+            if not success:
+                self.finished = True
 
     def tick(self, t: float) -> None:
-        """The desktop's clock moved to ``t``; ends the episode past the time limit."""
+        """The desktop's clock moved to ``t``: timed events, the tail after success, the time limit."""
         self.t = t
-        if not self.finished and t >= self.time_limit:
+        if self.finished:
+            return
+        self.on_tick(t)
+        if self.success:
+            if self.success_t is None:
+                self.success_t = t
+            elif t - self.success_t >= TAIL_S:
+                self.finished = True
+        elif self.reason is None and t >= self.time_limit:
             self.end(False, "timeout")
 
     def done(self) -> None:
-        self.end(bool(self.success), "done")
+        """``done``: the episode ends now; before an outcome it is a failure ("done")."""
+        self.end(False, "done")
+        self.finished = True
 
     # -- the expert ----------------------------------------------------------------------------
     def expert_actions(self) -> list[Action]:
         """The expert's next action(s) from the current state ([] once the episode is over)."""
-        if self.finished:
+        if self.finished or self.success is False:
             return []
+        if self.success:  # look at the finished screen a moment, then say so
+            pause = (random.Random(f"done/{self.name}/{self.seed}").uniform(0.3, 0.8) if self.human_like
+                     else DONE_AFTER_S)
+            since = self.t - (self.t if self.success_t is None else self.success_t)
+            left = round(pause - since, 3)
+            return [Done()] if left <= 0.0 else [Wait(left)]
         if self.human_like and self.steps == 0:
             return [Wait(round(random.Random(f"read/{self.name}/{self.seed}").uniform(0.5, 1.1), 3))]
         return self.expert()
@@ -180,7 +211,15 @@ class Task(Scene):
         """The word on screen that names what the expert's next action points at (a button's
         label, a field's name), or None where no word of the instruction does (a slider's thumb,
         a key). Demos record it beside each step (:data:`agent.sessions.format.EXPERT_TARGET`), so training
-        can teach a reading model which of the instruction's words to look for."""
+        can teach a reading model which of the instruction's words to look for. None once the
+        outcome is decided (the expert's wait and ``done`` point at nothing). Tasks define
+        :meth:`target_word`."""
+        if self.success is not None or self.finished:
+            return None
+        return self.target_word()
+
+    def target_word(self) -> str | None:
+        """:meth:`expert_target` while the task is under way."""
         return None
 
     def norm(self, x: float, y: float) -> tuple[float, float]:
@@ -241,11 +280,11 @@ class ClickButton(Task):
         r = self.rng
         _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(340, 560), r.uniform(200, 340))
         labels = r.sample(BUTTON_WORDS, r.randint(3, 6))
-        cw = max(max(text_width(s) for s in labels) + 28, 80) + 12
+        cw = max(max(self.text_width(s) for s in labels) + 28, 80) + 12
         cells = self.cells(area, len(labels), cw, 40)
         self.buttons: list[Button] = []
         for label, cell in zip(labels, cells, strict=False):
-            bw = max(80.0, round(text_width(label) + 28))
+            bw = max(80.0, round(self.text_width(label) + 28))
             b = Button(Rect(cell.x + round(r.uniform(0, cw - 12 - bw)), cell.y + 6, bw, 28), name=label, label=label)
             self.buttons.append(b)
             self.widgets.append(b)
@@ -259,7 +298,7 @@ class ClickButton(Task):
     def expert(self) -> list[Action]:
         return self.click(self.target)
 
-    def expert_target(self) -> str | None:
+    def target_word(self) -> str | None:
         return self.target.label
 
 
@@ -273,12 +312,12 @@ class ClickCheckboxes(Task):
         r = self.rng
         _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(340, 520), r.uniform(240, 360))
         labels = r.sample(CHECK_WORDS, r.randint(3, 6))
-        cw = max(text_width(s) for s in labels) + 16 + 8 + 20
+        cw = max(self.text_width(s) for s in labels) + 16 + 8 + 20
         rows_area = Rect(area.x, area.y, area.w, area.h - 40)
         cells = self.cells(rows_area, len(labels), cw, 30)
         self.boxes: list[Checkbox] = []
         for label, cell in zip(labels, cells, strict=False):
-            cb = Checkbox(Rect(cell.x, cell.y + 3, round(16 + 8 + text_width(label) + 4), 24), name=label, label=label)
+            cb = Checkbox(Rect(cell.x, cell.y + 3, round(16 + 8 + self.text_width(label) + 4), 24), name=label, label=label)
             self.boxes.append(cb)
             self.widgets.append(cb)
         k = r.randint(1, min(3, len(self.boxes) - 1))
@@ -303,7 +342,7 @@ class ClickCheckboxes(Task):
                 return self.click(b, r=box)
         return self.click(self.submit)
 
-    def expert_target(self) -> str | None:
+    def target_word(self) -> str | None:
         return next((b.label for b in self.boxes if b.checked != (b in self.targets)), self.submit.label)
 
 
@@ -355,7 +394,7 @@ class EnterText(Task):
             rest = rest[:n]
         return [Type(rest)]
 
-    def expert_target(self) -> str | None:
+    def target_word(self) -> str | None:
         # with one field the instruction names none ("the text field")
         return self.target.name if len(self.fields) > 1 and not self.target.focused else None
 
@@ -445,21 +484,21 @@ class ClickMenu(Task):
             win.rect = Rect(wr.x, wr.y - dy, wr.w, wr.h)
             wr = win.rect
             bar = Rect(wr.x + 1, wr.y + TITLE_H + 2, wr.w - 2, 24)
-        self.widgets.append(Panel(bar, fill=(238, 239, 242)))
+        self.widgets.append(Panel(bar, fill="menubar"))
         self.widgets.append(Panel(Rect(wr.x + 12, bar.bottom + 10, wr.w - 24, wr.bottom - bar.bottom - 22),
-                                  fill=(255, 255, 255), outline=(210, 212, 218)))
+                                  fill="content", outline="content_border"))
         x = bar.x + 4
         self.titles: list[MenuTitle] = []
         popups: list[Widget] = []
         for m in names:
-            tw = round(text_width(m) + 20)
+            tw = round(self.text_width(m) + 20)
             if x + tw > bar.right:
                 break
             title = MenuTitle(Rect(x, bar.y, tw, 24), name=m, label=m)
             items = list(MENUS[m])
-            iw = max(150.0, max(text_width(s) for s in items) + 40)
+            iw = max(150.0, max(self.text_width(s) for s in items) + 40)
             px = min(x, self.lw - iw - 2)
-            popup = Panel(Rect(px, bar.bottom, iw, 26 * len(items) + 8), fill=(250, 250, 252), outline=(160, 164, 172),
+            popup = Panel(Rect(px, bar.bottom, iw, 26 * len(items) + 8), fill="popup", outline="popup_border",
                           visible=False)
             title.popup = popup
             popups.append(popup)
@@ -488,7 +527,7 @@ class ClickMenu(Task):
             return self.click(self.menu)
         return self.click(self.item)
 
-    def expert_target(self) -> str | None:
+    def target_word(self) -> str | None:
         return self.item.label if self.open_menu is self.menu else self.menu.label
 
 
@@ -502,13 +541,13 @@ class CloseDialog(Task):
         self.window(r.choice(("Untitled - Editor", "Inbox - Mail", "Photos", "Budget.xlsx")), r.uniform(480, 760),
                     r.uniform(320, 480))
         self.widgets.append(Label(Rect(self.widgets[-1].rect.x + 20, self.widgets[-1].rect.y + TITLE_H + 20, 300, 20),
-                                  text="Lorem ipsum dolor sit amet.", color=(90, 90, 96)))
+                                  text="Lorem ipsum dolor sit amet.", color="muted"))
         title, message, options = r.choice(DIALOGS)
         with_close = r.random() < 0.5
         labels = list(options) + (["Close"] if with_close else [])
         r.shuffle(labels)
-        widths = [max(80.0, round(text_width(s) + 28)) for s in labels]
-        dw = min(self.lw - 16, max(360.0, text_width(message) + 48, sum(widths) + 8 * len(widths) + 40))
+        widths = [max(80.0, round(self.text_width(s) + 28)) for s in labels]
+        dw = min(self.lw - 16, max(360.0, self.text_width(message) + 48, sum(widths) + 8 * len(widths) + 40))
         dh = min(self.lh - TASKBAR_H - 16, 150.0)
         dx = 8 + (self.lw - 16 - dw) * r.uniform(0.3, 0.7)
         dy = 8 + (self.lh - TASKBAR_H - 16 - dh) * r.uniform(0.25, 0.6)
@@ -569,7 +608,7 @@ class DoubleClickIcon(Task):
         cells = self.cells(area, len(labels), 100, 88)
         self.icons: list[Icon] = []
         for label, cell in zip(labels, cells, strict=False):
-            w = max(84.0, round(text_width(label, 12.0) + 16))
+            w = max(84.0, round(self.text_width(label, 12.0) + 16))
             ic = Icon(Rect(cell.x + (100 - w) / 2, cell.y + 4, w, 80), name=label, label=label,
                       color=r.choice(ICON_COLORS), kind=r.choice(("folder", "folder", "document")))
             self.icons.append(ic)
@@ -589,14 +628,14 @@ class DoubleClickIcon(Task):
     def expert(self) -> list[Action]:
         return self.click(self.target, count=2)
 
-    def expert_target(self) -> str | None:
+    def target_word(self) -> str | None:
         return self.target.label
 
 
-TASKS: dict[str, type[Task]] = {
-    cls.name: cls
-    for cls in (ClickButton, ClickCheckboxes, EnterText, DragSlider, ClickMenu, CloseDialog, DoubleClickIcon)
-}
+CLASSIC: tuple[type[Task], ...] = (ClickButton, ClickCheckboxes, EnterText, DragSlider, ClickMenu, CloseDialog,
+                                   DoubleClickIcon)
+CLASSIC_TASKS: tuple[str, ...] = tuple(cls.name for cls in CLASSIC)  # the families the bundled checkpoints learned
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in CLASSIC}
 
 
 def task_names() -> list[str]:
@@ -604,4 +643,4 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
-__all__ = ["TASKS", "Task", "task_names"]
+__all__ = ["CLASSIC_TASKS", "TASKS", "Task", "task_names"]

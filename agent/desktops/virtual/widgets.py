@@ -11,26 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.desktops.virtual.render import (
-    ACCENT,
-    ACCENT_LIGHT,
-    BORDER,
-    BUTTON,
-    BUTTON_HOVER,
-    BUTTON_PRESSED,
-    DANGER,
-    FOCUS,
-    TEXT,
-    TEXT_DIM,
-    TITLEBAR,
-    WHITE,
-    WINDOW,
-    Color,
-    Painter,
-    Rect,
-    text_width,
-)
+from agent.desktops.virtual.render import Color, Paint, Painter, Rect
 
+WHITE: Color = (255, 255, 255)
 FONT = 13.0  # body text, points
 TITLE_H = 28.0  # window title bar, points
 MAX_FIELD = 64  # characters a text field holds
@@ -50,6 +33,7 @@ class Widget:
 
     interactive = False
     focusable = False
+    draggable = False  # follows the pointer between press and release; dropped with on_drop
 
     def bounds(self) -> Rect:
         """What the widget may paint (its rect plus focus ring and shadow)."""
@@ -69,8 +53,8 @@ class Widget:
 class Panel(Widget):
     """A plain filled area (taskbar, menu bar, window body parts); blocks clicks beneath it."""
 
-    fill: Color = WINDOW
-    outline: Color | None = None
+    fill: Paint = "window"
+    outline: Paint | None = None
 
     def bounds(self) -> Rect:
         return self.rect
@@ -96,14 +80,26 @@ class Window(Widget):
         return (self.title, self.active)
 
     def paint(self, p: Painter) -> None:
-        r = self.rect
-        p.rect(Rect(r.x + 3, r.y + 4, r.w, r.h), fill=(40, 44, 52), radius=6)  # shadow
-        p.rect(r, fill=WINDOW, outline=BORDER, radius=6)
-        bar = Rect(r.x + 1, r.y + 1, r.w - 2, TITLE_H)
-        p.rect(bar, fill=TITLEBAR if self.active else (236, 236, 238), radius=5)
-        p.rect(Rect(r.x + 1, r.y + TITLE_H - 6, r.w - 2, 6), fill=TITLEBAR if self.active else (236, 236, 238))
-        p.line([(r.x + 1, r.y + TITLE_H + 1), (r.right - 2, r.y + TITLE_H + 1)], BORDER)
-        p.text(r.x + 12, r.y + 1 + TITLE_H / 2, self.title, FONT, TEXT if self.active else TEXT_DIM)
+        r, t = self.rect, p.t
+        bar_fill = "titlebar" if self.active else "titlebar_inactive"
+        if t.shadow:
+            p.rect(Rect(r.x + 3, r.y + 4, r.w, r.h), fill=t.shadow, radius=t.r(6))  # shadow
+        p.rect(r, fill="window", outline="border", radius=t.r(6))
+        if t.bevel:
+            p.bevel(r)
+            bar = Rect(r.x + 3, r.y + 3, r.w - 6, TITLE_H - 2)
+            p.rect(bar, fill=bar_fill)
+            p.bevel(bar)
+        else:
+            bar = Rect(r.x + 1, r.y + 1, r.w - 2, TITLE_H)
+            p.rect(bar, fill=bar_fill, radius=t.r(5))
+            p.rect(Rect(r.x + 1, r.y + TITLE_H - 6, r.w - 2, 6), fill=bar_fill)
+            p.line([(r.x + 1, r.y + TITLE_H + 1), (r.right - 2, r.y + TITLE_H + 1)], "border")
+        color = "title_text" if self.active else "title_text_inactive"
+        if t.title_align == "m":
+            p.text(r.center[0], r.y + 1 + TITLE_H / 2, self.title, FONT, color, "mm", bold=t.title_bold)
+        else:
+            p.text(r.x + 12, r.y + 1 + TITLE_H / 2, self.title, FONT, color, bold=t.title_bold)
 
 
 @dataclass(eq=False)
@@ -112,8 +108,9 @@ class Label(Widget):
 
     text: str = ""
     size: float = FONT
-    color: Color = TEXT
+    color: Paint = "text"
     anchor: str = "lm"
+    bold: bool = False
 
     def state_key(self) -> tuple:
         return (self.text, self.color)
@@ -121,7 +118,7 @@ class Label(Widget):
     def paint(self, p: Painter) -> None:
         r = self.rect
         x = r.x if self.anchor[0] == "l" else r.center[0]
-        p.text(x, r.center[1], self.text, self.size, self.color, self.anchor)
+        p.text(x, r.center[1], self.text, self.size, self.color, self.anchor, bold=self.bold)
 
 
 @dataclass(eq=False)
@@ -136,25 +133,33 @@ class Button(Widget):
         return (self.label, self.style, self.hovered, self.pressed, self.focused)
 
     def paint(self, p: Painter) -> None:
-        r = self.rect
+        r, t = self.rect, p.t
         if self.style == "close":
             if self.pressed or self.hovered:
-                p.rect(r, fill=(180, 40, 36) if self.pressed else DANGER, radius=4)
-            color = WHITE if (self.pressed or self.hovered) else TEXT
+                p.rect(r, fill="danger_pressed" if self.pressed else "danger", radius=t.r(4))
+            elif t.bevel:
+                p.bevel(r)
+            color = WHITE if (self.pressed or self.hovered) else "title_text"
             cx, cy = r.center
             d = min(r.w, r.h) * 0.22
             p.line([(cx - d, cy - d), (cx + d, cy + d)], color, 1.6)
             p.line([(cx - d, cy + d), (cx + d, cy - d)], color, 1.6)
             return
         if self.style == "primary":
-            fill = (24, 84, 180) if self.pressed else ((56, 128, 236) if self.hovered else ACCENT)
-            fg = WHITE
+            fill = "accent_pressed" if self.pressed else ("accent_hover" if self.hovered else "accent")
+            fg = "on_accent"
         else:
-            fill = BUTTON_PRESSED if self.pressed else (BUTTON_HOVER if self.hovered else BUTTON)
-            fg = TEXT
-        p.rect(r, fill=fill, outline=ACCENT if self.hovered else BORDER, radius=5)
-        if self.focused:
-            p.rect(r.outset(2), outline=FOCUS, width=2, radius=6)
+            fill = "button_pressed" if self.pressed else ("button_hover" if self.hovered else "button")
+            fg = "button_text"
+        if t.bevel:
+            p.rect(r, fill=fill)
+            p.bevel(r, raised=not self.pressed)
+            if self.focused:
+                p.rect(r.outset(2), outline="focus", width=1)
+        else:
+            p.rect(r, fill=fill, outline="accent" if self.hovered else "control_border", radius=t.r(5))
+            if self.focused:
+                p.rect(r.outset(2), outline="focus", width=2, radius=t.r(6))
         dy = 1 if self.pressed else 0
         p.text(r.center[0], r.center[1] + dy, self.label, FONT, fg, "mm")
 
@@ -173,15 +178,20 @@ class Checkbox(Widget):
         return (self.label, self.checked, self.hovered, self.pressed)
 
     def paint(self, p: Painter) -> None:
-        r = self.rect
+        r, t = self.rect, p.t
         b = Rect(r.x, r.center[1] - self.BOX / 2, self.BOX, self.BOX)
-        if self.checked:
-            p.rect(b, fill=ACCENT, outline=ACCENT, radius=3)
-            p.line([(b.x + 3.5, b.y + 8.5), (b.x + 6.5, b.y + 11.5), (b.x + 12.5, b.y + 4.5)], WHITE, 2.0)
+        if t.bevel:
+            p.rect(b, fill="button_pressed" if self.pressed else "field")
+            p.bevel(b, raised=False)
+            if self.checked:
+                p.rect(b.inset(4), fill="accent")
+        elif self.checked:
+            p.rect(b, fill="accent", outline="accent", radius=t.r(3))
+            p.line([(b.x + 3.5, b.y + 8.5), (b.x + 6.5, b.y + 11.5), (b.x + 12.5, b.y + 4.5)], "on_accent", 2.0)
         else:
-            fill = BUTTON_PRESSED if self.pressed else WHITE
-            p.rect(b, fill=fill, outline=ACCENT if self.hovered else BORDER, width=1.2, radius=3)
-        p.text(b.right + 8, r.center[1], self.label, FONT, TEXT)
+            fill = "button_pressed" if self.pressed else "field"
+            p.rect(b, fill=fill, outline="accent" if self.hovered else "control_border", width=1.2, radius=t.r(3))
+        p.text(b.right + 8, r.center[1], self.label, FONT, "text")
 
 
 @dataclass(eq=False)
@@ -190,25 +200,37 @@ class TextField(Widget):
 
     text: str = ""
     placeholder: str = ""
+    selected: bool = False  # the whole text is selected (typing replaces it)
+    readonly: bool = False
     interactive = True
     focusable = True
 
     def state_key(self) -> tuple:
-        return (self.text, self.hovered, self.focused)
+        return (self.text, self.hovered, self.focused, self.selected)
 
     def paint(self, p: Painter) -> None:
-        r = self.rect
-        if self.focused:
-            p.rect(r.outset(3), outline=ACCENT_LIGHT, width=3, radius=6)
-        p.rect(r, fill=WHITE, outline=FOCUS if self.focused else (ACCENT if self.hovered else BORDER), radius=4)
+        r, t = self.rect, p.t
+        if t.bevel:
+            p.rect(r, fill="field")
+            p.bevel(r, raised=False)
+            if self.focused:
+                p.rect(r.outset(2), outline="focus", width=1)
+        else:
+            if self.focused:
+                p.rect(r.outset(3), outline="accent_light", width=3, radius=t.r(6))
+            p.rect(r, fill="field", outline="focus" if self.focused else ("accent" if self.hovered else "control_border"),
+                   radius=t.r(4))
         x = r.x + 8
-        if self.text:
-            p.text(x, r.center[1], self.text, FONT, TEXT)
+        if self.selected and self.text:
+            p.rect(Rect(x - 1, r.y + 5, p.text_width(self.text, FONT) + 2, r.h - 10), fill="selection")
+            p.text(x, r.center[1], self.text, FONT, "selection_text")
+        elif self.text:
+            p.text(x, r.center[1], self.text, FONT, "text")
         elif self.placeholder and not self.focused:
-            p.text(x, r.center[1], self.placeholder, FONT, (150, 150, 156))
-        if self.focused:
-            cx = x + text_width(self.text, FONT) + 1
-            p.line([(cx, r.y + 6), (cx, r.bottom - 6)], TEXT, 1.2)
+            p.text(x, r.center[1], self.placeholder, FONT, "placeholder")
+        if self.focused and not self.selected:
+            cx = x + p.text_width(self.text, FONT) + 1
+            p.line([(cx, r.y + 6), (cx, r.bottom - 6)], "text", 1.2)
 
 
 @dataclass(eq=False)
@@ -246,14 +268,25 @@ class Slider(Widget):
     def paint(self, p: Painter) -> None:
         t = self.track
         cy = self.rect.center[1]
-        p.rect(Rect(t.x, cy - 2, t.w, 4), fill=(200, 202, 208), radius=2)
         tx = self.x_of(self.value)
-        p.rect(Rect(t.x, cy - 2, tx - t.x, 4), fill=ACCENT)
         th = Rect(tx - self.THUMB / 2, cy - self.THUMB / 2, self.THUMB, self.THUMB)
-        if self.focused:
-            p.ellipse(th.outset(3), fill=ACCENT_LIGHT)
-        p.ellipse(th, fill=BUTTON_PRESSED if self.pressed else WHITE, outline=ACCENT if self.hovered else BORDER, width=1.5)
-        p.text(self.rect.right - self.VALUE_W + 10, cy, str(self.value), FONT, TEXT)
+        if p.t.bevel:
+            trough = Rect(t.x - self.THUMB / 2, cy - 6, t.w + self.THUMB, 12)
+            p.rect(trough, fill="track")
+            p.bevel(trough, raised=False, width=1)
+            if self.focused:
+                p.rect(trough.outset(2), outline="focus", width=1)
+            knob = Rect(th.x, cy - 9, self.THUMB, 18)
+            p.rect(knob, fill="button_pressed" if self.pressed else "thumb")
+            p.bevel(knob)
+        else:
+            p.rect(Rect(t.x, cy - 2, t.w, 4), fill="track", radius=p.t.r(2))
+            p.rect(Rect(t.x, cy - 2, tx - t.x, 4), fill="accent")
+            if self.focused:
+                p.ellipse(th.outset(3), fill="accent_light")
+            p.ellipse(th, fill="button_pressed" if self.pressed else "thumb",
+                      outline="accent" if self.hovered else "control_border", width=1.5)
+        p.text(self.rect.right - self.VALUE_W + 10, cy, str(self.value), FONT, "text")
 
 
 @dataclass(eq=False)
@@ -273,11 +306,17 @@ class MenuTitle(Widget):
         return self.rect
 
     def paint(self, p: Painter) -> None:
+        if p.t.bevel:
+            if self.open:
+                p.bevel(self.rect)
+            p.text(self.rect.center[0], self.rect.center[1], self.label, FONT, "text", "mm")
+            return
         if self.open:
-            p.rect(self.rect, fill=ACCENT)
+            p.rect(self.rect, fill="menu_hover")
         elif self.hovered:
-            p.rect(self.rect, fill=BUTTON_HOVER)
-        p.text(self.rect.center[0], self.rect.center[1], self.label, FONT, WHITE if self.open else TEXT, "mm")
+            p.rect(self.rect, fill="button_hover")
+        p.text(self.rect.center[0], self.rect.center[1], self.label, FONT, "menu_hover_text" if self.open else "text",
+               "mm")
 
 
 @dataclass(eq=False)
@@ -296,8 +335,12 @@ class MenuItem(Widget):
 
     def paint(self, p: Painter) -> None:
         if self.hovered:
-            p.rect(self.rect.inset(2), fill=ACCENT, radius=3)
-        p.text(self.rect.x + 14, self.rect.center[1], self.label, FONT, WHITE if self.hovered else TEXT)
+            if p.t.bevel:
+                p.rect(self.rect.inset(2), fill="menu_hover")
+                p.bevel(self.rect.inset(2))
+            else:
+                p.rect(self.rect.inset(2), fill="menu_hover", radius=p.t.r(3))
+        p.text(self.rect.x + 14, self.rect.center[1], self.label, FONT, "menu_hover_text" if self.hovered else "text")
 
 
 @dataclass(eq=False)
@@ -318,9 +361,9 @@ class Icon(Widget):
     def paint(self, p: Painter) -> None:
         r = self.rect
         if self.selected:
-            p.rect(r, fill=(70, 110, 170), outline=(150, 190, 240), radius=4)
+            p.rect(r, fill="icon_selected", outline="icon_selected_border", radius=p.t.r(4))
         elif self.hovered:
-            p.rect(r, fill=(90, 120, 160), radius=4)
+            p.rect(r, fill="icon_hover", radius=p.t.r(4))
         g = self.GLYPH
         gx, gy = r.center[0] - g / 2, r.y + 6
         if self.kind == "folder":
@@ -334,10 +377,10 @@ class Icon(Widget):
             p.rect(Rect(x0 + 5, gy + g * 0.45, (x1 - x0) - 10, 4), fill=self.color)
             p.rect(Rect(x0 + 5, gy + g * 0.62, (x1 - x0) - 14, 4), fill=self.color)
         # caption: white text on a dark plate so it stays legible on any wallpaper
-        tw = text_width(self.label, 12.0)
+        tw = p.text_width(self.label, 12.0)
         cy = r.bottom - 11
-        p.rect(Rect(r.center[0] - tw / 2 - 4, cy - 8, tw + 8, 16), fill=(24, 28, 36), radius=3)
-        p.text(r.center[0], cy, self.label, 12.0, WHITE, "mm")
+        p.rect(Rect(r.center[0] - tw / 2 - 4, cy - 8, tw + 8, 16), fill="caption", radius=p.t.r(3))
+        p.text(r.center[0], cy, self.label, 12.0, "caption_text", "mm")
 
 
 class Scene:
@@ -356,6 +399,9 @@ class Scene:
         self.capture: Slider | None = None
         self.open_menu: MenuTitle | None = None
         self.modal: str | None = None  # when set, only widgets of this group take input
+        self.dragging: Widget | None = None  # a widget with ``draggable`` being dragged
+        self._drag_from: tuple[float, float, Rect] | None = None
+        self.clipboard = ""
 
     # -- queries -----------------------------------------------------------------------------
     def hit(self, x: float, y: float) -> Widget | None:
@@ -407,6 +453,9 @@ class Scene:
     # -- events (called by the desktop) --------------------------------------------------------
     def pointer_move(self, x: float, y: float) -> None:
         self.cursor = (x, y)
+        if self.dragging is not None and self._drag_from is not None:
+            x0, y0, r0 = self._drag_from
+            self.dragging.rect = Rect(r0.x + x - x0, r0.y + y - y0, r0.w, r0.h)
         if self.capture is not None:
             self.capture.value = self.capture.value_at(x)
             self.on_change(self.capture)
@@ -422,6 +471,8 @@ class Scene:
         if button != "left":
             if self.open_menu is not None:
                 self.set_menu(None)
+            elif button == "right":
+                self.on_context(self.interactive_at(x, y), x, y)
             return
         w = self.interactive_at(x, y)
         if self.open_menu is not None:
@@ -441,6 +492,9 @@ class Scene:
             return
         self.pressed = w
         w.pressed = True
+        if w.draggable:
+            self.dragging = w
+            self._drag_from = (x, y, w.rect)
         if isinstance(w, Slider):
             self.capture = w
             w.pressed = True
@@ -467,6 +521,10 @@ class Scene:
         if w is None:
             return
         w.pressed = False
+        if self.dragging is w:
+            self.dragging, self._drag_from = None, None
+            self.on_drop(w, x, y)
+            return
         if isinstance(w, Icon):
             return
         if self.interactive_at(x, y) is w:
@@ -490,10 +548,22 @@ class Scene:
                 i = (i + (-1 if combo == "shift+tab" else 1)) % len(order)
                 self.set_focus(order[i])
         elif isinstance(f, TextField):
+            if combo == "ctrl+a":
+                f.selected = bool(f.text)
+                return
+            if combo == "ctrl+c":
+                self.clipboard = f.text
+                return
+            if combo == "ctrl+v":
+                self.type_text(self.clipboard)
+                return
+            if f.readonly:
+                return
             if combo == "backspace":
-                f.text = f.text[:-1]
+                f.text = "" if f.selected else f.text[:-1]
             elif combo in ("ctrl+backspace", "ctrl+u"):
                 f.text = ""
+            f.selected = False
             self.on_change(f)
         elif isinstance(f, Slider):
             step = {"left": -1, "down": -1, "right": 1, "up": 1, "pageup": 10, "pagedown": -10}.get(combo, 0)
@@ -511,9 +581,13 @@ class Scene:
                 self.key("enter")
             elif ch == "\t":
                 self.key("tab")
-            elif isinstance(self.focus, TextField) and len(self.focus.text) < MAX_FIELD:
-                self.focus.text += ch
-                self.on_change(self.focus)
+            elif isinstance(self.focus, TextField) and not self.focus.readonly:
+                f = self.focus
+                if f.selected:
+                    f.text, f.selected = "", False
+                if len(f.text) < MAX_FIELD:
+                    f.text += ch
+                    self.on_change(f)
 
     # -- hooks for tasks -----------------------------------------------------------------------
     def on_activate(self, w: Widget, count: int) -> None:
@@ -528,3 +602,15 @@ class Scene:
 
     def on_background_click(self, x: float, y: float, count: int) -> None:
         """A press on nothing interactive."""
+
+    def on_context(self, w: Widget | None, x: float, y: float) -> None:
+        """A right-button press on ``w`` (None: nothing interactive), no menu being open."""
+
+    def on_drop(self, w: Widget, x: float, y: float) -> None:
+        """A draggable widget was released at ``(x, y)``."""
+
+    def on_scroll(self, x: float, y: float, dx: int, dy: int) -> None:
+        """The wheel turned ``dx, dy`` notches (positive ``dy``: content moves down) over ``(x, y)``."""
+
+    def on_tick(self, t: float) -> None:
+        """The clock moved to ``t`` (virtual seconds): timed events, animations."""
