@@ -123,3 +123,22 @@ def test_viewer_without_token_is_refused(browser, served):
         assert page.evaluate("() => window.dwViewer.decoded") == 0
     finally:
         page.close()
+
+
+def test_the_viewer_over_wss_with_a_self_signed_certificate_draws_desktop_pixels(browser):
+    from agent.stream.tls import self_signed_context
+
+    ctx, _pem, _fp = self_signed_context("127.0.0.1")
+    desk = VirtualDesktop("click-checkboxes", seed=3, size=SIZE, fps=20.0)
+    with ServerThread(StreamServer(desk, port=0, fps=20.0, ssl_context=ctx)) as srv:
+        context = browser.new_context(ignore_https_errors=True)  # the user accepted the certificate once
+        page = context.new_page()
+        try:
+            page.goto(f"https://127.0.0.1:{srv.port}/#token={srv.viewer_token}")
+            page.wait_for_function("() => window.dwViewer && window.dwViewer.decoded >= 3", timeout=20000)
+            assert page.evaluate("() => window.isSecureContext") is True
+            time.sleep(0.3)
+            diff = _compare(page, srv)
+            assert diff < 6, f"canvas differs from the served frame by {diff:.1f} on average"
+        finally:
+            context.close()

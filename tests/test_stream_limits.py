@@ -368,3 +368,58 @@ def test_limits_are_announced_in_hello(served):
     assert lim["send_timeout_s"] == S.SEND_TIMEOUT and lim["control_queue_bytes"] == S.CONTROL_QUEUE_BYTES
     assert lim["max_connections"] == S.MAX_CONNECTIONS and lim["action_rate"] == S.ACTION_RATE
 
+
+
+# -- TLS and the audit log ------------------------------------------------------------------------------------
+def test_tls_self_signed_serves_wss_and_https():
+    import http.client
+    import ssl
+
+    from agent.desktops.remote import RemoteDesktop
+    from agent.desktops.virtual import VirtualDesktop
+    from agent.stream.tls import client_context, fingerprint, self_signed_context
+    from policies.actions import Move
+
+    ctx, pem, fp = self_signed_context("127.0.0.1")
+    assert fp == fingerprint(pem) and len(fp) == 95
+    desk = VirtualDesktop("click-button", seed=0, size=(320, 240), fps=30.0)
+    with ServerThread(StreamServer(desk, port=0, fps=30.0, ssl_context=ctx)) as srv:
+        assert srv.url.startswith("wss://") and srv.http_url.startswith("https://")
+        with RemoteDesktop(srv.url, srv.token, ssl=client_context(cadata=pem)) as r:
+            assert r.observe().pixels.shape == (240, 320, 4)
+            r.apply(Move(0.5, 0.5))
+        c = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=5, context=client_context(cadata=pem))
+        c.request("GET", "/")
+        assert c.getresponse().status == 200
+        c.close()
+        with pytest.raises((ssl.SSLError, OSError)):  # a client that does not trust it cannot connect
+            c = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=5, context=ssl.create_default_context())
+            c.request("GET", "/")
+
+
+def test_the_audit_log_records_connections_refusals_and_action_counts(tmp_path):
+    from agent.stream.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    with _server(audit=AuditLog(path)) as srv:
+        with _connect(srv.url, srv.token) as ws:
+            _recv_json(ws, "hello")
+            ws.send(json.dumps({"type": "action", "id": 1, "action": {"type": "move", "x": 0.5, "y": 0.5}}))
+            _recv_json(ws, "ack")
+        with pytest.raises(InvalidStatus):
+            _connect(srv.url, "wrong-token-guess")
+        deadline = time.monotonic() + 5
+        while srv.clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    text = path.read_text()
+    lines = [json.loads(x) for x in text.splitlines()]
+    kinds = [e["event"] for e in lines]
+    assert kinds[0] == "start" and kinds[-1] == "stop" and "connect" in kinds and "refused" in kinds
+    disc = [e for e in lines if e["event"] == "disconnect"][0]
+    assert disc["role"] == "controller" and disc["actions"] == 1
+    assert [e for e in lines if e["event"] == "refused"][0]["status"] == 403
+    assert "wrong-token-guess" not in text and srv.token not in text
+    AuditLog(path).write("again")  # append-only: earlier lines stay
+    assert path.read_text().startswith(text)

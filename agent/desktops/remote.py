@@ -49,10 +49,12 @@ class RemoteDesktop:
     """A served desktop (``dw serve``) at ``url`` (``ws://host:port[/ws]``), reached with ``token``.
 
     ``format``: ``"video"`` (decode the stream; falls back to JPEG where no decoder opens) or ``"jpeg"``.
+    ``ssl``: an :class:`ssl.SSLContext` for ``wss://`` (:func:`agent.stream.tls.client_context` trusts a
+    self-signed server's certificate); None uses the system's CAs.
     """
 
     def __init__(self, url: str, token: str, *, format: str = "video", timeout: float = 10.0,
-                 frame_timeout: float = 10.0, action_timeout: float = 30.0):
+                 frame_timeout: float = 10.0, action_timeout: float = 30.0, ssl: Any = None):
         if format not in ("video", "jpeg"):
             raise ValueError(f"format must be video or jpeg, got {format!r}")
         self.url = _ws_url(url)
@@ -71,7 +73,8 @@ class RemoteDesktop:
         self.timings: dict[str, deque] = {k: deque(maxlen=10_000) for k in ("decode", "latency_us", "transfer_us")}
         self.bytes_received = 0
         try:
-            self._ws = connect(self.url, additional_headers={"Authorization": f"Bearer {token}"},
+            tls = {"ssl": ssl} if ssl is not None and self.url.startswith("wss:") else {}
+            self._ws = connect(self.url, additional_headers={"Authorization": f"Bearer {token}"}, **tls,
                                compression=None, max_size=P.MAX_MESSAGE_OUT, open_timeout=timeout,
                                proxy=None, close_timeout=2).__enter__()  # websockets >= 17: enter, not return
         except InvalidStatus as e:

@@ -41,6 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin allowed besides same-origin, e.g. https://example.org (repeatable)")
     p.add_argument("--no-video", action="store_true", help="serve JPEG pictures only")
+    t = p.add_argument_group("TLS and audit")
+    t.add_argument("--tls-cert", default=None, metavar="PEM", help="serve wss:// and https:// with this certificate")
+    t.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key")
+    t.add_argument("--tls-self-signed", action="store_true",
+                   help="serve wss:// and https:// with a new self-signed certificate (a LAN; the browser asks "
+                        "once; the fingerprint is printed); needs the openssl command")
+    t.add_argument("--audit-log", default=None, metavar="PATH",
+                   help="append one JSON line per connection, refused handshake, close and disconnect (with "
+                        "action counts) to PATH (created owner-only)")
     from agent.stream import server as S
 
     g = p.add_argument_group("limits (docs/protocol.md, Limits)")
@@ -84,6 +93,36 @@ def _secret(value: str | None, path: str | None, env: str, flag: str) -> tuple[s
     if os.environ.get(env):
         return os.environ[env].strip(), f"from ${env}"
     return None, ""
+
+
+def _tls(args):
+    """(ssl context or None, a line describing it)."""
+    from agent.stream.tls import TLSError, self_signed_context, server_context
+
+    if args.tls_self_signed and (args.tls_cert or args.tls_key):
+        raise UserError("give --tls-self-signed or --tls-cert/--tls-key, not both")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UserError("--tls-cert and --tls-key go together")
+    try:
+        if args.tls_cert:
+            return server_context(args.tls_cert, args.tls_key), f"certificate {args.tls_cert}"
+        if args.tls_self_signed:
+            ctx, _pem, fp = self_signed_context(args.host)
+            return ctx, f"self-signed certificate, SHA-256 {fp}"
+    except TLSError as e:
+        raise UserError(str(e)) from None
+    return None, ""
+
+
+def _audit(args):
+    if not args.audit_log:
+        return None
+    from agent.stream.audit import AuditLog
+
+    try:
+        return AuditLog(args.audit_log)
+    except OSError as e:
+        raise UserError(f"--audit-log {args.audit_log}: {e.strerror or e}") from None
 
 
 def _desktop(args):
@@ -139,6 +178,7 @@ def cmd_serve(args) -> int:
     for name in ("max_connections", "max_connections_per_address", "control_queue_bytes", "frame_queue_bytes"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    ssl_context, tls_note = _tls(args)
     policy = None
     if args.policy:
         from policies import PolicyError, load_policy
@@ -156,7 +196,8 @@ def cmd_serve(args) -> int:
                               max_connections_per_address=args.max_connections_per_address,
                               action_rate=args.action_rate or None, max_wait=args.max_wait,
                               control_queue_bytes=args.control_queue_bytes,
-                              frame_queue_bytes=args.frame_queue_bytes)
+                              frame_queue_bytes=args.frame_queue_bytes, ssl_context=ssl_context,
+                              audit=_audit(args))
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -171,6 +212,8 @@ def cmd_serve(args) -> int:
               f"{args.fps:g} fps; video: {v['codec'] + ' ' + str(v['codec_string']) if v else 'JPEG only'}",
               file=sys.stderr)
         print(f"  websocket   {server.url}", file=sys.stderr)
+        if tls_note:
+            print(f"  tls         {tls_note}", file=sys.stderr)
         # a token the user supplied through a file or the environment is not echoed into logs
         ctl = server.token if token_from in ("", "from the command line") else f"({token_from})"
         view = server.viewer_token if viewer_from in ("", "from the command line") else f"({viewer_from})"
