@@ -10,7 +10,6 @@ from agent.errors import UserError
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from transformers.utils import logging as hf_logging
 
     from agent.sessions.format import SessionError
@@ -27,8 +26,13 @@ def run(args: argparse.Namespace) -> int:
     stages = recipes.load_recipe(args.recipe) if args.recipe else [
         {"name": "train", "model": {}, "train": {"epochs": 20}, "data": {}, "reader": {}}]
     log = (lambda s: None) if args.json else print
+    from pathlib import Path
+
+    from agent.sessions.export import sessions_from_exports
+
+    sessions = sessions_from_exports(args.sessions, Path(args.out) / "imported")  # `dw export` datasets
     try:
-        summary = recipes.run(stages, args.sessions, args.out, size=args.size, init=args.init, epochs=args.epochs,
+        summary = recipes.run(stages, sessions, args.out, size=args.size, init=args.init, epochs=args.epochs,
                               device=args.device, seed=args.seed, resume=args.resume, cache=args.cache,
                               progress=not args.json, log=log)
     except SessionError as e:
@@ -51,7 +55,8 @@ def register(sub) -> None:
                                    "model's shape and the training settings; without one, a plain model of "
                                    "--size (default pixel-small) or the --init checkpoint is trained 20 epochs.")
     p.add_argument("sessions", nargs="*", metavar="SESSIONS_OR_DIRS",
-                   help="session folders or folders of them (default: the recipe's [data] sessions)")
+                   help="session folders or folders of them, or `dw export` datasets (hf or lerobot; "
+                        "imported into OUT/imported) (default: the recipe's [data] sessions)")
     p.add_argument("--size", default=None, help="a fresh model: pixel-tiny, pixel-small, pixel-base or pixel-large")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this checkpoint (a folder or a bundled name): fine-tune it on new sessions")

@@ -1,0 +1,142 @@
+"""``dw export`` / ``dw import``: sessions to a Hugging Face ``datasets`` dataset and to the LeRobot
+v3.0 layout and back; frame and event counts and normalised coordinates survive the round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+datasets = pytest.importorskip("datasets")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from agent.cli.main import main  # noqa: E402
+from agent.sessions.format import open_session  # noqa: E402
+from encoders.mp4 import read_mp4  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = sorted(str(p) for p in (ROOT / "fixtures" / "sessions").iterdir() if (p / "session.json").exists())
+
+
+@pytest.fixture(scope="module")
+def originals():
+    out = []
+    for p in FIXTURES:
+        s = open_session(p)
+        out.append((s, s.count_frames(), [f.t for f in s.frames()]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "hf"
+    assert main(["export", *FIXTURES, "--format", "hf", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def lerobot_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "lerobot"
+    assert main(["export", *FIXTURES, "--format", "lerobot", "--out", str(out)]) == 0
+    return out
+
+
+def test_hf_export_loads_with_datasets(hf_export, originals):
+    ds = datasets.load_from_disk(str(hf_export))
+    assert {"episode_index", "frame_index", "timestamp", "image", "instruction", "actions", "events",
+            "screen_width", "screen_height", "screen_scale"} <= set(ds.column_names)
+    assert len(ds) == sum(n for _, n, _ in originals)
+    rows = ds.remove_columns("image")
+    for ep, (s, n, times) in enumerate(originals):
+        mine = [r for r in rows if r["episode_index"] == ep]
+        assert [r["frame_index"] for r in mine] == list(range(n))
+        assert [r["timestamp"] for r in mine] == pytest.approx(times)
+        assert {(r["screen_width"], r["screen_height"], r["screen_scale"]) for r in mine} == \
+            {(s.screen.width, s.screen.height, s.screen.scale)}
+        assert all(r["instruction"] == s.instruction for r in mine)
+        events = [e for r in mine for e in json.loads(r["events"])]
+        assert len(events) == len(s.events) and events == [e.raw for e in s.events]
+        actions = [a for r in mine for a in json.loads(r["actions"])]
+        want = s.actions()
+        assert [a["action"] for a in actions] == [e.action.to_json() for e in want]
+        assert all(0 <= a["action"].get("x", 0) <= 1 and 0 <= a["action"].get("y", 0) <= 1 for a in actions)
+        assert json.loads(mine[0]["session_meta"])["screen"] == s.meta["screen"]
+    img = ds[0]["image"]
+    assert img.size == (originals[0][0].screen.width, originals[0][0].screen.height)
+
+
+def test_hf_round_trip_to_sessions(hf_export, originals, tmp_path):
+    assert main(["import", str(hf_export), "--out", str(tmp_path / "back")]) == 0
+    back = sorted((tmp_path / "back").iterdir())
+    assert len(back) == len(originals)
+    for path, (s, n, times) in zip(back, originals, strict=True):
+        b = open_session(path)
+        assert b.count_frames() == n and b.damage == []
+        assert [f.t for f in b.frames()] == pytest.approx(times, abs=1e-3)
+        assert [e.raw for e in b.events] == [e.raw for e in s.events]
+        assert (b.screen.width, b.screen.height, b.screen.scale) == (s.screen.width, s.screen.height, s.screen.scale)
+        assert b.instruction == s.instruction and b.desktop == s.desktop
+        first_a, first_b = next(iter(s.frames())), next(iter(b.frames()))
+        diff = np.abs(first_a.pixels[..., :3].astype(int) - first_b.pixels[..., :3].astype(int))
+        assert diff.mean() < 3  # PNG is lossless; the re-recorded video is the only loss
+
+
+def test_lerobot_layout(lerobot_export, originals):
+    root = lerobot_export
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == len(originals)
+    assert info["total_frames"] == sum(n for _, n, _ in originals)
+    fps = info["fps"]
+    data = pq.read_table(root / "data/chunk-000/file-000.parquet").to_pylist()
+    assert [r["index"] for r in data] == list(range(len(data)))
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    tasks = pq.read_table(root / "meta/tasks.parquet").to_pandas()
+    assert list(tasks.index) == [s.instruction for s, _, _ in originals] or len(tasks) >= 1
+    for ep, (s, n, times) in zip(episodes, originals, strict=True):
+        rows = data[ep["dataset_from_index"]:ep["dataset_to_index"]]
+        assert ep["length"] == n == len(rows)
+        assert [r["timestamp"] for r in rows] == pytest.approx([i / fps for i in range(n)])
+        assert [r["observation.time"] for r in rows] == pytest.approx(times)
+        assert sum(len(json.loads(r["events.json"])) for r in rows) == len(s.events)
+        assert tasks.loc[ep["tasks"][0], "task_index"] == rows[0]["task_index"]
+        video = root / info["video_path"].format(video_key="observation.image",
+                                                 chunk_index=ep["videos/observation.image/chunk_index"],
+                                                 file_index=ep["videos/observation.image/file_index"])
+        pts = [t for t, _ in read_mp4(video)]
+        assert pts == pytest.approx([i / fps for i in range(n)], abs=1e-4)  # LeRobot's default tolerance
+        assert ep["videos/observation.image/to_timestamp"] == pytest.approx(n / fps)
+    # the data files load with `datasets`, as LeRobot loads them
+    ds = datasets.load_dataset("parquet", data_files=str(root / "data/*/*.parquet"), split="train")
+    assert len(ds) == info["total_frames"]
+
+
+def test_lerobot_round_trip_to_sessions(lerobot_export, originals, tmp_path):
+    assert main(["import", str(lerobot_export), "--out", str(tmp_path / "back")]) == 0
+    back = sorted((tmp_path / "back").iterdir())
+    for path, (s, n, times) in zip(back, originals, strict=True):
+        b = open_session(path)
+        assert b.count_frames() == n
+        assert [f.t for f in b.frames()] == pytest.approx(times, abs=1e-3)
+        assert [e.raw for e in b.events] == [e.raw for e in s.events]
+
+
+def test_bad_inputs_end_in_one_line(tmp_path, hf_export):
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["export", *FIXTURES, "--out", str(hf_export)]) == 2  # not empty
+    assert main(["import", str(tmp_path), "--out", str(tmp_path / "o2")]) == 2  # not an export
+
+
+@pytest.mark.slow
+def test_dw_train_trains_from_an_export(hf_export, tmp_path):
+    out = tmp_path / "ckpt"
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "train", str(hf_export), "--size", "pixel-tiny",
+                        "--epochs", "1", "--out", str(out), "--json"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["sessions"] == len(FIXTURES) and summary["train_samples"] > 0
+    assert (out / "model.safetensors").is_file() and len(list((out / "imported").glob("*/*/session.json"))) == 2
