@@ -201,3 +201,128 @@ def test_random_policy_is_seeded():
     seq_b = [b.act(None) for _ in range(50)]
     assert seq_a == seq_b
     assert any(seq_a) and d is not None
+
+
+def test_session_files_are_readable_by_the_owner_only(tmp_path, monkeypatch):
+    """Typed text may be a password: the directory is 0700 and every file 0600 by default."""
+    import os
+    import stat
+
+    monkeypatch.delenv("DW_SHARED_SESSIONS", raising=False)
+    path, _, _ = record(tmp_path, steps=4)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    files = sorted(p.name for p in path.iterdir())
+    assert files == ["events.jsonl", "session.json", "video.mkv"]  # the reserve file is gone
+    for name in files:
+        assert stat.S_IMODE((path / name).stat().st_mode) == 0o600, name
+    monkeypatch.setenv("DW_SHARED_SESSIONS", "1")  # relaxed: the umask decides
+    old = os.umask(0o022)
+    try:
+        shared, _, _ = record(tmp_path, "shared", steps=4)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    for name in files:
+        assert stat.S_IMODE((shared / name).stat().st_mode) == 0o644, name
+
+
+def test_dw_shared_sessions_flag_sets_the_environment_for_the_command_only(monkeypatch, capsys):
+    import os
+
+    from agent.cli import main as cli
+
+    monkeypatch.delenv("DW_SHARED_SESSIONS", raising=False)
+    seen = {}
+    monkeypatch.setattr("agent.cli.commands.cache.run", lambda args: seen.setdefault("env", os.environ.get(
+        "DW_SHARED_SESSIONS")) and 0)
+    assert cli.main(["--shared-sessions", "cache", "x"]) == 0
+    assert seen["env"] == "1" and "DW_SHARED_SESSIONS" not in os.environ
+
+
+def test_checksums_catch_a_flipped_bit_in_the_video(tmp_path, capsys):
+    """A SHA-256 per segment is written at close; dw info --verify reports a file changed since."""
+    from agent.cli.main import main
+
+    path, _, _ = record(tmp_path, steps=6)
+    meta = json.loads((path / "session.json").read_text())
+    assert set(meta["video"]["sha256"]) == {"video.mkv"} and len(meta["video"]["sha256"]["video.mkv"]) == 64
+    assert session_info(str(path), verify=True)["checksums"] == {"video.mkv": "ok"}
+    video = path / "video.mkv"
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    video.write_bytes(bytes(data))
+    info = session_info(str(path), verify=True)
+    assert info["checksums"] == {"video.mkv": "mismatch"}
+    assert any("SHA-256 differs" in d for d in info["damage"])
+    assert main(["info", "--verify", str(path)]) == 1
+    assert "SHA-256 differs" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 0  # without --verify the file is not hashed
+
+
+def test_session_json_types_are_checked_one_line_naming_each_field(tmp_path):
+    path, _, _ = record(tmp_path, steps=3)
+    meta = json.loads((path / "session.json").read_text())
+    meta.update(fps="30", desktop="virtual", encoder=[1], video={"segments": [1]}, instruction=7)
+    (path / "session.json").write_text(json.dumps(meta))
+    with pytest.raises(SessionError) as e:
+        open_session(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "5 bad fields" in msg
+    for field in ("'fps'", "'desktop'", "'encoder'", "'video.segments[0]'", "'instruction'"):
+        assert field in msg
+
+
+@pytest.mark.parametrize("segment", ["/etc/passwd", "../other/video.mkv", "sub/video.mkv", ".."])
+def test_segment_paths_are_confined_to_the_session_directory(tmp_path, segment):
+    path, _, _ = record(tmp_path, steps=3)
+    meta = json.loads((path / "session.json").read_text())
+    meta["video"]["segments"] = [segment]
+    (path / "session.json").write_text(json.dumps(meta))
+    with pytest.raises(SessionError, match="inside the session directory"):
+        open_session(path)
+
+
+def test_a_symlinked_segment_leading_out_is_refused(tmp_path):
+    path, _, _ = record(tmp_path, steps=3)
+    (path / "video.mkv").unlink()
+    (path / "video.mkv").symlink_to("/dev/zero")
+    with pytest.raises(SessionError, match="leads outside the session directory"):
+        open_session(path)
+
+
+@pytest.mark.parametrize("width, height, message", [
+    (65535, 65535, "within \\[1, 16384\\]"),
+    (20000, 100, "within \\[1, 16384\\]"),
+    (16384, 16384, "cannot hold the 16384x16384 screen"),
+])
+def test_screen_sizes_are_bounded_and_checked_against_the_video(tmp_path, width, height, message):
+    """A session.json claiming a huge screen is refused before a frame is allocated (65535x65535
+    BGRA would be 16 GiB a frame); one within the bound is checked against the video's own size."""
+    path, _, _ = record(tmp_path, steps=3, size=(160, 120))
+    meta = json.loads((path / "session.json").read_text())
+    meta["screen"].update(width=width, height=height)
+    (path / "session.json").write_text(json.dumps(meta))
+    with pytest.raises(SessionError, match=message):
+        s = open_session(path)
+        list(s.frames())
+
+
+@pytest.mark.parametrize("blob", [b"[" * 100_000 + b"]" * 100_000, b'{"schema": 1, "fps": ' + b"9" * 5000 + b"}"],
+                         ids=["deep-nesting", "5000-digit-integer"])
+def test_session_json_the_parser_refuses_is_a_session_error(tmp_path, blob):
+    path, _, _ = record(tmp_path, steps=3)
+    (path / "session.json").write_bytes(blob)
+    with pytest.raises(SessionError, match="not valid JSON"):
+        open_session(path)
+
+
+@pytest.mark.parametrize("line", [b'{"t": 1, "frame": 0, "source": "policy", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                                  b'{"t": ' + b"9" * 5000 + b', "frame": 0, "source": "policy"}',
+                                  b'{"t": ' + b"9" * 400 + b', "frame": 0, "source": "policy"}'],
+                         ids=["deep-nesting", "5000-digit-integer", "400-digit-integer"])
+def test_event_lines_the_parser_refuses_name_file_and_line(tmp_path, line):
+    path, _, _ = record(tmp_path, steps=3)
+    events = path / "events.jsonl"
+    events.write_bytes(line + b"\n" + events.read_bytes())
+    with pytest.raises(SessionError, match="events.jsonl:1: "):
+        open_session(path)

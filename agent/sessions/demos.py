@@ -41,6 +41,11 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
 
     res = Agent(desk, ExpertTargets(driver, rec), recorder=rec, max_steps=spec.get("max_steps", 200)).run()
     desk.close()
+    if res.reason.startswith("recording-error"):  # a full disk: the next demo would fail too
+        from agent.sessions.format import RecordingError
+
+        raise RecordingError(f"{res.reason.removeprefix('recording-error: ')}; {path} is closed and readable "
+                             "up to the failure")
     return {"path": str(path), "success": res.success, "steps": res.steps}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import platform
 import time
 
@@ -32,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _machine() -> dict:
-    import os
-
     out = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
            "cpus": os.cpu_count(), "python": platform.python_version()}
     try:
@@ -55,12 +54,26 @@ def _machine() -> dict:
     return out
 
 
+def _check_plot_folder(plot: str) -> None:
+    """``--plot``'s folder exists (or can be made) and is writable, or a one-line UserError."""
+    from pathlib import Path
+
+    folder = Path(plot).absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--plot {plot}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--plot {plot}: {existing} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     sizes = parse_sizes(args.sizes) if args.sizes else None
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
     options = {"sizes": sizes, "policies": policies, "device": args.device, "quick": args.quick}
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot {args.plot}: the plot is a PNG; give a FILE.png")
+    if args.plot:  # before the benchmarks run, not after
+        _check_plot_folder(args.plot)
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise UserError(f"--device {args.device}: expected cpu or cuda")
     parts = PARTS if args.part == "all" else (args.part,)

@@ -82,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
                     progress.update(bar, description=f"{task} {w}x{h}")
                     res = Agent(desktop, policy, recorder=recorder, max_steps=args.max_steps).run()
                     desktop.close()
+                    if res.reason.startswith("recording-error"):  # a full disk: the next episode would fail too
+                        raise UserError(f"{res.reason.removeprefix('recording-error: ')}; {sdir} is closed and "
+                                        f"readable up to the failure; no further episodes were run")
                     row["episodes"] += 1
                     row["successes"] += int(bool(res.success))
                     row["steps"].append(res.steps)
