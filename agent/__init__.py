@@ -27,3 +27,34 @@ import os
 # before anything imports torch (policies/__init__.py imports this package for that); a value the
 # user set stays.
 os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+
+# The public Python API (docs/api.md), importable from the package: ``from agent import Agent``.
+# Loaded on first use (PEP 562), so ``import agent`` stays cheap and imports nothing else of ours.
+_EXPORTS = {
+    "Agent": "agent.loop", "RunResult": "agent.loop",
+    "Desktop": "agent.desktops", "DesktopError": "agent.desktops", "ActionRefused": "agent.desktops",
+    "VirtualDesktop": "agent.desktops.virtual", "task_names": "agent.desktops.virtual",
+    "LiveDesktop": "agent.desktops.live", "RemoteDesktop": "agent.desktops.remote",
+    "Session": "agent.sessions.format", "Event": "agent.sessions.format",
+    "SessionRecorder": "agent.sessions.format", "open_session": "agent.sessions.format",
+    "find_sessions": "agent.sessions.format",
+    "export_sessions": "agent.sessions.export", "import_dataset": "agent.sessions.export",
+    "episode_specs": "agent.desktops.virtual.evaluate", "run_episode": "agent.desktops.virtual.evaluate",
+    "run_episodes": "agent.desktops.virtual.evaluate", "summarise": "agent.desktops.virtual.evaluate",
+    "UserError": "agent.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -22,6 +22,7 @@ from policies.actions import (  # noqa: E402
     Scroll,
     Type,
     Wait,
+    action_json_schema,
     parse_action,
 )
 from policies.base import Observation, Policy, PolicyError  # noqa: E402
@@ -29,6 +30,6 @@ from policies.registry import available_policies, load_policy  # noqa: E402
 
 __all__ = [
     "ACTION_TYPES", "Action", "ActionError", "Click", "Done", "Drag", "Key", "MouseDown", "MouseUp",
-    "Move", "Scroll", "Type", "Wait", "parse_action", "Observation", "Policy", "PolicyError",
+    "Move", "Scroll", "Type", "Wait", "action_json_schema", "parse_action", "Observation", "Policy", "PolicyError",
     "available_policies", "load_policy",
 ]
