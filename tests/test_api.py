@@ -37,3 +37,11 @@ def test_public_names_are_exported():
         assert set(names) == set(pkg.__all__), pkg.__name__
         for name in names:
             assert getattr(pkg, name) is not None
+
+
+def test_dw_version():
+    from importlib.metadata import version
+
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--version"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"dw (digital-worker) {version('digital-worker')}"

@@ -11,11 +11,21 @@ import sys
 from agent.errors import UserError
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("digital-worker")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dw", description="digital-worker: a runtime for computer-use agents")
     parser.add_argument("--shared-sessions", action="store_true",
                         help="sessions recorded by this command are readable as the umask allows (default: by "
                              "the owner only, as typed text may be a password); also $DW_SHARED_SESSIONS=1")
+    parser.add_argument("--version", action="version", version=f"dw (digital-worker) {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import agent.cli.commands as commands
