@@ -299,7 +299,7 @@ def session_task(session: Path) -> str:
     """The virtual task a session recorded (``desktop.task`` in session.json), or ``""``."""
     try:
         meta = json.loads((session / "session.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, bad JSON, 4,300-digit ints, deep nesting
         return ""
     d = meta.get("desktop") if isinstance(meta, dict) else None
     return str(d.get("task", "")) if isinstance(d, dict) else ""
