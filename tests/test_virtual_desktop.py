@@ -11,6 +11,7 @@ import pytest
 
 from agent.desktops import Desktop, DesktopError
 from agent.desktops.virtual import TASKS, VirtualDesktop, desktop_from_info, task_names
+from agent.desktops.virtual.tasks import CLASSIC_TASKS
 from agent.desktops.virtual.widgets import Button, Checkbox, Icon
 from policies.actions import (
     Action,
@@ -224,7 +225,7 @@ def _wrong(name: str, d: VirtualDesktop) -> None:
         raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIC_TASKS)  # the other families: tests/test_virtual_families.py
 def test_wrong_actions_fail(name):
     for size, scale in (((640, 480), 1.0), ((1920, 1080), 1.25)):
         d = VirtualDesktop(name, seed=4, size=size, scale=scale)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import ClassVar
 
 from agent.desktops.virtual.render import Rect
@@ -263,12 +264,30 @@ class Task(Scene):
         ny = min(self.lh - 1, max(0.0, cy + (gy - cy) * f + ux * bend))
         return Move(*self.norm(nx, ny))
 
-    def click(self, w: Widget, count: int = 1, r: Rect | None = None) -> list[Action]:
+    def click(self, w: Widget, count: int = 1, r: Rect | None = None, button: str = "left") -> list[Action]:
         """Click ``w`` (or the part ``r`` of it): one ``Click``, or a human-like approach step."""
         at = self.reach(r or w.rect, w.name)
         if isinstance(at, Move):
             return [at]
-        return [Click(*self.norm(*at), count=count)]
+        return [Click(*self.norm(*at), button=button, count=count)]
+
+    # -- helpers for the families ----------------------------------------------------------------
+    def phrase(self, *templates: str, **values: str) -> str:
+        """One of ``templates`` (seeded), filled with ``values``: instructions come in several phrasings."""
+        return self.rng.choice(templates).format(**values)
+
+    def named(self, word: str | None) -> str | None:
+        """``word`` if the instruction names it as a whole word (an expert target), else None."""
+        if word and re.search(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", self.instruction):
+            return word
+        return None
+
+    def add_button(self, x: float, y: float, label: str, style: str = "normal", group: str = "main",
+                   min_w: float = 80.0) -> Button:
+        b = Button(Rect(round(x), round(y), max(min_w, round(self.text_width(label) + 28)), 28), name=label,
+                   label=label, style=style, group=group)
+        self.widgets.append(b)
+        return b
 
 
 class ClickButton(Task):
@@ -636,6 +655,10 @@ CLASSIC: tuple[type[Task], ...] = (ClickButton, ClickCheckboxes, EnterText, Drag
                                    DoubleClickIcon)
 CLASSIC_TASKS: tuple[str, ...] = tuple(cls.name for cls in CLASSIC)  # the families the bundled checkpoints learned
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in CLASSIC}
+
+from agent.desktops.virtual.families import FAMILIES  # noqa: E402 - the families build on Task, above
+
+TASKS.update((cls.name, cls) for cls in FAMILIES)
 
 
 def task_names() -> list[str]:

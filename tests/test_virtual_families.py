@@ -1,0 +1,77 @@
+"""Every virtual-desktop family: its scripted expert succeeds and ends with ``done`` on a few seeds,
+plain and human-like, at a small size and a HiDPI one, in mixed themes and fonts; instructions
+come in several phrasings; wrong answers fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.desktops.virtual import VirtualDesktop, task_names
+from agent.desktops.virtual.tasks import CLASSIC_TASKS, TASKS
+from policies.actions import Click, Done
+
+NAMES = task_names()
+NEW = [t for t in NAMES if t not in CLASSIC_TASKS]
+
+
+def solve(d: VirtualDesktop, max_steps: int = 200) -> list:
+    applied = []
+    for _ in range(max_steps):
+        d.observe()
+        if d.finished:
+            break
+        for a in d.oracle.expert_actions():
+            applied.append(a)
+            d.apply(a)
+    return applied
+
+
+def test_every_family_is_listed():
+    assert list(TASKS) == NAMES
+    assert NAMES[:7] == list(CLASSIC_TASKS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("size", "scale", "seeds"), [((640, 480), 1.0, (0, 1, 2)), ((1280, 800), 2.0, (3,))],
+                         ids=["640x480@1", "1280x800@2"])
+def test_expert_succeeds_and_says_done(name, size, scale, seeds):
+    for seed in seeds:
+        for human_like in (False, True):
+            d = VirtualDesktop(name, seed=seed, size=size, scale=scale, human_like=human_like, theme="mixed",
+                               font="mixed")
+            applied = solve(d)
+            assert d.success and d.reason == "success", (name, seed, human_like, d.reason, d.instruction)
+            assert isinstance(applied[-1], Done), (name, seed, applied[-3:])
+            assert d.now() < type(d.oracle).time_limit + 2
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_instructions_come_in_several_phrasings(name):
+    firsts = {VirtualDesktop(name, seed=s, size=(640, 480)).instruction.split()[0] for s in range(40)}
+    assert len(firsts) >= 3, (name, firsts)
+
+
+def wrong(name: str, d: VirtualDesktop) -> None:
+    """A clearly wrong action sequence: commit before doing the work, or act on the wrong thing."""
+    t = d.oracle
+
+    def click(w, **kw):
+        d.apply(Click(*t.norm(*w.rect.center), **kw))
+
+    if name == "switch-tab":
+        shown = next(b for bs in t.pages.values() for b in bs if b.visible)
+        click(shown)
+    elif hasattr(t, "wrong"):
+        t.wrong(click)
+    else:
+        click(t.commit)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_a_wrong_answer_fails(name):
+    for seed in (4, 5):
+        d = VirtualDesktop(name, seed=seed, size=(800, 600), theme="mixed")
+        d.observe()
+        wrong(name, d)
+        assert d.finished and d.success is False, (name, seed, d.reason)
+        assert d.oracle.expert_actions() == []
