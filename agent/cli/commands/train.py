@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from agent.errors import UserError
 
@@ -12,6 +13,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from agent.sessions.export import sessions_from_exports
     from agent.sessions.format import SessionError
     from agent.training import recipes
 
@@ -26,10 +28,6 @@ def run(args: argparse.Namespace) -> int:
     stages = recipes.load_recipe(args.recipe) if args.recipe else [
         {"name": "train", "model": {}, "train": {"epochs": 20}, "data": {}, "reader": {}}]
     log = (lambda s: None) if args.json else print
-    from pathlib import Path
-
-    from agent.sessions.export import sessions_from_exports
-
     sessions = sessions_from_exports(args.sessions, Path(args.out) / "imported")  # `dw export` datasets
     try:
         summary = recipes.run(stages, sessions, args.out, size=args.size, init=args.init, epochs=args.epochs,
