@@ -84,9 +84,10 @@ class RecordedVideo:
         if not container.streams.video:
             container.close()
             raise VideoDamaged(f"{path}: no video stream")
-        cc = container.streams.video[0].codec_context
-        if cc.width and cc.height:  # 0 when the header does not say; each frame is checked anyway
-            why = video_size_problem(self.screen, cc.width, cc.height)
+        cc = container.streams.video[0].codec_context  # None for a codec this FFmpeg does not know
+        w, h = (getattr(cc, "width", 0) or 0), (getattr(cc, "height", 0) or 0)
+        if w and h:  # 0 when the header does not say; each frame is checked anyway
+            why = video_size_problem(self.screen, w, h)
             if why is not None:
                 container.close()
                 raise VideoDamaged(f"{path}: {why}")

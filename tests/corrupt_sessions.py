@@ -173,6 +173,8 @@ VARIANTS: list[tuple[str, Callable[[Path], None]]] = [
     *[(f"meta-flip-{int(w * 100)}pct", _flip("session.json", w, b)) for w, b in ((0.1, 1), (0.6, 6))],
     *[(f"events-flip-{int(w * 100)}pct", _flip("events.jsonl", w, b)) for w, b in ((0.2, 0), (0.7, 5))],
     ("video-garbage-block", _garbage("video.mkv", 0.4, 1024, 1)),
+    ("video-unknown-codec", lambda p: (p / "video.mkv").write_bytes(  # a codec FFmpeg does not know
+        (p / "video.mkv").read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_UNKNOWN/CODEC"))),
     ("video-all-garbage", lambda p: (p / "video.mkv").write_bytes(random.Random(2).randbytes(20000))),
     # garbage lines
     ("events-garbage-line", _event_line(random.Random(3).randbytes(60).replace(b"\n", b" "))),
