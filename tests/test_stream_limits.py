@@ -423,3 +423,32 @@ def test_the_audit_log_records_connections_refusals_and_action_counts(tmp_path):
     assert "wrong-token-guess" not in text and srv.token not in text
     AuditLog(path).write("again")  # append-only: earlier lines stay
     assert path.read_text().startswith(text)
+
+
+def test_fuzz_http_headers_give_a_decision_never_a_crash():
+    """Any Host, Origin, Authorization and path: a decision or a Refusal with a 4xx, never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from agent.stream import http as H
+
+    header = st.one_of(st.none(), st.text(max_size=80),
+                       st.sampled_from(["[", "]", "[::1", "127.0.0.1:", ":80", "localhost:0", "h:-1",
+                                        "127.0.0.1:" + "9" * 400, "x" * 300, "[::1]:8765", "\x00"]))
+
+    @settings(max_examples=1500, deadline=None, database=None)
+    @given(host=header, origin=header, auth=header, path=st.text(max_size=80))
+    def check(host, origin, auth, path):
+        headers = {k: v for k, v in (("Host", host), ("Origin", origin), ("Authorization", auth)) if v is not None}
+        try:
+            H.check_host(headers.get("Host"), "127.0.0.1")
+            H.check_websocket("/" + path, headers, bound_host="127.0.0.1", allow_origins=set(),
+                              controller_token="c" * 24, viewer_token="v" * 24, formats=P.FORMATS)
+        except H.Refusal as r:
+            assert 400 <= r.status.value < 500
+        try:
+            H.static_file("/" + path)
+        except H.Refusal as r:
+            assert r.status.value == 404
+
+    check()
