@@ -8,7 +8,7 @@ import pytest
 
 from agent.desktops.virtual import VirtualDesktop, task_names
 from agent.desktops.virtual.tasks import CLASSIC_TASKS, TASKS
-from policies.actions import Click, Done
+from policies.actions import Click, Done, Drag
 
 NAMES = task_names()
 NEW = [t for t in NAMES if t not in CLASSIC_TASKS]
@@ -61,8 +61,12 @@ def wrong(name: str, d: VirtualDesktop) -> None:
     if name == "switch-tab":
         shown = next(b for bs in t.pages.values() for b in bs if b.visible)
         click(shown)
-    elif hasattr(t, "wrong"):
-        t.wrong(click)
+    elif name == "context-menu":  # the named action, on another icon
+        click(next(i for i in t.icons if i is not t.target), button="right")
+        click(next(i for i in t.items if i.label == t.action))
+    elif name == "drag-to-target":  # another icon into the container
+        other = next(i for i in t.icons if i is not t.target)
+        d.apply(Drag(*t.norm(*other.rect.center), *t.norm(*t.box.rect.center)))
     else:
         click(t.commit)
 

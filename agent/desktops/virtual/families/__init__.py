@@ -6,7 +6,8 @@ in :mod:`agent.desktops.virtual.tasks` lists the classic families and then these
 """
 
 from agent.desktops.virtual.families.forms import FORMS
+from agent.desktops.virtual.families.lists import LISTS
 
-FAMILIES = (*FORMS,)
+FAMILIES = (*FORMS, *LISTS)
 
 __all__ = ["FAMILIES"]

@@ -425,7 +425,7 @@ class PickDate(_Commit):
 
     def build(self) -> None:
         r = self.rng
-        _, area = self.window(r.choice(("Choose Date", "Calendar", "Due Date", "Schedule")), 320, 330)
+        _, area = self.window(r.choice(("Choose Date", "Calendar", "Due Date", "Schedule")), 360, 300)
         year = r.randint(2019, 2030)
         self.month = dt.date(year, r.randint(1, 12), 1)
         shift = r.randint(-2, 2)
@@ -433,19 +433,23 @@ class PickDate(_Commit):
         tm = dt.date(year + m // 12, m % 12 + 1, 1)
         self.goal = dt.date(tm.year, tm.month, r.randint(1, 28))
         self.chosen: dt.date | None = None
+        cw = min(38.0, area.w / 7)
+        ch = max(14.0, min(30.0, (area.h - 52) / 6))
+        hw = min(7 * cw, area.w - 76)
         self.prev = ArrowButton(Rect(area.x, area.y, 26, 24), name="previous month", direction="left")
-        self.next = ArrowButton(Rect(area.x + 7 * 38 - 26, area.y, 26, 24), name="next month", direction="right")
-        self.title = Label(Rect(area.x + 30, area.y, 7 * 38 - 60, 24), anchor="mm", bold=True)
+        self.next = ArrowButton(Rect(area.x + hw - 26, area.y, 26, 24), name="next month", direction="right")
+        self.title = Label(Rect(area.x + 28, area.y, hw - 56, 24), anchor="mm", bold=True)
         self.widgets += [self.prev, self.next, self.title]
         for i, d in enumerate(("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")):
-            self.widgets.append(Label(Rect(area.x + 38 * i, area.y + 30, 38, 20), text=d, anchor="mm", size=11.0,
+            self.widgets.append(Label(Rect(area.x + cw * i, area.y + 28, cw, 20), text=d, anchor="mm", size=11.0,
                                       color="text_dim"))
         self.cells: list[DayCell] = []
         for k in range(42):
-            c = DayCell(Rect(area.x + 38 * (k % 7), area.y + 52 + 30 * (k // 7), 38, 30), name=f"day{k}")
+            c = DayCell(Rect(round(area.x + cw * (k % 7)), round(area.y + 50 + ch * (k // 7)), round(cw), round(ch)),
+                        name=f"day{k}")
             self.cells.append(c)
             self.widgets.append(c)
-        self.commit = self.add_button(area.right - 80, area.bottom - 28, "OK", "primary", min_w=70)
+        self.commit = self.add_button(area.right - 70, area.y - 2, "OK", "primary", min_w=70)
         self.show()
         g = self.goal
         self.instruction = self.phrase(
