@@ -65,6 +65,11 @@ def run_task(task: str, seeds: Iterable[int], policy, *, mode: str = "headless",
                  "infer_ms_mean": round(sum(infer) / len(infer) / 1e6, 3), "errors": res.errors[:3]}
             if rec is not None:
                 r["session"] = str(rec.path)
+                if res.reason.startswith("recording-error"):  # a full disk: the next episode would fail too
+                    from agent.sessions.format import RecordingError
+
+                    raise RecordingError(f"{res.reason.removeprefix('recording-error: ')}; {rec.path} is closed "
+                                         "and readable up to the failure")
             out.append(r)
             if on_result:
                 on_result(r)
