@@ -127,14 +127,11 @@ def test_fine_tuning_starts_from_the_init_checkpoint(demos, tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason="a recipe's tile_pt that is no multiple of the cell, or max_glimpses of 0, "
-                                       "is taken (the old train() refused both): PixelConfig checks neither")
+                                       "is taken (the old train() refused both): neither PixelConfig nor the recipe checks")
 def test_a_tile_off_the_cell_grid_or_no_glimpses_is_refused():
-    from policies.pixel import PixelConfig
-
-    with pytest.raises(ValueError, match="multiple of the 8-point cell"):
-        PixelConfig.for_size("pixel-tiny", tile_pt=20)
-    with pytest.raises(ValueError, match="max_glimpses must be at least 1"):
-        PixelConfig.for_size("pixel-tiny", max_glimpses=0)
+    for config, name in (({"tile_pt": 20}, "tile_pt"), ({"max_glimpses": 0}, "max_glimpses")):
+        with pytest.raises(UserError, match=name):
+            recipes.build_model({"size": "pixel-tiny", "config": config}, size=None, init=None, first=True)
 
 
 @pytest.mark.xfail(strict=True, reason="a recipe's [model] config takes any key (PretrainedConfig keeps unknown "
