@@ -174,4 +174,4 @@ def cmd_run(args) -> int:
               f"{res.duration:.1f} s" + (f"; session in {args.record}" if args.record else ""), file=sys.stderr)
         for err in res.errors[-3:]:
             print(f"  {err}", file=sys.stderr)
-    return 1 if res.reason.startswith("desktop-error") else 0
+    return 1 if res.reason.startswith(("desktop-error", "recording-error")) else 0
