@@ -193,20 +193,20 @@ def test_the_kept_epoch_is_the_most_accurate_then_the_lowest_held_out_loss(demos
 @pytest.mark.slow
 @pytest.mark.skipif(not (bundled_checkpoint("pixel-small") / "config.json").is_file(), reason="no bundled pixel-small")
 def test_bundled_pixel_small_runs_unseen_episodes():
-    from agent.desktops.virtual import task_names
     from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, run_episodes, summarise
+    from agent.desktops.virtual.tasks import CLASSIC_TASKS
 
     res = run_episodes(episode_specs(["click-button", "close-dialog"], 2, [(640, 480, 1.0)]), "pixel-small")
     s = summarise(res)
     assert s["episodes"] == 4
     assert all(r["errors"] == 0 for r in res)
     # The bundled eval.json is a real closed-loop record on unseen seeds, for every task at each
-    # required size, consistent with itself; its worst size is what decides whether `dw demo`
+    # required size (the classic tasks, which it learned), consistent with itself; its worst size is what decides whether `dw demo`
     # runs this checkpoint (policies.registry.SUCCESS_BAR).
     doc = json.loads((bundled_checkpoint("pixel-small") / "eval.json").read_text())
     assert doc["seeds"][0] >= EVAL_SEED
     eps = doc["episodes"]
-    assert {e["task"] for e in eps} == set(task_names())
+    assert {e["task"] for e in eps} == set(CLASSIC_TASKS)
     assert {(tuple(e["size"]), e["scale"]) for e in eps} == {((640, 480), 1.0), ((1920, 1080), 1.0),
                                                               ((5120, 2880), 2.0)}
     assert all(e["seed"] >= EVAL_SEED for e in eps)
