@@ -315,7 +315,7 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
     teacher on held-out tiles is then reported too.
     ``desktop``: a source of labelled tiles from the screens the policy will read
     (``(rng, n, held_out, tile_pt, glimpse_px) -> (tiles, words)``, e.g.
-    :func:`agent.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
+    :func:`agent.desktops.virtual.reading.desktop_tiles`); ``desktop_share`` of each batch then comes from
     it, and its held-out accuracy is reported beside the synthetic one.
 
     ``window`` ``(w_pt, h_pt, w_px, h_px)``: a reader of read windows (a grounding's ``window``)

@@ -109,7 +109,7 @@ def _byte_tables() -> tuple[torch.Tensor, torch.Tensor]:
 def word_position(raw: bytes, word: str | None) -> int:
     """Where ``word`` starts in the instruction's bytes ``raw``, as a whole word (its quoted
     occurrence first), or -1: the ``word`` label of a sample whose target a demo named
-    (``agent.session.EXPERT_TARGET``). Whole: no word byte (:func:`word_templates`' kind) just
+    (``agent.sessions.format.EXPERT_TARGET``). Whole: no word byte (:func:`word_templates`' kind) just
     before or just after it, so "Blue" is not found at the start of "Bluetooth"."""
     if not word:
         return -1
