@@ -228,7 +228,7 @@ class TextArea(Widget):
     def layout(self) -> list[Rect]:
         """Each word's box, wrapped to the area (points)."""
         r = self.rect
-        space = self.measure(" ", FONT)
+        space = max(4.0, self.measure("a b", FONT) - self.measure("ab", FONT))
         x, y = r.x + 8, r.y + 6
         out = []
         for w in self.words:

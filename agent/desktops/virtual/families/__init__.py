@@ -5,9 +5,10 @@ Each module groups related families; each family subclasses :class:`~agent.deskt
 in :mod:`agent.desktops.virtual.tasks` lists the classic families and then these.
 """
 
+from agent.desktops.virtual.families.flows import FLOWS
 from agent.desktops.virtual.families.forms import FORMS
 from agent.desktops.virtual.families.lists import LISTS
 
-FAMILIES = (*FORMS, *LISTS)
+FAMILIES = (*FORMS, *LISTS, *FLOWS)
 
 __all__ = ["FAMILIES"]

@@ -277,7 +277,7 @@ class SpinBox(_Commit):
         if v is None:
             if not self.field.focused:
                 return self.click(self.field)
-            return [Key("ctrl+a"), Type(str(self.goal))]
+            return [Key("ctrl+a")] if self.field.text and not self.field.selected else [Type(str(self.goal))]
         if v != self.goal:
             return self.click(self.up if v < self.goal else self.down)
         return self.click(self.commit)
@@ -327,7 +327,7 @@ class FillForm(_Commit):
             if not f.focused:
                 return self.click(f)
             if not want.startswith(f.text):
-                return [Key("ctrl+a"), Key("backspace")]
+                return [Key("backspace" if f.selected else "ctrl+a")]
             return [Type(want[len(f.text):])]
         return self.click(self.commit)
 

@@ -331,7 +331,7 @@ class SearchPick(_Open):
                 return self.click(self.box)
             full = self.target.name.lower()
             if self.box.text and not full.startswith(self.box.text.lower()):
-                return [Key("ctrl+a"), Key("backspace")]
+                return [Key("backspace" if self.box.selected else "ctrl+a")]
             # the query; and where its results do not all fit, more of the name
             want = self.query if len(self.box.text) < len(self.query) else full
             return [Type(want[len(self.box.text):])]
