@@ -13,7 +13,6 @@ from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, encode_text
 from policies.pixel import templates as D
 from policies.pixel.grounding import Step
-from policies.pixel.policy import inference_dtype
 from policies.pixel.training import grow, precompute
 from tests.test_pixel_match import SMALL, _blank_step
 
@@ -161,9 +160,6 @@ def test_a_template_policy_matches_outside_the_step_as_training_precomputes(refi
 
 
 @needs_font
-@pytest.mark.xfail(inference_dtype("cpu") == torch.bfloat16, strict=True,
-                   reason="precompute runs under bfloat16 autocast on a CPU with native bfloat16, and drawn_scores' "
-                          "conv2d with it: training's cached matches are not the float32 ones the policy computes")
 def test_training_precomputes_the_matches_the_policy_computes():
     m = _drawn_model(0)
     k = m.config.max_glimpses

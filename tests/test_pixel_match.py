@@ -573,10 +573,6 @@ def test_a_narrow_reader_fits_a_grounding_of_its_width(tmp_path):
         load_reader_weights(PixelModel(PixelConfig(**SMALL)), tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="precompute_key hashes the whole grounding config and every grounding weight, "
-                                       "not only what the reads depend on (the reader, its windows, order): every "
-                                       "stage over a checkpoint whose grounding layers trained, or that widens its "
-                                       "reach, reads every session again")
 def test_the_cached_reads_depend_on_the_reader_alone():
     """A frozen reader's reads are fixed per sample: a stage whose grounding layers trained in the
     stage before, or whose reach widened, takes the reads cached for that stage."""

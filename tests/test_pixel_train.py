@@ -64,10 +64,6 @@ def test_training_reduces_loss_and_is_deterministic(demos, tmp_path):
     assert json.loads((tmp_path / "a" / "training.json").read_text())["train_samples"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="recipes.train_stage builds the model (its initial weights, and a grown "
-                                       "part's) before fit seeds torch with the recipe's seed: they come from torch's "
-                                       "global generator, so two dw train runs of one recipe differ (the old train() "
-                                       "seeded first)")
 def test_a_recipes_seed_draws_the_initial_weights(demos, tmp_path):
     from safetensors.torch import load_file
 
@@ -126,16 +122,12 @@ def test_fine_tuning_starts_from_the_init_checkpoint(demos, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="a recipe's tile_pt that is no multiple of the cell, or max_glimpses of 0, "
-                                       "is taken (the old train() refused both): neither PixelConfig nor the recipe checks")
 def test_a_tile_off_the_cell_grid_or_no_glimpses_is_refused():
     for config, name in (({"tile_pt": 20}, "tile_pt"), ({"max_glimpses": 0}, "max_glimpses")):
         with pytest.raises(UserError, match=name):
             recipes.build_model({"size": "pixel-tiny", "config": config}, size=None, init=None, first=True)
 
 
-@pytest.mark.xfail(strict=True, reason="a recipe's [model] config takes any key (PretrainedConfig keeps unknown "
-                                       "keyword arguments as attributes): a misspelt field trains the size's default")
 def test_a_misspelt_model_config_field_is_refused_by_name():
     with pytest.raises(UserError, match="tile_size"):
         recipes.build_model({"size": "pixel-tiny", "config": {"tile_size": 32}}, size=None, init=None, first=True)

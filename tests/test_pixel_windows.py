@@ -139,10 +139,6 @@ def test_a_window_reader_trains_loads_and_fits_a_window_grounding(tmp_path):
         load_reader_weights(_window_model(), tmp_path / "t")
 
 
-@pytest.mark.xfail(strict=True, reason="load_reader_weights checks the weights' shapes only: a reader of windows "
-                                       "centred on another tile's quarters, of windows of other points at the same "
-                                       "pixels, or of another stem (ReLU for GELU), loads without a word (the old "
-                                       "with_match_reader took the stem from the reader and refused the tiles)")
 def test_a_reader_of_other_tiles_or_windows_is_refused(tmp_path):
     R.pretrain_reader(tmp_path, channels=4, head_width=32, steps=1, batch_size=4, val_tiles=4, words=["Save"],
                       tile_pt=32, window=WINDOW, log=lambda s: None)

@@ -70,12 +70,19 @@ def load_recipe(path: str | Path) -> dict:
 def build_model(model: dict, *, size: str | None, init: str | None, first: bool):
     """The model a stage trains: from ``init`` (the option, the recipe's, or the stage before), else
     a fresh one of ``size``, then grown to the recipe's config, grounding and refiners."""
+    import inspect
+
     from policies.base import PolicyError
     from policies.pixel import SIZES, PixelConfig, PixelModel, load_model
     from policies.pixel.training import grow
 
     start = init or model.get("init")
     overrides = dict(model.get("config", {}))
+    fields = set(inspect.signature(PixelConfig.__init__).parameters) - {"self", "kwargs", "grounding", "refiners"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise UserError(f"the recipe's [model] config: unknown field(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(fields))}")
     for key in ("grounding", "refiners"):
         if key in model:
             overrides[key] = model[key]
@@ -96,6 +103,21 @@ def build_model(model: dict, *, size: str | None, init: str | None, first: bool)
         raise UserError(str(e)) from None
     except (ValueError, TypeError) as e:
         raise UserError(f"the recipe's model: {e}") from None
+
+
+def _has_reader(init: str | None) -> bool:
+    """Whether the checkpoint ``init`` (a folder or bundled name) carries a reader grounding."""
+    import json
+
+    from policies.checkpoints import checkpoint_dir
+
+    if not init:
+        return False
+    try:
+        g = json.loads((checkpoint_dir(init) / "config.json").read_text()).get("grounding")
+    except (OSError, ValueError):
+        return False
+    return isinstance(g, dict) and g.get("kind") == "reader"
 
 
 def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None, init: str | None,
@@ -126,10 +148,18 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     settings.device = device
     if settings.epochs < 1:
         raise UserError("epochs must be at least 1")
+    import torch
+
+    from policies.pixel.grounding import ReaderGrounding
+
+    torch.manual_seed(settings.seed)  # a fresh model's weights, and a grown part's, come from the recipe's seed
     model = build_model(stage["model"], size=size, init=init, first=True)
     try:
         if extra.get("reader"):
             load_reader_weights(model, extra["reader"])
+        elif isinstance(model.grounding, ReaderGrounding) and not _has_reader(init or stage["model"].get("init")):
+            raise UserError("a reader grounding reads with a pretrained reader: give [train] reader = FOLDER "
+                            "(made by dw reader), or start from a checkpoint that reads")
     except TrainError as e:
         raise UserError(str(e)) from None
     paths = [Path(p) for p in find_sessions(sessions or stage["data"].get("sessions", []))]

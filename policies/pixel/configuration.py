@@ -187,6 +187,10 @@ class PixelConfig(PretrainedConfig):
             raise ValueError(f"a config of version {config_version if not legacy else 1} (fields "
                              f"{', '.join(legacy[:4]) or 'config_version'} ...): convert the checkpoint with "
                              "`python scripts/convert_checkpoint.py OLD NEW`")
+        if tile_pt < cell_pt or tile_pt % cell_pt:
+            raise ValueError(f"tile_pt {tile_pt} must be a positive multiple of the {cell_pt}-point cell (cell_pt)")
+        if max_glimpses < 1:
+            raise ValueError(f"max_glimpses must be at least 1, not {max_glimpses}")
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_heads = num_heads

@@ -348,6 +348,12 @@ class ReaderGrounding(Grounding):
         sure = tot.flatten(1).amax(1, keepdim=True)
         return torch.cat([dist * sure, sure], -1)
 
+    def precompute_version(self) -> list:
+        from policies.pixel.policy import inference_dtype
+
+        g = self.g
+        return ["reader", g.window, g.window_px, g.order, str(g.reader), str(inference_dtype("cpu"))]
+
     @torch.no_grad()
     def precompute_samples(self, model: nn.Module, data: dict, batch_size: int = 64) -> dict:
         """The reader's scores (``match``, float16, and ``order``) in place of the read windows: the
@@ -388,18 +394,22 @@ class TemplateGrounding(Grounding):
                 {"match": {3: "text"}, "match_pos": {3: "text"}})
 
     def precompute_samples(self, model: nn.Module, data: dict) -> dict:
-        """The drawn matches and where they matched (float16) in place of the read windows."""
+        """The drawn matches and where they matched (float16) in place of the read windows, in
+        float32 arithmetic as the policy computes them (never under a training autocast)."""
         from policies.pixel.templates import match_of_samples
 
         data = dict(data)
-        data["match"], data["match_pos"] = match_of_samples(model.config, data.pop("read_glimpses"),
-                                                            data["glimpse_mask"], data["text_ids"])
+        with torch.autocast("cpu", enabled=False):
+            data["match"], data["match_pos"] = match_of_samples(model.config, data.pop("read_glimpses"),
+                                                                data["glimpse_mask"], data["text_ids"])
         return data
 
     def precompute_version(self) -> list:
         from policies.pixel import templates
 
-        return [templates.FLAT, templates.NCC_FLOOR, templates.NCC_FULL, templates.MAX_WORDS]
+        g = self.g
+        return ["template", g.window, g.window_px, g.styles,
+                [templates.FLAT, templates.NCC_FLOOR, templates.NCC_FULL, templates.MAX_WORDS]]
 
     def scores(self, step: Step, glimpses: torch.Tensor) -> torch.Tensor:
         if step.inputs.get("match") is None:

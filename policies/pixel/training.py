@@ -80,9 +80,20 @@ def load_reader_weights(model: PixelModel, folder: str | Path) -> None:
     if not isinstance(model.grounding, ReaderGrounding):
         raise TrainError(f"{folder}: a reader is for a reader grounding; this model has none")
     try:
-        _, reader = load_reader(folder)
+        rcfg, reader = load_reader(folder)
+    except ReaderError as e:
+        raise TrainError(f"{folder}: the reader does not fit the model's grounding ({e})") from None
+    g, c = model.config.grounding, model.config
+    have = {"stem": rcfg["stem"], "channels": rcfg["stem_channels"], "head": rcfg["head_width"],
+            "tiles": rcfg.get("tile_pt", 64), "window": rcfg.get("window"), "window_px": rcfg.get("window_px")}
+    want = {"stem": g["reader"]["stem"], "channels": g["reader"]["channels"], "head": g["reader"]["head"],
+            "tiles": c.tile_pt, "window": g["window"], "window_px": g["window_px"]}
+    wrong = [f"{k} {have[k]} (the grounding's: {want[k]})" for k in want if have[k] != want[k]]
+    if wrong:
+        raise TrainError(f"{folder}: the reader (of {have['tiles']}-point tiles) does not fit the model's grounding: " + "; ".join(wrong))
+    try:
         model.grounding.reader.load_state_dict(reader.state_dict())
-    except (ReaderError, RuntimeError) as e:
+    except RuntimeError as e:
         raise TrainError(f"{folder}: the reader does not fit the model's grounding ({e})") from None
 
 
@@ -98,13 +109,14 @@ def precompute(model: PixelModel, data: dict[str, np.ndarray]) -> dict[str, np.n
 
 
 def precompute_key(model: PixelModel) -> str:
-    """What :func:`precompute` gives besides the samples depends on: the grounding's config and
-    weights. Part of a cache file's name."""
-    h = hashlib.sha256(json.dumps(model.config.grounding, sort_keys=True).encode())
-    h.update(json.dumps(model.grounding.precompute_version()).encode())
+    """What :func:`precompute` gives besides the samples depends on (the grounding's own account:
+    a reader's weights and windows, a template's styles, and the arithmetic): part of a cache
+    file's name, so a stage whose other layers changed reuses the cached reads."""
+    h = hashlib.sha256(json.dumps(model.grounding.precompute_version(), sort_keys=True, default=str).encode())
     for name, v in sorted(model.grounding.state_dict().items()):
-        h.update(name.encode())
-        h.update(v.detach().float().contiguous().numpy().tobytes())
+        if name.startswith("reader."):
+            h.update(name.encode())
+            h.update(v.detach().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("desktop_tasks chooses the virtual desktop's tiles: give it or a bank, not both")
     window, window_px = r.pop("window", None), r.pop("window_px", None)
     tile_pt = int(r.get("tile_pt", 64))
+    if tile_pt < 8:
+        raise UserError("[reader] tile_pt must be at least 8")
     if window is not None:
         if len(window) != 2 or (window_px is not None and len(window_px) != 2):
             raise UserError("window and window_px are [width, height]")
