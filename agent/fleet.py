@@ -413,6 +413,17 @@ def _serve(conn, policy_name: str, device: str, engine: str, threads: int, size:
             conn.send({"error": f"{type(e).__name__}: {e}"})
 
 
+def _recv(conn, proc, timeout: float | None = None):
+    """The next message from a fleet process; RuntimeError if it died (or ``timeout`` passed) first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not conn.poll(0.2):
+        if not proc.is_alive():
+            raise RuntimeError(f"a fleet process ended (exit code {proc.exitcode}) before answering")
+        if deadline is not None and time.monotonic() > deadline:
+            raise RuntimeError("a fleet process did not answer in time")
+    return conn.recv()
+
+
 class Fleet:
     """Worker groups in ``procs`` processes (``procs=0``: in this process), each running one batcher."""
 
@@ -440,7 +451,11 @@ class Fleet:
             p.start()
             self._conns.append(parent)
             self._procs.append(p)
-        hellos = [c.recv() for c in self._conns]
+        try:
+            hellos = [_recv(c, p, 600) for c, p in zip(self._conns, self._procs, strict=True)]
+        except RuntimeError:
+            self.close()
+            raise
         bad = [h["error"] for h in hellos if "error" in h]
         if bad:
             self.close()
@@ -457,10 +472,10 @@ class Fleet:
             share = [n // self.procs + (1 if i < n % self.procs else 0) for i in range(self.procs)]
             start_at = time.monotonic() + 0.2
             firsts = np.cumsum([0] + share[:-1])
-            live = [(c, s, int(f)) for c, s, f in zip(self._conns, share, firsts, strict=True) if s]
-            for c, s, f in live:
+            live = [(c, p, s, int(f)) for c, p, s, f in zip(self._conns, self._procs, share, firsts, strict=True) if s]
+            for c, _, s, f in live:
                 c.send({"n": s, "first": f, "start_at": start_at, **kw})
-            parts = [c.recv() for c, _, _ in live]
+            parts = [_recv(c, p, 120 + 4 * (seconds + warmup)) for c, p, _, _ in live]
             bad = [p["error"] for p in parts if "error" in p]
             if bad:
                 raise RuntimeError(f"a fleet process failed: {bad[0]}")

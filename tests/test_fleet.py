@@ -84,3 +84,20 @@ def test_small_fleet_in_process():
     assert r["steps_per_s"] > 0 and r["step"]["n"] > 0
     assert set(r) >= {"holds", "min_rate", "actions_per_s", "lag", "mean_batch"}
     assert np.isfinite(r["step"]["p50_ms"])
+
+
+@pytest.mark.parametrize("capacity", [0, 5, 11, 32, 40, 300])
+def test_search_finds_the_largest_fleet_that_holds(capacity):
+    from agent.fleet import Fleet
+
+    fleet = object.__new__(Fleet)  # no processes: the runs are simulated
+    runs = []
+
+    def run(n, seconds, hz):
+        runs.append(n)
+        return {"holds": n <= capacity, "min_rate": 10.0, "median_rate": 10.0, "actions_per_s": 1.0, "mean_batch": 1.0}
+
+    fleet.run = run
+    found = fleet.search(10.0, 1.0, start=32, limit=256)["workers_at_hz"]
+    assert found <= capacity and (found >= capacity * 0.94 - 1 or found == 256)
+    assert len(runs) == len(set(runs)) <= 12

@@ -15,15 +15,17 @@ import time
 from agent.cli.util import console, parse_sizes, print_json
 from agent.errors import UserError
 
-PARTS = ("capture", "encoders", "pipeline", "policies", "stream", "loop", "baseline", "vlm", "scaleout")
+PARTS = ("capture", "encoders", "pipeline", "policies", "stream", "loop", "baseline", "vlm", "scaleout", "fleet")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark latency per stage (p50/p95): " + ", ".join(PARTS) + ", or all")
     p.add_argument("part", nargs="?", default="all", choices=("all",) + PARTS)
     p.add_argument("--sizes", default=None, help="WxH[@scale],... (each part has its own default)")
-    p.add_argument("--policies", default=None,
-                   help="policy names, comma list (loop and baseline parts; model sizes for the policies part)")
+    p.add_argument("--policies", "--policy", default=None,
+                   help="policy names, comma list (loop, baseline and fleet parts; model sizes for the policies part)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="fleet: workers in the reported run (default 32; workers_at_10hz is searched from it)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (policies)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -69,7 +71,10 @@ def _check_plot_folder(plot: str) -> None:
 def run(args: argparse.Namespace) -> int:
     sizes = parse_sizes(args.sizes) if args.sizes else None
     policies = [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None
-    options = {"sizes": sizes, "policies": policies, "device": args.device, "quick": args.quick}
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: at least 1")
+    options = {"sizes": sizes, "policies": policies, "device": args.device, "quick": args.quick,
+               "fleet_workers": args.workers}
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UserError(f"--plot {args.plot}: the plot is a PNG; give a FILE.png")
     if args.plot:  # before the benchmarks run, not after
