@@ -130,7 +130,7 @@ def test_deterministic_and_replayable(name):
     d = desktop_from_info(json.loads(json.dumps(d0.info())))
     assert d.info() == d0.info() == {
         "kind": "virtual", "task": name, "seed": 11, "size": [640, 480], "scale": 1.0, "fps": 10.0,
-        "human_like": True, "theme": "classic", "font": "default", "font_size": 13.0,
+        "human_like": True, "theme": "classic", "font": "default", "font_size": 13.0, "tail": 1.5,
     }
     hashes = []
     for a in runs[0][1]:

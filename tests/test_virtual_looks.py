@@ -176,3 +176,14 @@ def test_expert_ends_with_done_after_looking_at_the_finished_screen(human_like):
             d.apply(a)
     assert isinstance(applied[-1], Done) and isinstance(applied[-2], Wait)
     assert d.oracle.success_t is not None and d.now() - d.oracle.success_t < TAIL_S
+
+
+def test_a_session_from_before_the_tail_replays_as_it_was_recorded():
+    info = VirtualDesktop("click-button", seed=2).info()
+    old = {k: v for k, v in info.items() if k not in ("theme", "font", "font_size", "tail")}
+    d = desktop_from_info(old)
+    assert d.info()["theme"] == "classic" and d.tail == 0.0
+    d.observe()
+    d.apply(Click(*d.oracle.norm(*d.oracle.target.rect.center)))
+    assert d.finished and d.success and d.oracle.expert_actions() == []
+    assert desktop_from_info(info).tail == TAIL_S

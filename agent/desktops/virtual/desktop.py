@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.desktops import DesktopError
 from agent.desktops.virtual.render import Canvas
-from agent.desktops.virtual.tasks import TASKS, Task
+from agent.desktops.virtual.tasks import TAIL_S, TASKS, Task
 from agent.desktops.virtual.themes import resolve_look
 from capture import Frame, Screen
 from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type, Wait
@@ -48,7 +48,8 @@ class VirtualDesktop:
     ``theme`` and ``font`` (:mod:`agent.desktops.virtual.themes`): a name, ``"mixed"`` (chosen
     from the task and seed), or None (the classic look: the classic theme, the default face at
     13 pt). ``font`` may carry a size, ``"dejavu-sans:14"``; ``font_size`` overrides it.
-    Unknown names raise :class:`~agent.errors.UserError`.
+    Unknown names raise :class:`~agent.errors.UserError`. ``tail``: virtual seconds the desktop
+    goes on after a success (:data:`~agent.desktops.virtual.tasks.TAIL_S`).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class VirtualDesktop:
         theme: str | None = None,
         font: str | None = None,
         font_size: float | None = None,
+        tail: float = TAIL_S,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown virtual task {task!r}; expected one of {', '.join(TASKS)}")
@@ -77,6 +79,8 @@ class VirtualDesktop:
         self.screen = Screen(w, h, 0, 0, float(scale))
         self.look = resolve_look(theme, font, task, self.seed, font_size)
         self._task: Task = TASKS[task](self.seed, self.screen, self.human_like, self.look)
+        self.tail = float(tail)
+        self._task.tail = self.tail
         self._canvas = Canvas(w, h, self.screen.scale, self.wallpaper, self.look)
         self._t = 0.0
         self._index = 0
@@ -240,6 +244,7 @@ class VirtualDesktop:
             "fps": self.fps,
             "human_like": self.human_like,
             **self.look.info(),
+            "tail": self.tail,
         }
 
     def __enter__(self) -> VirtualDesktop:
@@ -250,8 +255,9 @@ class VirtualDesktop:
 
 
 def desktop_from_info(info: dict[str, Any]) -> VirtualDesktop:
-    """Rebuild the desktop described by :meth:`VirtualDesktop.info` (same task, seed, geometry and
-    look; a description without a look, from before themes, is the classic look)."""
+    """Rebuild the desktop described by :meth:`VirtualDesktop.info` (same task, seed, geometry, look
+    and tail). A description from before themes has the classic look; one from before the tail
+    after success (no ``tail``) ends at success, as those sessions did."""
     if info.get("kind") != "virtual":
         raise ValueError(f"not a virtual desktop description: kind={info.get('kind')!r}")
     size = info.get("size", [1280, 720])
@@ -265,4 +271,5 @@ def desktop_from_info(info: dict[str, Any]) -> VirtualDesktop:
         theme=info.get("theme"),
         font=info.get("font"),
         font_size=info.get("font_size"),
+        tail=float(info.get("tail", 0.0)),
     )

@@ -125,6 +125,7 @@ class Task(Scene):
         self.steps = 0  # actions applied so far (the desktop counts them)
         self.t = 0.0
         self.success_t: float | None = None  # when the check passed (virtual seconds)
+        self.tail = TAIL_S  # the desktop sets it (0: a session from before the tail existed)
         self.widgets.append(Panel(Rect(0, self.lh - TASKBAR_H, self.lw, TASKBAR_H), fill="taskbar"))
         self.widgets.append(Panel(Rect(8, self.lh - TASKBAR_H + 6, 20, 20), fill="taskbar_button"))
         self.build()
@@ -180,7 +181,7 @@ class Task(Scene):
         if self.success:
             if self.success_t is None:
                 self.success_t = t
-            elif t - self.success_t >= TAIL_S:
+            if t - self.success_t >= self.tail:
                 self.finished = True
         elif self.reason is None and t >= self.time_limit:
             self.end(False, "timeout")
