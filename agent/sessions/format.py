@@ -30,7 +30,7 @@ from encoders import open_writer
 from policies.actions import Action, ActionError, parse_action
 
 SCHEMA_VERSION = 1
-SOURCES = ("human", "policy", "system")
+SOURCES = ("human", "policy", "system", "conductor")  # conductor: workflow steps and decisions (agent.conductor)
 # A system event whose action is what the scripted expert would do on that frame (``dw demos
 # --dagger``): a training label beside the actions that really ran, never one of them.
 EXPERT_LABEL = "expert_label"
