@@ -1,0 +1,169 @@
+"""The apps suite's episodes, success table and demos: ``dw eval --suite apps``, ``dw demos --suite apps``.
+
+One :class:`~agent.desktops.apps.desktop.AppWorld` (Xvfb, and a session bus when a task needs
+AT-SPI) serves the whole run; each episode starts its app afresh. Seeds: demos ``DEMO_SEED`` and
+up, evaluation ``EVAL_SEED`` and up (disjoint).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from agent.desktops.apps.tasks import TASKS, TOOLKITS
+
+DEMO_SEED = 0
+EVAL_SEED = 200_000
+MAX_STEPS = 30
+DEMO_FPS = 10.0
+
+
+def parse_tasks(text: str) -> list[str]:
+    """``all``, a toolkit (``tk``, ``gtk``) or a comma list of task names; unknown: one clear line."""
+    from agent.errors import UserError
+
+    text = (text or "all").strip()
+    if text == "all":
+        return list(TASKS)
+    out: list[str] = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
+        if name in TOOLKITS:
+            out += [t for t, task in TASKS.items() if task.toolkit == name and t not in out]
+        elif name in TASKS:
+            if name not in out:
+                out.append(name)
+        else:
+            raise UserError(f"unknown apps task {name!r}; tasks: {', '.join(TASKS)} (or all, tk, gtk)")
+    if not out:
+        raise UserError("no apps tasks given")
+    return out
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Every task's app can run here, else one clear line naming the Debian package."""
+    from agent.desktops.apps.desktop import AppUnavailable, check_task_available
+    from agent.errors import UserError
+
+    for t in tasks:
+        try:
+            check_task_available(TASKS[t])
+        except AppUnavailable as e:
+            raise UserError(f"{t}: {e}") from None
+
+
+def run_episodes(tasks: list[str], seeds: Iterable[int], policy, *, world=None, max_steps: int = MAX_STEPS,
+                 recorder_for: Callable[[object, int], object] | None = None,
+                 on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Every task x seed on one world (started here unless given); one result dict per episode."""
+    from agent.desktops.apps.desktop import AppDesktop, AppWorld
+    from agent.loop import Agent
+
+    seeds = list(seeds)
+    own = world is None
+    world = world or AppWorld()
+    out = []
+    try:
+        for task in tasks:
+            for seed in seeds:
+                t0 = time.perf_counter()
+                desk = AppDesktop(task, seed, world)
+                rec = recorder_for(desk, seed) if recorder_for else None
+                try:
+                    res = Agent(desk, policy, recorder=rec, max_steps=max_steps).run()
+                finally:
+                    desk.close()
+                infer = res.timings_ns.get("infer") or [0]
+                r = {"task": task, "toolkit": desk.task.toolkit, "app": desk.task.app, "seed": seed,
+                     "policy": getattr(policy, "name", "?"), "instruction": desk.instruction,
+                     "success": bool(res.success), "steps": res.steps, "reason": res.reason,
+                     "wall_seconds": round(time.perf_counter() - t0, 3),
+                     "infer_ms_mean": round(sum(infer) / len(infer) / 1e6, 3), "errors": res.errors[:3]}
+                if rec is not None:
+                    r["session"] = str(rec.path)
+                out.append(r)
+                if on_result:
+                    on_result(r)
+    finally:
+        if own:
+            world.close()
+    return out
+
+
+def evaluate(tasks: list[str], policy_name: str, *, episodes: int = 5, seed: int = EVAL_SEED,
+             max_steps: int = MAX_STEPS, device: str = "cpu", on_result=None) -> list[dict]:
+    from policies import load_policy
+
+    policy = load_policy(policy_name, seed=seed, device=device)
+    policy.name = policy_name
+    return run_episodes(tasks, range(seed, seed + episodes), policy, max_steps=max_steps, on_result=on_result)
+
+
+def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int = DEMO_SEED,
+                 max_steps: int = MAX_STEPS, keep_failures: bool = False, on_result=None) -> list[dict]:
+    """Scripted-expert demos as ordinary sessions, ``out/<task>-s<seed>``, through the normal recorder."""
+    from agent.sessions.dagger import ExpertTargets
+    from agent.sessions.format import SessionRecorder
+    from policies.builtin import ScriptedPolicy
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    driver = ExpertTargets(ScriptedPolicy(), None)  # each step also records the word naming the target
+
+    def recorder_for(desk, s):
+        path = out / f"{desk.task.name}-s{s}"
+        if path.exists():
+            shutil.rmtree(path)
+        rec = SessionRecorder(path, desk.screen, DEMO_FPS, instruction=desk.instruction, policy=driver.name,
+                              desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+        driver.recorder = rec
+        return rec
+
+    results = []
+    for r in run_episodes(tasks, range(seed, seed + episodes), driver, max_steps=max_steps,
+                          recorder_for=recorder_for):
+        if not r["success"] and not keep_failures:
+            shutil.rmtree(r["session"], ignore_errors=True)
+            r["kept"] = False
+        results.append(r)
+        if on_result:
+            on_result(r)
+    return results
+
+
+def summarise(results: list[dict]) -> dict:
+    """Success per task (with its toolkit and app), per toolkit, and overall."""
+    tasks: dict[str, dict] = {}
+    for r in results:
+        c = tasks.setdefault(r["task"], {"toolkit": r["toolkit"], "app": r["app"], "episodes": 0, "successes": 0,
+                                         "steps": 0, "wall_seconds": 0.0})
+        c["episodes"] += 1
+        c["successes"] += int(r["success"])
+        c["steps"] += r["steps"]
+        c["wall_seconds"] += r["wall_seconds"]
+    for c in tasks.values():
+        n = c["episodes"]
+        c["success_rate"] = c["successes"] / n
+        c["mean_steps"] = round(c.pop("steps") / n, 2)
+        c["mean_wall_seconds"] = round(c.pop("wall_seconds") / n, 3)
+    toolkits = {}
+    for tk in sorted({c["toolkit"] for c in tasks.values()}):
+        rs = [r for r in results if r["toolkit"] == tk]
+        toolkits[tk] = {"tasks": sum(1 for c in tasks.values() if c["toolkit"] == tk), "episodes": len(rs),
+                        "success_rate": sum(r["success"] for r in rs) / len(rs)}
+    n = len(results)
+    return {"tasks": tasks, "toolkits": toolkits, "episodes": n,
+            "overall": sum(r["success"] for r in results) / n if n else 0.0}
+
+
+def table(summary: dict, title: str = "apps: success"):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("task", "toolkit", "app", "success", "episodes", "mean steps", "mean s"):
+        t.add_column(col, justify="left" if col in ("task", "toolkit", "app") else "right")
+    for name, c in summary["tasks"].items():
+        t.add_row(name, c["toolkit"], c["app"], f"{c['success_rate']:.0%}", str(c["episodes"]),
+                  f"{c['mean_steps']:.1f}", f"{c['mean_wall_seconds']:.2f}")
+    return t
