@@ -45,6 +45,14 @@ class Agent:
     skipped and logged; after ``max_policy_errors`` in a row the run stops. An action the
     desktop refuses is logged and the loop goes on. ``stop()`` (from any thread, e.g. a kill
     switch) ends the run after the current step; every stop closes the session with its reason.
+
+    With a ``director`` (:class:`agent.conductor.director.Director`: a conductor and, usually, a
+    workflow) the instruction changes step by step: before each frame's policy call the director
+    names the instruction in force (None: no action this frame, a conductor call is pending on its
+    thread while capture, recording and the stop checks go on), and after the actions it judges the
+    step (its checks, the policy's ``done``, its timeout). The policy's ``done`` then ends a step,
+    not the run; the run ends when the director finishes. Its events are recorded with source
+    ``"conductor"``.
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class Agent:
         max_seconds: float | None = None,
         history: int = 8,
         max_policy_errors: int = 10,
+        director=None,
     ):
         self.desktop = desktop
         self.policy = policy
@@ -69,6 +78,9 @@ class Agent:
         self.max_policy_errors = max_policy_errors
         self._stop = threading.Event()
         self._stop_reason = ""
+        self.director = director
+        if director is not None and director.on_event is None:
+            director.on_event = lambda t, **fields: self._event(t, "conductor", **fields)
 
     def stop(self, reason: str = "stopped") -> None:
         self._stop_reason = reason
@@ -107,6 +119,9 @@ class Agent:
         errors_in_row = 0
         clock = time.perf_counter_ns
         reason = ""
+        director, serial = self.director, 0
+        if director is not None and director.wait_s is None:  # see agent.conductor.director: why a thread
+            director.wait_s = 0.0 if getattr(desktop, "realtime", False) else 1.0 / float(getattr(desktop, "fps", 10.0))
         try:
             while True:
                 if self._stop.is_set():
@@ -124,6 +139,24 @@ class Agent:
                 if self.recorder is not None:
                     self.recorder.add_frame(frame)
                 t2 = clock()
+                if director is not None:
+                    now = desktop.now()
+                    step_instruction = director.instruction(frame, now)
+                    if director.finished:
+                        reason = "workflow-done" if director.success else "workflow-failed"
+                        break
+                    if step_instruction is None:  # waiting on the conductor: capture goes on, no action
+                        res.steps += 1
+                        timings["capture"].append(t1 - t0)
+                        timings["encode"].append(t2 - t1)
+                        continue
+                    if director.serial != serial:  # a new step or a new attempt: a fresh start for the policy
+                        serial = director.serial
+                        self.instruction = step_instruction
+                        policy.reset(step_instruction)
+                        self.history.clear()
+                        if hasattr(desktop, "on_instruction"):
+                            desktop.on_instruction(step_instruction)
                 obs = Observation(frame, self.instruction, desktop.cursor, tuple(self.history), desktop.oracle)
                 try:
                     actions = policy.act(obs)
@@ -155,11 +188,18 @@ class Agent:
                     self.history.append(action)
                     res.actions += 1
                 t4 = clock()
+                if director is not None:
+                    director.after_actions(desktop, desktop.now(), bool(actions), done)
+                    done = False  # the policy's done ends a step, not the run
+                    if director.finished:
+                        reason = "workflow-done" if director.success else "workflow-failed"
                 res.steps += 1
                 timings["capture"].append(t1 - t0)
                 timings["encode"].append(t2 - t1)
                 timings["infer"].append(t3 - t2)
                 timings["act"].append(t4 - t3)
+                if reason:
+                    break
                 if done:
                     reason = "done"
                     break
@@ -178,7 +218,15 @@ class Agent:
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
-            res.success = desktop.success
+            if director is not None:
+                if not director.finished:
+                    try:
+                        director.stop(reason or "stopped")
+                    except RecordingError as e:
+                        res.errors.append(str(e))
+                if reason == "workflow-failed":
+                    reason = f"workflow-failed: {director.reason}"
+            res.success = desktop.success if director is None else director.success
             res.reason = reason
             res.duration = desktop.now() - t_start
             if self.recorder is not None:
