@@ -23,15 +23,16 @@ import re
 from typing import Any
 
 from agent.desktops.virtual.desktop import VirtualDesktop
-from agent.desktops.virtual.render import Canvas, Rect
+from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.tasks import Task
-from agent.desktops.virtual.themes import CLASSIC, Look, resolve_look
+from agent.desktops.virtual.themes import CLASSIC, Look
 from agent.desktops.virtual.widgets import Label, TextField
 from agent.errors import UserError
 from capture import Screen
 from policies.actions import Action, Done, Key, Type
 
 SCENES = ("form",)
+BASE_TASK = "fill-form"  # the family whose look (theme, font) a form scene takes for the same seed
 KIND = "virtual-scene"
 _TYPE = re.compile(r'\b(?:type|enter|write)\s+"([^"]*)"\s+(?:into|in)\s+the\s+"([^"]+)"\s+field', re.I)
 _CLICK = re.compile(r'\b(?:click|press)\s+(?:the\s+)?"([^"]+)"', re.I)
@@ -129,25 +130,15 @@ class SceneDesktop(VirtualDesktop):
     def __init__(self, spec: dict | None = None, seed: int = 0, size: tuple[int, int] = (1280, 720),
                  scale: float = 1.0, fps: float = 10.0, human_like: bool = False, theme: str | None = None,
                  font: str | None = None, font_size: float | None = None):
-        w, h = int(size[0]), int(size[1])
-        if w < 160 or h < 120:
-            raise ValueError(f"virtual screen must be at least 160x120, got {w}x{h}")
-        if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
         self.spec = scene_spec(spec)
+        # The desktop proper (clock, geometry, look, canvas) is the virtual desktop's own, built
+        # around a form family's episode; the scene then takes that episode's place.
+        super().__init__(BASE_TASK, seed=seed, size=size, scale=scale, fps=fps, human_like=human_like, theme=theme,
+                         font=font, font_size=font_size)
         self.task_name = FormScene.name
-        self.seed = int(seed)
-        self.fps = float(fps)
-        self.human_like = bool(human_like)
-        self.screen = Screen(w, h, 0, 0, float(scale))
-        self.look = resolve_look(theme, font, FormScene.name, self.seed, font_size)
         self._task = FormScene(self.seed, self.screen, self.human_like, self.look, self.spec)
-        self._canvas = Canvas(w, h, self.screen.scale, self.wallpaper, self.look)
-        self._t = 0.0
-        self._index = 0
-        self._closed = False
-        self._held: set[str] = set()
-        self._last_press = None
+        if hasattr(self, "tail"):
+            self._task.tail = self.tail
         lx, ly = self._task.cursor
         self._px = self._clamp_px(math.floor(lx * self.screen.scale), math.floor(ly * self.screen.scale))
         self._task.pointer_move(*self._logical())

@@ -23,6 +23,10 @@ POINTER_FIELDS = (("x", "y"), ("x2", "y2"))
 
 def _rebuild_desktop(session: Session) -> Any:
     info = session.desktop
+    if info.get("kind") == "virtual-scene":  # a workflow's scene (agent.conductor.scene)
+        from agent.conductor.scene import scene_from_info
+
+        return scene_from_info(info)
     if info.get("kind") != "virtual":
         return None
     from agent.desktops.virtual import desktop_from_info
@@ -112,6 +116,9 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
     oracle_desktop = _rebuild_desktop(session)
     instruction = session.instruction
     policy.reset(instruction)
+    # A workflow run changes the instruction at each step (conductor events): replay follows it.
+    steps = {e.frame: e.raw["instruction"] for e in session.events
+             if e.source == "conductor" and e.raw.get("event") == "step_start" and isinstance(e.raw.get("instruction"), str)}
     stats = ReplayStats()
     hist: list[Action] = []
     frames_decoded = 0
@@ -125,6 +132,12 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
             oracle_desktop.observe()
         events = pending_early + by_frame.pop(frame.index, [])
         pending_early = []
+        if frame.index in steps:
+            instruction = steps[frame.index]
+            policy.reset(instruction)
+            hist.clear()
+            if hasattr(oracle_desktop, "on_instruction"):
+                oracle_desktop.on_instruction(instruction)
         cursor = oracle_desktop.cursor if oracle_desktop is not None else None
         obs = Observation(frame, instruction, cursor, tuple(hist[-history:]),
                           oracle_desktop.oracle if oracle_desktop is not None else None)
@@ -176,6 +189,7 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
         "text_exact": round(sum(stats.texts) / len(stats.texts), 6) if stats.texts else None,
         "per_type": {k: {"matched": v[0], "recorded": v[1]} for k, v in sorted(stats.per_type.items())},
         "policy_errors": stats.policy_errors,
+        "instructions_followed": len(steps),  # workflow steps: the instruction changed at each
         "damage": list(session.damage),
     }
     return out

@@ -18,6 +18,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def conductor_summary(events) -> dict | None:
+    """A workflow run's steps from its conductor events (None when the session has none)."""
+    evs = [e.raw for e in events if e.source == "conductor"]
+    if not evs:
+        return None
+    steps = [{k: ev.get(k) for k in ("step", "name", "attempt", "outcome", "detail", "seconds")}
+             | {"t": ev.get("t"), "instruction": next((s.get("instruction") for s in evs
+                                                        if s.get("event") == "step_start"
+                                                        and s.get("step") == ev.get("step")
+                                                        and s.get("attempt") == ev.get("attempt")), None)}
+             for ev in evs if ev.get("event") == "step_end"]
+    end = next((ev for ev in reversed(evs) if ev.get("event") == "workflow_end"), {})
+    return {"events": len(evs), "decisions": sum(1 for ev in evs if ev.get("event") == "decision"),
+            "conductor": next((ev.get("conductor") for ev in evs if ev.get("conductor")), None),
+            "steps": steps, "success": end.get("success"), "reason": end.get("reason")}
+
+
 def session_info(path: str, verify: bool = False) -> dict:
     from agent.sessions.format import open_session
 
@@ -63,7 +80,7 @@ def session_info(path: str, verify: bool = False) -> dict:
         "end_reason": s.meta.get("end_reason") or (stop[-1].get("reason") if stop else None),
         "success": s.meta.get("success"),
         "damage": s.damage,
-    } | ({"checksums": checksums} if checksums is not None else {})
+    } | ({"conductor": cs} if (cs := conductor_summary(s.events)) else {}) | ({"checksums": checksums} if checksums is not None else {})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
         ("closed / reason", f"{info['closed']} / {info['end_reason']}"),
         ("damage", "; ".join(info["damage"]) or "none"),
     ]
+    if "conductor" in info:
+        c = info["conductor"]
+        rows.append(("workflow", f"{c['conductor']}: {'succeeded' if c['success'] else 'failed'} ({c['reason']}); "
+                                 f"{c['decisions']} decisions"))
+        for st in c["steps"]:
+            label = f"step {st['step']}" if st["step"] is not None else "instruction"
+            rows.append((f"  {label} #{st['attempt']}",
+                         f"{st['outcome']} at {st['t']} s: {st['instruction'] or '-'} ({st['detail'] or '-'})"))
     if "checksums" in info:
         rows.append(("checksums", ", ".join(f"{k} {v}" for k, v in info["checksums"].items())))
     for k, v in rows:  # escaped: an instruction or a damage line may hold [brackets]

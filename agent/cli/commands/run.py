@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
 
 DEFAULT_FPS = 10.0
@@ -57,9 +58,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.add_argument("--desktop", default=None, metavar="ws://HOST:PORT",
-                   help="run against a desktop served by `dw serve` instead of this screen")
+                   help="run against a desktop served by `dw serve` instead of this screen "
+                        "(with --workflow, 'virtual' opens the workflow's virtual scene)")
     p.add_argument("--token", default=os.environ.get("DW_TOKEN"),
                    help="the served desktop's controller token (default: $DW_TOKEN)")
+    add_workflow_arguments(p, run=True)
     p.set_defaults(func=cmd_run)
 
 
@@ -70,6 +73,8 @@ def make_desktop(args):
     """
     from agent.desktops import DesktopError
 
+    if getattr(args, "desktop", None) == "virtual":
+        raise UserError("--desktop virtual opens a workflow's virtual scene: give --workflow FILE")
     if getattr(args, "desktop", None):
         from agent.desktops.remote import RemoteDesktop
 
@@ -139,6 +144,10 @@ def cmd_run(args) -> int:
             args.policy = best_bundled_policy(trained_only=True)
         except PolicyError as e:
             raise UserError(str(e)) from None
+    if args.workflow or args.rows:  # steps from a workflow file, one run per row (agent.conductor)
+        from agent.conductor.cli import run_workflow
+
+        return run_workflow(args, make_desktop)
     desktop = make_desktop(args)  # first: no display or no server is the first thing a user should hear
     try:
         try:
