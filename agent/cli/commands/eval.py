@@ -7,6 +7,7 @@ import json
 import sys
 
 from agent.cli.util import add_look_arguments
+from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
 from agent.scaleout.backends import add_backend_arguments
 
@@ -19,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from agent.scaleout.backends import evaluate_episodes
     from policies.base import PolicyError
 
+    if args.workflow or args.rows:  # a workflow, one run per row, on its virtual scene (agent.conductor)
+        from agent.conductor.cli import eval_workflow
+
+        return eval_workflow(args)
     if args.suite == "miniwob":
         from agent.desktops.miniwob.cli import run_eval
 
@@ -78,6 +83,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="parallel workers (local default 1 = in this process; ray default: the cluster's CPUs)")
     add_look_arguments(p)
+    add_workflow_arguments(p, run=False)
     add_backend_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
