@@ -8,7 +8,7 @@ the whole-screen ``PIL.ImageGrab.grab()`` (XCB GetImage) screenshot-per-step run
 ``inc_grab`` is the incremental capture (:class:`capture.incremental.IncrementalScreenSource`:
 XDamage, then only the damaged rectangles copied with XShm) with a small change before every grab:
 a second X client moves a 64x64 square inside a window (the old place repainted, the new one
-filled: two damaged rectangles, ~8 k pixels), as a click's reaction does. ``inc_grab_getimage`` is
+filled: the damage the server reports for it, ~5 k pixels), as a click's reaction does. ``inc_grab_getimage`` is
 the same with each rectangle copied by a plain GetImage instead of XShm, and ``grab_changed`` the
 full-frame grab under the same change (equal to ``grab``: a full grab copies everything anyway).
 The drawing is the app's work and is not timed. After the timed grabs the incremental frame is
