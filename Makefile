@@ -23,6 +23,11 @@ system:
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need="$$need fonts-dejavu-core"; \
 	$(PYTHON) -c 'import tkinter' 2>/dev/null || need="$$need python3-tk"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
+	command -v gtk3-widget-factory >/dev/null || need="$$need gtk-3-examples"; \
+	command -v dbus-daemon >/dev/null || need="$$need dbus"; \
+	[ -x /usr/libexec/at-spi-bus-launcher ] || need="$$need at-spi2-core"; \
+	/usr/bin/python3 -c 'import gi; gi.require_version("Gtk", "3.0"); gi.require_version("Atspi", "2.0")' 2>/dev/null \
+	  || need="$$need python3-gi gir1.2-gtk-3.0 gir1.2-atspi-2.0 python3-pyatspi"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing system packages:$$need"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$need >/dev/null; \

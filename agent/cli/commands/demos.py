@@ -21,8 +21,13 @@ def run(args: argparse.Namespace) -> int:
 
         util.no_look_arguments(args, "miniwob")
         return run_demos(args)
+    if args.suite == "apps":
+        from agent.desktops.apps.cli import run_demos as run_apps_demos
+
+        util.no_look_arguments(args, "apps")
+        return run_apps_demos(args)
     if args.suite != "virtual":
-        raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
+        raise UserError(f"unknown suite {args.suite!r}; available: virtual, apps, miniwob")
     tasks = util.parse_virtual_tasks(args.tasks)
     sizes = util.parse_sizes(args.sizes, util.VIRTUAL_MIN, default_scale=1.0)
     theme, font = util.check_look(args)
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("demos", help="record scripted-expert demos on the virtual desktop (training data)")
-    p.add_argument("--suite", default="virtual", help="virtual, or miniwob (MiniWoB++ in Chromium, DOM experts)")
+    p.add_argument("--suite", default="virtual", help="virtual, apps (real Tk and GTK apps on Xvfb), or miniwob "
+                   "(MiniWoB++ in Chromium, DOM experts)")
     p.add_argument("--mode", choices=("headless", "desktop"), default="headless", help="miniwob only")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all', or 'classic' (the first 7)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")

@@ -29,8 +29,13 @@ def run(args: argparse.Namespace) -> int:
 
         no_look_arguments(args, "miniwob")
         return run_eval(args)
+    if args.suite == "apps":
+        from agent.desktops.apps.cli import run_eval as run_apps_eval
+
+        no_look_arguments(args, "apps")
+        return run_apps_eval(args)
     if args.suite != "virtual":
-        raise UserError(f"unknown suite {args.suite!r}; available: virtual, miniwob")
+        raise UserError(f"unknown suite {args.suite!r}; available: virtual, apps, miniwob")
     if args.mode is not None:
         raise UserError("--mode applies to --suite miniwob only")
     if args.episodes < 1:
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="closed-loop evaluation of a policy: the virtual desktop or MiniWoB++")
-    p.add_argument("--suite", default="virtual", help="evaluation suite: virtual, or miniwob (MiniWoB++ in Chromium)")
+    p.add_argument("--suite", default="virtual", help="evaluation suite: virtual, apps (real Tk and GTK apps on Xvfb), "
+                   "or miniwob (MiniWoB++ in Chromium)")
     p.add_argument("--mode", choices=("headless", "desktop"), default=None,
                    help="miniwob only: headless (MiniWoB screenshots and actions) or desktop (Chromium on the X "
                         "display, mss + pyautogui); default headless")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -278,7 +279,10 @@ class AppDesktop:
             self._app = _Pipe(["gtk3-widget-factory"], env, "gtk3-widget-factory")
             self._reader = _Pipe([python_for("atspi"), str(HERE / "atspi_reader.py"), "gtk3-widget-factory"],
                                  env, "the AT-SPI reader")
-            hello = self._reader.reply(10.0)
+            try:
+                hello = self._reader.reply(10.0)
+            except DesktopError as e:  # libatspi aborts when it cannot reach the bus
+                hello = {"ok": False, "error": re.sub(r"^.*?\*\*: [\d:.]+: ", "", str(e).split("exited: ")[-1])}
             if not hello.get("ok"):
                 self._app.close()
                 self._reader.close()
