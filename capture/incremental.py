@@ -195,17 +195,22 @@ class IncrementalScreenSource(ScreenSource):
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(h, w, 4)
 
     # --- buffers ------------------------------------------------------------------------------
-    def _buffer(self) -> _Buffer:
-        """A pooled buffer nobody refers to, or a new one (a copy of the newest)."""
+    def _buffer(self, whole: bool) -> _Buffer:
+        """A pooled buffer nobody refers to (the newest first: it only lacks this grab's change), or a
+        new one: a copy of the newest, or uninitialised when ``whole`` (a full grab will fill it)."""
+        newest = self._newest
+        if newest is not None and newest.free():
+            return newest
         for b in self._pool:
-            if b is not self._newest and b.free():
+            if b is not newest and b.free():
                 return b
         if len(self._pool) >= self.max_buffers:  # leave the oldest held buffer to its frames
-            drop = next(b for b in self._pool if b is not self._newest)
+            drop = next(b for b in self._pool if b is not newest)
             self._pool.remove(drop)
         h, w = self.screen.height, self.screen.width
-        b = _Buffer(np.empty((h, w, 4), np.uint8) if self._newest is None else self._newest.array.copy())
-        b.stale = None if self._newest is None else []
+        fresh = whole or newest is None
+        b = _Buffer(np.empty((h, w, 4), np.uint8) if fresh else newest.array.copy())
+        b.stale = None if fresh else []
         self._pool.append(b)
         return b
 
@@ -241,7 +246,7 @@ class IncrementalScreenSource(ScreenSource):
             rects = coalesce(rects)
             # Much damaged: one full grab is cheaper than many regions (and ``changed`` still says where).
             wide = sum(w * h for _, _, w, h in rects) > FULL_FRACTION * frame_area
-            buf = self._buffer()
+            buf = self._buffer(whole=due or wide)
             if due or wide:
                 pixels = self._shot(self._box)
                 if pixels.shape != buf.array.shape:
@@ -252,7 +257,9 @@ class IncrementalScreenSource(ScreenSource):
                     self._last_full = now
                 self.full_grabs += 1
                 return self._frame(buf, None if due else tuple(rects))
-            if buf.stale is None:
+            if buf is self._newest:
+                pass  # up to date but for this grab's change
+            elif buf.stale is None:
                 np.copyto(buf.array, self._newest.array)
             else:
                 src = self._newest.array
