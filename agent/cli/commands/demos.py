@@ -79,7 +79,8 @@ def register(sub) -> None:
     p.add_argument("--suite", default="virtual", help="virtual, apps (real Tk and GTK apps on Xvfb), or miniwob "
                    "(MiniWoB++ in Chromium, DOM experts)")
     p.add_argument("--mode", choices=("headless", "desktop"), default="headless", help="miniwob only")
-    p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all', or 'classic' (the first 7)")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all', or 'classic' (the first 7); miniwob also "
+                   "'experts' or 'pix2act59' (Pix2Act's 59 tasks)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
     p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
     p.add_argument("--out", required=True, help="folder for the sessions (one sub-folder each)")

@@ -52,7 +52,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     finally:
         bar.close()
-    summary = summarise(results)
+    summary = summarise(results, tasks)
     if args.json:
         print(json.dumps({"suite": "miniwob", "mode": mode, "seed": seed, "policies": policies,
                           "summary": summary, "episodes": results}))

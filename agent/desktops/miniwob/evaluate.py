@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from agent.desktops.miniwob.experts import EXPERT_TASKS
-
 DEMO_SEED = 0
 EVAL_SEED = 100_000
 MAX_STEPS = 30
@@ -27,17 +25,34 @@ REFERENCE_MEANS = {"cc-net-pixels": (0.24, 104), "pix2act": (0.96, 59)}
 
 
 def parse_tasks(text: str) -> list[str]:
+    """``--tasks``: a list name (``all``: the 17 classic tasks the bundled checkpoints learned,
+    ``experts``: every task with a scripted expert, ``pix2act59``: Pix2Act's evaluation set) or
+    comma-separated task names from the installed package."""
     from agent.desktops.miniwob.browser import task_names
+    from agent.desktops.miniwob.experts import EXPERT_TASKS
+    from agent.desktops.miniwob.tasklists import TASK_LISTS
     from agent.errors import UserError
 
-    if text in ("", "all", "experts"):
+    text = text.strip()
+    if text in ("", "all"):
+        return list(TASK_LISTS["all"])
+    if text == "experts":
         return list(EXPERT_TASKS)
+    if text in TASK_LISTS:
+        return list(TASK_LISTS[text])
     names = set(task_names())
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     for t in tasks:
         if t not in names:
-            raise UserError(f"unknown MiniWoB++ task {t!r}; tasks with scripted experts: {', '.join(EXPERT_TASKS)}")
+            raise UserError(f"unknown MiniWoB++ task {t!r}; task lists: {', '.join(TASK_LISTS)}; "
+                            f"tasks with scripted experts: {', '.join(EXPERT_TASKS)}")
     return tasks
+
+
+def installed(task: str) -> bool:
+    from agent.desktops.miniwob.browser import task_names
+
+    return task in task_names()
 
 
 def run_task(task: str, seeds: Iterable[int], policy, *, mode: str = "headless", max_steps: int = MAX_STEPS,
@@ -86,6 +101,8 @@ def evaluate(tasks: list[str], policies: list[str], *, episodes: int = 50, seed:
         policy = load_policy(spec, seed=seed, device=device)
         policy.name = spec
         for task in tasks:
+            if not installed(task):  # a named list may hold a task this package lacks (pix2act59's drag-item)
+                continue
             results += run_task(task, range(seed, seed + episodes), policy, mode=mode, max_steps=max_steps,
                                 on_result=on_result)
     return results
@@ -123,6 +140,8 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
 
     results = []
     for task in tasks:
+        if not installed(task):
+            continue
         for r in run_task(task, range(seed, seed + episodes), driver, mode=mode, max_steps=max_steps,
                           recorder_for=recorder_for):
             if not r["success"] and not keep_failures and dagger is None:
@@ -134,22 +153,29 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
     return results
 
 
-def summarise(results: list[dict]) -> dict:
-    """Success rate per task and policy, the mean over tasks per policy, and the references."""
-    cells: dict[str, dict[str, list[dict]]] = {}
+def summarise(results: list[dict], tasks: list[str] | None = None) -> dict:
+    """Success rate per task and policy, the mean over tasks per policy, each task's expert coverage
+    (``expert``: the task's name or None, ``reason`` where None, ``available``: installed here), and
+    the references. ``tasks`` lists every task asked for, those that could not run included."""
+    from agent.desktops.miniwob.tasklists import coverage
+
+    cells: dict[str, dict[str, list[dict]]] = {t: {} for t in tasks or []}
     for r in results:
         cells.setdefault(r["task"], {}).setdefault(r["policy"], []).append(r)
-    tasks = {}
+    out = {}
     for task, by_policy in cells.items():
-        tasks[task] = {p: {"episodes": len(rs), "success_rate": sum(r["success"] for r in rs) / len(rs),
-                           "mean_steps": sum(r["steps"] for r in rs) / len(rs),
-                           "mean_wall_seconds": sum(r["wall_seconds"] for r in rs) / len(rs)}
-                       for p, rs in by_policy.items()}
-        tasks[task]["references"] = {k: v.get(task) for k, v in REFERENCES.items()}
+        out[task] = {p: {"episodes": len(rs), "success_rate": sum(r["success"] for r in rs) / len(rs),
+                         "mean_steps": sum(r["steps"] for r in rs) / len(rs),
+                         "mean_wall_seconds": sum(r["wall_seconds"] for r in rs) / len(rs)}
+                     for p, rs in by_policy.items()}
+        out[task].update(coverage(task), available=installed(task) if tasks else True)
+        out[task]["references"] = {k: v.get(task) for k, v in REFERENCES.items()}
     policies = sorted({r["policy"] for r in results})
-    means = {p: sum(tasks[t][p]["success_rate"] for t in tasks if p in tasks[t])
-             / max(1, sum(1 for t in tasks if p in tasks[t])) for p in policies}
-    return {"tasks": tasks, "policies": policies, "mean": means, "episodes": len(results),
+    means = {p: sum(out[t][p]["success_rate"] for t in out if p in out[t])
+             / max(1, sum(1 for t in out if p in out[t])) for p in policies}
+    return {"tasks": out, "policies": policies, "mean": means, "episodes": len(results),
+            "covered": sum(1 for t in out.values() if t["expert"]), "without_expert":
+                {k: v["reason"] for k, v in out.items() if not v["expert"]},
             "reference_means": {k: {"success": v[0], "tasks": v[1]} for k, v in REFERENCE_MEANS.items()}}
 
 
@@ -169,7 +195,7 @@ def table(summary: dict, title: str = "MiniWoB++ success"):
         t.add_column(f"{k} (paper)", justify="right")
     for task, row in summary["tasks"].items():
         cells = [f"{row[p]['success_rate']:.0%} ({row[p]['episodes']} ep, {row[p]['mean_steps']:.1f} st)"
-                 if p in row else "-" for p in pols]
+                 if p in row else ("not installed" if not row.get("available", True) else "-") for p in pols]
         t.add_row(task, *cells, *[_ref(row["references"].get(k)) for k in REFERENCES])
     refs = [f"~{v['success']:.0%} over {v['tasks']} tasks" for v in summary["reference_means"].values()]
     t.add_row("[b]mean over these tasks[/b]", *[f"[b]{summary['mean'][p]:.0%}[/b]" for p in pols], *refs)
