@@ -130,7 +130,7 @@ class _Oracle:
     def expert_actions(self) -> list[Action]:
         d = self.desk
         if d.finished:
-            return []
+            return [Done()]
         return expert_actions(d.task, d.browser.driver, d.instruction)
 
     def expert_target(self) -> str | None:

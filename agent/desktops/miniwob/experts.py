@@ -8,93 +8,18 @@ headless and desktop mode alike. Policies that learn from the demos never see th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
+from agent.desktops.miniwob import experts_pix2act
 from agent.desktops.miniwob.browser import TASK_H, TASK_W
-from policies.actions import Action, Click, Key, Type, Wait
+from agent.desktops.miniwob.dom import SNAPSHOT_JS, ExpertError, click, snapshot
+from agent.desktops.miniwob.dom import by_id as _by_id
+from agent.desktops.miniwob.dom import fill as _fill
+from agent.desktops.miniwob.dom import find as _find
+from agent.desktops.miniwob.dom import quoted as _quoted
+from agent.desktops.miniwob.dom import submit as _submit
+from policies.actions import Action, Click, Done, Wait
 from policies.pixel.words import is_word_char, word_position
-
-# One round-trip: the interactive elements of the page with their boxes and state, plus task globals.
-SNAPSHOT_JS = r"""
-const wrap = document.body;
-const els = [];
-for (const el of wrap.querySelectorAll('button, input, textarea, label, a, span.alink, h3, .widget, select')) {
-  const r = el.getBoundingClientRect();
-  const st = getComputedStyle(el);
-  const lab = el.closest ? el.closest('label') : null;
-  els.push({tag: el.tagName.toLowerCase(), id: el.id || '', type: (el.getAttribute('type') || '').toLowerCase(),
-    dtype: el.getAttribute('data-type') || '', cls: (typeof el.className === 'string') ? el.className : '',
-    text: (el.innerText || el.textContent || '').trim(), title: el.getAttribute('title') || '',
-    label: lab ? (lab.innerText || lab.textContent || '').trim() : '',
-    x: r.left, y: r.top, w: r.width, h: r.height, checked: !!el.checked,
-    value: (el.value === undefined) ? null : String(el.value), focused: document.activeElement === el,
-    sel: (el.selectionStart === undefined || el.selectionStart === null) ? null : [el.selectionStart, el.selectionEnd],
-    visible: r.width > 0 && r.height > 0 && st.visibility !== 'hidden' && st.display !== 'none'});
-}
-const jq = window.jQuery;
-return {els: els,
-  animating: jq ? jq(':animated').length : 0,
-  accordion_open: jq ? jq('.ui-accordion-content:visible').length : 0,
-  pushed: (typeof buttonsPushed !== 'undefined') ? buttonsPushed.slice() : null,
-  done: !!WOB_DONE_GLOBAL};
-"""
-
-
-class ExpertError(RuntimeError):
-    """The expert cannot find what the task asks for on the page."""
-
-
-def snapshot(driver) -> dict:
-    return driver.execute_script(SNAPSHOT_JS)
-
-
-def _norm(x: float, y: float) -> tuple[float, float]:
-    return min(1.0, max(0.0, x / TASK_W)), min(1.0, max(0.0, y / TASK_H))
-
-
-def click(e: dict) -> Click:
-    """Click the centre of element ``e`` (its box clipped to the task area)."""
-    x0, y0 = max(0.0, e["x"]), max(0.0, e["y"])
-    x1, y1 = min(float(TASK_W), e["x"] + e["w"]), min(float(TASK_H), e["y"] + e["h"])
-    if x1 <= x0 or y1 <= y0:
-        raise ExpertError(f"element <{e['tag']} id={e['id']!r} text={e['text'][:20]!r}> is outside the task area")
-    return Click(*_norm((x0 + x1) / 2, (y0 + y1) / 2))
-
-
-def _find(s: dict, pred: Callable[[dict], bool], what: str) -> dict:
-    for e in s["els"]:
-        if e["visible"] and pred(e):
-            return e
-    raise ExpertError(f"not on the page: {what}")
-
-
-def _quoted(utterance: str, pattern: str) -> str:
-    m = re.search(pattern, utterance)
-    if not m:
-        raise ExpertError(f"cannot parse the instruction {utterance!r}")
-    return m.group(1)
-
-
-def _fill(s: dict, field: dict, text: str) -> Action | None:
-    """The next action that makes ``field`` hold exactly ``text``; None once it does."""
-    value = field["value"] or ""
-    if value == text:
-        return None
-    if not field["focused"]:
-        return click(field)
-    sel = field["sel"]
-    if value and not (sel and sel[0] == 0 and sel[1] == len(value)):
-        return Key("ctrl+a")  # select what is there, so typing replaces it
-    return Type(text)
-
-
-def _by_id(s: dict, id_: str) -> dict:
-    return _find(s, lambda e: e["id"] == id_, f"#{id_}")
-
-
-def _submit(s: dict) -> Click:
-    return click(_by_id(s, "subbtn"))
 
 
 # --- the experts -------------------------------------------------------------------------------
@@ -225,7 +150,17 @@ EXPERTS: dict[str, Callable[[dict, str], list[Action]]] = {
     "focus-text": focus_text,
     "focus-text-2": focus_text_2,
     "login-user": login_user,
+    # Pix2Act's set: variants that the experts above already solve ...
+    "click-checkboxes-large": click_checkboxes,
+    "click-checkboxes-transfer": click_checkboxes,
+    "click-collapsible-nodelay": click_collapsible,
+    "click-test-transfer": click_test_2,
+    "unicode-test": click_button,
+    # ... and the tasks with their own experts and probes (agent.desktops.miniwob.experts_pix2act)
+    **experts_pix2act.EXPERTS,
 }
+# The JavaScript each task's expert reads the page with (default: SNAPSHOT_JS).
+PROBES: dict[str, str] = dict(experts_pix2act.PROBES)
 EXPERT_TASKS = tuple(EXPERTS)
 
 
@@ -248,7 +183,7 @@ def expert_target(task: str, driver, utterance: str) -> str | None:
     """The instruction word naming what the expert's next click lands on (the smallest visible
     element under it whose text, or label, the utterance holds as a word), or None: what a demo
     records so a reading policy learns which word to look for (``agent.sessions.dagger.ExpertTargets``)."""
-    if task not in EXPERTS:
+    if task not in EXPERTS or task in PROBES:  # only the common snapshot lists the elements under a click
         return None
     s = snapshot(driver)
     acts = [] if s["done"] else EXPERTS[task](s, utterance)
@@ -266,10 +201,10 @@ def expert_target(task: str, driver, utterance: str) -> str | None:
 
 
 def expert_actions(task: str, driver, utterance: str) -> list[Action]:
-    """The expert's next action for ``task`` from the live page ([] once the episode is over)."""
+    """The expert's next actions for ``task`` from the live page (``done`` once the episode is over)."""
     if task not in EXPERTS:
         raise ExpertError(f"no scripted expert for MiniWoB++ task {task!r}; experts exist for {', '.join(EXPERTS)}")
-    s = snapshot(driver)
+    s = driver.execute_script(PROBES.get(task, SNAPSHOT_JS))
     if s["done"]:
-        return []
+        return [Done()]
     return EXPERTS[task](s, utterance)
