@@ -373,15 +373,13 @@ def test_the_fast_cpu_path_acts_as_float32(monkeypatch):
     """Where the CPU has VNNI and native bfloat16, the ONNX policy multiplies in int8 and reads in
     bfloat16 (forced here on any CPU). On the bundled pixel-small it takes the actions float32
     takes, to within a pixel, though its outputs are not bit for bit the same."""
-    import policies.pixel.policy as P
-    import policies.pixel.runtime as R
+    import policies.pixel.hardware as H
     from agent.desktops.virtual import VirtualDesktop
     from policies.pixel import load_model
 
     monkeypatch.delenv("DW_PIXEL_DTYPE", raising=False)
     monkeypatch.delenv("DW_PIXEL_RUNTIME", raising=False)
-    monkeypatch.setattr(R, "cpu_flags", lambda: frozenset({"avx512_vnni", "avx512_bf16"}))
-    monkeypatch.setattr(P, "cpu_flags", R.cpu_flags)
+    monkeypatch.setattr(H, "cpu_flags", lambda: frozenset({"avx512_vnni", "avx512_bf16"}))
     fast = PixelPolicy(load_model("pixel-small"))
     exact = PixelPolicy(load_model("pixel-small"), runtime="onnx", dtype="float32")
     assert fast.precision == "int8 matmuls, bfloat16 reader" and exact.precision == "float32, float32 reader"

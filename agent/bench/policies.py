@@ -61,7 +61,7 @@ def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
     import torch
 
     from policies.pixel import SIZES
-    from policies.pixel.runtime import onnx_available
+    from policies.pixel.hardware import onnx_available
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)

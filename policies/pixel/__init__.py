@@ -16,8 +16,9 @@ from policies.base import PolicyError
 from policies.checkpoints import BUNDLED, checkpoint_dir
 from policies.pixel.configuration import SIZES, TARGET_PARAMS, PixelConfig
 from policies.pixel.grounding import TextCache
+from policies.pixel.hardware import inference_dtype
 from policies.pixel.modeling import PixelModel, PixelOutput
-from policies.pixel.policy import PixelPolicy, inference_dtype
+from policies.pixel.policy import PixelPolicy
 from policies.pixel.processing import Preprocessor, VisualInputs, encode_text
 
 try:
@@ -46,7 +47,7 @@ def load_model(spec: str, device: str = "cpu") -> PixelModel:
 def load_pixel_policy(spec: str, device: str = "cpu", dtype: str = "auto", runtime: str = "auto") -> PixelPolicy:
     """A bundled checkpoint (by name) or a checkpoint folder.
 
-    ``dtype``: see :func:`policies.pixel.policy.inference_dtype`; ``runtime``:
+    ``dtype``: see :func:`policies.pixel.hardware.inference_dtype`; ``runtime``:
     :func:`policies.pixel.runtime.choose_runtime`."""
     model = load_model(spec, device=device)
     name = spec if spec in BUNDLED else (model.config.size_name or "pixel") + f"@{Path(spec).name}"

@@ -349,7 +349,7 @@ class ReaderGrounding(Grounding):
         return torch.cat([dist * sure, sure], -1)
 
     def precompute_version(self) -> list:
-        from policies.pixel.policy import inference_dtype
+        from policies.pixel.hardware import inference_dtype
 
         g = self.g
         return ["reader", g.window, g.window_px, g.order, str(g.reader), str(inference_dtype("cpu"))]

@@ -9,35 +9,12 @@ from policies.actions import Action
 from policies.base import Observation
 from policies.pixel.codec import decode, history_features
 from policies.pixel.grounding import ReaderGrounding, TemplateGrounding
+from policies.pixel.hardware import cpu_has_native_bf16, dtype_setting, inference_dtype, int8_matmuls
 from policies.pixel.modeling import PixelModel, PixelOutput
 from policies.pixel.processing import Preprocessor, encode_text
 from policies.pixel.reads import TileReads
-from policies.pixel.runtime import OnnxStep, choose_runtime, cpu_flags, dtype_setting, int8_matmuls
+from policies.pixel.runtime import OnnxStep, choose_runtime
 from policies.pixel.templates import DrawnReads
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def _cpu_has_native_bf16() -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def inference_dtype(device: str | torch.device = "cpu", dtype: str = "auto") -> torch.dtype:
-    """The dtype the policy runs in: ``float32``, ``bfloat16``, or ``auto``.
-
-    ``auto`` (the default; ``DW_PIXEL_DTYPE`` overrides it) picks bfloat16 on CUDA and on CPUs
-    with native bf16 arithmetic (AVX512-BF16 or AMX), where it makes pixel-small's forward pass
-    about 1.5x faster; float32 elsewhere. Training runs under bf16 autocast, so the checkpoints
-    are at home in either.
-    """
-    dtype = dtype_setting(dtype)
-    if dtype == "auto":
-        dev = torch.device(device)
-        native = dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_native_bf16())
-        return torch.bfloat16 if native else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 class PixelPolicy:
@@ -60,7 +37,7 @@ class PixelPolicy:
         # step's matrix products in int8 (VNNI), the reader's convolutions in torch's bfloat16.
         fast = onnx and dtype_setting(dtype) == "auto"
         self.int8 = fast and int8_matmuls()
-        read_dtype = torch.bfloat16 if fast and _cpu_has_native_bf16() else self.dtype
+        read_dtype = torch.bfloat16 if fast and cpu_has_native_bf16() else self.dtype
         self._step = OnnxStep(self.model, int8=self.int8) if onnx else None
         self.cfg = model.config
         grounding = self.model.grounding

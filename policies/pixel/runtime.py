@@ -25,18 +25,17 @@ CPU has it natively. Closed-loop success was measured level with float32 (docs/p
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import io
 import logging
 import os
 import warnings
-from functools import cache
 
 import numpy as np
 import torch
 from torch import nn
 
 from policies.pixel.grounding import TextCache, grounding_class
+from policies.pixel.hardware import dtype_setting, onnx_available
 from policies.pixel.modeling import PixelModel, PixelOutput
 from policies.pixel.words import word_templates
 
@@ -46,32 +45,6 @@ STEP_INPUTS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cu
                "history_points")
 TRAINING_OUTPUTS = ("aux", "loss", "loss_parts")  # None outside training: not outputs of the step
 OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput) if f.name not in TRAINING_OUTPUTS)
-
-
-def dtype_setting(dtype: str = "auto") -> str:
-    """The dtype asked for: ``dtype``, or ``DW_PIXEL_DTYPE`` where ``dtype`` is ``auto``."""
-    return os.environ.get("DW_PIXEL_DTYPE", "auto") if dtype == "auto" else dtype
-
-
-@cache
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags (from /proc/cpuinfo; empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
-    except OSError:
-        return frozenset()
-
-
-def int8_matmuls() -> bool:
-    """Whether the CPU multiplies int8 natively (VNNI or AMX): there ONNX Runtime's int8 matrix
-    products take pixel-small's step from ~13 to ~9 ms (``dw bench policies``); without, they
-    measured no faster than float32."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
-
-
-def onnx_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dtype: str = "auto",

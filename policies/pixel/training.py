@@ -29,8 +29,8 @@ import torch
 from policies.pixel.codec import LABEL_FIELDS
 from policies.pixel.configuration import PixelConfig
 from policies.pixel.grounding import ReaderGrounding
+from policies.pixel.hardware import inference_dtype
 from policies.pixel.modeling import PixelModel
-from policies.pixel.policy import inference_dtype
 from policies.pixel.runtime import step_inputs
 
 LABEL_ARRAYS = ("text_ids", "labels", "target_offsets")
