@@ -122,6 +122,16 @@ class BatchedPixelStep:
         self.batches = 0
         self.rows = 0
 
+    @property
+    def precision(self) -> str:
+        """The batched step's arithmetic (and a reading model's reader), as the policy words it."""
+        if self.engine == "onnx":
+            step = "int8 matmuls" if self.policy.int8 else "float32"
+        else:
+            step = str(self.dtype).removeprefix("torch.")
+        rd = self.policy.read_dtype
+        return step if rd is None else f"{step}, {str(rd).removeprefix('torch.')} reader"
+
     # --- per instruction ---------------------------------------------------------------------
     def _text(self, instruction: str) -> tuple:
         import torch
@@ -318,14 +328,14 @@ def _stepper(policy, engine: str, size: tuple[int, int] = (1280, 720)):
 
     try:
         b = BatchedPixelStep(policy, engine)
-        step, used = b.step, b.engine
+        step, used, precision = b.step, b.engine, b.precision
     except TypeError:
         def step(observations):
             return [policy.act(o) for o in observations]
-        used = "sequential"
+        used, precision = "sequential", getattr(policy, "precision", "")
     desks = [VirtualDesktop(t, seed=0, size=size) for t in task_names()[:2]]
     step([Observation(d.observe(), d.instruction, d.cursor, (), None) for d in desks])
-    return step, used
+    return step, used, precision
 
 
 def run_group(stepper, n: int, seconds: float, hz: float | None = 10.0, size: tuple[int, int] = (1280, 720),
@@ -398,8 +408,8 @@ def _serve(conn, policy_name: str, device: str, engine: str, threads: int, size:
 
     try:
         policy = load_policy(policy_name, device=device)
-        step, used = _stepper(policy, engine, size)
-        conn.send({"ready": used, "precision": getattr(policy, "precision", "")})
+        step, used, precision = _stepper(policy, engine, size)
+        conn.send({"ready": used, "precision": precision})
     except Exception as e:  # reported to the parent, which raises it
         conn.send({"error": f"{type(e).__name__}: {e}"})
         return
@@ -441,8 +451,7 @@ class Fleet:
             from policies import load_policy
 
             self.policy = load_policy(policy, device=device) if isinstance(policy, str) else policy
-            self._local, self.engine_used = _stepper(self.policy, engine, size)
-            self.precision = getattr(self.policy, "precision", "")
+            self._local, self.engine_used, self.precision = _stepper(self.policy, engine, size)
             return
         ctx = mp.get_context("spawn")
         for _ in range(procs):

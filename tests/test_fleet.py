@@ -79,7 +79,7 @@ def test_small_fleet_in_process():
     from policies.pixel import load_pixel_policy
 
     with Fleet(load_pixel_policy("pixel-tiny", runtime="torch"), procs=0, size=(640, 480)) as fleet:
-        r = fleet.run(3, seconds=0.6, hz=5.0, warmup=0.2)
+        r = fleet.run(3, seconds=0.6, hz=5.0, warmup=0.0)  # the first round always counts, however slow
     assert r["workers"] == 3 and len(r["per_worker_rate"]) == 3
     assert r["steps_per_s"] > 0 and r["step"]["n"] > 0
     assert set(r) >= {"holds", "min_rate", "actions_per_s", "lag", "mean_batch"}
