@@ -49,6 +49,11 @@ MAX_REFUSALS = 3  # in a row: decisions that break the workflow's order
 CONDUCTOR_TIMEOUT_S = 180.0  # wall seconds one call may take
 
 
+def _label(step: Step) -> str:
+    """``step 3 (email)``; ``step 3`` where the step has no name of its own."""
+    return f"step {step.index}" if step.name == f"step {step.index}" else f"step {step.index} ({step.name})"
+
+
 class _Call:
     """One conductor call on a daemon thread (a hung model cannot keep the process alive)."""
 
@@ -195,7 +200,7 @@ class Director:
             missing = self._unconfirmed()
             if d.success and missing:
                 s = missing[0]
-                return self._finish(False, f"the conductor said done with step {s.index} ({s.name}) not confirmed",
+                return self._finish(False, f"the conductor said done with {_label(s)} not confirmed",
                                     now)
             return self._finish(d.success, d.reason or ("done" if d.success else "failed"), now)
         if not isinstance(d, Instruction) or not d.text:
@@ -213,7 +218,7 @@ class Director:
                 return self._refuse(d, f"step {step.index} is already confirmed", now)
             before = [s for s in wf.steps[: step.index - 1] if s.index not in done]
             if before:
-                return self._refuse(d, f"step {before[0].index} ({before[0].name}) is not confirmed yet", now)
+                return self._refuse(d, f"{_label(before[0])} is not confirmed yet", now)
         self._refusals = 0
         attempt = 1 + sum(1 for r in self.history if r.step == d.step and r.outcome == "failed"
                           and (d.step is not None or r.instruction == d.text))
@@ -243,7 +248,7 @@ class Director:
         self._emit(now, "step_end", step=cur.step, name=step.name if step else None, attempt=cur.attempt,
                    outcome=outcome, detail=cur.detail, seconds=round(now - cur.t_start, 3))
         if outcome == "failed" and step is not None and cur.attempt >= step.attempts:
-            self._finish(False, f"step {step.index} ({step.name}) not confirmed after {cur.attempt} attempt"
+            self._finish(False, f"{_label(step)} not confirmed after {cur.attempt} attempt"
                                 f"{'s' if cur.attempt > 1 else ''}: {detail}"[:400], now)
 
     def _unconfirmed(self) -> list[Step]:
