@@ -340,10 +340,12 @@ def _stepper(policy, engine: str, size: tuple[int, int] = (1280, 720)):
 
 def run_group(stepper, n: int, seconds: float, hz: float | None = 10.0, size: tuple[int, int] = (1280, 720),
               seed: int = 0, first: int = 0, warmup: float = 1.0, max_steps: int = 60,
-              start_at: float | None = None) -> dict:
+              start_at: float | None = None, max_batch: int | None = None) -> dict:
     """Run ``n`` workers in this process for ``warmup + seconds``; statistics cover the last ``seconds``.
 
     ``start_at``: a ``time.monotonic()`` at which to begin (processes of one fleet start together).
+    ``max_batch``: at most this many workers per forward pass, the longest due first (None: every
+    worker whose step is due).
     Returns per-worker steps, actions, step latencies (frame rendered -> actions applied, in ns) and
     lags (due -> frame rendered), and the batch sizes.
     """
@@ -368,6 +370,8 @@ def run_group(stepper, n: int, seconds: float, hz: float | None = 10.0, size: tu
         if not ready:
             time.sleep(max(0.0, min(min(due), end) - now))
             continue
+        if max_batch is not None and len(ready) > max_batch:
+            ready = sorted(ready, key=due.__getitem__)[:max_batch]
         counted = now >= measure_from
         obs, rendered = [], []
         for i in ready:
@@ -438,9 +442,11 @@ class Fleet:
     """Worker groups in ``procs`` processes (``procs=0``: in this process), each running one batcher."""
 
     def __init__(self, policy="pixel-tiny", device: str = "cpu", procs: int = 1, engine: str = "auto",
-                 size: tuple[int, int] = (1280, 720), threads: int | None = None):
-        """``policy``: a name for :func:`policies.load_policy`, or (``procs=0`` only) a loaded policy."""
+                 size: tuple[int, int] = (1280, 720), threads: int | None = None, max_batch: int | None = None):
+        """``policy``: a name for :func:`policies.load_policy`, or (``procs=0`` only) a loaded policy;
+        ``max_batch``: the default of :meth:`run`'s (see :func:`run_group`)."""
         self.policy_name, self.device, self.engine, self.size = policy, device, engine, size
+        self.max_batch = max_batch
         self.procs = procs
         cores = os.cpu_count() or 1
         self.threads = threads or max(1, cores // max(1, procs))
@@ -472,9 +478,11 @@ class Fleet:
         self.engine_used = hellos[0]["ready"]
         self.precision = hellos[0]["precision"]
 
-    def run(self, n: int, seconds: float = 5.0, hz: float | None = 10.0, seed: int = 0, warmup: float = 1.0) -> dict:
+    def run(self, n: int, seconds: float = 5.0, hz: float | None = 10.0, seed: int = 0, warmup: float = 1.0,
+            max_batch: int | None = None) -> dict:
         """``n`` workers for ``seconds`` (after ``warmup``): per-worker rates and latencies."""
-        kw = {"seconds": seconds, "hz": hz, "size": self.size, "seed": seed, "warmup": warmup}
+        kw = {"seconds": seconds, "hz": hz, "size": self.size, "seed": seed, "warmup": warmup,
+              "max_batch": self.max_batch if max_batch is None else max_batch}
         if self._local is not None:
             parts = [run_group(self._local, n, **kw)]
         else:
