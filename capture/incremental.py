@@ -23,7 +23,9 @@ pool. A buffer is written again only when no frame (and no view of one) still re
 consumer may keep frames as long as it likes; each pooled buffer remembers the rectangles it
 missed and catches up from the newest buffer (a memory copy of the changed area) when reused. A
 consumer that holds many frames at once grows the pool to ``max_buffers``, after which a held
-buffer is left to its frame and a new one is made (one full-frame copy).
+buffer is left to its frame and a new one is made (one full-frame copy). The pool holds at most
+``max_buffers`` frames' worth of memory (59 MB each at 5120x2880); a consumer that drops each frame
+before the next grab uses one buffer, updated in place.
 
 Only ``capture.frame`` and ``capture.live`` are imported from this project.
 """
