@@ -109,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
                                   desktop_share=share, window=window, log=(lambda s: None) if args.json else print, **r)
     except ReaderError as e:  # init or teacher does not fit what is asked
         raise UserError(str(e)) from None
-    except OSError as e:
-        raise UserError(f"{args.out}: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(summary))
     else:

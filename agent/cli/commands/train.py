@@ -35,8 +35,6 @@ def run(args: argparse.Namespace) -> int:
                               progress=not args.json, log=log)
     except SessionError as e:
         raise UserError(str(e)) from None
-    except OSError as e:
-        raise UserError(f"{args.out}: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(summary))
     else:
