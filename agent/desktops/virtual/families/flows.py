@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 import string
 
+from agent.desktops.virtual.base import BUTTON_WORDS, PAD, TASKBAR_H, TEXT_WORDS, WINDOW_TITLES, Task
 from agent.desktops.virtual.controls import Row, Spinner, TaskbarButton, TextArea
 from agent.desktops.virtual.families.lists import EXTS, FILES, ROW_H
 from agent.desktops.virtual.render import Rect
-from agent.desktops.virtual.tasks import BUTTON_WORDS, PAD, TASKBAR_H, TEXT_WORDS, WINDOW_TITLES, Task
 from agent.desktops.virtual.widgets import TITLE_H, Button, Label, Panel, TextField, Widget, Window
 from policies.actions import Action, Key, Type, Wait
 

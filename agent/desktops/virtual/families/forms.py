@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, TEXT_WORDS, WINDOW_TITLES, Task
 from agent.desktops.virtual.controls import ArrowButton, DropDown, RadioButton, Switch, Tab
 from agent.desktops.virtual.render import Rect
-from agent.desktops.virtual.tasks import BUTTON_WORDS, FIELD_NAMES, TEXT_WORDS, WINDOW_TITLES, Task
 from agent.desktops.virtual.widgets import Button, Label, MenuItem, Panel, TextField, Widget
 from policies.actions import Action, Key, Type
 

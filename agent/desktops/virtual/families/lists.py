@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from agent.desktops.virtual.base import ICON_COLORS, ICON_NAMES, TASKBAR_H, TEXT_WORDS, Task
 from agent.desktops.virtual.controls import ArrowButton, DragIcon, Row
 from agent.desktops.virtual.render import Rect
-from agent.desktops.virtual.tasks import ICON_COLORS, ICON_NAMES, TASKBAR_H, TEXT_WORDS, Task
 from agent.desktops.virtual.widgets import Icon, Label, MenuItem, Panel, TextField, Widget
 from policies.actions import Action, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type
 
