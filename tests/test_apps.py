@@ -163,3 +163,18 @@ def test_demos_replay_and_open_in_ffprobe(world, tmp_path, monkeypatch):
         assert rep["frames_decoded"] > 0 and rep["recorded_actions"] >= 2
         actions = [json.loads(line) for line in (s / "events.jsonl").read_text().splitlines()]
         assert [e for e in actions if e.get("source") == "policy"][-1]["action"]["type"] == "done"
+
+
+def test_input_goes_back_to_the_session_display_after_the_suite(xvfb):
+    """pyautogui binds its X connection at import; after a suite's own Xvfb is gone, live input in
+    the same process reaches the display that is current again."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    with AppWorld() as w:
+        desk = AppDesktop("tk-radio", 5, w)
+        desk.close()
+    import pyautogui
+
+    pyautogui.moveTo(33, 44)
+    assert tuple(pyautogui.position()) == (33, 44)
+    assert pyautogui.size() == (xvfb.width, xvfb.height)

@@ -36,7 +36,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError("--mode applies to --suite miniwob only")
     tasks = _tasks(args)
     seed = args.seed if args.seed is not None else EVAL_SEED
-    max_steps = min(getattr(args, "max_steps", None) or 30, 30)
+    max_steps = getattr(args, "max_steps", None) or 30
     bar = tqdm(total=len(tasks) * args.episodes, desc="eval apps", unit="ep", disable=args.json, file=sys.stderr)
     try:
         results = evaluate(tasks, args.policy, episodes=args.episodes, seed=seed, max_steps=max_steps,

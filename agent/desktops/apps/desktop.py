@@ -97,10 +97,33 @@ def _point_input_at(display: str) -> None:
     for another one (a process that runs the suite after other live work)."""
     mod = sys.modules.get("pyautogui._pyautogui_x11")
     if mod is not None and getattr(mod, "_display", None) is not None:
-        if mod._display.get_display_name() != display:
+        if isinstance(mod._display, _LazyDisplay) or mod._display.get_display_name() != display:
             from Xlib.display import Display
 
             mod._display = Display(display)
+
+
+class _LazyDisplay:
+    """Stands in for pyautogui's X connection once our Xvfb is gone: the next input call connects to
+    whatever ``DISPLAY`` is then (so live work after the suite, in the same process, still works)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from Xlib.display import Display
+
+        mod = sys.modules["pyautogui._pyautogui_x11"]
+        mod._display = Display(os.environ.get("DISPLAY", ""))
+        return getattr(mod._display, name)
+
+
+def _release_input_from(display: str) -> None:
+    mod = sys.modules.get("pyautogui._pyautogui_x11")
+    d = getattr(mod, "_display", None) if mod is not None else None
+    if d is not None and not isinstance(d, _LazyDisplay) and d.get_display_name() == display:
+        try:
+            d.close()
+        except Exception:
+            pass
+        mod._display = _LazyDisplay()
 
 
 class AppWorld:
@@ -160,6 +183,7 @@ class AppWorld:
                 self._bus_proc.kill()
             self._bus_proc = None
         if self.xvfb is not None:
+            _release_input_from(self.display)
             self.xvfb.stop()
             self.xvfb = None
         if self._old_display is None:
@@ -262,6 +286,8 @@ class AppDesktop:
 
         self.task = TASKS[task] if isinstance(task, str) else task
         check_task_available(self.task)
+        os.environ["DISPLAY"] = world.display  # mss and pyautogui: this world's display, whatever ran before
+        _point_input_at(world.display)
         self.seed = int(seed)
         self.world = world
         self.settle = float(settle)
