@@ -95,7 +95,7 @@ def test_expert_solves(name, size, scale, seeds):
         assert d.reason == "success"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIC_TASKS)  # every family: tests/test_virtual_families.py
 def test_expert_solves_5k_human_like(name):
     d = VirtualDesktop(name, seed=7, size=(5120, 2880), scale=2.0, human_like=True)
     _, applied = run_expert(d)
@@ -108,7 +108,7 @@ def test_expert_solves_5k_human_like(name):
     assert sum(isinstance(a, Move) for a in applied[:first_press]) >= (2 if name in CLASSIC_TASKS else 1)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIC_TASKS)  # every family: tests/test_virtual_families.py
 def test_human_like_expert_at_1080p(name):
     for seed in (0, 1):
         d = VirtualDesktop(name, seed=seed, size=(1920, 1080), scale=1.25, human_like=True)
