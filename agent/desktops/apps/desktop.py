@@ -292,7 +292,7 @@ class AppDesktop:
         self.world = world
         self.settle = float(settle)
         ep = self.task.episode(self.seed)
-        self._instruction, self.goal = ep.instruction, ep.goal
+        self._instruction, self.goal, self.look = ep.instruction, ep.goal, ep.spec["look"]
         self._success: bool | None = None
         self._success_t = 0.0
         self._done = False
@@ -301,7 +301,7 @@ class AppDesktop:
         self._reader: _Pipe | None = None
         self._t0 = time.monotonic()
         if self.task.app == "gtk3-widget-factory":
-            env = world.env(atspi=True)
+            env = {**world.env(atspi=True), "GTK_THEME": ep.spec["look"]}
             self._app = _Pipe(["gtk3-widget-factory"], env, "gtk3-widget-factory")
             self._reader = _Pipe([python_for("atspi"), str(HERE / "atspi_reader.py"), "gtk3-widget-factory"],
                                  env, "the AT-SPI reader")
@@ -317,8 +317,9 @@ class AppDesktop:
         else:
             spec = {**ep.spec, "size": list(APP_SIZE)}
             script = "tk_app.py" if self.task.toolkit == "tk" else "gtk_app.py"
+            env = world.env() if self.task.toolkit == "tk" else {**world.env(), "GTK_THEME": ep.spec["look"]}
             self._app = _Pipe([python_for(self.task.toolkit), str(HERE / script), json.dumps(spec)],
-                              world.env(), f"the {self.task.name} app")
+                              env, f"the {self.task.name} app")
         try:
             box = self._wait_ready()
             kw = {"stop_hotkey": None, "scale": 1.0, "input_scale": 1.0, **(live_kw or {})}
@@ -445,7 +446,7 @@ class AppDesktop:
 
     def info(self) -> dict:
         return {"kind": "apps", "task": self.task.name, "toolkit": self.task.toolkit, "app": self.task.app,
-                "seed": self.seed, "display": self.world.display, "window_box": list(self.box),
+                "seed": self.seed, "look": self.look, "display": self.world.display, "window_box": list(self.box),
                 "window_manager": None}
 
     def _close_apps(self) -> None:

@@ -75,7 +75,7 @@ def run_episodes(tasks: list[str], seeds: Iterable[int], policy, *, world=None, 
                 finally:
                     desk.close()
                 infer = res.timings_ns.get("infer") or [0]
-                r = {"task": task, "toolkit": desk.task.toolkit, "app": desk.task.app, "seed": seed,
+                r = {"task": task, "toolkit": desk.task.toolkit, "app": desk.task.app, "seed": seed, "look": desk.look,
                      "policy": getattr(policy, "name", "?"), "instruction": desk.instruction,
                      "success": bool(res.success), "steps": res.steps, "reason": res.reason,
                      "wall_seconds": round(time.perf_counter() - t0, 3),
@@ -133,7 +133,7 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
 
 
 def summarise(results: list[dict]) -> dict:
-    """Success per task (with its toolkit and app), per toolkit, and overall."""
+    """Success per task (with its toolkit and app), per toolkit, per look (theme/palette), and overall."""
     tasks: dict[str, dict] = {}
     for r in results:
         c = tasks.setdefault(r["task"], {"toolkit": r["toolkit"], "app": r["app"], "episodes": 0, "successes": 0,
@@ -152,8 +152,12 @@ def summarise(results: list[dict]) -> dict:
         rs = [r for r in results if r["toolkit"] == tk]
         toolkits[tk] = {"tasks": sum(1 for c in tasks.values() if c["toolkit"] == tk), "episodes": len(rs),
                         "success_rate": sum(r["success"] for r in rs) / len(rs)}
+    looks = {}
+    for look in sorted({r.get("look", "") for r in results}):
+        rs = [r for r in results if r.get("look", "") == look]
+        looks[look] = {"episodes": len(rs), "success_rate": sum(r["success"] for r in rs) / len(rs)}
     n = len(results)
-    return {"tasks": tasks, "toolkits": toolkits, "episodes": n,
+    return {"tasks": tasks, "toolkits": toolkits, "looks": looks, "episodes": n,
             "overall": sum(r["success"] for r in results) / n if n else 0.0}
 
 

@@ -40,6 +40,10 @@ MENUS = {"File": ("New", "Open", "Save", "Export", "Print"),
          "Edit": ("Undo", "Cut", "Copy", "Paste", "Preferences"),
          "View": ("Zoom in", "Zoom out", "Full screen", "Sidebar")}
 
+# The toolkits' own looks, one per episode from the seed: GTK's built-in themes (GTK_THEME), and Tk
+# palettes (tk_setPalette; "default" is Tk's own grey).
+LOOKS = {"gtk": ("Adwaita", "Adwaita:dark", "HighContrast"), "tk": ("default", "dark", "wheat", "slate")}
+
 
 def _pick(rng: random.Random, options: tuple[str, ...], **kw: str) -> str:
     return rng.choice(options).format(**kw)
@@ -74,7 +78,9 @@ class AppTask:
     def episode(self, seed: int) -> Episode:
         rng = random.Random(f"{self.name}/{seed}")
         instruction, params, goal = self.generate(rng)
-        spec = {"kind": self.kind, "title": f"dw {self.name}", "heading": self.heading, "params": params}
+        look = random.Random(f"look/{self.name}/{seed}").choice(LOOKS[self.toolkit])
+        spec = {"kind": self.kind, "title": f"dw {self.name}", "heading": self.heading, "params": params,
+                "look": look}
         return Episode(instruction, spec, goal)
 
     def generate(self, rng: random.Random) -> tuple[str, dict, object]:  # pragma: no cover - overridden

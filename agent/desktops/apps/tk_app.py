@@ -27,6 +27,14 @@ W, H = spec.get("size", [640, 480])
 root = tk.Tk()
 root.title(spec.get("title", "dw task"))
 root.geometry(f"{W}x{H}+0+0")
+PALETTES = {"dark": {"background": "#2d2d2d", "foreground": "#e8e8e8", "activeBackground": "#454545",
+                     "selectBackground": "#3465a4", "selectForeground": "#ffffff", "insertBackground": "#e8e8e8",
+                     "selectColor": "#1e1e1e"},
+            "wheat": {"background": "wheat"},
+            "slate": {"background": "#b0c4de", "foreground": "#102030", "selectBackground": "#304870",
+                      "selectForeground": "#ffffff"}}
+if spec.get("look", "default") in PALETTES:
+    root.tk_setPalette(**PALETTES[spec["look"]])
 events: list = []
 targets: dict = {}  # id -> widget (or a callable giving [x, y, w, h] / None)
 values: dict = {}  # id -> callable giving the value
