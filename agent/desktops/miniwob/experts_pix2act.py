@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from agent.desktops.miniwob.dom import (
     ExpertError,
+    _norm,
     centre,
     click,
     drag_path,
@@ -30,7 +31,7 @@ from agent.desktops.miniwob.dom import (
     snapshot_js,
     submit,
 )
-from policies.actions import Action, Key, Scroll, Type
+from policies.actions import Action, Key, MouseUp, Move, Scroll, Type
 
 Expert = Callable[[dict, str], list[Action]]
 EXPERTS: dict[str, Expert] = {}
@@ -636,20 +637,41 @@ _GRID = {"top left": 0, "top center": 1, "top right": 2, "center left": 3, "cent
          "bottom left": 6, "bottom center": 7, "bottom right": 8}
 
 
-@expert("drag-items-grid", _SORT_JS)
+@expert("drag-items-grid", probe("""
+  if (!window.__dwPointer) {  // where the pointer is: a drag is released where it was last moved to
+    window.__dwPointer = [0, 0];
+    document.addEventListener('mousemove', (e) => { window.__dwPointer = [e.clientX, e.clientY]; }, true);
+  }
+  const kids = Array.from(document.querySelectorAll('#sortable > li')).filter((e) => !e.classList.contains('ui-sortable-helper'));
+  return {slots: kids.map((e) => Object.assign(B(e), {text: e.textContent.trim()})),
+          placeholder: kids.findIndex((e) => e.classList.contains('ui-sortable-placeholder')),
+          dragging: !!document.querySelector('#sortable > .ui-sortable-helper'),
+          oldix: (typeof OLDIX !== 'undefined') ? OLDIX : null, pointer: window.__dwPointer};"""))
 def drag_items_grid(s: dict, u: str) -> list[Action]:
+    """Closed loop: press on the item, move onto the wanted slot while watching where the grid's
+    placeholder is (the grid reflows as the drag passes items), and release once it is there."""
     name, how = re.search(r"Drag (.*?) (to the .*|up by one|down by one|left by one|right by one)\.$", u).groups()
-    names = [e["text"] for e in s["items"]]
-    src = names.index(name)
+    slots = s["slots"]
+    if s["dragging"] and s["oldix"]:
+        src = int(s["oldix"]) - 1
+    else:
+        src = [e["text"] for e in slots].index(name)
     if how.startswith("to the "):
         dst = _GRID[how[len("to the "):]]
     else:
         dst = src + {"up": -3, "down": 3, "left": -1, "right": 1}[how.split()[0]]
-    a, b = s["items"][src], s["items"][dst]
-    x0, y0 = centre(a)
-    x1, y1 = centre(b)
-    x1 += 3 if dst > src else -3
-    return drag_path(x0, y0, x1, y1, moves=3 * abs(dst - src) + 6)
+    if not s["dragging"]:
+        x, y = centre(slots[src])
+        return drag_path(x, y, x + 2, y + 2, moves=1)[:-1]  # press and start the drag, keep the button down
+    ph = s["placeholder"]
+    if ph == dst:
+        return [MouseUp(*_norm(*s["pointer"]))]
+    # The grid's sortable is not 'floating': the placeholder goes after the item under the pointer when the
+    # pointer moves down, before it when it moves up (sideways moves do nothing). So come onto the slot
+    # from above to land after it (moving forward), from below to land before it.
+    tx, ty = centre(slots[dst])
+    dy = 6 if dst > ph else -6
+    return [Move(*_norm(tx, ty - dy)), Move(*_norm(tx, ty + dy))]
 
 
 @expert("drag-sort-numbers", _SORT_JS)
