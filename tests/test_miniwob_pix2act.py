@@ -159,3 +159,21 @@ def test_dw_eval_pix2act59_reports_every_task(capsys, monkeypatch):
     assert s["tasks"]["drag-item"]["expert"] is None and not s["tasks"]["drag-item"]["available"]
     assert "scripted" not in s["tasks"]["drag-item"] and s["without_expert"].keys() == {"drag-item"}
     assert s["tasks"]["click-color"]["scripted"]["success_rate"] == 1.0 and s["covered"] == 2
+
+
+def test_a_button_left_pressed_does_not_carry_into_the_next_episode():
+    """An episode that ends mid-drag (its time or steps ran out) leaves the button down; the next
+    episode on the same browser starts with it released."""
+    _need_browser()
+    from agent.desktops.miniwob.desktop import MiniWoBBrowser, open_miniwob
+    from agent.loop import Agent
+    from policies.actions import MouseDown, Move
+    from policies.builtin import ScriptedPolicy
+
+    with MiniWoBBrowser("drag-items-grid") as b:
+        with open_miniwob("drag-items-grid", 5, browser=b) as d:
+            d.apply(MouseDown(0.5, 0.4))
+            d.apply(Move(0.5, 0.45))
+        with open_miniwob("drag-items-grid", 6, browser=b) as d:
+            r = Agent(d, ScriptedPolicy(), max_steps=10).run()
+            assert r.success, r.reason

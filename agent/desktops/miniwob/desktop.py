@@ -79,8 +79,13 @@ class MiniWoBBrowser:
 
     def start(self, seed: int) -> str:
         """Start a seeded episode; returns the utterance."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
         try:
             self.instance.force_stop()
+            # Release any button or key the last episode left pressed (one that ended mid-drag), so it
+            # does not carry into this one; the release lands on the stopped episode.
+            ActionChains(self.driver).reset_actions()
             self.instance.begin_task(seed=seed)
             resp = self.driver.execute_script("return core.getUtterance();")
         except Exception as e:
