@@ -12,7 +12,10 @@ frame is ready.
   matrix products as the policy chose); ``auto`` is ``onnx`` on a CPU where the policy itself runs
   ONNX, else ``torch``. Nothing in ``policies.pixel`` is changed for it.
 - :func:`run_group` runs ``n`` virtual-desktop workers in this process, each stepping at its own pace
-  (``hz`` per worker, its own phase, catching up when late; ``hz=None``: as fast as it can), with one
+  (``hz`` per worker on its own phase; one slot missed while a step ran late is caught up at once,
+  more are skipped, as a frame-rate cap drops frames, so workers of an overloaded fleet keep their
+  phases instead of all falling due together, where batches grow and cost more per row;
+  ``hz=None``: as fast as it can), with one
   scheduler that gathers every worker whose step is due, renders their frames, runs one batched
   step and applies each worker's actions. Episodes restart with the next seed when they end.
 - :class:`Fleet` runs groups in ``procs`` processes (each with its share of the cores and its own
@@ -22,6 +25,7 @@ frame is ready.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import time
@@ -385,7 +389,11 @@ def run_group(stepper, n: int, seconds: float, hz: float | None = 10.0, size: tu
                 w.stats.steps += 1
                 w.stats.step_ns.append(time.perf_counter_ns() - r)
                 w.stats.lag_ns.append(int(max(0.0, now - due[i]) * 1e9))
-            due[i] = due[i] + period if period else clock()
+            if period:  # the next slot on the worker's own phase: one missed slot is caught up, more are skipped
+                late = clock() - due[i]
+                due[i] += period if late < 2 * period else period * math.ceil(late / period)
+            else:
+                due[i] = clock()
         if counted:
             batch_sizes.append(len(ready))
     for w in workers:
