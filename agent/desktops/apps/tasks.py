@@ -357,12 +357,16 @@ class DialogTask(AppTask):
 # --- gtk3-widget-factory, read over AT-SPI ---------------------------------------------------------
 
 class FactoryTask(AppTask):
-    """A task in GTK's own ``gtk3-widget-factory``; state comes from its accessibility tree
-    (:func:`factory_state` turns the tree into targets and values)."""
+    """A task in GTK's own ``gtk3-widget-factory``; its state comes from the accessibility tree
+    (:func:`factory_state`): the first showing node of ``role`` with each of ``names`` (tree order)
+    is a target, and the one whose ``state`` (checked/selected) is set is the value. Tasks on
+    another ``page`` of the factory's stack first switch to it (the header bar's Page N buttons)."""
 
     role = ""
     names: tuple[str, ...] = ()
-    initial = ""
+    state = "checked"
+    initial: str | None = None  # the value at the start (anything else but the goal is a failure)
+    page: str | None = None
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -375,10 +379,16 @@ class FactoryTask(AppTask):
         return None if now in (None, self.initial) else False
 
     def expert(self, state, goal, point):
-        box = state["targets"].get(f"{self.kind}:{goal}")
+        t = state["targets"]
+        if self.page and state.get("values", {}).get("factory-page") != self.page:
+            box = t.get(f"factory-page:{self.page}")
+        else:
+            box = t.get(f"{self.kind}:{goal}")
         return [Click(*point(box))] if box else []
 
     def target_word(self, state, goal):
+        if self.page and state.get("values", {}).get("factory-page") != self.page:
+            return self.page.split()[-1]
         return goal.split()[-1]
 
 
@@ -399,7 +409,7 @@ class FactoryPageTask(FactoryTask):
 class FactoryTabTask(FactoryTask):
     """The first notebook on Page 1 (tabs "page 1".."page 3"); SELECTED is the open tab."""
 
-    role, names, initial = "page tab", ("page 1", "page 2", "page 3"), "page 1"
+    role, names, state, initial = "page tab", ("page 1", "page 2", "page 3"), "selected", "page 1"
 
     def __init__(self):
         super().__init__("factory-tab")
@@ -411,19 +421,56 @@ class FactoryTabTask(FactoryTask):
         return text, {}, goal
 
 
+class FactoryTreeTask(FactoryTask):
+    """Page 3's tree view of Charlemagne's family: a row chosen by name; SELECTED is its cell's state."""
+
+    role, state, page = "table cell", "selected", "Page 3"
+    names = ("Charlemagne", "Pepin the Short", "Charles Martel", "Pepin of Herstal", "Ansegisel", "Begga")
+
+    def __init__(self):
+        super().__init__("factory-tree")
+
+    def generate(self, rng):
+        goal = rng.choice(self.names)
+        text = _pick(rng, ("On Page 3, select {g} in the family tree", "Go to Page 3 and click the row '{g}'",
+                           "Select \"{g}\" in the tree on Page 3"), g=goal)
+        return text, {}, goal
+
+
+class FactoryToggleTask(FactoryTask):
+    """Page 3's toggle buttons ("Record"); CHECKED is on."""
+
+    role, names, page = "toggle button", ("Record",), "Page 3"
+
+    def __init__(self):
+        super().__init__("factory-toggle")
+
+    def generate(self, rng):
+        text = _pick(rng, ("On Page 3, switch Record on", "Go to Page 3 and press the Record toggle",
+                           "Turn on \"Record\" (Page 3)"))
+        return text, {}, "Record"
+
+
+FACTORY = (FactoryPageTask, FactoryTabTask, FactoryTreeTask, FactoryToggleTask)
+
+
 def factory_state(nodes: list[dict]) -> dict:
     """The accessibility tree of the widget factory (showing nodes, tree order) as a task state."""
     targets: dict = {}
     values: dict = {}
-    for task in (FactoryPageTask, FactoryTabTask):
-        kind = "factory-page" if task is FactoryPageTask else "factory-tab"
+    for task in FACTORY:
+        kind = task().kind
         seen = set()
         for n in nodes:
-            if n["role"] == task.role and n["name"] in task.names and n["name"] not in seen:
-                seen.add(n["name"])  # the first notebook: the first of each name in tree order
-                targets[f"{kind}:{n['name']}"] = n["box"]
-                if ("checked" if task is FactoryPageTask else "selected") in n["states"]:
-                    values[kind] = n["name"]
+            box = n.get("box")
+            if n["role"] != task.role or n["name"] not in task.names or n["name"] in seen:
+                continue
+            if not box or box[0] < 0 or box[1] < 0 or box[2] <= 0 or box[3] <= 0:
+                continue  # scrolled out of view
+            seen.add(n["name"])  # the first of each name in tree order (the first notebook)
+            targets[f"{kind}:{n['name']}"] = box
+            if task.state in n["states"]:
+                values[kind] = n["name"]
     return {"targets": targets, "values": values, "events": []}
 
 
@@ -437,7 +484,8 @@ def _build() -> dict[str, AppTask]:
         for cls in KINDS:
             t = cls(toolkit)
             tasks[t.name] = t
-    for t in (FactoryPageTask(), FactoryTabTask()):
+    for cls in FACTORY:
+        t = cls()
         tasks[t.name] = t
     return tasks
 
