@@ -12,9 +12,10 @@ frame is ready.
   matrix products as the policy chose); ``auto`` is ``onnx`` on a CPU where the policy itself runs
   ONNX, else ``torch``. Nothing in ``policies.pixel`` is changed for it.
 - :func:`run_group` runs ``n`` virtual-desktop workers in this process, each stepping at its own pace
-  (``hz`` per worker on its own phase; one slot missed while a step ran late is caught up at once,
-  more are skipped, as a frame-rate cap drops frames, so workers of an overloaded fleet keep their
-  phases instead of all falling due together, where batches grow and cost more per row;
+  (``hz`` per worker on its own phase; slots missed while a step ran late are caught up for up to
+  half a second, so a hiccup of a shared machine costs no rate; beyond that they are skipped, as a
+  frame-rate cap drops frames, so workers of an overloaded fleet keep their phases instead of all
+  falling due together, where batches grow and cost more per row;
   ``hz=None``: as fast as it can), with one
   scheduler that gathers every worker whose step is due, renders their frames, runs one batched
   step and applies each worker's actions. Episodes restart with the next seed when they end.
@@ -344,12 +345,13 @@ def _stepper(policy, engine: str, size: tuple[int, int] = (1280, 720)):
 
 def run_group(stepper, n: int, seconds: float, hz: float | None = 10.0, size: tuple[int, int] = (1280, 720),
               seed: int = 0, first: int = 0, warmup: float = 1.0, max_steps: int = 60,
-              start_at: float | None = None, max_batch: int | None = None) -> dict:
+              start_at: float | None = None, max_batch: int | None = None, catch_up: float = 0.5) -> dict:
     """Run ``n`` workers in this process for ``warmup + seconds``; statistics cover the last ``seconds``.
 
     ``start_at``: a ``time.monotonic()`` at which to begin (processes of one fleet start together).
     ``max_batch``: at most this many workers per forward pass, the longest due first (None: every
-    worker whose step is due).
+    worker whose step is due). ``catch_up``: seconds of missed slots a late worker makes up (a
+    preempted process's hiccup); later than that, it skips to its next slot.
     Returns per-worker steps, actions, step latencies (frame rendered -> actions applied, in ns) and
     lags (due -> frame rendered), and the batch sizes.
     """
@@ -389,9 +391,9 @@ def run_group(stepper, n: int, seconds: float, hz: float | None = 10.0, size: tu
                 w.stats.steps += 1
                 w.stats.step_ns.append(time.perf_counter_ns() - r)
                 w.stats.lag_ns.append(int(max(0.0, now - due[i]) * 1e9))
-            if period:  # the next slot on the worker's own phase: one missed slot is caught up, more are skipped
+            if period:  # the next slot on the worker's own phase: caught up within ``catch_up``, else skipped
                 late = clock() - due[i]
-                due[i] += period if late < 2 * period else period * math.ceil(late / period)
+                due[i] += period if late < catch_up + period else period * math.ceil(late / period)
             else:
                 due[i] = clock()
         if counted:

@@ -1,8 +1,8 @@
 """``dw bench fleet``: how many workers one machine runs, their policy steps batched.
 
 N workers, each a virtual desktop (:mod:`agent.desktops.virtual`, 1280x720, tasks in turn, a new
-seed when an episode ends) acting at its own pace: a step every 1/10 s on its own phase, one slot
-missed while a step ran late caught up, more skipped (:func:`agent.fleet.run_group`). A scheduler per process gathers every worker whose
+seed when an episode ends) acting at its own pace: a step every 1/10 s on its own phase, slots
+missed while late made up for half a second, then skipped (:func:`agent.fleet.run_group`). A scheduler per process gathers every worker whose
 step is due, renders their frames, runs one batched forward pass for all of them
 (:class:`agent.fleet.BatchedPixelStep`) and applies each worker's actions. On a CPU the workers are
 split over as many processes as cores (each with one core's threads and its own batcher); on CUDA
