@@ -5,8 +5,9 @@ seed when an episode ends) acting at its own pace: a step every 1/10 s on its ow
 missed while late made up for half a second, then skipped (:func:`agent.fleet.run_group`). A scheduler per process gathers every worker whose
 step is due, renders their frames, runs one batched forward pass for all of them
 (:class:`agent.fleet.BatchedPixelStep`) and applies each worker's actions. On a CPU the workers are
-split over as many processes as cores (each with one core's threads and its own batcher); on CUDA
-one process feeds the GPU.
+split over as many processes as cores (each with one core's threads and its own batcher), and a
+forward pass takes at most 8 workers (the longest due first; larger batches cost more per row on a
+CPU); on CUDA one process feeds the GPU every worker that is due.
 
 Reported for ``--workers N`` (default 32): each worker's step rate (the slowest and the median),
 step latency p50/p95 (frame rendered -> its actions applied, batching included), lag (step due ->
@@ -27,6 +28,12 @@ HZ = 10.0
 SIZE = (1280, 720)
 
 
+# Workers per forward pass on a CPU: measured best on the 2-core box (pixel-tiny, 32 workers at 10 Hz,
+# load 3.7: 310-331 steps/s at 8 against 236-250 at 2, 268-272 at 4 and 278-290 uncapped, whose
+# batches of 11-15 cost more per row). A GPU takes every worker that is due.
+CPU_MAX_BATCH = 8
+
+
 def _procs(device: str) -> int:
     return 1 if device.startswith("cuda") else max(1, os.cpu_count() or 1)
 
@@ -43,12 +50,14 @@ def run(policies=None, device: str = "cpu", quick: bool = False, fleet_workers: 
     for name in names:
         t0 = time.perf_counter()
         try:
-            fleet = Fleet(name, device=device, procs=procs, engine=engine, size=SIZE)
+            fleet = Fleet(name, device=device, procs=procs, engine=engine, size=SIZE,
+                          max_batch=None if device.startswith("cuda") else CPU_MAX_BATCH)
         except Exception as e:
             rows.append({"policy": name, "error": f"{type(e).__name__}: {e}"})
             continue
         with fleet:
             row = {"policy": name, "engine": fleet.engine_used, "precision": fleet.precision, "procs": procs,
+                   "max_batch": fleet.max_batch,
                    "threads_per_proc": fleet.threads, "start_seconds": round(time.perf_counter() - t0, 1)}
             fleet.run(n, min(2.0, seconds), HZ)  # warm: every process's batch shapes and desktops, untimed
             load = _load()
