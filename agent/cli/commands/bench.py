@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="policy names, comma list (loop, baseline and fleet parts; model sizes for the policies part)")
     p.add_argument("--workers", type=int, default=None,
                    help="fleet: workers in the reported run (default 32; workers_at_10hz is searched from it)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (policies)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (policies, fleet)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--plot", default=None, metavar="FILE.png",
