@@ -12,11 +12,13 @@ differ from the previous frame of this source, or ``None`` when the whole frame 
 (the first grab, a full refresh, the fallback). An empty tuple means nothing changed. Consumers
 that know nothing of it see an ordinary Frame.
 
-**Correctness.** Each grab first sends ``DamageSubtract`` (the server's damage region is emptied)
-and makes a round trip, so every ``DamageNotify`` for drawing before that point is in hand; the
-rectangles are copied after it. Drawing after the subtract is either in this copy already or
-reported at the next grab, so no change is lost. A full grab every ``refresh_s`` seconds bounds
-drift from anything damage does not see (none is known on Xvfb or Xorg without a compositor).
+**Correctness.** Each grab first makes a round trip and takes every ``DamageNotify`` queued by
+then, then sends ``DamageSubtract`` (the server's damage region is emptied) and makes another
+round trip before copying: each event taken is for damage the subtract cleared, so drawing later
+over the same area is reported again (the server reports only damage that grows its region).
+Drawing between the two round trips is cleared but its events stay queued, and the next grab
+copies it; drawing after the subtract is reported at the next grab. No change is lost. A full
+grab every ``refresh_s`` seconds bounds drift from anything damage does not see (none is known on Xvfb or Xorg without a compositor).
 
 **Frame buffers and retention.** A frame's ``pixels`` is a read-only view of one buffer of a small
 pool. A buffer is written again only when no frame (and no view of one) still refers to it, so a
@@ -168,8 +170,11 @@ class IncrementalScreenSource(ScreenSource):
         """Empty the server's damage region and return what it held (frame pixels, clipped)."""
         xd = self._xd
         try:
-            xd.damage_subtract(self._damage, 0, 0)
-            xd.sync()  # a round trip: every DamageNotify sent before the subtract is now queued
+            # Read, then subtract: a DamageNotify taken here must be for damage the subtract then
+            # clears. Read after the subtract, an event for drawing that came between the two would
+            # be taken while its area stayed damaged, and the server reports only damage that grows
+            # the region: later drawing over that area would never be reported (seen: lost pixels).
+            xd.sync()  # a round trip: every DamageNotify for damage so far is now queued
             rects: list[Rect] = []
             while xd.pending_events():
                 e = xd.next_event()
@@ -178,6 +183,8 @@ class IncrementalScreenSource(ScreenSource):
                     r = _clip(a.x, a.y, a.width, a.height, self._box)
                     if r is not None:
                         rects.append(r)
+            xd.damage_subtract(self._damage, 0, 0)
+            xd.sync()  # the region is empty before the copy; events after it stay queued for the next grab
             return rects
         except Exception as e:
             name = display_name()
