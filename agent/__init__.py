@@ -19,6 +19,7 @@ that imports it back, directly or around a cycle (``tests/test_layers.py``).
 """
 
 import os
+import sys
 
 # torch's CPU threads (GNU OpenMP) spin for 300,000 rounds after each parallel operation before
 # they sleep. A pixel policy's step reads in torch and then runs in ONNX Runtime on the same cores,
@@ -58,3 +59,79 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+# Gymnasium: ``import agent`` registers one environment per virtual task, ``dw/<task>-v0``
+# (agent/desktops/virtual/gym.py). Gymnasium 1.x no longer loads plugins from the ``gymnasium.envs``
+# entry-point group (removed in 1.0), so registration happens here, without importing gymnasium
+# (about 160 ms) for the programs that never use it: at once when gymnasium is already loaded, else
+# by a one-shot import hook that registers when gymnasium finishes loading. The names are listed
+# here, not read from the task registry (that would import the desktop); tests/test_virtual_gym.py
+# checks they match ``task_names()``.
+GYM_TASKS = (
+    "click-button", "click-checkboxes", "enter-text", "drag-slider", "click-menu", "close-dialog",
+    "double-click-icon", "select-dropdown", "select-radio", "toggle-switch", "spin-box", "fill-form",
+    "switch-tab", "pick-date", "scroll-list", "expand-tree", "table-row", "search-pick", "context-menu",
+    "drag-to-target", "replace-word", "copy-paste", "keyboard-shortcut", "confirm-dialog", "dismiss-popup",
+    "raise-window", "wait-spinner",
+)
+GYM_MAX_EPISODE_STEPS = 200
+
+
+def register_gym_envs() -> list[str]:
+    """Register ``dw/<task>-v0`` for every virtual task with Gymnasium (idempotent); returns the ids."""
+    import gymnasium
+
+    ids = []
+    for task in GYM_TASKS:
+        eid = f"dw/{task}-v0"
+        if eid not in gymnasium.registry:
+            gymnasium.register(
+                id=eid, entry_point="agent.desktops.virtual.gym:VirtualDesktopEnv", kwargs={"task": task},
+                max_episode_steps=GYM_MAX_EPISODE_STEPS,
+            )
+        ids.append(eid)
+    return ids
+
+
+class _RegisterWhenGymnasiumLoads:
+    """A meta-path finder that finds nothing itself: when ``gymnasium`` is first imported it lets the
+    other finders find it and wraps the loader so that the ids are registered once it has loaded."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "gymnasium":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+
+        class _Loader:
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                try:
+                    register_gym_envs()
+                except Exception:  # registration must never break importing gymnasium
+                    pass
+
+            def __getattr__(self, attr):
+                return getattr(loader, attr)
+
+        spec.loader = _Loader()
+        return spec
+
+
+if "gymnasium" in sys.modules:
+    register_gym_envs()
+elif not any(isinstance(f, _RegisterWhenGymnasiumLoads) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenGymnasiumLoads())

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+import agent
 import agent.desktops.virtual.gym as dwgym
 from agent.desktops.virtual import task_names
+from policies.actions import Click, Drag, Key, Scroll, Type
 
 
 def expert_json(env) -> list[str]:
@@ -19,7 +23,7 @@ def expert_json(env) -> list[str]:
 
 @pytest.mark.parametrize("name", task_names())
 def test_make_reset_and_solve_with_expert(name):
-    env = gymnasium.make(f"dw/{name}-v0", size=(640, 480))
+    env = dwgym.JsonActions(gymnasium.make(f"dw/{name}-v0", size=(640, 480)))
     obs, info = env.reset(seed=5)
     assert obs["frame"].shape == (480, 640, 3) and obs["frame"].dtype == np.uint8
     assert env.observation_space.contains(obs), obs["instruction"]
@@ -40,6 +44,23 @@ def test_ids_registered():
     for eid in dwgym.ENV_IDS:
         assert eid in gymnasium.registry
     assert dwgym.register_all() == dwgym.ENV_IDS  # idempotent
+    assert list(agent.GYM_TASKS) == task_names()  # the cheap list in agent/__init__ is complete
+    assert gymnasium.spec("dw/click-button-v0").max_episode_steps == agent.GYM_MAX_EPISODE_STEPS
+
+
+@pytest.mark.parametrize("order", ["import agent; import gymnasium", "import gymnasium; import agent"])
+def test_import_agent_registers_cheaply(order):
+    code = (
+        f"import sys; {order}; ok = 'dw/click-button-v0' in gymnasium.registry; "
+        "heavy = [m for m in ('torch', 'agent.desktops.virtual', 'PIL') if m in sys.modules]; "
+        "env = gymnasium.make('dw/click-button-v0', size=(160, 120)); env.reset(seed=0); print(ok, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True []"
+    # import agent alone does not import gymnasium
+    out = subprocess.run([sys.executable, "-c", "import sys, agent; print('gymnasium' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_seeded_reset_is_deterministic():
@@ -53,7 +74,7 @@ def test_seeded_reset_is_deterministic():
 
 
 def test_invalid_wrong_and_timeout():
-    env = gymnasium.make("dw/click-button-v0", size=(640, 480))
+    env = dwgym.JsonActions(gymnasium.make("dw/click-button-v0", size=(640, 480)))
     env.reset(seed=1)
     for bad in ("not json", '{"type": "teleport"}', '{"type": "click", "x": 2, "y": 0.5}', "[]"):
         _, reward, terminated, truncated, info = env.step(bad)
@@ -75,3 +96,58 @@ def test_render_and_env_checker():
     frame = env.render()
     assert frame.shape == (240, 320, 3)
     check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_env_checker_on_made_env_and_spaces():
+    env = gymnasium.make("dw/click-button-v0", size=(160, 120))
+    assert isinstance(env.action_space, gymnasium.spaces.Dict)
+    for part in env.action_space.spaces.values():
+        assert isinstance(part, gymnasium.spaces.Discrete | gymnasium.spaces.Box)
+    check_env(env.unwrapped, skip_render_check=True)
+    check_env(dwgym.VirtualDesktopEnv("enter-text", size=(320, 240)), skip_render_check=True)
+
+
+def test_random_rollout_like_an_rl_library():
+    env = gymnasium.make("dw/select-radio-v0", size=(160, 120))
+    env.action_space.seed(0)
+    obs, info = env.reset(seed=0)
+    steps = episodes = 0
+    while steps < 300:
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and reward in (0.0, 1.0) and "error" not in info
+        steps += 1
+        if terminated or truncated:
+            episodes += 1
+            obs, info = env.reset()
+    assert episodes >= 1
+
+
+def test_max_episode_steps_truncates():
+    env = gymnasium.make("dw/click-button-v0", size=(160, 120), max_episode_steps=3)
+    env.reset(seed=0)
+    move = {"kind": dwgym.KINDS.index("move"), "point": np.array([0.0, 0.0], np.float32), "point2": np.zeros(2, np.float32),
+            "key": 0, "text": 0, "scroll": 0}
+    results = [env.step(move) for _ in range(3)]
+    assert [r[3] for r in results] == [False, False, True] and not any(r[2] for r in results)
+
+
+def test_to_action_and_expert_through_the_dict_space():
+    def act(kind, point=(0.25, 0.75), point2=(0.5, 0.5), key=0, text=0, scroll=0):
+        return {"kind": dwgym.KINDS.index(kind), "point": np.array(point, np.float32),
+                "point2": np.array(point2, np.float32), "key": key, "text": text, "scroll": scroll}
+
+    ins = 'Fill in Street "summit", City "harbor", then click Submit.'
+    assert dwgym.to_action(act("click"), ins) == Click(0.25, 0.75)
+    assert dwgym.to_action(act("double_click"), ins) == Click(0.25, 0.75, count=2)
+    assert dwgym.to_action(act("right_click"), ins) == Click(0.25, 0.75, button="right")
+    assert dwgym.to_action(act("drag"), ins) == Drag(0.25, 0.75, 0.5, 0.5)
+    assert dwgym.to_action(act("scroll", scroll=1), ins) == Scroll(0.25, 0.75, dy=dwgym.SCROLL_NOTCHES)
+    assert dwgym.to_action(act("key", key=dwgym.KEYS.index("ctrl+z")), ins) == Key("ctrl+z")
+    assert dwgym.to_action(act("type", text=1), ins) == Type("harbor")
+    assert dwgym.to_action(act("type", text=3), ins) is None
+
+    env = gymnasium.make("dw/click-button-v0", size=(320, 240))
+    env.reset(seed=2)
+    (a,) = env.unwrapped.desktop.oracle.expert_actions()
+    _, reward, terminated, _, info = env.step(act("click", point=(a.x, a.y)))
+    assert reward == 1.0 and info["success"] is True

@@ -3,7 +3,7 @@
 A deterministic desktop rendered in-process (numpy + Pillow, no X server) at any size and
 HiDPI scale, running one seeded task such as ``click-button`` or ``drag-slider``. It
 implements :class:`agent.desktops.Desktop`; its ``oracle`` (the task) gives the scripted
-expert's next actions. Importing :mod:`agent.desktops.virtual.gym` registers each task as a
+expert's next actions. ``import agent`` (:mod:`agent.desktops.virtual.gym`) registers each task as a
 Gymnasium environment ``dw/<task>-v0``.
 """
 

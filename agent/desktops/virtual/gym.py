@@ -1,25 +1,40 @@
-"""Gymnasium environments for the virtual desktop's tasks; importing this module registers them.
+"""Gymnasium environments for the virtual desktop's tasks.
 
-Each task is registered as ``dw/<task>-v0`` (for example ``dw/click-button-v0``).
+Each task is registered as ``dw/<task>-v0`` (for example ``dw/click-button-v0``) with
+``max_episode_steps=200``: by ``import agent`` (or importing this module), see
+:func:`agent.register_gym_envs`. ``gymnasium.make("dw/click-button-v0", size=(320, 240))``.
 
 - Observation: ``Dict(frame=Box(0, 255, (H, W, 3), uint8), instruction=Text)``; the frame is
   **RGB** (Gymnasium's convention), converted from the desktop's BGRA frame.
-- Action: a ``Text`` space carrying one action's JSON (``{"type": "click", "x": 0.5, "y": 0.5}``),
-  parsed with :func:`policies.actions.parse_action`. Invalid JSON or an invalid action is not
-  executed: the step returns reward 0 and ``info["error"]`` naming the problem.
+- Action: a ``Dict`` of ``Discrete``/``Box`` parts (:func:`action_space`), turned into one
+  :mod:`policies.actions` action by :func:`to_action` (``step`` also takes such an action itself):
+
+  ``kind``: Discrete over :data:`KINDS` (click, double_click, right_click, move, drag, scroll,
+  key, type, wait, done); ``point``: Box[0, 1]^2, where (normalised x, y); ``point2``:
+  Box[0, 1]^2, a drag's end; ``key``: Discrete over :data:`KEYS`; ``text``: Discrete(4), type the
+  k-th double-quoted string of the instruction (nothing when it has fewer); ``scroll``:
+  Discrete(2), 0 up / 1 down by :data:`SCROLL_NOTCHES`. A wait is :data:`WAIT_S` seconds. Parts
+  that the kind does not use are ignored.
+- :class:`JsonActions` wraps an env so that its action is one action's JSON string
+  (``{"type": "click", "x": 0.5, "y": 0.5}``) or dict, parsed with
+  :func:`policies.actions.parse_action`: every action type and field, not just the fixed choices
+  above. Invalid JSON or an invalid action is not executed: the step returns reward 0 and
+  ``info["error"]`` naming the problem.
 - Reward: 1.0 on the step the task succeeds, else 0.0. ``terminated`` when the episode ends: a
   decisive wrong action, ``done``, or the end of the short tail the desktop keeps running after a
   success (:data:`~agent.desktops.virtual.tasks.TAIL_S`); ``truncated`` when the virtual clock
-  passes the task's time limit.
+  passes the task's time limit (or, through ``gymnasium.make``, after 200 steps).
 - ``theme`` / ``font``: the look (a name, "mixed" per reset seed, or None: the classic look).
 - ``reset(seed=...)`` builds a fresh desktop with that task seed (without a seed, one is drawn
-  from the environment's generator). ``info`` carries ``t``, ``success``, ``reason`` and the
-  desktop's ``info()``; ``env.unwrapped.desktop.oracle`` is the scripted expert.
+  from the environment's generator). ``info`` carries ``t``, ``success``, ``reason``, the
+  desktop's ``info()`` and ``action`` (the JSON of the action executed, if any);
+  ``env.unwrapped.desktop.oracle`` is the scripted expert.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import string
 from typing import Any
 
@@ -27,14 +42,86 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from agent import GYM_TASKS, register_gym_envs
 from agent.desktops.virtual.desktop import VirtualDesktop
 from agent.desktops.virtual.tasks import TASKS
 from capture import Frame
-from policies.actions import MAX_TEXT, ActionError, parse_action
+from policies.actions import (
+    MAX_TEXT,
+    Action,
+    ActionError,
+    Click,
+    Done,
+    Drag,
+    Key,
+    Move,
+    Scroll,
+    Type,
+    Wait,
+    parse_action,
+)
 
 CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
 MAX_INSTRUCTION = 300
 MAX_ACTION_JSON = MAX_TEXT * 6 + 200
+
+KINDS = ("click", "double_click", "right_click", "move", "drag", "scroll", "key", "type", "wait", "done")
+KEYS = (
+    "enter", "tab", "escape", "backspace", "delete", "space", "up", "down", "left", "right", "home", "end",
+    "pageup", "pagedown", "shift+tab", "ctrl+a", "ctrl+c", "ctrl+v", "ctrl+x", "ctrl+z", "ctrl+y", "ctrl+s",
+)
+TEXT_CHOICES = 4
+SCROLL_NOTCHES = 3
+WAIT_S = 0.5
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def action_space() -> spaces.Dict:
+    """The env's action space (see the module docstring)."""
+    return spaces.Dict(
+        {
+            "kind": spaces.Discrete(len(KINDS)),
+            "point": spaces.Box(0.0, 1.0, (2,), np.float32),
+            "point2": spaces.Box(0.0, 1.0, (2,), np.float32),
+            "key": spaces.Discrete(len(KEYS)),
+            "text": spaces.Discrete(TEXT_CHOICES),
+            "scroll": spaces.Discrete(2),
+        }
+    )
+
+
+def quoted(instruction: str) -> list[str]:
+    """The double-quoted strings of an instruction, in order: what the ``text`` part picks from."""
+    return _QUOTED.findall(instruction)
+
+
+def to_action(action: dict[str, Any], instruction: str) -> Action | None:
+    """One :data:`action_space` sample as a :mod:`policies.actions` action; None for a ``type``
+    whose ``text`` index has no quoted string to type (nothing is done)."""
+
+    def pt(name: str) -> tuple[float, float]:
+        x, y = np.clip(np.asarray(action[name], dtype=np.float64).reshape(2), 0.0, 1.0)
+        return float(x), float(y)
+
+    kind = KINDS[int(action["kind"])]
+    if kind in ("click", "double_click", "right_click"):
+        x, y = pt("point")
+        return Click(x, y, button="right" if kind == "right_click" else "left", count=2 if kind == "double_click" else 1)
+    if kind == "move":
+        return Move(*pt("point"))
+    if kind == "drag":
+        return Drag(*pt("point"), *pt("point2"))
+    if kind == "scroll":
+        return Scroll(*pt("point"), dy=SCROLL_NOTCHES if int(action["scroll"]) else -SCROLL_NOTCHES)
+    if kind == "key":
+        return Key(KEYS[int(action["key"])])
+    if kind == "type":
+        texts = quoted(instruction)
+        i = int(action["text"])
+        return Type(texts[i][:MAX_TEXT]) if i < len(texts) else None
+    if kind == "wait":
+        return Wait(WAIT_S)
+    return Done()
 
 
 class VirtualDesktopEnv(gymnasium.Env):
@@ -72,7 +159,7 @@ class VirtualDesktopEnv(gymnasium.Env):
                 "instruction": spaces.Text(MAX_INSTRUCTION, min_length=0, charset=CHARSET),
             }
         )
-        self.action_space = spaces.Text(MAX_ACTION_JSON, min_length=1, charset=CHARSET)
+        self.action_space = action_space()
         self.desktop: VirtualDesktop | None = None
         self._frame: Frame | None = None
 
@@ -97,19 +184,29 @@ class VirtualDesktopEnv(gymnasium.Env):
         self._frame = self.desktop.observe()
         return self._obs(), self._info()
 
-    def step(self, action: str) -> tuple[dict, float, bool, bool, dict]:
+    def step(self, action: dict[str, Any] | Action | InvalidAction) -> tuple[dict, float, bool, bool, dict]:
+        d = self.desktop
+        if d is None:
+            raise RuntimeError("call reset() before step()")
+        if isinstance(action, InvalidAction):
+            return self.apply(None, error=action.error)
+        if isinstance(action, Action):
+            return self.apply(action)
+        try:
+            parsed = to_action(action, d.instruction)
+        except (ActionError, KeyError, IndexError, TypeError, ValueError) as e:
+            return self.apply(None, error=f"invalid action: {e}")
+        return self.apply(parsed)
+
+    def apply(self, action: Action | None, **extra: Any) -> tuple[dict, float, bool, bool, dict]:
+        """Execute one :mod:`policies.actions` action (None: nothing) and return the step's tuple."""
         d = self.desktop
         if d is None:
             raise RuntimeError("call reset() before step()")
         was = bool(d.success)
-        extra: dict[str, Any] = {}
-        try:
-            obj = json.loads(action) if isinstance(action, str | bytes) else action
-            parsed = parse_action(obj)
-        except (ActionError, ValueError, TypeError) as e:
-            extra["error"] = str(e)
-        else:
-            d.apply(parsed)
+        if action is not None:
+            d.apply(action)
+            extra["action"] = action.to_json()
         self._frame = d.observe()
         reward = 1.0 if (d.success and not was) else 0.0
         truncated = d.finished and d.reason == "timeout"
@@ -127,6 +224,30 @@ class VirtualDesktopEnv(gymnasium.Env):
             self.desktop = None
 
 
+class InvalidAction:
+    """What :class:`JsonActions` passes on for an action that failed to parse: the env executes
+    nothing and reports ``error`` in ``info["error"]``."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+class JsonActions(gymnasium.ActionWrapper):
+    """The action as one action's JSON (a string, or the parsed dict), any type and field of
+    :mod:`policies.actions`: ``env.step('{"type": "click", "x": 0.5, "y": 0.5}')``. An invalid action
+    is not executed (reward 0, ``info["error"]``). The action space is ``Text``."""
+
+    def __init__(self, env: gymnasium.Env):
+        super().__init__(env)
+        self.action_space = spaces.Text(MAX_ACTION_JSON, min_length=1, charset=CHARSET)
+
+    def action(self, action: str | bytes | dict) -> Action | InvalidAction:
+        try:
+            return parse_action(json.loads(action) if isinstance(action, str | bytes) else action)
+        except (ActionError, ValueError, TypeError) as e:
+            return InvalidAction(str(e))
+
+
 def env_id(task: str) -> str:
     """The Gymnasium id of a task, e.g. ``dw/click-button-v0``."""
     return f"dw/{task}-v0"
@@ -134,15 +255,12 @@ def env_id(task: str) -> str:
 
 def register_all() -> list[str]:
     """Register every task (idempotent); returns the ids."""
-    ids = []
-    for name in TASKS:
-        eid = env_id(name)
-        if eid not in gymnasium.registry:
-            gymnasium.register(id=eid, entry_point="agent.desktops.virtual.gym:VirtualDesktopEnv", kwargs={"task": name})
-        ids.append(eid)
-    return ids
+    return register_gym_envs()
 
 
 ENV_IDS = register_all()
 
-__all__ = ["ENV_IDS", "VirtualDesktopEnv", "env_id", "register_all"]
+__all__ = [
+    "ENV_IDS", "GYM_TASKS", "KEYS", "KINDS", "InvalidAction", "JsonActions", "VirtualDesktopEnv", "action_space", "env_id", "quoted",
+    "register_all", "to_action",
+]
