@@ -189,7 +189,8 @@ class IncrementalScreenSource(ScreenSource):
         except Exception as e:
             name = display_name()
             gone = not display_alive(name)
-            raise CaptureError(f"damage tracking failed: {type(e).__name__}: {e}", gone=gone) from e
+            what = f"display {name} is gone (the X server closed the connection)" if gone else "damage tracking failed"
+            raise CaptureError(f"{what}: {type(e).__name__}: {e}", gone=gone) from e
 
     def _shot(self, box: dict) -> np.ndarray:
         sct = self._mss()

@@ -34,7 +34,8 @@ from agent.desktops import DesktopError
 from agent.desktops.executor import DEFAULT_DENY_KEYS, Executor, needs_confirmation_default
 from agent.desktops.safety import DEFAULT_STOP_HOTKEY, StopHotkey
 from capture import Frame
-from capture.live import CaptureError, ScreenSource
+from capture.incremental import IncrementalScreenSource
+from capture.live import CaptureError
 from policies.actions import Action
 
 log = logging.getLogger("digital_worker.live")
@@ -122,7 +123,8 @@ class LiveDesktop:
         if not deadman_seconds > 0:
             raise ValueError(f"deadman_seconds must be positive, got {deadman_seconds}")
         try:
-            self.source = source or ScreenSource(monitor, capture_region, fps, scale)
+            # On X11 only what changed is copied (XDamage), full grabs elsewhere: capture.incremental
+            self.source = source or IncrementalScreenSource(monitor, capture_region, fps, scale)
         except CaptureError as e:
             raise DesktopError(str(e)) from e
         self.monitor = monitor
