@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from capture.frame import Frame
-from capture.live import CaptureError, ScreenSource, display_alive, display_name
+from capture.live import CaptureError, ScreenSource, display_name, failed
 
 Rect = tuple[int, int, int, int]  # left, top, width, height in frame pixels
 
@@ -187,20 +187,14 @@ class IncrementalScreenSource(ScreenSource):
             xd.sync()  # the region is empty before the copy; events after it stay queued for the next grab
             return rects
         except Exception as e:
-            name = display_name()
-            gone = not display_alive(name)
-            what = f"display {name} is gone (the X server closed the connection)" if gone else "damage tracking failed"
-            raise CaptureError(f"{what}: {type(e).__name__}: {e}", gone=gone) from e
+            raise failed(e, "damage tracking failed") from e
 
     def _shot(self, box: dict) -> np.ndarray:
         sct = self._mss()
         try:
             shot = sct.grab(box)
         except Exception as e:
-            name = display_name()
-            gone = not display_alive(name)
-            what = f"display {name} is gone (the X server closed the connection)" if gone else "screen capture failed"
-            raise CaptureError(f"{what}: {type(e).__name__}: {e}".rstrip(": "), gone=gone) from e
+            raise failed(e, "screen capture failed") from e
         w, h = shot.size
         return np.frombuffer(shot.raw, dtype=np.uint8).reshape(h, w, 4)
 

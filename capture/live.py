@@ -35,6 +35,15 @@ def display_name() -> str:
     return os.environ.get("DISPLAY", "")
 
 
+def failed(e: Exception, what: str) -> CaptureError:
+    """``e``, raised while capturing, as a :class:`CaptureError`: "display :N is gone" when the X
+    server closed the connection (``gone``), else ``what`` failed."""
+    name = display_name()
+    gone = not display_alive(name)
+    why = f"display {name} is gone (the X server closed the connection)" if gone else what
+    return CaptureError(f"{why}: {type(e).__name__}: {e}".rstrip(": "), gone=gone)
+
+
 def display_alive(name: str | None = None, timeout: float = 0.5) -> bool:
     """Whether a local X display (``:N``) still accepts connections; True when it cannot be told."""
     name = display_name() if name is None else name
@@ -228,10 +237,7 @@ class ScreenSource:
         try:
             shot = sct.grab(self._box)
         except Exception as e:
-            name = display_name()
-            gone = not display_alive(name)
-            what = f"display {name} is gone (the X server closed the connection)" if gone else "screen capture failed"
-            raise CaptureError(f"{what}: {type(e).__name__}: {e}".rstrip(": "), gone=gone) from e
+            raise failed(e, "screen capture failed") from e
         w, h = shot.size
         pixels = np.frombuffer(shot.raw, dtype=np.uint8).reshape(h, w, 4)
         t = self.now()
