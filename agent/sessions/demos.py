@@ -12,12 +12,20 @@ def size_tag(w: int, h: int, s: float) -> str:
     return f"{w}x{h}@{s:g}"
 
 
+def demo_recorder(path: str | Path, desk, fps: float, policy: str):
+    """The recorder of one demo episode on ``desk`` (any desktop): its screen, instruction and info,
+    and the cursor it starts at (``cursor0``: training's first cursor)."""
+    from agent.sessions.format import SessionRecorder
+
+    return SessionRecorder(path, desk.screen, fps, instruction=desk.instruction, policy=policy,
+                           desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+
+
 def record_demo(spec: dict, out: str, policy=None) -> dict:
     """Record one expert episode; returns a summary. ``spec``: task, seed, size, scale, fps.
     With ``policy`` (a loaded policy) that policy drives and the expert only labels (DAgger)."""
     from agent.desktops.virtual import VirtualDesktop
     from agent.loop import Agent
-    from agent.sessions.format import SessionRecorder
     from policies.builtin import ScriptedPolicy
 
     w, h = spec["size"]
@@ -33,8 +41,7 @@ def record_demo(spec: dict, out: str, policy=None) -> dict:
         from agent.sessions.dagger import ExpertLabels
 
         driver = ExpertLabels(policy, spec.get("beta", 0.0))
-    rec = SessionRecorder(path, desk.screen, desk.fps, instruction=desk.instruction, policy=driver.name,
-                          desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+    rec = demo_recorder(path, desk, desk.fps, driver.name)
     if policy is not None:
         driver.start(rec, spec["seed"])
     from agent.sessions.dagger import ExpertTargets

@@ -104,7 +104,7 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
                  max_steps: int = MAX_STEPS, keep_failures: bool = False, on_result=None) -> list[dict]:
     """Scripted-expert demos as ordinary sessions, ``out/<task>-s<seed>``, through the normal recorder."""
     from agent.sessions.dagger import ExpertTargets
-    from agent.sessions.format import SessionRecorder
+    from agent.sessions.demos import demo_recorder
     from policies.builtin import ScriptedPolicy
 
     out = Path(out)
@@ -115,8 +115,7 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
         path = out / f"{desk.task.name}-s{s}"
         if path.exists():
             shutil.rmtree(path)
-        rec = SessionRecorder(path, desk.screen, DEMO_FPS, instruction=desk.instruction, policy=driver.name,
-                              desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+        rec = demo_recorder(path, desk, DEMO_FPS, driver.name)
         driver.recorder = rec
         return rec
 

@@ -119,7 +119,7 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
     import shutil
 
     from agent.sessions.dagger import ExpertLabels, ExpertTargets
-    from agent.sessions.format import SessionRecorder
+    from agent.sessions.demos import demo_recorder
     from policies.builtin import ScriptedPolicy
 
     out = Path(out)
@@ -131,8 +131,7 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
         path = out / f"{desk.task}-{mode}-s{s}"
         if path.exists():
             shutil.rmtree(path)
-        rec = SessionRecorder(path, desk.screen, DEMO_FPS, instruction=desk.instruction, policy=driver.name,
-                              desktop=desk.info(), extra={"cursor0": list(desk.cursor or (0.5, 0.5))})
+        rec = demo_recorder(path, desk, DEMO_FPS, driver.name)
         driver.recorder = rec
         if dagger is not None:
             labeller.start(rec, s)
