@@ -125,12 +125,12 @@ def test_fine_tuning_starts_from_the_init_checkpoint(demos, tmp_path):
 def test_a_tile_off_the_cell_grid_or_no_glimpses_is_refused():
     for config, name in (({"tile_pt": 20}, "tile_pt"), ({"max_glimpses": 0}, "max_glimpses")):
         with pytest.raises(UserError, match=name):
-            recipes.build_model({"size": "pixel-tiny", "config": config}, size=None, init=None, first=True)
+            recipes.build_model({"size": "pixel-tiny", "config": config}, size=None, init=None)
 
 
 def test_a_misspelt_model_config_field_is_refused_by_name():
     with pytest.raises(UserError, match="tile_size"):
-        recipes.build_model({"size": "pixel-tiny", "config": {"tile_size": 32}}, size=None, init=None, first=True)
+        recipes.build_model({"size": "pixel-tiny", "config": {"tile_size": 32}}, size=None, init=None)
 
 
 def test_shifted_samples_and_held_out_figures(demos, tmp_path):

@@ -28,7 +28,7 @@ def test_recipe_builds_the_bundled_checkpoints_shape(path):
     model = None
     for stage in stages:
         if model is None:
-            model = recipes.build_model(stage["model"], size=None, init=None, first=True)
+            model = recipes.build_model(stage["model"], size=None, init=None)
         else:  # grown from the stage before, as recipes.run does from its output folder
             from policies.pixel import PixelConfig
             from policies.pixel.training import grow
@@ -86,4 +86,4 @@ def test_bad_recipes_are_one_line_errors(tmp_path, text, error):
             recipes.load_recipe(f)
     else:
         with pytest.raises(UserError, match="reader or template"):
-            recipes.build_model(recipes.load_recipe(f)[0]["model"], size="pixel-tiny", init=None, first=True)
+            recipes.build_model(recipes.load_recipe(f)[0]["model"], size="pixel-tiny", init=None)

@@ -67,7 +67,7 @@ def load_recipe(path: str | Path) -> dict:
     return out
 
 
-def build_model(model: dict, *, size: str | None, init: str | None, first: bool):
+def build_model(model: dict, *, size: str | None, init: str | None):
     """The model a stage trains: from ``init`` (the option, the recipe's, or the stage before), else
     a fresh one of ``size``, then grown to the recipe's config, grounding and refiners."""
     import inspect
@@ -153,7 +153,7 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     from policies.pixel.grounding import ReaderGrounding
 
     torch.manual_seed(settings.seed)  # a fresh model's weights, and a grown part's, come from the recipe's seed
-    model = build_model(stage["model"], size=size, init=init, first=True)
+    model = build_model(stage["model"], size=size, init=init)
     try:
         if extra.get("reader"):
             load_reader_weights(model, extra["reader"])

@@ -182,7 +182,7 @@ class PixelConfig(PretrainedConfig):
         config_version: int = CONFIG_VERSION,
         **kwargs,
     ):
-        legacy = sorted(k for k in kwargs if k.startswith("match") or k in _LEGACY_KEYS)
+        legacy = sorted(k for k in kwargs if k.startswith("match") or k in LEGACY_KEYS)
         if legacy or config_version != CONFIG_VERSION:
             raise ValueError(f"a config of version {config_version if not legacy else 1} (fields "
                              f"{', '.join(legacy[:4]) or 'config_version'} ...): convert the checkpoint with "
@@ -287,4 +287,4 @@ class PixelConfig(PretrainedConfig):
 
 
 # fields of a version-1 config (besides match*), moved or gone in version 2
-_LEGACY_KEYS = ("cell_offsets", "stem", "action_types", "buttons", "keys", "scroll_max", "wait_bins")
+LEGACY_KEYS = ("cell_offsets", "stem", "action_types", "buttons", "keys", "scroll_max", "wait_bins")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from policies.pixel.configuration import CONFIG_VERSION
+from policies.pixel.configuration import CONFIG_VERSION, LEGACY_KEYS
 
 # version-1 weight prefixes -> version 2 (first match wins), per part
 _GROUNDING = {"reader.": "grounding.reader.", "match_tq.": "grounding.tq.", "match_tk.": "grounding.tk.",
@@ -35,8 +35,7 @@ def upgrade_config(old: dict) -> dict:
     """A version-1 ``config.json`` dict -> version 2's."""
     if old.get("config_version", 1) >= CONFIG_VERSION:
         raise ConvertError(f"config_version {old['config_version']}: already current")
-    new = {k: v for k, v in old.items() if not (k.startswith("match") or k in (
-        "cell_offsets", "stem", "action_types", "buttons", "keys", "scroll_max", "wait_bins"))}
+    new = {k: v for k, v in old.items() if not (k.startswith("match") or k in LEGACY_KEYS)}
     if old.get("stem", "patch") != "patch":
         raise ConvertError(f"glimpse stem {old['stem']!r}: version 2 keeps the patch stem only")
     new["actions"] = {"types": old.get("action_types"), "buttons": old.get("buttons"), "keys": old.get("keys"),

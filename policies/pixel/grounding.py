@@ -110,7 +110,7 @@ class NoGrounding(nn.Module):
     def init_weights(self) -> None:
         pass
 
-    def glimpse_tokens(self, step: Step, tok_gl: torch.Tensor, glimpses: torch.Tensor) -> torch.Tensor:
+    def glimpse_tokens(self, step: Step, tok_gl: torch.Tensor) -> torch.Tensor:
         return tok_gl
 
     def state(self, step: Step, h: torch.Tensor) -> torch.Tensor:
@@ -193,13 +193,13 @@ class Grounding(NoGrounding):
         cache.starts &= cache.mask
 
     # -- what a grounder implements ---------------------------------------------------------------
-    def scores(self, step: Step, glimpses: torch.Tensor) -> torch.Tensor:
+    def scores(self, step: Step) -> torch.Tensor:
         """(B, K, R, L) each read window's match of each instruction word (zero where none starts)."""
         raise NotImplementedError
 
     # -- shared -----------------------------------------------------------------------------------
-    def glimpse_tokens(self, step: Step, tok_gl: torch.Tensor, glimpses: torch.Tensor) -> torch.Tensor:
-        match = self.scores(step, glimpses).float()
+    def glimpse_tokens(self, step: Step, tok_gl: torch.Tensor) -> torch.Tensor:
+        match = self.scores(step).float()
         b = step.b
         states, starts = batched(step.text.states, b), batched(step.text.starts, b)
         match, starts = match[..., :starts.shape[1]], starts[:, :match.shape[-1]]
@@ -305,7 +305,7 @@ class ReaderGrounding(Grounding):
         m = m.view(b, -1, k, m.shape[-1]) * starts[:, None, None, :].float()
         return m.transpose(1, 2)
 
-    def scores(self, step: Step, glimpses: torch.Tensor) -> torch.Tensor:
+    def scores(self, step: Step) -> torch.Tensor:
         inp = step.inputs
         probs = inp.get("read_probs")
         need_order = self.g.order and inp.get("order") is None
@@ -411,7 +411,7 @@ class TemplateGrounding(Grounding):
         return ["template", g.window, g.window_px, g.styles,
                 [templates.FLAT, templates.NCC_FLOOR, templates.NCC_FULL, templates.MAX_WORDS]]
 
-    def scores(self, step: Step, glimpses: torch.Tensor) -> torch.Tensor:
+    def scores(self, step: Step) -> torch.Tensor:
         if step.inputs.get("match") is None:
             raise ValueError("a template grounding needs match (policies.pixel.templates)")
         return step.inputs["match"]

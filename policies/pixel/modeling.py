@@ -267,7 +267,7 @@ class PixelModel(PixelPreTrainedModel):
         tok_gl = self.glimpse_proj(gl).view(b, k, d) + self._boxes(boxes.to(dtype)) + kind[KIND_GLIMPSE]
         step = Step(b=b, k=k, n_global=gh * gw, dtype=dtype, text=text_cache, boxes=boxes,
                     glimpse_mask=glimpse_mask, stem_in=gl_in, stem_mid=mid, inputs=dict(inputs))
-        tok_gl = self.grounding.glimpse_tokens(step, tok_gl, glimpses)
+        tok_gl = self.grounding.glimpse_tokens(step, tok_gl)
         x = torch.cat([tok_cls, tok_cur, tok_hist, tok_glob, tok_gl], 1)
         n_fixed = 2 + c.history + gh * gw
         vis_mask = torch.cat([torch.ones(b, n_fixed, dtype=torch.bool, device=x.device), glimpse_mask.bool()], 1)
