@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from agent.desktops import ActionRefused, Desktop, DesktopError
 from agent.sessions.format import RecordingError, SessionRecorder
-from policies.actions import Action, Done
+from policies.actions import Action, Done, Wait
 from policies.base import Observation, Policy
 
 STAGES = ("capture", "encode", "infer", "act")
@@ -25,6 +25,12 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     refused: int = 0
     timings_ns: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    # With an ``after_success`` window (Agent): when the success was first seen (desktop clock),
+    # the steps before it, and the policy's non-wait, non-done actions after it.
+    success_t: float | None = None
+    success_step: int | None = None
+    actions_after_success: int | None = None
+    done_ignored: int = 0  # ``done`` actions the run went on after (stop_on_done=False)
 
     def to_json(self) -> dict:
         return {
@@ -35,6 +41,9 @@ class RunResult:
             "duration": round(self.duration, 6),
             "errors": self.errors,
             "refused": self.refused,
+            **({"success_step": self.success_step, "actions_after_success": self.actions_after_success}
+               if self.success_step is not None else {}),
+            **({"done_ignored": self.done_ignored} if self.done_ignored else {}),
         }
 
 
@@ -45,6 +54,16 @@ class Agent:
     skipped and logged; after ``max_policy_errors`` in a row the run stops. An action the
     desktop refuses is logged and the loop goes on. ``stop()`` (from any thread, e.g. a kill
     switch) ends the run after the current step; every stop closes the session with its reason.
+
+    The policy's ``done`` ends the run (reason ``"done"``); with ``stop_on_done=False`` it is
+    recorded as a ``done_ignored`` system event and the run goes on (``dw run --keep-running``).
+
+    ``after_success`` (seconds, None: off) is the evaluation's look at what a policy does once the
+    task is done: from the moment ``desktop.success`` is first true the run goes on for that long on
+    the desktop's clock (``max_steps`` no longer applies; a desktop that reports ``finished`` in
+    the meantime, its own tail over, is observed on), counting the policy's actions other than
+    ``wait`` and ``done`` (:attr:`RunResult.actions_after_success`). ``done`` still ends it early;
+    ``0`` ends the run at the first success.
 
     With a ``director`` (:class:`agent.conductor.director.Director`: a conductor and, usually, a
     workflow) the instruction changes step by step: before each frame's policy call the director
@@ -67,6 +86,8 @@ class Agent:
         history: int = 8,
         max_policy_errors: int = 10,
         director=None,
+        stop_on_done: bool = True,
+        after_success: float | None = None,
     ):
         self.desktop = desktop
         self.policy = policy
@@ -79,6 +100,8 @@ class Agent:
         self._stop = threading.Event()
         self._stop_reason = ""
         self.director = director
+        self.stop_on_done = stop_on_done
+        self.after_success = after_success
         if director is not None and director.on_event is None:
             director.on_event = lambda t, **fields: self._event(t, "conductor", **fields)
 
@@ -120,6 +143,14 @@ class Agent:
         clock = time.perf_counter_ns
         reason = ""
         director, serial = self.director, 0
+        window = self.after_success
+
+        def seen_success() -> None:  # the after-success window opens at the first success
+            if window is not None and res.success_t is None and desktop.success:
+                res.success_t, res.success_step, res.actions_after_success = desktop.now(), res.steps, 0
+
+        def in_window() -> bool:
+            return res.success_t is not None and desktop.now() - res.success_t < window
         if director is not None and director.wait_s is None:  # see agent.conductor.director: why a thread
             director.wait_s = 0.0 if getattr(desktop, "realtime", False) else 1.0 / float(getattr(desktop, "fps", 10.0))
         try:
@@ -127,7 +158,7 @@ class Agent:
                 if self._stop.is_set():
                     reason = self._stop_reason or "stopped"
                     break
-                if self.max_steps is not None and res.steps >= self.max_steps:
+                if self.max_steps is not None and res.steps >= self.max_steps and res.success_t is None:
                     reason = "max-steps"
                     break
                 if self.max_seconds is not None and desktop.now() - t_start >= self.max_seconds:
@@ -139,6 +170,10 @@ class Agent:
                 if self.recorder is not None:
                     self.recorder.add_frame(frame)
                 t2 = clock()
+                seen_success()
+                if res.success_t is not None and not in_window():
+                    reason = "finished"  # the after-success window is over (or 0: ends at the success)
+                    break
                 if director is not None:
                     now = desktop.now()
                     step_instruction = director.instruction(frame, now)
@@ -174,16 +209,24 @@ class Agent:
                 for action in actions:
                     t_issue = desktop.now()
                     if isinstance(action, Done):
+                        if not self.stop_on_done and director is None:
+                            self._event(t_issue, "system", action, event="done_ignored")
+                            res.done_ignored += 1
+                            continue
                         self._event(t_issue, "policy", action)
                         res.actions += 1
                         done = True
                         break
+                    if res.success_t is not None and not isinstance(action, Wait):
+                        res.actions_after_success += 1
                     try:
                         desktop.apply(action)
                     except ActionRefused as e:
                         res.refused += 1
                         self._event(t_issue, "system", action, event="refused", reason=str(e))
                         continue
+                    finally:
+                        seen_success()
                     self._event(t_issue, "policy", action)
                     self.history.append(action)
                     res.actions += 1
@@ -203,7 +246,10 @@ class Agent:
                 if done:
                     reason = "done"
                     break
-                if desktop.finished:
+                if res.success_t is not None and not in_window():
+                    reason = "finished"  # the after-success window is over
+                    break
+                if desktop.finished and not (res.success_t is not None and desktop.success):
                     reason = "finished"
                     break
                 if errors_in_row >= self.max_policy_errors:

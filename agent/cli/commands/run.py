@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
@@ -33,9 +34,10 @@ def _positive(name: str, value: float | None) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run a policy on the live desktop (mss capture, pyautogui input)",
-                              description="Run a policy on the live desktop. Stop it with the stop hotkey "
-                                          "(default ctrl+alt+shift+q), Ctrl+C, or by moving the pointer into a "
-                                          "screen corner.")
+                              description="Run a policy on the live desktop. The run ends when the policy "
+                                          "says it is done (its `done` action; see --keep-running). Stop it "
+                                          "sooner with the stop hotkey (default ctrl+alt+shift+q), Ctrl+C, or "
+                                          "by moving the pointer into a screen corner.")
     p.add_argument("--policy", default=None,
                    help="policy name or checkpoint folder (default: the best bundled trained policy; "
                         "'random' must be named explicitly)")
@@ -43,8 +45,12 @@ def register(subparsers) -> None:
     p.add_argument("--monitor", type=int, default=1, help="mss monitor index (0 = all monitors; default 1)")
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"capture rate cap (default {DEFAULT_FPS:g})")
     p.add_argument("--dry-run", action="store_true", help="decide and log actions but send no input")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (frames acted on)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop this many seconds after the command started: loading the policy counts")
+    p.add_argument("--keep-running", action="store_true",
+                   help="do not end the run when the policy emits `done` (it is logged, and recorded as a "
+                        "'done_ignored' event); stop it with the hotkey, Ctrl+C or a limit")
     p.add_argument("--record", metavar="DIR", default=None, help="record the session into DIR")
     p.add_argument("--rate", type=float, default=20.0, help="max actions per second (default 20)")
     p.add_argument("--region", default=None, help="allowed pointer region x0,y0,x1,y1 (normalised)")
@@ -128,6 +134,7 @@ def _confirm_rule(spec: str | None):
 
 
 def cmd_run(args) -> int:
+    started = time.monotonic()  # --max-seconds counts from here: loading the policy is part of the run's time
     from agent.desktops.safety import stop_on_signals
     from agent.loop import Agent
     from agent.sessions.format import SessionRecorder
@@ -156,9 +163,15 @@ def cmd_run(args) -> int:
             raise UserError(str(e)) from None
         recorder = None
         if args.record:
+            # cursor0: where the pointer starts (training's first cursor, as demos record it)
+            c0 = desktop.cursor
+            extra = {"cursor0": [min(1.0, max(0.0, float(v))) for v in c0]} if c0 is not None else None
             recorder = SessionRecorder(args.record, desktop.screen, args.fps, instruction=args.instruction,
-                                       policy=getattr(policy, "name", args.policy), desktop=desktop.info())
-        agent = Agent(desktop, policy, recorder=recorder, max_steps=args.max_steps, max_seconds=args.max_seconds)
+                                       policy=getattr(policy, "name", args.policy), desktop=desktop.info(),
+                                       extra=extra)
+        left = None if args.max_seconds is None else max(0.0, args.max_seconds - (time.monotonic() - started))
+        agent = Agent(desktop, policy, recorder=recorder, max_steps=args.max_steps, max_seconds=left,
+                      stop_on_done=not args.keep_running)
         if hasattr(desktop, "on_stop"):
             desktop.on_stop = agent.stop
         if not args.json:
@@ -180,7 +193,8 @@ def cmd_run(args) -> int:
         print(json.dumps(out))
     else:
         print(f"dw run: stopped: {res.reason}; {res.steps} steps, {res.actions} actions, {res.refused} refused, "
-              f"{res.duration:.1f} s" + (f"; session in {args.record}" if args.record else ""), file=sys.stderr)
+              f"{res.duration:.1f} s" + (f"; {res.done_ignored} done ignored (--keep-running)" if res.done_ignored else "")
+              + (f"; session in {args.record}" if args.record else ""), file=sys.stderr)
         for err in res.errors[-3:]:
             print(f"  {err}", file=sys.stderr)
     return 1 if res.reason.startswith(("desktop-error", "recording-error")) else 0
