@@ -12,17 +12,23 @@ coordinates normalised at capture time over the captured screen:
 - printable keys without ctrl/alt/super -> coalesced into ``type`` (until a pause of
   ``text_pause`` s, a special key or any mouse input);
 - special keys and combos -> ``key`` (``enter``, ``ctrl+shift+t``); the stop hotkey is not recorded;
-- pointer motion -> ``move``, at most ``move_hz`` per second.
+- the done hotkey (default ``ctrl+alt+shift+d``) -> ``done`` at that moment, after everything
+  pending; it is not recorded as a key and ends the recording (reason ``done``);
+- pointer motion -> ``move``, at most ``move_hz`` per second (0: no ``move`` at all). A move is
+  held until the pointer goes on from it, so the point the pointer rests at before a click,
+  press, release or scroll is not also written as a ``move``: that action carries the point.
 
 Each event's ``frame`` is the last frame captured at or before its ``t``. Recording ends on
-Ctrl+C (SIGINT), SIGTERM, the stop hotkey or ``max_seconds``; the session is always closed
-with the reason.
+the done hotkey, Ctrl+C (SIGINT), SIGTERM, the stop hotkey or ``max_seconds``; the session is
+always closed with the reason. ``session.json`` holds ``cursor0``, the pointer at the start
+(normalised over the recorded screen), unless the pointer was off that screen.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import queue
 import signal
@@ -30,8 +36,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.desktops.executor import default_input_scale, from_input_space
-from agent.desktops.safety import DEFAULT_STOP_HOTKEY, StopHotkey, stop_on_signals
+from agent.desktops.executor import canonical_combo, default_input_scale, from_input_space
+from agent.desktops.safety import DEFAULT_STOP_HOTKEY, StopHotkey, hotkey_to_pynput, stop_on_signals
 from capture import Screen
 from capture.live import CaptureError, ScreenSource
 from policies.actions import (
@@ -40,6 +46,7 @@ from policies.actions import (
     Action,
     ActionError,
     Click,
+    Done,
     Key,
     MouseDown,
     MouseUp,
@@ -62,6 +69,7 @@ _NAMED = {"enter": "enter", "tab": "tab", "backspace": "backspace", "delete": "d
           "media_volume_mute": "volumemute", **{f"f{i}": f"f{i}" for i in range(1, 25)}}
 _UNSHIFT = dict(zip('~!@#$%^&*()_+{}|:"<>?', "`1234567890-=[]\\;',./", strict=True))
 _MOD_ORDER = ("ctrl", "alt", "shift", "super")
+DEFAULT_DONE_HOTKEY = "ctrl+alt+shift+d"
 
 
 def key_name(key) -> tuple[str, str] | None:
@@ -103,16 +111,24 @@ class HumanInput:
     :meth:`key_up` (physical input-space coordinates, ``t`` on the session clock), call
     :meth:`tick` now and then and :meth:`flush` at the end; ``emit(t, action)`` gets the Actions in
     non-decreasing ``t``.
+
+    ``ignore_combo`` (the stop hotkey) is dropped; ``done_combo`` emits ``done`` after everything
+    pending, calls ``on_done()`` and ends the demonstration: later input is ignored
+    (:attr:`finished`). ``move_hz`` <= 0 records no ``move``.
     """
 
     def __init__(self, screen: Screen, emit, *, input_scale: float = 1.0, move_hz: float = 10.0,
                  click_seconds: float = 0.5, double_click_seconds: float = 0.4, slop_px: float = 3.0,
-                 text_pause: float = 1.0, ignore_combo: str | None = None):
+                 text_pause: float = 1.0, ignore_combo: str | None = None, done_combo: str | None = None,
+                 on_done=None):
         self.screen, self._emit, self.input_scale = screen, emit, input_scale
-        self.move_interval = 1.0 / move_hz if move_hz else 0.0
+        self.move_interval = 1.0 / move_hz if move_hz > 0 else math.inf
         self.click_seconds, self.double_click_seconds = click_seconds, double_click_seconds
         self.slop, self.text_pause = slop_px, text_pause
-        self.ignore = frozenset(normalise_combo(ignore_combo).split("+")) if ignore_combo else None
+        self.ignore = canonical_combo(ignore_combo) if ignore_combo else None
+        self.done = canonical_combo(done_combo) if done_combo else None
+        self.on_done = on_done
+        self.finished = False
         self.mods: set[str] = set()
         self._move: tuple[float, float, float] | None = None
         self._last_move_t = -1e9
@@ -173,8 +189,26 @@ class HumanInput:
         for _, fn in sorted(pending, key=lambda p: p[0]):
             fn()
 
+    def _drop_move_at(self, x: float, y: float) -> None:
+        """Forget the held move when it is where a pointer action happens (the action has the point)."""
+        m = self._move
+        if m is not None and abs(m[1] - x) <= self.slop and abs(m[2] - y) <= self.slop:
+            self._move = None
+
+    def finish(self, t: float) -> None:
+        """The person says the task is done: everything pending, then ``done``; nothing after it."""
+        if self.finished:
+            return
+        self.flush()
+        self.out(t, Done())
+        self.finished = True
+        if self.on_done is not None:
+            self.on_done()
+
     # --- input ------------------------------------------------------------------------------
     def move(self, t: float, x: float, y: float) -> None:
+        if self.finished:
+            return
         p, c = self._press, self._click
         if p is not None and not p["down"] and self._near(p, x, y):
             return  # jitter while a button is down
@@ -182,11 +216,19 @@ class HumanInput:
             return  # jitter between the clicks of a double click
         if self._text or c is not None or (p is not None and not p["down"]):
             self.flush()
-        self._move = (t, x, y)
-        if t - self._last_move_t >= self.move_interval:
+        if self.move_interval == math.inf:
+            return  # move_hz 0: no moves
+        # The held move is written once the pointer has gone on from it (so the point a click
+        # then lands on is not written twice), and only ``move_interval`` after the last one.
+        m = self._move
+        if m is not None and m[0] - self._last_move_t >= self.move_interval:
             self.flush_move()
+        self._move = (t, x, y)
 
     def press(self, t: float, x: float, y: float, button: str) -> None:
+        if self.finished:
+            return
+        self._drop_move_at(x, y)
         c = self._click
         if (c is not None and c["button"] == button and self._near(c, x, y) and c["count"] < 3
                 and t - c["t_release"] <= self.double_click_seconds):
@@ -199,6 +241,9 @@ class HumanInput:
         self._press = {"t": t, "x": x, "y": y, "button": button, "down": False, "merge": False}
 
     def release(self, t: float, x: float, y: float, button: str) -> None:
+        if self.finished:
+            return
+        self._drop_move_at(x, y)
         p = self._press
         if p is None or p["button"] != button:
             self.flush()
@@ -220,6 +265,9 @@ class HumanInput:
         self.out(t, MouseUp(*self.norm(x, y), button=button))
 
     def scroll(self, t: float, x: float, y: float, dx: float, dy: float) -> None:
+        if self.finished:
+            return
+        self._drop_move_at(x, y)
         self.flush()
         clip = lambda v: max(-MAX_SCROLL, min(MAX_SCROLL, int(round(v))))  # noqa: E731
         sdx, sdy = clip(dx), clip(-dy)  # pynput: dy > 0 is up; ours: dy > 0 is down
@@ -227,8 +275,16 @@ class HumanInput:
             self.out(t, Scroll(*self.norm(x, y), dx=sdx, dy=sdy))
 
     def key_down(self, t: float, kind: str, name: str) -> None:
+        if self.finished:
+            return
         if kind == "mod":
             self.mods.add(name)
+            return
+        combo = frozenset([*self.mods, _combo_key(kind, name)])
+        if self.done is not None and combo == self.done:
+            self.finish(t)
+            return
+        if self.ignore is not None and combo == self.ignore:
             return
         combo_mods = self.mods - {"shift"}
         if kind == "char" and not combo_mods:
@@ -240,13 +296,7 @@ class HumanInput:
             self._text[1].append(name)
             self._text[2] = t
             return
-        if kind == "char":
-            name = _UNSHIFT.get(name, name.lower())
-            if name == " ":
-                name = "space"
-        parts = [m for m in _MOD_ORDER if m in self.mods] + [name]
-        if self.ignore is not None and frozenset(parts) == self.ignore:
-            return
+        parts = [m for m in _MOD_ORDER if m in self.mods] + [_combo_key(kind, name)]
         self.flush()
         try:
             action = Key("+".join(parts))
@@ -260,7 +310,9 @@ class HumanInput:
             self.mods.discard(name)
 
     def tick(self, now: float) -> None:
-        """Emit what can no longer change (called with the current session time)."""
+        """Emit what can no longer change (called with the current session time).
+
+        A held move is not among them: the pointer may rest there and then click."""
         if self._text and now - self._text[2] > self.text_pause:
             self.flush_text()
         if self._click is not None and self._press is None and now - self._click["t_release"] > self.double_click_seconds:
@@ -270,14 +322,54 @@ class HumanInput:
             if not p["merge"]:
                 self.flush_click()
                 self.flush_press()
-        if self._move is not None and now - self._last_move_t >= self.move_interval:
-            if self._click is None and not self._text and (p is None or p["down"]):
-                self.flush_move()
+
+
+def _combo_key(kind: str, name: str) -> str:
+    """The key's name in a combo: a char unshifted and lower-case, space as ``space``."""
+    if kind == "char":
+        name = _UNSHIFT.get(name, name.lower())
+        return "space" if name == " " else name
+    return name
 
 
 def _button_name(button) -> str:
     name = getattr(button, "name", str(button))
     return name if name in ("left", "right", "middle") else "left"
+
+
+def check_hotkeys(stop_hotkey: str | None, done_hotkey: str | None) -> None:
+    """ValueError (a one-line reason) unless both hotkeys can be global hotkeys and differ."""
+    if stop_hotkey:
+        hotkey_to_pynput(stop_hotkey)
+    if done_hotkey:
+        try:
+            hotkey_to_pynput(done_hotkey)
+        except ValueError as e:
+            raise ValueError(str(e).replace("stop hotkey", "done hotkey")) from None
+        if stop_hotkey and canonical_combo(stop_hotkey) == canonical_combo(done_hotkey):
+            raise ValueError(f"the done hotkey and the stop hotkey are both {normalise_combo(done_hotkey)}; "
+                             "give them different keys")
+
+
+def cursor_start(ix: float, iy: float, screen: Screen, input_scale: float = 1.0) -> list[float] | None:
+    """The pointer at input point (ix, iy) as ``cursor0``: [x, y] normalised over ``screen``;
+    None when the pointer is not on that screen (another monitor)."""
+    px = (ix + 0.5) * input_scale - screen.left
+    py = (iy + 0.5) * input_scale - screen.top
+    if not (0 <= px <= screen.width and 0 <= py <= screen.height):
+        return None
+    return [round(v, 6) for v in from_input_space(ix, iy, screen, input_scale)]
+
+
+def _pointer_position(mouse) -> tuple[float, float] | None:
+    try:
+        pos = mouse.Controller().position
+    except Exception as e:  # noqa: BLE001 - the start cursor is a nicety, never a reason not to record
+        log.info("cannot read the pointer position: %s", e)
+        return None
+    if pos is None or len(pos) != 2 or not all(isinstance(v, int | float) for v in pos):
+        return None
+    return float(pos[0]), float(pos[1])
 
 
 def record_human(
@@ -290,14 +382,20 @@ def record_human(
     *,
     scale: float | None = None,
     move_hz: float = 10.0,
+    done_hotkey: str | None = DEFAULT_DONE_HOTKEY,
     on_ready=None,
 ) -> RecordResult:
     """Record a person at the screen into a session at ``out_dir`` until stopped (see module doc).
 
-    ``on_ready()`` is called once the listeners run and the first frame is written.
+    ``on_ready()`` is called once the input listeners and the stop hotkey run and the first frame
+    is written: input from then on is recorded. A bad hotkey raises ValueError before anything
+    starts; input that cannot be listened to raises :class:`CaptureError`.
     """
     from agent.sessions.format import SessionRecorder
 
+    check_hotkeys(stop_hotkey, done_hotkey)
+    if not move_hz >= 0:
+        raise ValueError(f"move_hz must be 0 or more, got {move_hz:g}")
     try:
         from pynput import keyboard, mouse
     except ImportError as e:
@@ -308,9 +406,12 @@ def record_human(
     input_scale = default_input_scale(screen)
     info = {"kind": "live", "monitor": monitor, "display": os.environ.get("DISPLAY", ""),
             "platform": sys.platform, "scale": screen.scale, "input_scale": input_scale,
-            "stop_hotkey": stop_hotkey, "human": True}
+            "stop_hotkey": stop_hotkey, "done_hotkey": done_hotkey, "move_hz": move_hz, "human": True}
+    pos = _pointer_position(mouse)
+    cursor0 = cursor_start(*pos, screen, input_scale) if pos is not None else None
     try:
-        recorder = SessionRecorder(out_dir, screen, fps, instruction=instruction, policy="human", desktop=info)
+        recorder = SessionRecorder(out_dir, screen, fps, instruction=instruction, policy="human", desktop=info,
+                                   extra={"cursor0": cursor0} if cursor0 is not None else None)
     except BaseException:
         source.close()
         raise
@@ -328,7 +429,8 @@ def record_human(
         frame = bisect.bisect_right(frame_ts, t) - 1
         recorder.add_event(t, "human", action, frame=frame)
 
-    human = HumanInput(screen, emit, input_scale=input_scale, move_hz=move_hz, ignore_combo=stop_hotkey)
+    human = HumanInput(screen, emit, input_scale=input_scale, move_hz=move_hz, ignore_combo=stop_hotkey,
+                       done_combo=done_hotkey, on_done=lambda: request_stop("done"))
     mouse_l = mouse.Listener(
         on_move=lambda x, y, *a: q.put((now(), "move", (x, y))),
         on_click=lambda x, y, b, pressed, *a: q.put((now(), "press" if pressed else "release", (x, y, _button_name(b)))),
@@ -340,14 +442,18 @@ def record_human(
     )
     hotkey = StopHotkey(stop_hotkey, request_stop) if stop_hotkey else None
     reason = "stopped"
-    n_events_before = 0
 
     def drain() -> None:
+        batch = []
         while True:
             try:
-                t, kind, data = q.get_nowait()
+                batch.append(q.get_nowait())
             except queue.Empty:
-                return
+                break
+        # two listener threads feed the queue: put their input back in time order
+        for t, kind, data in sorted(batch, key=lambda item: item[0]):
+            if human.finished:
+                return  # input after the done hotkey is not part of the demonstration
             if kind == "move":
                 human.move(t, *data)
             elif kind == "press":
@@ -366,7 +472,10 @@ def record_human(
                 listener.start()
                 listener.wait()
             if hotkey is not None:
-                hotkey.start()
+                try:
+                    hotkey.start()
+                except RuntimeError as e:
+                    raise CaptureError(str(e)) from None
             recorder.add_event(now(), "system", event="start", fps=fps, screen=screen.to_json())
             ready = False
             while not stop_reason:
@@ -405,7 +514,9 @@ def record_human(
             human.flush()
         except Exception as e:  # never lose the session over a late event
             log.warning("dropping late input: %s", e)
-        n_events = sum(human.counts.values()) - n_events_before
+        if human.finished and not reason.startswith(("error", "capture-error")):
+            reason = "done"  # the done hotkey, even when a signal or the stop hotkey came in the same frame
+        n_events = sum(human.counts.values())
         recorder.add_event(max(now(), human._last_t), "system", event="stop", reason=reason)
         recorder.close(reason, human_events=n_events, dropped_frames=source.dropped)
         source.close()
