@@ -8,6 +8,6 @@ See ``docs/apps.md``.
 """
 
 from agent.desktops.apps.desktop import AppDesktop, AppUnavailable, AppWorld, check_task_available
-from agent.desktops.apps.tasks import TASKS, TOOLKITS, AppTask
+from agent.desktops.apps.tasks import HELD_OUT, TASKS, TOOLKITS, AppTask
 
-__all__ = ["TASKS", "TOOLKITS", "AppDesktop", "AppTask", "AppUnavailable", "AppWorld", "check_task_available"]
+__all__ = ["HELD_OUT", "TASKS", "TOOLKITS", "AppDesktop", "AppTask", "AppUnavailable", "AppWorld", "check_task_available"]

@@ -122,6 +122,33 @@ elif kind == "radio":
         targets[f"radio:{label}"] = r
     values["radio"] = lambda: chosen["v"]
 
+elif kind == "settings":
+    body.pack_start(left(Gtk.Label(label=f"{p['group']}:")), False, False, 0)
+    first = None
+    chosen = {"v": p["current"]}
+    for label in p["labels"]:
+        r = left(Gtk.RadioButton(label=label, group=first))
+        r.set_margin_start(16)
+        first = first or r
+        r.set_active(label == p["current"])
+
+        def toggled(btn, s=label):
+            if btn.get_active():
+                chosen["v"] = s
+        r.connect("toggled", toggled)
+        body.pack_start(r, False, False, 0)
+        targets[f"radio:{label}"] = r
+    values["radio"] = lambda: chosen["v"]
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=10, margin_top=12)
+    for label, ev in (("OK", lambda _b: emit(submitted={"radio": chosen["v"]})),
+                      ("Cancel", lambda _b: emit(clicked="Cancel"))):
+        b = Gtk.Button(label=label)
+        b.set_size_request(90, -1)
+        b.connect("clicked", ev)
+        row.pack_start(b, False, False, 0)
+        targets[f"button:{label}"] = b
+    body.pack_start(left(row), False, False, 0)
+
 elif kind == "list":
     lb = Gtk.ListBox(selection_mode=Gtk.SelectionMode.SINGLE)
     lb.set_size_request(260, -1)

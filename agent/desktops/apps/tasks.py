@@ -34,6 +34,9 @@ COUNTRIES = ("Norway", "Peru", "Egypt", "Chile", "Japan", "Kenya", "Italy", "Can
 CHECKS = ("Bold", "Italic", "Underline", "Wrap lines", "Autosave", "Spell check", "Dark mode", "Line numbers")
 RADIOS = (("Small", "Medium", "Large", "Huge"), ("Red", "Green", "Blue", "Yellow"),
           ("Daily", "Weekly", "Monthly", "Never"), ("Car", "Train", "Plane", "Boat"))
+SETTINGS = (("Paper size", ("A4", "Letter", "Legal", "A5")), ("Theme", ("Light", "Dark", "System")),
+            ("Units", ("Metric", "Imperial")), ("Updates", ("Automatic", "Notify", "Off")),
+            ("Language", ("English", "French", "German", "Spanish")))
 ITEMS = ("Apple", "Banana", "Cherry", "Grape", "Lemon", "Mango", "Orange", "Peach", "Pear", "Plum", "Kiwi",
          "Melon")
 MENUS = {"File": ("New", "Open", "Save", "Export", "Print"),
@@ -217,6 +220,40 @@ class RadioTask(AppTask):
 
     def target_word(self, state, goal):
         return goal
+
+
+class SettingsTask(AppTask):
+    """A preferences window: one option group with a value already set, then OK (or Cancel).
+    Kept out of every bundled checkpoint's training (:data:`HELD_OUT`): the task a user teaches."""
+
+    kind, heading = "settings", "Preferences"
+
+    def generate(self, rng):
+        group, labels = rng.choice(SETTINGS)
+        labels = list(labels)
+        rng.shuffle(labels)
+        goal, current = rng.sample(labels, 2)
+        text = _pick(rng, ("Set {o} to {g}, then press OK", "Choose '{g}' and click OK",
+                           "Select the option \"{g}\" and confirm with OK", "Pick {g} for {o} and press OK"),
+                     g=goal, o=group)
+        return text, {"group": group, "labels": labels, "current": current}, goal
+
+    def outcome(self, state, goal):
+        if self.first_event(state, "clicked") == "Cancel":
+            return False
+        sub = self.first_event(state, "submitted")
+        return None if sub is None else sub.get("radio") == goal
+
+    def expert(self, state, goal, point):
+        t = state["targets"]
+        if state.get("values", {}).get("radio") != goal:
+            box = t.get(f"radio:{goal}")
+            return [Click(*point(box, 0.15))] if box else []
+        box = t.get("button:OK")
+        return [Click(*point(box))] if box else []
+
+    def target_word(self, state, goal):
+        return goal if state.get("values", {}).get("radio") != goal else "OK"
 
 
 class ListTask(AppTask):
@@ -474,7 +511,7 @@ def factory_state(nodes: list[dict]) -> dict:
     return {"targets": targets, "values": values, "events": []}
 
 
-KINDS = (ButtonTask, FormTask, CheckTask, RadioTask, ListTask, SpinTask, ScaleTask, MenuTask, DialogTask)
+KINDS = (ButtonTask, FormTask, CheckTask, RadioTask, SettingsTask, ListTask, SpinTask, ScaleTask, MenuTask, DialogTask)
 TOOLKITS = ("tk", "gtk")
 
 
@@ -491,3 +528,5 @@ def _build() -> dict[str, AppTask]:
 
 
 TASKS: dict[str, AppTask] = _build()
+# Tasks no bundled checkpoint trains on: work the worker has never seen (teaching, held-out figures).
+HELD_OUT = ("tk-settings", "gtk-settings")

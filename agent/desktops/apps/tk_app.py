@@ -100,6 +100,24 @@ elif kind == "radio":
         targets[f"radio:{label}"] = r
     values["radio"] = var.get
 
+elif kind == "settings":
+    row = tk.Frame(body)
+    row.pack(anchor="w")
+    tk.Label(row, text=f"{p['group']}:").pack(anchor="w", pady=(0, 4))
+    var = tk.StringVar(value=p["current"])
+    for label in p["labels"]:
+        r = tk.Radiobutton(row, text=label, value=label, variable=var)
+        r.pack(anchor="w", padx=(16, 0), pady=2)
+        targets[f"radio:{label}"] = r
+    values["radio"] = var.get
+    buttons = tk.Frame(body)
+    buttons.pack(anchor="w", pady=(18, 0))
+    ok = tk.Button(buttons, text="OK", width=8, command=lambda: emit(submitted={"radio": var.get()}))
+    cancel = tk.Button(buttons, text="Cancel", width=8, command=lambda: emit(clicked="Cancel"))
+    ok.pack(side="left", padx=(0, 10))
+    cancel.pack(side="left")
+    targets["button:OK"], targets["button:Cancel"] = ok, cancel
+
 elif kind == "list":
     lb = tk.Listbox(body, height=len(p["items"]), width=24, exportselection=False)
     for item in p["items"]:
