@@ -38,7 +38,11 @@ class PixelPolicy:
         fast = onnx and dtype_setting(dtype) == "auto"
         self.int8 = fast and int8_matmuls()
         read_dtype = torch.bfloat16 if fast and cpu_has_native_bf16() else self.dtype
-        self._step = OnnxStep(self.model, int8=self.int8) if onnx else None
+        # A checkpoint loaded from a folder has its exported step cached on disk (keyed by its
+        # weights, config and the export code: policies.pixel.runtime.export_key); a model built in
+        # memory (training, tests) is exported afresh.
+        cache = bool(getattr(model.config, "_name_or_path", ""))
+        self._step = OnnxStep(self.model, int8=self.int8, cache=cache) if onnx else None
         self.cfg = model.config
         grounding = self.model.grounding
         self.read_dtype = read_dtype if isinstance(grounding, ReaderGrounding) else None

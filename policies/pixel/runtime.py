@@ -4,8 +4,10 @@ A step is small (pixel-tiny: ~1M parameters, ~70 tokens at batch 1), so on a CPU
 mostly per-operator overhead, not arithmetic. ONNX Runtime runs the same graph with far less of
 it: pixel-tiny's forward pass takes ~1.8 ms there against ~3.7 ms in eager PyTorch (float32) on
 this project's 2-core reference box. The graph is exported from the loaded model when the policy
-is built (in memory, under a second for pixel-small), so a checkpoint stays a plain
-transformers folder. Only the step runs here; the instruction is still encoded once per episode by
+is built, so a checkpoint stays a plain transformers folder; for a model loaded from a checkpoint
+folder the exported (and quantized) graph is cached on disk (:func:`onnx_cache_dir`), keyed by
+what went into it (:func:`export_key`), so the next start skips the export (about 2 s of
+pixel-small's start on a 2-core CPU). Only the step runs here; the instruction is still encoded once per episode by
 PyTorch, and its per-layer keys and values are fed to every step. A reading model's reader runs
 outside the step, in a session of its own, on the tiles it has not read yet
 (:mod:`policies.pixel.reads`).
@@ -25,10 +27,18 @@ CPU has it natively. Closed-loop success was measured level with float32 (docs/p
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import inspect
 import io
+import itertools
+import json
 import logging
 import os
+import tempfile
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +55,12 @@ STEP_INPUTS = ("global_view", "glimpses", "boxes", "glimpse_mask", "screen", "cu
                "history_points")
 TRAINING_OUTPUTS = ("aux", "loss", "loss_parts")  # None outside training: not outputs of the step
 OUTPUTS = tuple(f.name for f in dataclasses.fields(PixelOutput) if f.name not in TRAINING_OUTPUTS)
+OPSET = 17
+# Part of every cache key (export_key). The key already holds the weights, the configs, the
+# source of every module in the graph and of this package, and the torch, onnx and onnxruntime
+# versions; bump this when an export changes in a way none of those shows.
+EXPORT_VERSION = 1
+CACHE_ENTRIES = 16  # exported graphs kept in the cache; the least recently used go first
 
 
 def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dtype: str = "auto",
@@ -77,23 +93,156 @@ def run_inputs(config) -> tuple[str, ...]:
     return STEP_INPUTS + grounding_class(config.grounding).run_inputs
 
 
-def onnx_session(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
-                 dynamic_axes: dict, int8: bool = False):
-    """An ONNX Runtime session (CPU) of ``module``, exported in memory from a trace on ``example``,
-    with torch's thread count. ``int8``: its matrix products with constant weights in int8 (weights
-    quantized once, activations per run: ONNX Runtime's dynamic quantization)."""
+def onnx_cache_dir() -> Path | None:
+    """Where exported graphs are cached: ``$XDG_CACHE_HOME/dw/onnx``, else ``~/.cache/dw/onnx``;
+    None (no cache) when ``DW_ONNX_CACHE`` is ``0``, ``off`` or ``no``."""
+    if os.environ.get("DW_ONNX_CACHE", "").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dw" / "onnx"
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, mtime_ns: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+
+
+def _code_digest(module: nn.Module) -> bytes:
+    """The source the graph is traced from: this package's modules and the file of every module
+    class inside ``module`` (a wrapper defined elsewhere, such as the fleet's batch step)."""
+    files = {str(f) for f in Path(__file__).parent.glob("*.py")}
+    for m in module.modules():
+        if type(m).__module__.split(".")[0] == "torch":  # torch's own layers: its version is in the key
+            continue
+        try:
+            f = inspect.getsourcefile(type(m))
+        except TypeError:  # a built-in class
+            f = None
+        if f:
+            files.add(f)
+    h = hashlib.sha256()
+    for f in sorted(files):
+        st = os.stat(f)
+        h.update(f.encode() + b"\0" + _file_digest(f, st.st_mtime_ns, st.st_size))
+    return h.digest()
+
+
+def export_key(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
+               dynamic_axes: dict, int8: bool) -> str:
+    """The cache key of a graph: sha256 of everything its export depends on. The weights and
+    buffers as loaded (so a changed checkpoint, or a model changed after loading, is a new key),
+    every config in ``module`` (a ``transformers`` config's JSON, its folder left out), the module
+    tree, the example inputs, the names and axes, the int8 flag, :data:`EXPORT_VERSION`, the source
+    (:func:`_code_digest`) and the torch, onnx and onnxruntime versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import onnxruntime as ort
+
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise RuntimeError("the onnx runtime needs the onnxruntime package (pip install onnxruntime)") from None
+        onnx_version = version("onnx")  # not `import onnx`: most of a second, and a cache hit needs none of it
+    except PackageNotFoundError:
+        onnx_version = None
+    h = hashlib.sha256()
+
+    def put(*parts) -> None:
+        for part in parts:
+            b = part if isinstance(part, bytes | memoryview) else str(part).encode()
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+
+    def put_tensor(name: str, t: torch.Tensor) -> None:
+        t = t.detach().cpu().contiguous()
+        put(name, t.dtype, tuple(t.shape))
+        put(t.reshape(-1).view(torch.uint8).numpy().data)
+
+    put(EXPORT_VERSION, OPSET, torch.__version__, onnx_version, ort.__version__, int8, input_names,
+        output_names, json.dumps(dynamic_axes, sort_keys=True, default=str), _code_digest(module),
+        module, module.training)
+    for m in module.modules():
+        cfg = getattr(m, "config", None)
+        if hasattr(cfg, "to_dict"):
+            d = cfg.to_dict()
+            d.pop("_name_or_path", None)
+            put(type(m).__qualname__, json.dumps(d, sort_keys=True, default=str))
+    for name, t in itertools.chain(module.named_parameters(), module.named_buffers()):
+        put_tensor(name, t)
+    for i, t in enumerate(example):
+        put_tensor(f"example{i}", t)
+    return h.hexdigest()
+
+
+def _cache_read(path: Path) -> bytes | None:
+    try:
+        graph = path.read_bytes()
+        os.utime(path)  # recently used: kept longest
+        return graph
+    except OSError:
+        return None
+
+
+def _cache_write(path: Path, graph: bytes) -> None:
+    """Write ``graph`` atomically (a temporary file renamed into place), then drop the least
+    recently used entries past :data:`CACHE_ENTRIES`. A cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(graph)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        entries = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[CACHE_ENTRIES:]:
+            old.unlink(missing_ok=True)
+        for stale in path.parent.glob(".tmp-*"):  # left by a writer that was killed, an hour ago or more
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _export(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
+            dynamic_axes: dict, int8: bool) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
         torch.onnx.export(module, example, buf, input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
     graph = buf.getvalue()
-    if int8:
-        graph = _int8_matmuls(graph)
+    return _int8_matmuls(graph) if int8 else graph
+
+
+def onnx_session(module: nn.Module, example: tuple, input_names: list[str], output_names: list[str],
+                 dynamic_axes: dict, int8: bool = False, cache: bool = False):
+    """An ONNX Runtime session (CPU) of ``module``, exported in memory from a trace on ``example``,
+    with torch's thread count. ``int8``: its matrix products with constant weights in int8 (weights
+    quantized once, activations per run: ONNX Runtime's dynamic quantization). ``cache``: look the
+    graph up in (and store it into) :func:`onnx_cache_dir` under :func:`export_key`; a cached file
+    ONNX Runtime cannot load is exported afresh."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeError("the onnx runtime needs the onnxruntime package (pip install onnxruntime)") from None
+    folder = onnx_cache_dir() if cache else None
+    path = graph = None
+    if folder is not None:
+        path = folder / f"{export_key(module, example, input_names, output_names, dynamic_axes, int8)}.onnx"
+        graph = _cache_read(path)
+        if graph is not None:
+            try:
+                return _session(ort, graph)
+            except Exception:  # a damaged file: export again, and replace it
+                graph = None
+    graph = _export(module, example, input_names, output_names, dynamic_axes, int8)
+    if path is not None:
+        _cache_write(path, graph)
+    return _session(ort, graph)
+
+
+def _session(ort, graph: bytes):
     so = ort.SessionOptions()
     so.intra_op_num_threads = torch.get_num_threads()
     so.inter_op_num_threads = 1
@@ -147,9 +296,9 @@ class _FlatStep(nn.Module):
 
 class OnnxStep:
     """One pixel model's step (batch 1) in an ONNX Runtime session: float32, or with ``int8``
-    matrix products (:func:`onnx_session`)."""
+    matrix products (:func:`onnx_session`; ``cache``: its graph cached on disk)."""
 
-    def __init__(self, model: PixelModel, int8: bool = False):
+    def __init__(self, model: PixelModel, int8: bool = False, cache: bool = False):
         c = model.config
         n_layers = len(model.layers)
         k, g, d = c.max_glimpses, c.glimpse_px, c.hidden_size
@@ -178,7 +327,7 @@ class OnnxStep:
                     **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names},
                     **extra_axes}
         self.session = onnx_session(_FlatStep(model.float().eval()), example, names,
-                                    [f"out_{k}" for k in OUTPUTS], text_len, int8=int8)
+                                    [f"out_{k}" for k in OUTPUTS], text_len, int8=int8, cache=cache)
         self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs
         self._text: dict[str, np.ndarray] = {}
 
