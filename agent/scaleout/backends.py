@@ -123,11 +123,11 @@ def execute(kind: str, item: dict, spec: str, seed: int, device: str, options: d
             result = run_episode(item, policy, max_steps=options.get("max_steps", MAX_STEPS))
         elif kind == "replay":
             from agent.sessions.format import open_session
-            from agent.sessions.replay import replay_session
+            from agent.sessions.replay import TOLERANCE_PT, replay_session
 
             session = open_session(item["session"])
             try:
-                result = replay_session(session, policy, tolerance_px=options.get("tolerance_px", 10.0))
+                result = replay_session(session, policy, tolerance_pt=options.get("tolerance_pt", TOLERANCE_PT))
             except ImportError as e:
                 raise RuntimeError(f"cannot rebuild its desktop: {e}") from None
         else:
@@ -542,10 +542,10 @@ def _throughput(kind: str, results: list[dict], backend: str, workers: int, wall
 # What the commands call.
 
 
-def replay_sessions(paths: list[str], policy_spec: str, *, tolerance_px: float = 10.0, **kw: Any) -> RunReport:
+def replay_sessions(paths: list[str], policy_spec: str, *, tolerance_pt: float | None = None, **kw: Any) -> RunReport:
     """Replay each session (paths as :func:`agent.sessions.format.find_sessions` gives them) through the policy."""
     return run_tasks("replay", [{"session": p} for p in paths], policy_spec,
-                     options={"tolerance_px": tolerance_px}, **kw)
+                     options={} if tolerance_pt is None else {"tolerance_pt": tolerance_pt}, **kw)
 
 
 def evaluate_episodes(specs: list[dict], policy_spec: str, *, max_steps: int | None = None, **kw: Any) -> RunReport:

@@ -3,7 +3,14 @@ actions are compared with the recorded ones.
 
 Everything runs on the session's own clock, so the same session, policy and seed give
 byte-identical results on every run. Replays of virtual-desktop sessions rebuild the task
-alongside (re-applying the recorded actions) so expert policies can consult its ground truth.
+alongside (re-applying the recorded actions) so expert policies can consult its ground truth,
+and the policy sees that desktop's pointer. Other sessions (a live screen) give the policy the
+cursor as training does (:mod:`agent.training.dataset`): ``cursor0`` from ``session.json`` where
+the recorder stored it, then each recorded pointer action's point (a drag's end).
+
+A recorded action agrees with the policy's when the types and every other field match and, for
+a pointer action, the points lie within ``tolerance_pt`` logical points of each other (distance
+in physical pixels over the screen's scale). ``exact`` counts those within one physical pixel.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from typing import Any
 
 from agent.sessions.format import Event, Session
 from agent.stats import quantile
-from policies.actions import Action
+from policies.actions import Action, Drag
 from policies.base import Observation, Policy
 
 POINTER_FIELDS = (("x", "y"), ("x2", "y2"))
+TOLERANCE_PT = 8.0  # a pointer action agrees within this many logical points
 
 
 def _rebuild_desktop(session: Session) -> Any:
@@ -65,7 +73,7 @@ class ReplayStats:
     predicted: int = 0
     type_match: int = 0
     exact: int = 0
-    within_tolerance: int = 0
+    agree: int = 0
     distances: list[float] = field(default_factory=list)
     keys: list[bool] = field(default_factory=list)
     texts: list[bool] = field(default_factory=list)
@@ -76,8 +84,9 @@ class ReplayStats:
 
 
 def compare_step(stats: ReplayStats, recorded: list[Event], predicted: list[Action], session: Session,
-                 tolerance_px: float) -> None:
+                 tolerance_pt: float) -> None:
     w, h = session.screen.width, session.screen.height
+    tolerance_px = tolerance_pt * (session.screen.scale or 1.0)
     stats.recorded += len(recorded)
     stats.predicted += len(predicted)
     for i, ev in enumerate(recorded):
@@ -103,12 +112,25 @@ def compare_step(stats: ReplayStats, recorded: list[Event], predicted: list[Acti
         elif ref.type == "type":
             stats.texts.append(same)
         if same and dist <= tolerance_px:
-            stats.within_tolerance += 1
+            stats.agree += 1
         if same and dist <= 1.0:
             stats.exact += 1
 
 
-def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10.0, history: int = 8) -> dict:
+def _cursor0(session: Session) -> tuple[float, float] | None:
+    """``cursor0`` of ``session.json`` (as training reads it), or None."""
+    c0 = session.meta.get("cursor0")
+    if isinstance(c0, list | tuple) and len(c0) == 2:
+        try:
+            x, y = float(c0[0]), float(c0[1])
+        except (TypeError, ValueError):
+            return None
+        if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0:
+            return x, y
+    return None
+
+
+def replay_session(session: Session, policy: Policy, *, tolerance_pt: float = TOLERANCE_PT, history: int = 8) -> dict:
     """Run ``policy`` open-loop over ``session`` and return the comparison as a JSON-able dict."""
     by_frame: dict[int, list[Event]] = defaultdict(list)
     for ev in session.actions():
@@ -121,6 +143,7 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
              if e.source == "conductor" and e.raw.get("event") == "step_start" and isinstance(e.raw.get("instruction"), str)}
     stats = ReplayStats()
     hist: list[Action] = []
+    pointer = _cursor0(session)  # the cursor where no desktop is rebuilt: training's rule
     frames_decoded = 0
     last_frame = None
     # Events before the first frame (frame -1) are compared against the first frame.
@@ -138,7 +161,7 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
             hist.clear()
             if hasattr(oracle_desktop, "on_instruction"):
                 oracle_desktop.on_instruction(instruction)
-        cursor = oracle_desktop.cursor if oracle_desktop is not None else None
+        cursor = oracle_desktop.cursor if oracle_desktop is not None else pointer
         obs = Observation(frame, instruction, cursor, tuple(hist[-history:]),
                           oracle_desktop.oracle if oracle_desktop is not None else None)
         # The policy sees every frame, as in the live loop; actions it emits where none were
@@ -153,16 +176,21 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
         if not events:
             stats.spurious += len(predicted)
             continue
-        compare_step(stats, events, predicted, session, tolerance_px)
+        compare_step(stats, events, predicted, session, tolerance_pt)
         for ev in events:
             assert ev.action is not None
             hist.append(ev.action)
+            if isinstance(ev.action, Drag):
+                pointer = (ev.action.x2, ev.action.y2)
+            elif ev.action.point is not None:
+                pointer = ev.action.point
             if oracle_desktop is not None:  # `done` too: the rebuilt task then knows its episode ended
                 oracle_desktop.apply(ev.action)
     stats.skipped_events = sum(len(v) for v in by_frame.values()) + len(pending_early)
     if oracle_desktop is not None:
         oracle_desktop.close()
     d = stats.distances
+    scale = session.screen.scale or 1.0
     rec = max(1, stats.recorded)
     out = {
         "session": str(session.path),
@@ -174,17 +202,12 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
         "predicted_actions": stats.predicted,
         "skipped_events": stats.skipped_events,
         "spurious_actions": stats.spurious,
-        "agreement": round(stats.exact / rec, 6),
+        "agreement": round(stats.agree / rec, 6),
+        "tolerance_pt": tolerance_pt,
+        "exact": round(stats.exact / rec, 6),
         "type_accuracy": round(stats.type_match / rec, 6),
-        "within_tolerance": round(stats.within_tolerance / rec, 6),
-        "tolerance_px": tolerance_px,
-        "click_distance_px": {
-            "n": len(d),
-            "mean": round(sum(d) / len(d), 3) if d else None,
-            "p50": round(quantile(d, 0.5), 3) if d else None,
-            "p95": round(quantile(d, 0.95), 3) if d else None,
-            "max": round(max(d), 3) if d else None,
-        },
+        "click_distance_px": _distances(d),
+        "click_distance_pt": _distances([v / scale for v in d]),
         "key_exact": round(sum(stats.keys) / len(stats.keys), 6) if stats.keys else None,
         "text_exact": round(sum(stats.texts) / len(stats.texts), 6) if stats.texts else None,
         "per_type": {k: {"matched": v[0], "recorded": v[1]} for k, v in sorted(stats.per_type.items())},
@@ -193,3 +216,13 @@ def replay_session(session: Session, policy: Policy, *, tolerance_px: float = 10
         "damage": list(session.damage),
     }
     return out
+
+
+def _distances(d: list[float]) -> dict:
+    return {
+        "n": len(d),
+        "mean": round(sum(d) / len(d), 3) if d else None,
+        "p50": round(quantile(d, 0.5), 3) if d else None,
+        "p95": round(quantile(d, 0.95), 3) if d else None,
+        "max": round(max(d), 3) if d else None,
+    }
