@@ -26,7 +26,8 @@ class RunResult:
     refused: int = 0
     timings_ns: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in STAGES})
     # With an ``after_success`` window (Agent): when the success was first seen (desktop clock),
-    # the steps before it, and the policy's non-wait, non-done actions after it.
+    # the steps up to it (the step whose action succeeded included), and the policy's non-wait,
+    # non-done actions after it.
     success_t: float | None = None
     success_step: int | None = None
     actions_after_success: int | None = None
@@ -145,9 +146,9 @@ class Agent:
         director, serial = self.director, 0
         window = self.after_success
 
-        def seen_success() -> None:  # the after-success window opens at the first success
-            if window is not None and res.success_t is None and desktop.success:
-                res.success_t, res.success_step, res.actions_after_success = desktop.now(), res.steps, 0
+        def seen_success(acted: bool) -> None:  # the after-success window opens at the first success
+            if window is not None and res.success_t is None and desktop.success:  # the step that acted counts
+                res.success_t, res.success_step, res.actions_after_success = desktop.now(), res.steps + acted, 0
 
         def in_window() -> bool:
             return res.success_t is not None and desktop.now() - res.success_t < window
@@ -170,7 +171,7 @@ class Agent:
                 if self.recorder is not None:
                     self.recorder.add_frame(frame)
                 t2 = clock()
-                seen_success()
+                seen_success(False)
                 if res.success_t is not None and not in_window():
                     reason = "finished"  # the after-success window is over (or 0: ends at the success)
                     break
@@ -226,7 +227,7 @@ class Agent:
                         self._event(t_issue, "system", action, event="refused", reason=str(e))
                         continue
                     finally:
-                        seen_success()
+                        seen_success(True)
                     self._event(t_issue, "policy", action)
                     self.history.append(action)
                     res.actions += 1

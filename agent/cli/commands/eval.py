@@ -11,15 +11,30 @@ from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
 from agent.scaleout.backends import add_backend_arguments
 
+AFTER_SUCCESS_S = 5.0  # agent.desktops.virtual.evaluate.AFTER_SUCCESS_S (not imported: `dw --help` stays light)
+
+
+def after_success(args: argparse.Namespace) -> float:
+    """``--after-success`` checked (a finite number of seconds >= 0), its default filled in."""
+    import math
+
+    v = AFTER_SUCCESS_S if args.after_success is None else args.after_success
+    if not (math.isfinite(v) and v >= 0):
+        raise UserError(f"--after-success must be a number of seconds >= 0, got {v:g}")
+    return float(v)
+
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from agent.cli.util import VIRTUAL_MIN, check_look, no_look_arguments, parse_sizes, parse_virtual_tasks
-    from agent.desktops.virtual.evaluate import EVAL_SEED, episode_specs, summarise, table
+    from agent.desktops.virtual.evaluate import EVAL_SEED, after_success_line, episode_specs, summarise, table
     from agent.scaleout.backends import evaluate_episodes
     from policies.base import PolicyError
 
+    if args.after_success is not None and (args.workflow or args.rows or args.suite == "miniwob"):
+        raise UserError("--after-success applies to --suite virtual and --suite apps only")
+    window = args.after_success = after_success(args)  # the apps suite reads it from args
     if args.workflow or args.rows:  # a workflow, one run per row, on its virtual scene (agent.conductor)
         from agent.conductor.cli import eval_workflow
 
@@ -44,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = parse_sizes(args.sizes, VIRTUAL_MIN, default_scale=1.0)
     theme, font = check_look(args)
     specs = episode_specs(tasks, args.episodes, sizes, seed=args.seed if args.seed is not None else EVAL_SEED,
-                          theme=theme, font=font)
+                          theme=theme, font=font, after_success=window)
     bar = tqdm(total=len(specs), desc=f"eval {args.policy}", unit="ep", disable=args.json, file=sys.stderr)
     try:  # episodes are tasks on a backend (agent.scaleout.backends); results come back in spec order
         report = evaluate_episodes(specs, args.policy, max_steps=args.max_steps, device=args.device,
@@ -61,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"dw eval: {report.failed} of {len(results)} episodes failed (see 'error' in the episodes)",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({"policy": args.policy, "summary": summary, "episodes": results,
+        print(json.dumps({"policy": args.policy, "after_success_s": window, "summary": summary, "episodes": results,
                           "throughput": report.throughput}))
     else:
         from rich.console import Console
 
         Console().print(table(summary, title=f"{args.policy}: closed-loop success (seeds {specs[0]['seed']}+)"))
         print(f"overall: {summary['overall']:.1%} of {summary['episodes']} episodes")
+        print(after_success_line(summary, window))
     return 1 if report.failed else 0
 
 
@@ -86,7 +102,11 @@ def register(sub) -> None:
                    help="scripted, random, pixel-<size> or a checkpoint folder (miniwob: comma-separated)")
     p.add_argument("--seed", type=int, default=None, help="first episode seed (default 10000: unseen in training)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--max-steps", type=int, default=100, help="step limit per episode")
+    p.add_argument("--max-steps", type=int, default=100, help="step limit per episode (up to its first success)")
+    p.add_argument("--after-success", type=float, default=None, metavar="SECONDS",
+                   help="virtual and apps: after an episode's first success keep it going this long and count "
+                        "the policy's actions other than wait and done (actions_after_success; its `done` ends "
+                        f"the episode early); 0 ends each episode at its success (default {AFTER_SUCCESS_S:g})")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel workers (local default 1 = in this process; ray default: the cluster's CPUs)")
     add_look_arguments(p)

@@ -29,7 +29,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from agent.desktops import DesktopError
-    from agent.desktops.apps.evaluate import EVAL_SEED, evaluate, summarise, table
+    from agent.desktops.apps.evaluate import AFTER_SUCCESS_S, EVAL_SEED, evaluate, summarise, table
+    from agent.desktops.virtual.evaluate import after_success_line
     from policies.base import PolicyError
 
     if getattr(args, "mode", None) is not None:
@@ -37,10 +38,13 @@ def run_eval(args: argparse.Namespace) -> int:
     tasks = _tasks(args)
     seed = args.seed if args.seed is not None else EVAL_SEED
     max_steps = getattr(args, "max_steps", None) or 30
+    window = getattr(args, "after_success", None)
+    window = AFTER_SUCCESS_S if window is None else window
     bar = tqdm(total=len(tasks) * args.episodes, desc="eval apps", unit="ep", disable=args.json, file=sys.stderr)
     try:
         results = evaluate(tasks, args.policy, episodes=args.episodes, seed=seed, max_steps=max_steps,
-                           device=getattr(args, "device", "cpu"), on_result=lambda r: bar.update(1))
+                           device=getattr(args, "device", "cpu"), on_result=lambda r: bar.update(1),
+                           after_success=window)
     except (PolicyError, DesktopError) as e:
         raise UserError(str(e)) from None
     finally:
@@ -48,12 +52,13 @@ def run_eval(args: argparse.Namespace) -> int:
     summary = summarise(results)
     if args.json:
         print(json.dumps({"suite": "apps", "policy": args.policy, "seed": seed, "window_manager": None,
-                          "summary": summary, "episodes": results}))
+                          "after_success_s": window, "summary": summary, "episodes": results}))
     else:
         from rich.console import Console
 
         Console().print(table(summary, title=f"apps: {args.policy} (seeds {seed}..{seed + args.episodes - 1})"))
         print(f"overall: {summary['overall']:.1%} of {summary['episodes']} episodes")
+        print(after_success_line(summary, window))
     return 0
 
 

@@ -3,6 +3,12 @@
 One :class:`~agent.desktops.apps.desktop.AppWorld` (Xvfb, and a session bus when a task needs
 AT-SPI) serves the whole run; each episode starts its app afresh. Seeds: demos ``DEMO_SEED`` and
 up, evaluation ``EVAL_SEED`` and up (disjoint).
+
+Evaluation looks at what the policy does after the task is done, as the virtual suite does
+(:mod:`agent.desktops.virtual.evaluate`): an episode goes on for ``after_success`` wall seconds
+after its first success (the app still on screen; once the desktop's own tail is over it ignores
+input, so what is counted is what the policy tried), counting the policy's actions other than
+``wait`` and ``done`` (``actions_after_success``); ``done`` ends it early, ``0`` at the success.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ DEMO_SEED = 0
 EVAL_SEED = 200_000
 MAX_STEPS = 30
 DEMO_FPS = 10.0
+AFTER_SUCCESS_S = 5.0  # as agent.desktops.virtual.evaluate.AFTER_SUCCESS_S (dw eval --after-success)
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -55,8 +62,10 @@ def check_tasks(tasks: list[str]) -> None:
 
 def run_episodes(tasks: list[str], seeds: Iterable[int], policy, *, world=None, max_steps: int = MAX_STEPS,
                  recorder_for: Callable[[object, int], object] | None = None,
-                 on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Every task x seed on one world (started here unless given); one result dict per episode."""
+                 on_result: Callable[[dict], None] | None = None, after_success: float | None = None) -> list[dict]:
+    """Every task x seed on one world (started here unless given); one result dict per episode.
+    ``after_success``: the window after a success (module docstring; None: none, as for demos).
+    ``steps`` counts the steps up to the first success (all of them without one)."""
     from agent.desktops.apps.desktop import AppDesktop, AppWorld
     from agent.loop import Agent
 
@@ -71,13 +80,16 @@ def run_episodes(tasks: list[str], seeds: Iterable[int], policy, *, world=None, 
                 desk = AppDesktop(task, seed, world)
                 rec = recorder_for(desk, seed) if recorder_for else None
                 try:
-                    res = Agent(desk, policy, recorder=rec, max_steps=max_steps).run()
+                    res = Agent(desk, policy, recorder=rec, max_steps=max_steps, after_success=after_success).run()
                 finally:
                     desk.close()
                 infer = res.timings_ns.get("infer") or [0]
+                at = res.success_step
                 r = {"task": task, "toolkit": desk.task.toolkit, "app": desk.task.app, "seed": seed, "look": desk.look,
                      "policy": getattr(policy, "name", "?"), "instruction": desk.instruction,
-                     "success": bool(res.success), "steps": res.steps, "reason": res.reason,
+                     "success": bool(res.success), "steps": res.steps if at is None else at, "reason": res.reason,
+                     "steps_after_success": None if at is None or not after_success else res.steps - at,
+                     "actions_after_success": None if at is None or not after_success else res.actions_after_success,
                      "wall_seconds": round(time.perf_counter() - t0, 3),
                      "infer_ms_mean": round(sum(infer) / len(infer) / 1e6, 3), "errors": res.errors[:3]}
                 if rec is not None:
@@ -92,12 +104,14 @@ def run_episodes(tasks: list[str], seeds: Iterable[int], policy, *, world=None, 
 
 
 def evaluate(tasks: list[str], policy_name: str, *, episodes: int = 5, seed: int = EVAL_SEED,
-             max_steps: int = MAX_STEPS, device: str = "cpu", on_result=None) -> list[dict]:
+             max_steps: int = MAX_STEPS, device: str = "cpu", on_result=None,
+             after_success: float = AFTER_SUCCESS_S) -> list[dict]:
     from policies import load_policy
 
     policy = load_policy(policy_name, seed=seed, device=device)
     policy.name = policy_name
-    return run_episodes(tasks, range(seed, seed + episodes), policy, max_steps=max_steps, on_result=on_result)
+    return run_episodes(tasks, range(seed, seed + episodes), policy, max_steps=max_steps, on_result=on_result,
+                        after_success=after_success)
 
 
 def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int = DEMO_SEED,
@@ -132,7 +146,10 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
 
 
 def summarise(results: list[dict]) -> dict:
-    """Success per task (with its toolkit and app), per toolkit, per look (theme/palette), and overall."""
+    """Success per task (with its toolkit and app), per toolkit, per look (theme/palette), and overall;
+    the mean actions after success per task and overall (None where no episode measured it)."""
+    from agent.desktops.virtual.evaluate import after_success_mean
+
     tasks: dict[str, dict] = {}
     for r in results:
         c = tasks.setdefault(r["task"], {"toolkit": r["toolkit"], "app": r["app"], "episodes": 0, "successes": 0,
@@ -141,11 +158,12 @@ def summarise(results: list[dict]) -> dict:
         c["successes"] += int(r["success"])
         c["steps"] += r["steps"]
         c["wall_seconds"] += r["wall_seconds"]
-    for c in tasks.values():
+    for name, c in tasks.items():
         n = c["episodes"]
         c["success_rate"] = c["successes"] / n
         c["mean_steps"] = round(c.pop("steps") / n, 2)
         c["mean_wall_seconds"] = round(c.pop("wall_seconds") / n, 3)
+        c["mean_actions_after_success"] = after_success_mean([r for r in results if r["task"] == name])
     toolkits = {}
     for tk in sorted({c["toolkit"] for c in tasks.values()}):
         rs = [r for r in results if r["toolkit"] == tk]
@@ -156,17 +174,21 @@ def summarise(results: list[dict]) -> dict:
         rs = [r for r in results if r.get("look", "") == look]
         looks[look] = {"episodes": len(rs), "success_rate": sum(r["success"] for r in rs) / len(rs)}
     n = len(results)
+    measured = [r for r in results if r.get("actions_after_success") is not None]
     return {"tasks": tasks, "toolkits": toolkits, "looks": looks, "episodes": n,
-            "overall": sum(r["success"] for r in results) / n if n else 0.0}
+            "overall": sum(r["success"] for r in results) / n if n else 0.0,
+            "mean_actions_after_success": after_success_mean(results), "after_success_episodes": len(measured),
+            "episodes_acting_after_success": sum(1 for r in measured if r["actions_after_success"] > 0)}
 
 
 def table(summary: dict, title: str = "apps: success"):
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("task", "toolkit", "app", "success", "episodes", "mean steps", "mean s"):
+    for col in ("task", "toolkit", "app", "success", "episodes", "mean steps", "mean s", "acts after success"):
         t.add_column(col, justify="left" if col in ("task", "toolkit", "app") else "right")
     for name, c in summary["tasks"].items():
+        after = c.get("mean_actions_after_success")
         t.add_row(name, c["toolkit"], c["app"], f"{c['success_rate']:.0%}", str(c["episodes"]),
-                  f"{c['mean_steps']:.1f}", f"{c['mean_wall_seconds']:.2f}")
+                  f"{c['mean_steps']:.1f}", f"{c['mean_wall_seconds']:.2f}", "-" if after is None else f"{after:.1f}")
     return t
