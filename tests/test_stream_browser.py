@@ -1,7 +1,9 @@
-"""The browser viewer in headless Chromium: real desktop pixels reach the canvas (WebCodecs and JPEG)."""
+"""The browser viewer in headless Chromium: real desktop pixels reach the canvas (WebCodecs and JPEG),
+fps and latency show from the first picture on. Takeover: tests/test_viewer_takeover.py."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -44,12 +46,15 @@ def served():
 
 
 def _canvas_pixels(page) -> np.ndarray:
+    """The viewer's canvas as RGBA, read with getImageData (sent as base64: a list of numbers takes seconds)."""
     data = page.evaluate("""() => {
         const c = document.getElementById('video');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        return {w: c.width, h: c.height, px: Array.from(d)};
+        let s = '';
+        for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode.apply(null, d.subarray(i, i + 0x8000));
+        return {w: c.width, h: c.height, b64: btoa(s)};
     }""")
-    return np.array(data["px"], np.uint8).reshape(data["h"], data["w"], 4)  # RGBA
+    return np.frombuffer(base64.b64decode(data["b64"]), np.uint8).reshape(data["h"], data["w"], 4)  # RGBA
 
 
 def _open(browser, srv, extra=""):
@@ -57,7 +62,8 @@ def _open(browser, srv, extra=""):
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"http://127.0.0.1:{srv.port}/{extra}#token={srv.viewer_token}")
-    page.wait_for_function("() => window.dwViewer && window.dwViewer.decoded >= 3", timeout=20000)
+    page.wait_for_function("() => window.dwViewer && window.dwViewer.decoded >= 3 "
+                           "&& window.dwViewer.mode !== 'connecting'", timeout=20000)
     return page, errors
 
 
@@ -97,6 +103,42 @@ def test_desktop_pixels_reach_the_canvas(browser, served, mode):
         assert 0 <= lat < 2000
     finally:
         page.close()
+
+
+def test_video_mode_draws_desktop_pixels_every_time(browser, served):
+    """The stage in video mode holds the desktop (non-black, varied, equal to the served frame), on every
+    fresh page: the black stage seen in headless screenshots was the screenshot taken before the first
+    picture (the page now paints JPEG pictures until the decoder is ready), not a decoding failure."""
+    for attempt in range(3):
+        page, errors = _open(browser, served)
+        try:
+            if page.evaluate("() => window.dwViewer.mode") != "video":
+                pytest.skip("this Chromium cannot decode the stream's codec with WebCodecs")
+            page.wait_for_function("() => window.dwViewer.videoFrames >= 3 && window.dwViewer.lastKind === 'video'",
+                                   timeout=10000)
+            got = _canvas_pixels(page)[..., :3]
+            assert got.mean() > 40 and got.std() > 10, f"attempt {attempt}: a dark or flat stage"
+            assert len(np.unique(got.reshape(-1, 3), axis=0)) > 50, f"attempt {attempt}: too few colours"
+            diff = _compare(page, served)
+            assert diff < 6, f"attempt {attempt}: canvas differs from the served frame by {diff:.1f}"
+            assert not errors and not page.evaluate("() => window.dwViewer.errors")
+        finally:
+            page.close()
+
+
+def test_fps_and_latency_show_values_on_a_static_screen(browser, served):
+    """Nothing moves on the served screen; the bar still shows fps and latency within a second."""
+    for extra in ("", "?format=jpeg"):
+        page, _ = _open(browser, served, extra)
+        try:
+            page.wait_for_function("() => document.getElementById('fps').textContent !== '-' && "
+                                   "document.getElementById('latency').textContent.endsWith('ms p50') && "
+                                   "document.getElementById('server').textContent.startsWith('capture')",
+                                   timeout=3000)
+            fps = float(page.locator("#fps").inner_text())
+            assert 5 <= fps <= 40, fps  # served at 20 fps
+        finally:
+            page.close()
 
 
 def test_overlay_shows_the_agents_clicks(browser):

@@ -36,7 +36,7 @@ MAX_MESSAGE_IN = 64 * 1024  # bytes: the largest message a server accepts from a
 MAX_MESSAGE_OUT = 256 * 1024 * 1024  # bytes: what a client should accept (a 5K keyframe is a few MiB)
 
 FORMATS = ("video", "jpeg", "none")
-CLIENT_TYPES = ("action", "keyframe", "stats", "subscribe", "expert", "state")
+CLIENT_TYPES = ("action", "keyframe", "stats", "subscribe", "expert", "state", "policy")
 ROLES = ("controller", "viewer")
 
 

@@ -22,7 +22,11 @@ this server (DNS-rebinding guard) when bound to a loopback address. The checks a
 Limits (docs/protocol.md, Limits): a send timeout per client, reply and frame queues bounded in
 bytes, caps on connections (total and per address), an idle timeout, an action rate limit and a
 ``wait`` cap for remote controllers. Every button and key a controller pressed is released when it
-disconnects and when the server stops (desktops with ``release_input``).
+disconnects and when the server stops (``release_input`` where the desktop has it; elsewhere a
+``mouse_up`` for every button a ``mouse_down`` left pressed).
+
+An in-process policy (``dw serve --policy``) is steered with ``policy`` messages: a controller may
+pause and resume it and change its instruction (:mod:`agent.stream.steering`).
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ from agent.desktops.executor import RateLimiter
 from agent.stats import percentiles
 from agent.stream import http as H
 from agent.stream import protocol as P
+from agent.stream.steering import PolicyControl, check_instruction
 from agent.stream.video import StreamEncoder, VideoUnavailable, jpeg_encode, open_stream_encoder
 from capture import Frame
-from policies.actions import Action, ActionError, Key, Wait, parse_action
+from policies.actions import Action, ActionError, Click, Drag, Key, MouseDown, MouseUp, Wait, parse_action
 
 log = logging.getLogger("dw.stream")
 
@@ -204,6 +209,8 @@ class StreamServer:
         self._latest: tuple[Frame, int] | None = None  # (frame, seq) for in-process observers
         self._latest_cond = threading.Condition()
         self._state: dict[str, Any] = {}
+        self._held: set[str] = set()  # mouse buttons a mouse_down left pressed (desktop thread only)
+        self.policy: PolicyControl | None = None  # the in-process policy's switches (attach_policy)
         self.timings: dict[str, deque] = {s: deque(maxlen=STAT_WINDOW) for s in ("capture", "encode", "jpeg", "send")}
         self.counters = {"frames": 0, "keyframes": 0, "video_bytes": 0, "jpeg_bytes": 0, "connections": 0,
                          "refused_handshakes": 0, "actions": 0, "errors": 0, "dropped": 0, "clients_closed_stuck": 0,
@@ -380,19 +387,34 @@ class StreamServer:
     def _apply(self, action: Action) -> dict:
         if self._blind:  # nobody may act on a screen no one can see (the dead-man rule, served)
             raise ActionRefused(f"no fresh frame: {self._blind}")
+        if isinstance(action, MouseDown):
+            self._held.add(action.button)
         self.desktop.apply(action)
+        if isinstance(action, MouseUp | Click | Drag):
+            self._held.discard(action.button)
         return self._snapshot()
 
     def _release_input(self) -> list[str]:
-        """Let go of every button and key held on the desktop (desktops that hold input: live screens)."""
+        """Let go of every button and key held on the desktop: its own ``release_input`` (live screens),
+        else a ``mouse_up`` where the pointer is for each button a ``mouse_down`` left pressed."""
         release = getattr(self.desktop, "release_input", None)
-        if not callable(release):
-            return []
+        held, self._held = sorted(self._held), set()
         try:
-            return list(release() or [])
+            if callable(release):
+                return list(release() or [])
+            if held:
+                x, y = self.desktop.cursor or (0.5, 0.5)
+                for button in held:
+                    self.desktop.apply(MouseUp(min(1.0, max(0.0, x)), min(1.0, max(0.0, y)), button))
+            return [f"mouse {b}" for b in held]
         except Exception as e:
             log.warning("releasing held input failed: %s: %s", type(e).__name__, e)
             return []
+
+    @property
+    def held_buttons(self) -> set[str]:
+        """Buttons a ``mouse_down`` pressed and nothing has released yet (any action's source)."""
+        return set(self._held)
 
     def _expert(self) -> list[dict]:
         oracle = self.desktop.oracle
@@ -664,6 +686,7 @@ class StreamServer:
             "desktop": {"info": _info(self.desktop), "instruction": st.get("instruction", ""),
                         "finished": st.get("finished", False), "success": st.get("success"),
                         "cursor": st.get("cursor"), "t": st.get("t", 0.0), "expert": st.get("expert", False)},
+            "policy": self.policy.describe() if self.policy is not None else None,
             "header": {"size": P.HEADER_SIZE, "magic": P.MAGIC.decode(), "version": P.PROTOCOL_VERSION},
             "limits": self.limits(),
             "server_time_us": time.time_ns() // 1000,
@@ -785,6 +808,8 @@ class StreamServer:
                 self.request_keyframe()
             self._wake.set()
             self._queue_control(c, {"type": "subscribed", "id": mid, "format": fmt})
+        elif kind == "policy":
+            self._on_policy(c, msg)
         elif kind in ("action", "expert"):
             if c.role != "controller":
                 return self._error(c, mid, "role", f"a viewer cannot send {kind!r} (use the controller token)")
@@ -831,6 +856,56 @@ class StreamServer:
             self._broadcast_applied(c.id, action, state)
             self._publish_state(state)
 
+    def _on_policy(self, c: Client, msg: dict) -> None:
+        """A controller pauses, resumes or re-instructs the in-process policy (docs/protocol.md)."""
+        mid = msg.get("id")
+        if c.role != "controller":
+            return self._error(c, mid, "role", "a viewer cannot steer the policy (use the controller token)")
+        control = self.policy
+        if control is None:
+            return self._error(c, mid, "policy", "this server runs no policy (dw serve --policy P)")
+        unknown = sorted(set(msg) - {"type", "id", "paused", "instruction"})
+        if unknown:
+            return self._error(c, mid, f"policy.{str(unknown[0])[:40]}", "unknown field; expected paused, instruction")
+        paused, instruction = msg.get("paused"), msg.get("instruction")
+        if paused is None and instruction is None:
+            return self._error(c, mid, "policy", "give paused (true/false) and/or instruction (text)")
+        if paused is not None and not isinstance(paused, bool):
+            return self._error(c, mid, "policy.paused", f"must be true or false, got {type(paused).__name__}")
+        if instruction is not None:
+            try:
+                instruction = check_instruction(instruction)
+            except ValueError as e:
+                return self._error(c, mid, "policy.instruction", str(e))
+        if not control.running:
+            return self._error(c, mid, "policy", f"the policy has stopped ({control.reason or 'ended'})")
+        was_paused = control.paused
+        control.update(paused, instruction)
+        if paused and not was_paused:  # what the policy held (a drag under way) is let go before a person acts
+            self._release_soon()
+        if self.audit is not None:
+            self.audit.write("policy", client=c.id, paused=paused,
+                             instruction_chars=None if instruction is None else len(instruction))
+        described = control.describe()
+        self._queue_control(c, {"type": "policy", "id": mid, "policy": described})
+        text = P.dumps({"type": "policy", "policy": described, "client": c.id})
+        for other in list(self.clients):
+            if other is not c:
+                self._queue_control(other, text, droppable=True)
+
+    def attach_policy(self, control: PolicyControl) -> None:
+        """The in-process policy's switches (``dw serve --policy``): announced in ``hello`` and steered
+        with ``policy`` messages. Call before :meth:`start`, or from the server's loop."""
+        self.policy = control
+
+        def stopped() -> None:  # from the policy's thread: every client hears that it stopped
+            if self._loop is not None and not self._closing:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                    self._loop.call_soon_threadsafe(
+                        lambda: self._broadcast({"type": "policy", "policy": control.describe(), "client": 0}))
+
+        control.listener = stopped
+
     def _release_soon(self) -> None:
         """Release held input on the desktop thread (after a refusal the server made, or a desktop bug)."""
         with contextlib.suppress(RuntimeError):  # the executor is shut down: the server is stopping
@@ -838,8 +913,10 @@ class StreamServer:
 
     # -- in-process use (serve --policy, tests) ------------------------------------------------------
     def apply_local(self, action: Action) -> dict:
-        """Apply an action from this process (any thread), with the same ack semantics and broadcast."""
-        state = self._desk.submit(self._apply, action).result()
+        """Apply an action from this process (any thread), with the same ack semantics and broadcast.
+        While a controller has the in-process policy paused, its actions are refused (checked on the
+        desktop thread, so a step already under way cannot act after the pause)."""
+        state = self._desk.submit(self._apply_local, action).result()
 
         def announce() -> None:  # counters and clients belong to the loop's thread
             self.counters["actions"] += 1
@@ -848,6 +925,11 @@ class StreamServer:
 
         self._loop.call_soon_threadsafe(announce)
         return state
+
+    def _apply_local(self, action: Action) -> dict:
+        if self.policy is not None and self.policy.paused:
+            raise ActionRefused("the policy is paused by a controller")
+        return self._apply(action)
 
     def expert_local(self) -> list[Action]:
         return [parse_action(a) for a in self._desk.submit(self._expert).result()]

@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="1280x720", help="virtual screen WxH[@scale] (default 1280x720)")
     p.add_argument("--monitor", type=int, default=1, help="mss monitor index for --desktop screen")
     p.add_argument("--fps", type=float, default=30.0, help="capture rate (default 30)")
-    p.add_argument("--policy", default=None, help="also run this policy on the served desktop (viewers watch it)")
+    p.add_argument("--policy", default=None,
+                   help="also run this policy on the served desktop (viewers watch it; a controller may pause "
+                        "it, take over and change its instruction)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin allowed besides same-origin, e.g. https://example.org (repeatable)")
     p.add_argument("--no-video", action="store_true", help="serve JPEG pictures only")
@@ -200,6 +202,12 @@ def cmd_serve(args) -> int:
                               audit=_audit(args))
     except ValueError as e:
         raise UserError(str(e)) from None
+    control = None
+    if policy is not None:
+        from agent.stream.steering import PolicyControl
+
+        control = PolicyControl(getattr(policy, "name", args.policy))
+        server.attach_policy(control)
 
     async def main() -> None:
         try:
@@ -221,12 +229,15 @@ def cmd_serve(args) -> int:
         print(f"  viewer      token {view}", file=sys.stderr)
         print(f"  watch       {server.http_url}#token={view if view == server.viewer_token else '<viewer token>'}",
               file=sys.stderr)
+        print(f"  take over   {server.http_url}#token={ctl if ctl == server.token else '<controller token>'}",
+              file=sys.stderr)
         print(f"  remote run  dw run --desktop {server.url.rsplit('/ws', 1)[0]} "
               f"--token {ctl if ctl == server.token else '<controller token>'} --policy scripted", file=sys.stderr)
         sys.stderr.flush()
         runner = None
         if policy is not None:
-            runner = threading.Thread(target=_run_policy, args=(server, policy), name="dw-serve-policy", daemon=True)
+            runner = threading.Thread(target=_run_policy, args=(server, policy, control), name="dw-serve-policy",
+                                      daemon=True)
             runner.start()
         try:
             await asyncio.Event().wait()
@@ -240,14 +251,21 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _run_policy(server, policy) -> None:
+def _run_policy(server, policy, control=None) -> None:
+    """Runs ``policy`` on the served desktop until its run ends; with a ``control``
+    (:class:`agent.stream.steering.PolicyControl`) controllers may pause it and change its instruction."""
     from agent.loop import Agent
     from agent.stream.local import ServedDesktop
+    from agent.stream.steering import SteeredPolicy
 
     desk = ServedDesktop(server)
+    reason = "stopped"
     try:
-        res = Agent(desk, policy).run()
+        res = Agent(desk, SteeredPolicy(policy, control) if control is not None else policy).run()
+        reason = res.reason
         print(f"dw serve: policy {getattr(policy, 'name', '?')} stopped: {res.reason}; success={res.success}; "
               f"{res.steps} steps", file=sys.stderr)
     finally:
         desk.close()
+        if control is not None:
+            control.finish(reason)
