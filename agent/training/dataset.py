@@ -10,9 +10,25 @@ the actions that really ran as its history. Samples are preprocessed once and ca
 arrays; what the model's grounding makes of them (:func:`policies.pixel.training.precompute`) is
 cached beside them.
 
+Pointer moves (``moves``): a person's pointer trace (``dw record`` writes a ``move`` up to 10 times
+a second while the mouse travels) is most of a recorded demo, and a model taught every point of it
+learns to hover. With ``moves="intent"`` (the default) a ``human`` move teaches nothing when the
+action after it is another move (a point on the way) or a pointer action that carries its own point
+(click, mouse_down, mouse_up, drag, scroll: the pointer goes there anyway). So a run of moves is kept
+only as its last move, and only where the pointer came to rest for a key, typing, ``done`` or the
+demo's end (a hover). A dropped move leaves no trace in later samples either: no history entry and
+no cursor change. At run time a policy's history holds its own actions only, and the pointer sits
+where its last pointer action left it; a cursor that had already travelled onto the target (as the
+person's did before each click) would hand the model an answer it never gets when it runs.
+A policy's or expert's moves are its own chosen actions and always kept; ``moves="all"`` keeps every
+move, and the cursor follows all of them.
+
 Augmentation: with ``shifts`` > 0 each action also yields samples whose glimpse tile grid is
 shifted by a few cells (:class:`~policies.pixel.processing.Preprocessor` ``shift``), so targets
 appear at every phase inside a glimpse.
+
+The cache lives outside a run's output folder, in the user's cache (:func:`default_cache_dir`), so
+sessions preprocessed once serve every later run; ``dw cache`` shows and prunes it.
 """
 
 from __future__ import annotations
@@ -29,7 +45,7 @@ import numpy as np
 import torch
 
 from agent.sessions.format import EXPERT_LABEL, EXPERT_TARGET, open_session
-from policies.actions import Drag
+from policies.actions import Drag, Move
 from policies.pixel.codec import LABEL_FIELDS, NO_WORD, action_label, history_features, last_type_end
 from policies.pixel.configuration import PixelConfig
 from policies.pixel.processing import Preprocessor, encode_text
@@ -39,11 +55,39 @@ from policies.pixel.words import word_position
 CACHE_VERSION = 8  # bumped whenever a cached sample changes (8: config version 2, target_offsets, read windows only)
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "actions", "read_window")
+MOVES = ("intent", "all")  # which human pointer moves become samples (see the module's docstring)
+POINTER_ACTIONS = ("click", "mouse_down", "mouse_up", "drag", "scroll")  # each carries its own point
 
 
-def _cache_key(session: Path, cfg: PixelConfig, shifts: int = 0) -> str:
+def default_cache_dir() -> Path:
+    """Where ``dw train`` caches samples unless told (``--cache``): ``samples`` in the user's cache
+    folder, the one the encoder probes use (``$DW_CACHE_DIR``, else ``$XDG_CACHE_HOME/digital-worker``,
+    else ``~/.cache/digital-worker`` on Linux)."""
+    from encoders.ladder import cache_dir
+
+    return cache_dir() / "samples"
+
+
+def check_moves(moves: str) -> str:
+    if moves not in MOVES:
+        raise ValueError(f"moves must be one of {', '.join(MOVES)}, got {moves!r}")
+    return moves
+
+
+def redundant_moves(actions: list) -> set[int]:
+    """Indices of the ``human`` moves in ``actions`` (executed events, in order) that
+    ``moves="intent"`` drops: those whose next action is a move or a pointer action."""
+    out = set()
+    for i, e in enumerate(actions[:-1]):
+        nxt = actions[i + 1].action
+        if e.source == "human" and isinstance(e.action, Move) and (isinstance(nxt, Move) or nxt.type in POINTER_ACTIONS):
+            out.add(i)
+    return out
+
+
+def _cache_key(session: Path, cfg: PixelConfig, shifts: int = 0, moves: str = "intent") -> str:
     h = hashlib.sha256()
-    h.update(f"{CACHE_VERSION}:{shifts}".encode())
+    h.update(f"{CACHE_VERSION}:{shifts}:{moves}".encode())
     h.update(str(session.resolve()).encode())
     for name in ("session.json", "events.jsonl", "video.mkv"):
         f = session / name
@@ -67,17 +111,22 @@ def shift_set(cfg: PixelConfig, shifts: int, seed: int) -> list[tuple[int, int]]
 
 
 def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | None = None,
-                    shifts: int = 0) -> dict[str, np.ndarray]:
+                    shifts: int = 0, moves: str = "intent") -> dict[str, np.ndarray]:
     """Preprocess every action of one session into training arrays (see :func:`arrays_for`).
 
     With ``shifts`` > 0 every action gives ``1 + shifts`` samples: the unshifted tile grid and
     ``shifts`` shifted ones (seeded by the session's name, so the cache is deterministic).
+    ``moves``: ``"intent"`` drops the human moves :func:`redundant_moves` names, ``"all"`` none.
     """
+    check_moves(moves)
     s = open_session(session_dir)
     pre = pre or Preprocessor(cfg)
     seed = int(hashlib.sha256(Path(session_dir).name.encode()).hexdigest()[:8], 16)
     pres = [pre] + [Preprocessor(cfg, shift=sh) for sh in shift_set(cfg, shifts, seed)[1:]]
     executed = s.actions(("human", "policy"))
+    if moves == "intent":
+        gone = redundant_moves(executed)
+        executed = [e for i, e in enumerate(executed) if i not in gone]
     labels = [e for e in s.events if e.source == "system" and e.action is not None
               and e.raw.get("event") == EXPERT_LABEL]
     # A DAgger session (``dw demos --dagger``) teaches its expert labels; the executed actions
@@ -135,22 +184,27 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     return {k: np.stack(v) for k, v in rows.items()}
 
 
-def _prep_worker(args: tuple[str, dict, str, int]) -> str:
+def _prep_worker(args: tuple[str, dict, str, int, str]) -> str:
     import cv2
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    sess, cfg_dict, f, shifts = args
+    sess, cfg_dict, f, shifts, moves = args
     cfg = PixelConfig(**cfg_dict)
-    _save_npz(Path(f), session_samples(Path(sess), cfg, shifts=shifts))
+    _save_npz(Path(f), session_samples(Path(sess), cfg, shifts=shifts, moves=moves))
     return f
 
 
 def _save_npz(f: Path, data: dict[str, np.ndarray]) -> None:
-    """Write ``data`` to ``f`` whole or not at all (a temporary file, then a rename)."""
-    tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(f)
+    """Write ``data`` to ``f`` whole or not at all (a temporary file of this process's, then a rename:
+    runs sharing the cache may write the same file at once)."""
+    tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npz")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        np.savez(tmp, **data)
+        tmp.replace(f)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load_npz(f: Path | None) -> dict[str, np.ndarray] | None:
@@ -199,11 +253,14 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
                  progress: Callable[[Iterable], Iterable] | None = None,
                  workers: int = 1, shifts: int = 0,
                  transform: Callable[[dict], dict] | None = None,
-                 transform_key: str | None = None) -> list[dict[str, np.ndarray]]:
+                 transform_key: str | None = None, moves: str = "intent") -> list[dict[str, np.ndarray]]:
     """Per-session sample arrays, from the cache where valid (``workers`` processes fill it), each
     passed through ``transform`` as it is loaded (so what it drops is never all in memory at once).
     With a ``transform_key`` (what the transform's output depends on, beyond the samples), its
-    outputs are cached too, and a session whose output is cached is neither loaded nor transformed."""
+    outputs are cached instead of the samples, and a session whose output is cached is neither loaded
+    nor transformed. (A reader grounding's samples are mostly their read windows, about 2.6 MB a
+    sample, which only another reader would read again: it preprocesses the session anew.)"""
+    check_moves(moves)
     pre = Preprocessor(cfg)
     out = []
 
@@ -219,7 +276,7 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
         import multiprocessing as mp
 
         cache_dir.mkdir(parents=True, exist_ok=True)
-        todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg, shifts)}.npz"), shifts)
+        todo = [(str(s), cfg.to_dict(), str(cache_dir / f"{_cache_key(s, cfg, shifts, moves)}.npz"), shifts, moves)
                 for s in sessions]
         todo = [t for t in todo if not cached(Path(t[2]))]
         if todo:
@@ -230,7 +287,7 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
     # with workers the pool did the preprocessing; loading is then worth a bar only when it does work
     it = progress(sessions) if progress and (workers <= 1 or transform is not None) else sessions
     for sess in it:
-        f = cache_dir / f"{_cache_key(sess, cfg, shifts)}.npz" if cache_dir else None
+        f = cache_dir / f"{_cache_key(sess, cfg, shifts, moves)}.npz" if cache_dir else None
         g = done_file(f) if f is not None else None
         done = _load_npz(g)
         if done is not None:
@@ -238,14 +295,14 @@ def load_samples(sessions: list[Path], cfg: PixelConfig, cache_dir: Path | None,
             continue
         data = _load_npz(f)
         if data is None:
-            data = session_samples(sess, cfg, pre, shifts=shifts)
-            if f is not None:
-                f.parent.mkdir(parents=True, exist_ok=True)
+            data = session_samples(sess, cfg, pre, shifts=shifts, moves=moves)
+            if f is not None and (g is None or not data):  # else the transform's output is cached (below)
                 _save_npz(f, data)
         if transform is not None and data:
             data = transform(data)
             if g is not None:
                 _save_npz(g, data)
+                f.unlink(missing_ok=True)  # the samples a worker cached, or an earlier reader's: g serves
         out.append(data)
     return out
 
