@@ -8,13 +8,22 @@ A recipe has up to four tables (every key optional; unknown keys are refused by 
   (a list of :class:`~policies.pixel.configuration.RefinerConfig` tables). Over an ``init`` a
   grounding or refiners grow the model: every weight that fits is kept.
 - ``[train]``: :class:`~policies.pixel.training.TrainSettings` fields, plus ``val_fraction``,
-  ``shifts`` (extra tile-grid-shifted samples per action), ``workers`` (preprocessing processes)
-  and ``reader`` (a folder from ``dw reader``: the reader grounding's weights).
+  ``shifts`` (extra tile-grid-shifted samples per action), ``moves`` (``"intent"``, the default:
+  a person's pointer moves that a move or a pointer action follows teach nothing; ``"all"``: every
+  move is a sample; :mod:`agent.training.dataset`), ``workers`` (preprocessing processes) and
+  ``reader`` (a folder from ``dw reader``: the reader grounding's weights).
 - ``[data]``: ``sessions`` (folders used when ``dw train`` is given none) and ``commands`` (how
   those sessions were made: documentation, never run).
 - ``[reader]``: settings of ``dw reader`` (:func:`policies.pixel.reader.pretrain_reader`'s).
 - ``[[stages]]``: several runs in order, each a ``model``/``train``/``data`` table over the
   recipe's own, each from the weights the one before it kept.
+
+The kept epoch: ``keep_best`` keeps the epoch with the best held-out action accuracy, but only when
+the held-out split holds at least :data:`MIN_VAL_TO_CHOOSE` samples. An accuracy on n samples is
+uncertain by about 0.5/sqrt(n) (26 samples: +-0.10; 200: +-0.035), more than late epochs differ
+by, so on fewer the best of many epochs is the luckiest, not the best (it tended to be an early,
+underfit one); the last epoch, at the end of the decaying schedule, is kept instead, and the log
+says so.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from agent.errors import UserError
 
 TABLES = ("description", "model", "train", "data", "reader", "stages")
 MODEL_KEYS = ("size", "init", "config", "grounding", "refiners")
-TRAIN_EXTRA = ("val_fraction", "shifts", "workers", "reader")
+TRAIN_EXTRA = ("val_fraction", "shifts", "moves", "workers", "reader")
+MIN_VAL_TO_CHOOSE = 200  # held-out samples below which keep_best keeps the last epoch (see above)
 DATA_KEYS = ("sessions", "commands")
 
 
@@ -35,6 +45,13 @@ def _check(table: dict, known, where: str) -> None:
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def _check_moves(train: dict, where: str) -> None:
+    from agent.training.dataset import MOVES
+
+    if train.get("moves", "intent") not in MOVES:
+        raise UserError(f"{where}: moves must be one of {', '.join(MOVES)}, not {train['moves']!r}")
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -63,6 +80,7 @@ def load_recipe(path: str | Path) -> dict:
 
         _check(merged["train"], [f.name for f in dataclasses.fields(TrainSettings)] + list(TRAIN_EXTRA),
                f"{where} [train]")
+        _check_moves(merged["train"], f"{where} [train]")
         out.append(merged)
     return out
 
@@ -121,7 +139,7 @@ def _has_reader(init: str | None) -> bool:
 
 
 def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None, init: str | None,
-                epochs: int | None, device: str, seed: int | None, resume: bool, cache: Path | None,
+                epochs: int | None, device: str, seed: int | None, resume: bool, cache: Path,
                 progress: bool, log) -> dict:
     """One stage: the model, its samples (cached), then :func:`policies.pixel.training.fit`."""
     import numpy as np
@@ -172,13 +190,15 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     shifts = int(extra.get("shifts", 0))
     if not 0 <= shifts <= 8:
         raise UserError("shifts must be between 0 and 8")
+    _check_moves(extra, "[train]")
+    moves = extra.get("moves", "intent")
     from tqdm import tqdm
 
     bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
     grounded = cfg.grounding is not None
-    parts = load_samples(paths, cfg, cache or out / "cache", bar, workers=int(extra.get("workers", 1)), shifts=shifts,
+    parts = load_samples(paths, cfg, cache, bar, workers=int(extra.get("workers", 1)), shifts=shifts,
                          transform=(lambda part: precompute(model, part)) if grounded else None,
-                         transform_key=precompute_key(model) if grounded else None)
+                         transform_key=precompute_key(model) if grounded else None, moves=moves)
     tr, va = split_sessions(paths, float(extra.get("val_fraction", 0.1)), settings.seed)
     task_of = [session_task(paths[i]) for i in va]
     names = sorted({x for x in task_of if x})
@@ -187,9 +207,13 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     train = concat([parts[i] for i in tr], consume=True)
     val = concat([parts[i] for i in va], consume=True)
     del parts
-    log(f"{len(paths)} sessions: {len(train.get('labels', []))} training samples, "
-        f"{len(val.get('labels', []))} validation samples")
-    settings.record = {"sessions": len(paths), "shifts": shifts, "stage": stage["name"],
+    n_val = len(val.get("labels", []))
+    log(f"{len(paths)} sessions: {len(train.get('labels', []))} training samples, {n_val} validation samples")
+    if settings.keep_best and 0 < n_val < MIN_VAL_TO_CHOOSE:
+        settings.keep_best = False
+        log(f"{n_val} held-out samples are too few (under {MIN_VAL_TO_CHOOSE}) to choose an epoch by: "
+            "the last epoch is kept")
+    settings.record = {"sessions": len(paths), "shifts": shifts, "moves": moves, "stage": stage["name"],
                        "init": init or stage["model"].get("init"), "reader": extra.get("reader")}
     try:
         return fit(model, train, val, settings, out, resume=resume, progress=progress, log=log,
@@ -200,15 +224,29 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
 
 def run(stages: list[dict], sessions: list[str], out: str | Path, *, size: str | None = None,
         init: str | None = None, epochs: int | None = None, device: str = "cpu", seed: int | None = None,
-        resume: bool = False, cache: str | Path | None = None, progress: bool = True, log=print) -> dict:
-    """Every stage in order, each from the one before; the last writes ``out``."""
+        resume: bool = False, cache: str | Path | None = None, keep_state: bool = False, progress: bool = True,
+        log=print) -> dict:
+    """Every stage in order, each from the one before; the last writes ``out``. Samples are cached in
+    ``cache`` (default: :func:`agent.training.dataset.default_cache_dir`). Once every stage has
+    finished, the trainer's state (``checkpoint/`` in ``out`` and in each stage's folder: the last
+    epoch's weights and the optimizer's state, which only ``resume`` of an interrupted run needs)
+    is removed, unless ``keep_state``."""
+    import shutil
+
+    from agent.training.dataset import default_cache_dir
+
     out = Path(out)
+    cache = Path(cache) if cache else default_cache_dir()
     summary: dict = {}
+    wrote = []
     for i, stage in enumerate(stages):
         last = i == len(stages) - 1
         where = out if last else out / "stages" / stage["name"]
         summary = train_stage(stage, sessions, where, size=size, init=init, epochs=epochs, device=device,
-                              seed=seed, resume=resume, cache=Path(cache) if cache else out / "cache",
-                              progress=progress, log=log)
+                              seed=seed, resume=resume, cache=cache, progress=progress, log=log)
+        wrote.append(where)
         init, size = str(where), None
+    if not keep_state:
+        for where in wrote:
+            shutil.rmtree(where / "checkpoint", ignore_errors=True)
     return summary

@@ -6,10 +6,12 @@ matches) its grounding supplies (:func:`precompute`). Where samples come from (r
 cached per session) is the caller's: ``agent.training`` turns sessions into these arrays.
 
 Training is seeded and deterministic on CPU, checkpoints each epoch with optimizer state
-(``resume`` continues), and runs under bf16 autocast where the device computes bf16 natively
-(CUDA; CPUs with AVX512-BF16 or AMX; ``DW_PIXEL_DTYPE=float32`` turns it off). The weights kept
-are those of the epoch with the best held-out *action accuracy* (type, pointer token(s), key,
-count and text span all right), ties broken by the lower held-out loss, unless ``keep_best`` is off.
+(``out/checkpoint``: the last epoch's weights and the optimizer's state; ``resume`` continues),
+and runs under bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16
+or AMX; ``DW_PIXEL_DTYPE=float32`` turns it off). The weights kept (written to ``out``) are those of
+the epoch with the best held-out *action accuracy* (type, pointer token(s), key, count and text span
+all right), ties broken by the lower held-out loss; with ``keep_best`` off, or nothing held out,
+the last epoch's. The summary names the kept epoch (``kept_epoch``) and its figures (``kept``).
 """
 
 from __future__ import annotations
@@ -279,6 +281,8 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed from {ckpt} after epoch {start_epoch}")
+    elif resume:
+        log(f"nothing to resume ({ckpt} holds no trainer state): training from the start")
     gen = torch.Generator().manual_seed(s.seed)
     for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
         torch.randperm(n, generator=gen)
@@ -334,13 +338,19 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
     if best is not None:
         model.load_state_dict(best[2])
         best_epoch = best[1]
-        log(f"keeping epoch {best_epoch} (held-out action accuracy {best[0][0]:.3f}, loss {-best[0][1]:.3f})")
+        log(f"keeping epoch {best_epoch} of {len(history)} (held-out action accuracy {best[0][0]:.3f}, "
+            f"loss {-best[0][1]:.3f})")
+    elif history:
+        log(f"keeping the last epoch ({history[-1]['epoch']})")
+    kept_epoch = best_epoch if best_epoch is not None else (history[-1]["epoch"] if history else None)
+    kept = next((h for h in history if h["epoch"] == kept_epoch), None)
     model.config.training = {"samples": n, "epochs": epochs, "seed": s.seed, "lr": s.lr, "batch_size": s.batch_size,
-                             "best_epoch": best_epoch, "train_only": list(s.train_only), **s.record}
+                             "best_epoch": best_epoch, "kept_epoch": kept_epoch, "train_only": list(s.train_only),
+                             **s.record}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": model.config.size_name, "parameters": sum(p.numel() for p in model.parameters()),
                "train_samples": n, "val_samples": len(val.get("labels", [])) if val else 0, "steps": step,
                "best_epoch": best_epoch, "best": next((h for h in history if h["epoch"] == best_epoch), None),
-               "history": history, **s.record}
+               "kept_epoch": kept_epoch, "kept": kept, "history": history, **s.record}
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

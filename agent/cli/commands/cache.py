@@ -1,4 +1,4 @@
-"""``dw cache DIR``: the size of a ``dw train`` sample cache, and pruning it."""
+"""``dw cache [DIR]``: the size of a ``dw train`` sample cache, and pruning it."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from agent.errors import UserError
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.training.dataset import prune_cache
+    from agent.training.dataset import default_cache_dir, prune_cache
 
-    d = Path(args.dir)
-    if not d.is_dir():
+    d = Path(args.dir) if args.dir else default_cache_dir()
+    if args.dir and not d.is_dir():
         raise UserError(f"{d}: no such folder")
     if args.max_gb is not None and args.max_gb < 0:
         raise UserError("--max-gb must be 0 or more")
     cap = float("inf") if args.max_gb is None else args.max_gb * 1e9
-    r = prune_cache(d, cap, dry_run=args.dry_run)
+    r = prune_cache(d, cap, dry_run=args.dry_run)  # the default folder before any run: empty
     if args.json:
         print_json({"dir": str(d), "dry_run": args.dry_run, **r})
         return 0
@@ -30,10 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="show or prune a `dw train` sample cache (least recently used first)")
-    p.add_argument("dir", metavar="DIR", help="the cache folder (`dw train --cache`, default OUT/cache)")
+    p = sub.add_parser("cache", help="show or prune the `dw train` sample cache (least recently used first)")
+    p.add_argument("dir", metavar="DIR", nargs="?", default=None,
+                   help="the cache folder (default: dw train's: $DW_CACHE_DIR/samples, else "
+                        "~/.cache/digital-worker/samples on Linux, under $XDG_CACHE_HOME if set)")
     p.add_argument("--max-gb", type=float, default=None, metavar="GB",
-                   help="delete the least recently used files until the folder holds at most this much")
-    p.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+                   help="delete the least recently used files until the folder holds at most this much "
+                        "(default: delete nothing)")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing (default: off)")
+    p.add_argument("--json", action="store_true", help="print one JSON document (default: off)")
     p.set_defaults(func=run)

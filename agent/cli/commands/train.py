@@ -32,36 +32,58 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = recipes.run(stages, sessions, args.out, size=args.size, init=args.init, epochs=args.epochs,
                               device=args.device, seed=args.seed, resume=args.resume, cache=args.cache,
-                              progress=not args.json, log=log)
+                              keep_state=args.keep_state, progress=not args.json, log=log)
     except SessionError as e:
         raise UserError(str(e)) from None
     if args.json:
         print(json.dumps(summary))
     else:
-        last = summary["history"][-1] if summary["history"] else {}
-        print(f"saved {summary['size']} ({summary['parameters']:,} parameters) to {args.out}: "
-              f"{summary['train_samples']} samples, {summary['steps']} steps, "
-              + ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float)))
+        print(final_line(summary, args.out))
     return 0
+
+
+def final_line(summary: dict, out: str) -> str:
+    """What ``dw train`` ends with: the saved model and the figures of the epoch it kept."""
+    ran = summary["history"][-1]["epoch"] if summary["history"] else 0
+    kept, n = summary.get("kept_epoch"), summary.get("kept") or {}
+    which = ("the best held-out" if summary.get("best_epoch") is not None else "the last") if kept else "none"
+    return (f"saved {summary['size']} ({summary['parameters']:,} parameters) to {out}: "
+            f"epoch {kept} of {ran} ({which}), {summary['train_samples']} samples, {summary['steps']} steps"
+            + "".join(f", {k}={v:.3f}" for k, v in n.items() if isinstance(v, float)))
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a pixel policy from recorded sessions (behaviour cloning)",
                        description="Train a pixel policy on sessions. A recipe (TOML, see recipes/) holds the "
                                    "model's shape and the training settings; without one, a plain model of "
-                                   "--size (default pixel-small) or the --init checkpoint is trained 20 epochs.")
+                                   "--size (default pixel-small) or the --init checkpoint is trained 20 epochs. "
+                                   "OUT ends holding the kept epoch's model (config.json, model.safetensors), "
+                                   "training.json, and stages/NAME for each earlier stage of a recipe; samples "
+                                   "are cached outside it. Teach a bundled checkpoint your task: dw train DEMOS "
+                                   "--init pixel-small --recipe recipes/teach.toml --out my-worker.")
     p.add_argument("sessions", nargs="*", metavar="SESSIONS_OR_DIRS",
                    help="session folders or folders of them, or `dw export` datasets (hf or lerobot; "
                         "imported into OUT/imported) (default: the recipe's [data] sessions)")
-    p.add_argument("--size", default=None, help="a fresh model: pixel-tiny, pixel-small, pixel-base or pixel-large")
+    p.add_argument("--size", default=None, help="a fresh model: pixel-tiny, pixel-small, pixel-base or pixel-large "
+                                                "(default: the recipe's, else pixel-small)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="start from this checkpoint (a folder or a bundled name): fine-tune it on new sessions")
-    p.add_argument("--recipe", default=None, metavar="FILE", help="a training recipe (TOML): model, settings, stages")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per stage (over the recipe's)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=None, help="over the recipe's (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--cache", default=None, help="preprocessed-sample cache folder (default OUT/cache)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
+                   help="start from this checkpoint (a folder or a bundled name): fine-tune it on new sessions "
+                        "(default: the recipe's [model] init, else a fresh model)")
+    p.add_argument("--recipe", default=None, metavar="FILE",
+                   help="a training recipe (TOML): model, settings, stages (default: none: 20 epochs, batch 64, "
+                        "lr 1e-3)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (required)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the recipe's, else 20)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=int, default=None, help="random seed: initial weights, shuffles, split (default: the recipe's, else 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT/checkpoint (default: off: start afresh)")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep OUT/checkpoint (the last epoch's weights and the optimizer's state) once the run "
+                        "has finished (default: off: removed, as only --resume of an interrupted run needs it)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="preprocessed-sample cache folder, shared by runs; see dw cache (default: samples in "
+                        "the user's cache folder: $DW_CACHE_DIR/samples, else ~/.cache/digital-worker/samples "
+                        "on Linux, under $XDG_CACHE_HOME if set)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (default: off: a line per epoch)")
     p.set_defaults(func=run)
