@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="decide and log actions but send no input")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (frames acted on)")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop this many seconds after the command started: loading the policy counts")
+                   help="stop this many seconds after the command started: loading the policy counts "
+                        "(with --workflow: per row, from the row's start)")
     p.add_argument("--keep-running", action="store_true",
                    help="do not end the run when the policy emits `done` (it is logged, and recorded as a "
                         "'done_ignored' event); stop it with the hotkey, Ctrl+C or a limit")
