@@ -414,7 +414,9 @@ def test_pause_resume_instruction_and_takeover_from_the_page(browser):
             n = len(policy.seen)
             time.sleep(0.4)
             assert len(policy.seen) == n
-            viewer.wait_for_function("() => window.dwViewer.policy.paused === true", timeout=5000)
+            viewer.wait_for_function("() => document.getElementById('policy-state').textContent === 'paused'",
+                                     timeout=5000)  # a viewer sees the policy's state, and has no switches
+            assert viewer.locator("#pause").count() == 0 and viewer.locator("#instruction-input").count() == 0
             page.click("#pause")
             _until(lambda: not control.paused, what="the resume")
             page.fill("#instruction-input", "Click the Apply button.")

@@ -951,7 +951,8 @@ class StreamServer:
             self._local_users += 1 if on else -1
             self._wake.set()
 
-        self._loop.call_soon_threadsafe(change)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped, nothing to keep
+            self._loop.call_soon_threadsafe(change)
 
     @property
     def state(self) -> dict:

@@ -351,13 +351,17 @@
   window.addEventListener("pagehide", releaseHeld);
 
   // -- controls ---------------------------------------------------------------------------------------------
-  function showPolicy() {
+  function showPolicy() { // the policy's state for everyone; its switches for a controller
     const p = S.policy;
+    $("policy-status").hidden = !p;
+    if (p) {
+      $("policy-name").textContent = p.name;
+      $("policy-state").textContent = !p.running ? `stopped (${p.reason})` : p.paused ? "paused" : "running";
+    }
+    if (S.role !== "controller") return;
     $("policy-box").hidden = !p;
     $("instruction-form").hidden = !p;
     if (!p) return;
-    $("policy-name").textContent = p.name;
-    $("policy-state").textContent = !p.running ? `stopped (${p.reason})` : p.paused ? "paused" : "running";
     $("pause").textContent = p.paused ? "Resume" : "Pause";
     $("pause").disabled = !p.running;
     const input = $("instruction-input");
@@ -367,7 +371,7 @@
 
   function setupControls() {
     const controls = $("controls");
-    if (S.role !== "controller") { controls.remove(); return; } // watch-only: no controls at all
+    if (S.role !== "controller") { controls.remove(); showPolicy(); return; } // watch-only: no controls at all
     controls.hidden = false;
     $("takeover").addEventListener("click", () => setTakeover(!S.takeover));
     $("pause").addEventListener("click", () => {
@@ -399,6 +403,7 @@
       S.cursor = msg.desktop && msg.desktop.cursor;
       $("instruction").textContent = (msg.desktop && msg.desktop.instruction) || "";
       setupControls();
+      send({ type: "stats" });
       status(`${msg.role} · ${screen.width}×${screen.height}@${screen.scale}`);
       // JPEG pictures from the start (connected with format=jpeg): the desktop shows while the decoder is set up
       const ok = await setupVideo(v);
@@ -427,7 +432,7 @@
       if (msg.policy && before && msg.policy.paused !== before.paused) logEntry(who(msg.client === undefined ? S.hello.client : msg.client), msg.policy.paused ? "paused the policy" : "resumed the policy");
       if (msg.policy && before && msg.policy.instruction !== before.instruction) logEntry(who(msg.client === undefined ? S.hello.client : msg.client), `instruction ${JSON.stringify(msg.policy.instruction || "(the task's)")}`);
       if (msg.policy && !msg.policy.running && before && before.running) logEntry("policy", `stopped: ${msg.policy.reason}`, "policy");
-      if (S.role === "controller") showPolicy();
+      showPolicy();
     } else if (msg.type === "stats") {
       S.stats = msg;
       const st = msg.stages || {};
@@ -446,7 +451,8 @@
     ws.binaryType = "arraybuffer";
     ws.onmessage = (ev) => { if (typeof ev.data === "string") onText(ev.data); else onFrame(ev.data); };
     ws.onclose = (ev) => {
-      S.closed = ev.code; held.clear(); S.takeover = false;
+      S.closed = ev.code;
+      if (S.takeover) setTakeover(false); // the server has released what this page held
       status(`disconnected (${ev.code}${ev.reason ? ": " + ev.reason : ""})`, true);
     };
     ws.onerror = () => status("connection failed (token?)", true);

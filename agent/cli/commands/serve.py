@@ -266,6 +266,6 @@ def _run_policy(server, policy, control=None) -> None:
         print(f"dw serve: policy {getattr(policy, 'name', '?')} stopped: {res.reason}; success={res.success}; "
               f"{res.steps} steps", file=sys.stderr)
     finally:
-        desk.close()
         if control is not None:
             control.finish(reason)
+        desk.close()
