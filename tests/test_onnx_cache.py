@@ -4,6 +4,8 @@ never served a stale graph."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -68,7 +70,7 @@ def test_second_load_uses_the_cached_graph(cache, exports, tmp_path):
     ckpt = _checkpoint(tmp_path / "ckpt")
     first = PixelPolicy(load_model(ckpt), runtime="onnx", dtype="float32")
     assert len(exports) == 1 and len(list(cache.glob("*.onnx"))) == 1
-    assert not list(cache.glob(".tmp-*"))  # written atomically: no temporary file left
+    assert [p.name for p in cache.iterdir()] == [p.name for p in cache.glob("*.onnx")]  # no temporary file left
     second = PixelPolicy(load_model(ckpt), runtime="onnx", dtype="float32")
     assert len(exports) == 1  # no second export
     a, b = _outputs(first), _outputs(second)
@@ -113,13 +115,18 @@ def test_a_code_change_is_a_new_key(tmp_path, monkeypatch):
     assert runtime.export_key(*args) != k0
 
 
-def test_a_damaged_cache_file_is_exported_again(cache, exports, tmp_path):
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cache_file_is_exported_again(cache, exports, tmp_path, damage):
     ckpt = _checkpoint(tmp_path / "ckpt")
     PixelPolicy(load_model(ckpt), runtime="onnx", dtype="float32")
     (entry,) = cache.glob("*.onnx")
-    entry.write_bytes(entry.read_bytes()[:1000])
+    good = entry.read_bytes()
+    if damage == "truncate":
+        entry.write_bytes(good[:1000])
+    else:  # one bit in the middle of the weights: a graph ONNX Runtime would load and run wrong
+        entry.write_bytes(good[: len(good) // 2] + bytes([good[len(good) // 2] ^ 1]) + good[len(good) // 2 + 1:])
     pol = PixelPolicy(load_model(ckpt), runtime="onnx", dtype="float32")
-    assert len(exports) == 2 and entry.stat().st_size > 1000  # replaced
+    assert len(exports) == 2 and entry.read_bytes() == good  # exported again, and replaced
     assert _outputs(pol).pointer_logits.shape[0] == 1
 
 
@@ -147,8 +154,8 @@ def test_entries_past_the_limit_go_least_recently_used_first(cache, monkeypatch)
 
     cache.mkdir(parents=True)
     for i in range(3):
-        (cache / f"{i}.onnx").write_bytes(b"x")
+        (cache / f"{i}.onnx").write_bytes(b"x" + hashlib.sha256(b"x").digest())
         os.utime(cache / f"{i}.onnx", (time.time() - 100 + i, time.time() - 100 + i))
-    runtime._cache_read(cache / "0.onnx")  # used: now the most recent
+    assert runtime._cache_read(cache / "0.onnx") == b"x"  # used: now the most recent
     runtime._cache_write(cache / "3.onnx", b"x")
     assert sorted(p.name for p in cache.glob("*.onnx")) == ["0.onnx", "3.onnx"]  # 1 and 2 went

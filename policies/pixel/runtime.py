@@ -173,32 +173,51 @@ def export_key(module: nn.Module, example: tuple, input_names: list[str], output
 
 
 def _cache_read(path: Path) -> bytes | None:
+    """The graph cached at ``path``, or None: missing, unreadable, or not what was written (each
+    entry ends with the sha256 of the graph before it, so a damaged file is never served)."""
     try:
-        graph = path.read_bytes()
-        os.utime(path)  # recently used: kept longest
-        return graph
+        data = path.read_bytes()
     except OSError:
         return None
+    graph, digest = data[:-32], data[-32:]
+    if len(data) <= 32 or hashlib.sha256(graph).digest() != digest:
+        return None
+    try:
+        os.utime(path)  # recently used: kept longest
+    except OSError:  # a cache this user may read but not touch
+        pass
+    return graph
 
 
 def _cache_write(path: Path, graph: bytes) -> None:
-    """Write ``graph`` atomically (a temporary file renamed into place), then drop the least
-    recently used entries past :data:`CACHE_ENTRIES`. A cache that cannot be written is skipped."""
+    """Write ``graph`` (and its sha256) atomically, a temporary file renamed into place, then drop
+    the least recently used entries past :data:`CACHE_ENTRIES`. A cache that cannot be written is
+    skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(graph)
+                f.write(hashlib.sha256(graph).digest())
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
             raise
-        entries = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[CACHE_ENTRIES:]:
+    except OSError:
+        return
+
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # gone: another process pruned it
+            return float("inf")
+
+    try:
+        for old in sorted(path.parent.glob("*.onnx"), key=used, reverse=True)[CACHE_ENTRIES:]:
             old.unlink(missing_ok=True)
-        for stale in path.parent.glob(".tmp-*"):  # left by a writer that was killed, an hour ago or more
-            if time.time() - stale.stat().st_mtime > 3600:
+        for stale in path.parent.glob(".tmp-*.part"):  # left by a writer that was killed, an hour ago or more
+            if time.time() - used(stale) > 3600:
                 stale.unlink(missing_ok=True)
     except OSError:
         pass
