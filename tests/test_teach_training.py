@@ -74,6 +74,19 @@ def test_intent_drops_the_moves_a_move_or_a_pointer_action_follows(tmp_path):
     assert np.allclose(every["cursor"][2, :2], [0.5, 0.3])  # moves="all": the pointer had arrived
 
 
+def test_after_dropped_moves_a_sample_shows_the_screen_before_the_pointer_set_off(tmp_path):
+    cfg = PixelConfig.for_size("pixel-tiny", **SMALL)
+    demo = human_demo(tmp_path / "demo")
+    every, intent = session_samples(demo, cfg, moves="all"), session_samples(demo, cfg)
+    # every's samples show frames 3, 6, 9, 16, 20, 25, 28, 32, 36, 40, 44 (each action's own); the
+    # click (frame 9) shows the first dropped move's frame 3, the scroll (32) frame 25, the hover
+    # move kept before done (40) frame 36; the key and the done had no dropped moves before them
+    own = {f: i for i, (_, f, _) in enumerate(EVENTS)}
+    for k, frame in enumerate((3, 16, 20, 25, 36, 44)):
+        assert np.array_equal(intent["global_view"][k], every["global_view"][own[frame]])
+    assert not np.array_equal(every["global_view"][own[3]], every["global_view"][own[9]])  # frames differ
+
+
 def test_an_experts_moves_are_its_own_and_stay(tmp_path):
     cfg = PixelConfig.for_size("pixel-tiny", **SMALL)
     every, intent = session_samples(EXPERT, cfg, moves="all"), session_samples(EXPERT, cfg)

@@ -17,7 +17,10 @@ action after it is another move (a point on the way) or a pointer action that ca
 (click, mouse_down, mouse_up, drag, scroll: the pointer goes there anyway). So a run of moves is kept
 only as its last move, and only where the pointer came to rest for a key, typing, ``done`` or the
 demo's end (a hover). A dropped move leaves no trace in later samples either: no history entry and
-no cursor change. At run time a policy's history holds its own actions only, and the pointer sits
+no cursor change, and the action after a dropped run of moves is paired with the frame from before
+the pointer set off (the run's first move's frame): a hovered widget lights up under a person's
+pointer before the click, which the policy's screen never shows when it decides. At run time a
+policy's history holds its own actions only, and the pointer sits
 where its last pointer action left it; a cursor that had already travelled onto the target (as the
 person's did before each click) would hand the model an answer it never gets when it runs.
 A policy's or expert's moves are its own chosen actions and always kept; ``moves="all"`` keeps every
@@ -52,7 +55,7 @@ from policies.pixel.processing import Preprocessor, encode_text
 from policies.pixel.training import arrays_for
 from policies.pixel.words import word_position
 
-CACHE_VERSION = 8  # bumped whenever a cached sample changes (8: config version 2, target_offsets, read windows only)
+CACHE_VERSION = 9  # bumped whenever a cached sample changes (9: a click after dropped moves shows the screen before them)
 PRE_FIELDS = ("global_w", "global_h", "patch", "cell_pt", "tile_pt", "glimpse_px", "max_glimpses",
               "content_threshold", "max_text", "history", "actions", "read_window")
 MOVES = ("intent", "all")  # which human pointer moves become samples (see the module's docstring)
@@ -124,8 +127,15 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     seed = int(hashlib.sha256(Path(session_dir).name.encode()).hexdigest()[:8], 16)
     pres = [pre] + [Preprocessor(cfg, shift=sh) for sh in shift_set(cfg, shifts, seed)[1:]]
     executed = s.actions(("human", "policy"))
+    seen: dict[int, int] = {}  # id(event) -> the frame its sample shows, where not its own
     if moves == "intent":
         gone = redundant_moves(executed)
+        for i in sorted(gone):  # a kept action after dropped moves: the screen before the approach
+            j = i
+            while j in gone:
+                j += 1
+            if i == 0 or i - 1 not in gone:
+                seen[id(executed[j])] = executed[i].frame
         executed = [e for i, e in enumerate(executed) if i not in gone]
     labels = [e for e in s.events if e.source == "system" and e.action is not None
               and e.raw.get("event") == EXPERT_LABEL]
@@ -137,7 +147,11 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     named = {e.frame: e.raw.get("word") for e in s.events
              if e.source == "system" and e.raw.get("event") == EXPERT_TARGET}
     ids, raw = encode_text(s.instruction, cfg.max_text)
-    want = {e.frame for e in targets if e.frame >= 0}
+    def frame_of(e) -> int:
+        f = seen.get(id(e), -1)
+        return f if f >= 0 else e.frame
+
+    want = {frame_of(e) for e in targets if frame_of(e) >= 0}
     views: dict[int, object] = {}
     if want:
         last = max(want)
@@ -152,7 +166,7 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     history: list = []
     for e in timeline:
         a = e.action
-        for v in views.get(e.frame, ()) if id(e) in learn else ():
+        for v in views.get(frame_of(e), ()) if id(e) in learn else ():
             htypes, hpts = history_features(cfg, history, raw)
             lab, off = action_label(cfg, a, v.boxes, v.mask, raw, last_type_end(raw, history))
             if lab["ptr0"] >= 0:  # the word names where the first pointer goes: none for a key
