@@ -99,6 +99,7 @@ def test_pointer_actions_agree_within_the_tolerance_in_points(tmp_path, scale, d
     s = record(tmp_path / "s", scale=scale)
     r = replay_session(s, Shifted(s, dx))
     n = r["recorded_actions"]
+    assert r["compared_actions"] == n  # a policy's own moves are all compared
     pointer = sum(1 for e in s.actions() if e.action.point is not None)
     assert r["tolerance_pt"] == 8.0 and r["type_accuracy"] == 1.0
     assert r["agreement"] == pytest.approx(1.0 if agree else (n - pointer) / n, abs=1e-6)
@@ -117,3 +118,29 @@ def test_dw_replay_shows_the_tolerance(tmp_path, capsys):
     assert "within 8 pt" in " ".join(capsys.readouterr().out.split())
     assert main(["replay", str(tmp_path / "s"), "--tolerance", "-1"]) == 2
     assert "--tolerance" in capsys.readouterr().err
+
+
+def test_a_persons_moves_on_the_way_are_skipped_as_training_skips_them(tmp_path):
+    """Moves a person made on the way to a click (training's moves="intent" drops them) are not
+    compared and do not move the cursor; a move that comes to rest (before a key, or at the end) is."""
+    from agent.training.dataset import redundant_moves
+
+    d = FakeDesktop(320, 240)
+    rec = SessionRecorder(tmp_path / "h", d.screen, d.fps, instruction="do it", policy="human", desktop=d.info(),
+                          extra={"cursor0": [0.5, 0.5]})
+    plan = {1: Move(0.1, 0.1), 2: Move(0.2, 0.2), 3: Click(0.25, 0.25), 4: Move(0.6, 0.6), 5: Key("enter"),
+            6: Move(0.9, 0.9)}
+    for i in range(8):
+        f = d.observe()
+        rec.add_frame(f)
+        if i in plan:
+            rec.add_event(f.t, "human", plan[i])
+    rec.close("finished")
+    s = open_session(tmp_path / "h")
+    assert redundant_moves(s.actions()) == {0, 1}  # replay's rule is training's
+    pol = Shifted(s, 0)
+    r = replay_session(s, pol)
+    assert r["moves_skipped"] == 2 and r["recorded_actions"] == 6 and r["compared_actions"] == 4
+    assert r["agreement"] == 1.0
+    assert r["spurious_actions"] == 0  # the skipped moves' frames count neither way
+    assert pol.cursors == [(0.5, 0.5)] * 4 + [(0.25, 0.25)] + [(0.6, 0.6)] * 2 + [(0.9, 0.9)]

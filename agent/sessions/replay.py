@@ -8,6 +8,11 @@ and the policy sees that desktop's pointer. Other sessions (a live screen) give 
 cursor as training does (:mod:`agent.training.dataset`): ``cursor0`` from ``session.json`` where
 the recorder stored it, then each recorded pointer action's point (a drag's end).
 
+A person's pointer moves on the way to a target (a ``human`` move followed by another move or by a
+pointer action with its own point) are what training drops (``moves="intent"``): replay does the
+same, so they are not compared (``compared_actions`` = ``recorded_actions`` - ``moves_skipped``),
+enter no history and move no cursor.
+
 A recorded action agrees with the policy's when the types and every other field match and, for
 a pointer action, the points lie within ``tolerance_pt`` logical points of each other (distance
 in physical pixels over the screen's scale). ``exact`` counts those within one physical pixel.
@@ -26,6 +31,7 @@ from policies.actions import Action, Drag
 from policies.base import Observation, Policy
 
 POINTER_FIELDS = (("x", "y"), ("x2", "y2"))
+POINTER_ACTIONS = ("click", "mouse_down", "mouse_up", "drag", "scroll")  # each carries its own point
 TOLERANCE_PT = 8.0  # a pointer action agrees within this many logical points
 
 
@@ -81,6 +87,7 @@ class ReplayStats:
     policy_errors: list[str] = field(default_factory=list)
     skipped_events: int = 0
     spurious: int = 0
+    moves_skipped: int = 0
 
 
 def compare_step(stats: ReplayStats, recorded: list[Event], predicted: list[Action], session: Session,
@@ -117,6 +124,17 @@ def compare_step(stats: ReplayStats, recorded: list[Event], predicted: list[Acti
             stats.exact += 1
 
 
+def moves_on_the_way(actions: list[Event]) -> set[int]:
+    """Indices of the ``human`` moves in ``actions`` (executed events, in order) that training
+    drops: :func:`agent.training.dataset.redundant_moves` (kept here too: replay needs no torch)."""
+    out = set()
+    for i, e in enumerate(actions[:-1]):
+        nxt = actions[i + 1].action
+        if e.source == "human" and e.action.type == "move" and nxt.type in ("move", *POINTER_ACTIONS):
+            out.add(i)
+    return out
+
+
 def _cursor0(session: Session) -> tuple[float, float] | None:
     """``cursor0`` of ``session.json`` (as training reads it), or None."""
     c0 = session.meta.get("cursor0")
@@ -133,7 +151,9 @@ def _cursor0(session: Session) -> tuple[float, float] | None:
 def replay_session(session: Session, policy: Policy, *, tolerance_pt: float = TOLERANCE_PT, history: int = 8) -> dict:
     """Run ``policy`` open-loop over ``session`` and return the comparison as a JSON-able dict."""
     by_frame: dict[int, list[Event]] = defaultdict(list)
-    for ev in session.actions():
+    executed = session.actions()
+    on_the_way = {id(executed[i]) for i in moves_on_the_way(executed)}
+    for ev in executed:
         by_frame[ev.frame].append(ev)
     oracle_desktop = _rebuild_desktop(session)
     instruction = session.instruction
@@ -155,6 +175,8 @@ def replay_session(session: Session, policy: Policy, *, tolerance_pt: float = TO
             oracle_desktop.observe()
         events = pending_early + by_frame.pop(frame.index, [])
         pending_early = []
+        compared = [ev for ev in events if id(ev) not in on_the_way]
+        stats.moves_skipped += len(events) - len(compared)
         if frame.index in steps:
             instruction = steps[frame.index]
             policy.reset(instruction)
@@ -176,16 +198,19 @@ def replay_session(session: Session, policy: Policy, *, tolerance_pt: float = TO
         if not events:
             stats.spurious += len(predicted)
             continue
-        compare_step(stats, events, predicted, session, tolerance_pt)
+        if compared:  # none: the frame held only a person's moves on the way (nothing compared, nothing spurious)
+            compare_step(stats, compared, predicted, session, tolerance_pt)
         for ev in events:
             assert ev.action is not None
+            if oracle_desktop is not None:  # `done` too: the rebuilt task then knows its episode ended
+                oracle_desktop.apply(ev.action)
+            if id(ev) in on_the_way:  # as in training: no history entry, no cursor change
+                continue
             hist.append(ev.action)
             if isinstance(ev.action, Drag):
                 pointer = (ev.action.x2, ev.action.y2)
             elif ev.action.point is not None:
                 pointer = ev.action.point
-            if oracle_desktop is not None:  # `done` too: the rebuilt task then knows its episode ended
-                oracle_desktop.apply(ev.action)
     stats.skipped_events = sum(len(v) for v in by_frame.values()) + len(pending_early)
     if oracle_desktop is not None:
         oracle_desktop.close()
@@ -198,10 +223,12 @@ def replay_session(session: Session, policy: Policy, *, tolerance_pt: float = TO
         "screen": session.screen.to_json(),
         "frames_decoded": frames_decoded,
         "last_t": round(last_frame.t, 3) if last_frame is not None else None,
-        "recorded_actions": stats.recorded,
+        "recorded_actions": stats.recorded + stats.moves_skipped,
+        "compared_actions": stats.recorded,  # agreement and type accuracy are over these
         "predicted_actions": stats.predicted,
         "skipped_events": stats.skipped_events,
         "spurious_actions": stats.spurious,
+        "moves_skipped": stats.moves_skipped,
         "agreement": round(stats.agree / rec, 6),
         "tolerance_pt": tolerance_pt,
         "exact": round(stats.exact / rec, 6),
