@@ -27,6 +27,22 @@ def start_xvfb(width: int = XVFB_SIZE[0], height: int = XVFB_SIZE[1], timeout: f
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The project's user cache (encoder probes, dw train's samples, exported ONNX graphs) in a
+    folder of this test run, for the tests and every dw they start: no test reads or fills the
+    user's own ~/.cache/digital-worker."""
+    import os
+
+    old = os.environ.get("DW_CACHE_DIR")
+    os.environ["DW_CACHE_DIR"] = str(tmp_path_factory.mktemp("dw-cache"))
+    yield Path(os.environ["DW_CACHE_DIR"])
+    if old is None:
+        os.environ.pop("DW_CACHE_DIR", None)
+    else:
+        os.environ["DW_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def xvfb_server():
     server = start_xvfb()

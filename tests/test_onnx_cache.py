@@ -18,9 +18,9 @@ from policies.pixel import PixelConfig, PixelModel, PixelPolicy, load_model
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("DW_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("DW_ONNX_CACHE", raising=False)
-    return tmp_path / "xdg" / "dw" / "onnx"
+    return tmp_path / "cache" / "onnx"
 
 
 @pytest.fixture
@@ -56,12 +56,15 @@ def _outputs(policy):
 
 
 def test_cache_dir_follows_xdg_and_can_be_turned_off(monkeypatch, tmp_path):
+    monkeypatch.delenv("DW_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("DW_ONNX_CACHE", raising=False)
-    assert runtime.onnx_cache_dir() == tmp_path / "dw" / "onnx"
+    assert runtime.onnx_cache_dir() == tmp_path / "digital-worker" / "onnx"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert runtime.onnx_cache_dir() == tmp_path / "home" / ".cache" / "dw" / "onnx"
+    assert runtime.onnx_cache_dir() == tmp_path / "home" / ".cache" / "digital-worker" / "onnx"
+    monkeypatch.setenv("DW_CACHE_DIR", str(tmp_path / "dw"))
+    assert runtime.onnx_cache_dir() == tmp_path / "dw" / "onnx"
     monkeypatch.setenv("DW_ONNX_CACHE", "0")
     assert runtime.onnx_cache_dir() is None
 
@@ -141,7 +144,7 @@ def test_models_built_in_memory_and_a_turned_off_cache_write_nothing(cache, expo
 
 def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch, exports):
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    monkeypatch.setenv("DW_CACHE_DIR", str(tmp_path / "file"))
     monkeypatch.delenv("DW_ONNX_CACHE", raising=False)
     pol = PixelPolicy(load_model(_checkpoint(tmp_path / "ckpt")), runtime="onnx", dtype="float32")
     assert len(exports) == 1 and _outputs(pol).pointer_logits.shape[0] == 1

@@ -94,12 +94,15 @@ def run_inputs(config) -> tuple[str, ...]:
 
 
 def onnx_cache_dir() -> Path | None:
-    """Where exported graphs are cached: ``$XDG_CACHE_HOME/dw/onnx``, else ``~/.cache/dw/onnx``;
-    None (no cache) when ``DW_ONNX_CACHE`` is ``0``, ``off`` or ``no``."""
+    """Where exported graphs are cached: ``onnx`` in the project's user cache folder (the one the
+    encoder probes and ``dw train``'s samples use: ``$DW_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/digital-worker``, else ``~/.cache/digital-worker`` on Linux); None (no cache)
+    when ``DW_ONNX_CACHE`` is ``0``, ``off`` or ``no``."""
     if os.environ.get("DW_ONNX_CACHE", "").strip().lower() in ("0", "off", "no", "false"):
         return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dw" / "onnx"
+    from encoders.ladder import cache_dir
+
+    return cache_dir() / "onnx"
 
 
 @functools.lru_cache(maxsize=256)
