@@ -65,6 +65,9 @@ def test_cache_dir_follows_xdg_and_can_be_turned_off(monkeypatch, tmp_path):
     assert runtime.onnx_cache_dir() == tmp_path / "home" / ".cache" / "digital-worker" / "onnx"
     monkeypatch.setenv("DW_CACHE_DIR", str(tmp_path / "dw"))
     assert runtime.onnx_cache_dir() == tmp_path / "dw" / "onnx"
+    from encoders.ladder import cache_dir
+
+    assert runtime.onnx_cache_dir().parent == cache_dir()  # one user cache for every part
     monkeypatch.setenv("DW_ONNX_CACHE", "0")
     assert runtime.onnx_cache_dir() is None
 

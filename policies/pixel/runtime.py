@@ -100,9 +100,10 @@ def onnx_cache_dir() -> Path | None:
     when ``DW_ONNX_CACHE`` is ``0``, ``off`` or ``no``."""
     if os.environ.get("DW_ONNX_CACHE", "").strip().lower() in ("0", "off", "no", "false"):
         return None
-    from encoders.ladder import cache_dir
+    # encoders.ladder.cache_dir's rule (the layers keep policies from importing encoders)
+    import platformdirs
 
-    return cache_dir() / "onnx"
+    return Path(os.environ.get("DW_CACHE_DIR") or platformdirs.user_cache_dir("digital-worker")) / "onnx"
 
 
 @functools.lru_cache(maxsize=256)
