@@ -24,7 +24,7 @@ def a_file(tmp_path):
     return f
 
 
-DEMO = ["demo", "--task", "click-button", "--size", "160x120", "--policy", "scripted", "--max-steps", "2"]
+DEMO = ["demo", "--tasks", "click-button", "--sizes", "160x120", "--policy", "scripted", "--max-steps", "2"]
 DEMOS = ["demos", "--tasks", "click-button", "--sizes", "160x120", "--episodes", "1"]
 
 CASES = {

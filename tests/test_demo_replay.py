@@ -87,8 +87,8 @@ def test_info_reports_geometry_and_encoder(demo_run, capsys):
 def test_dw_demo_killed_mid_session_is_readable(tmp_path):
     out = tmp_path / "killed"
     # Human-like episodes last dozens of frames: wait until an open session has frames on disk, then SIGKILL.
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "demo", "--policy", "scripted", "--size", "1920x1080",
-                             "--episodes", "50", "--task", "enter-text", "--human-like", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "demo", "--policy", "scripted", "--sizes", "1920x1080",
+                             "--episodes", "50", "--tasks", "enter-text", "--human-like", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     target = None

@@ -133,7 +133,7 @@ def test_bad_inputs_end_in_one_line(tmp_path, hf_export):
 @pytest.mark.slow
 def test_dw_train_trains_from_an_export(hf_export, tmp_path):
     out = tmp_path / "ckpt"
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "train", str(hf_export), "--size", "pixel-tiny",
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "train", str(hf_export), "--model-size", "pixel-tiny",
                         "--epochs", "1", "--out", str(out), "--json"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -83,7 +83,7 @@ def _dw(*argv: str) -> tuple[int, str]:
     return rc, err.getvalue()
 
 
-DEMO = ("demo", "--task", "click-button", "--size", "640x480", "--episodes", "3", "--policy", "random",
+DEMO = ("demo", "--tasks", "click-button", "--sizes", "640x480", "--episodes", "3", "--policy", "random",
         "--max-steps", "300", "--json")
 
 

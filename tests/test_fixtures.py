@@ -1,7 +1,7 @@
 """The tracked fixture sessions stay readable and replayable by the current code.
 
 Regenerate them with:
-  dw demo --policy scripted --task click-checkboxes --size 640x480 --human-like --out DIR   (virtual)
+  dw demo --policy scripted --tasks click-checkboxes --sizes 640x480 --human-like --out DIR   (virtual)
   python tests/make_fixture_record.py fixtures/sessions/xdotool-record                        (dw record on Xvfb)
 """
 

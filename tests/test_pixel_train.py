@@ -88,10 +88,10 @@ def test_dw_train_makes_a_checkpoint_that_loads_as_a_policy(demos, tmp_path, cap
     assert res[0]["steps"] >= 1 and res[0]["errors"] == 0
     # one-line errors, nothing written
     out = ["--out", str(tmp_path / "bad")]
-    assert main(["train", str(demos), "--size", "pixel-tiny", "--init", str(tmp_path / "m"), *out]) == 2
+    assert main(["train", str(demos), "--model-size", "pixel-tiny", "--init", str(tmp_path / "m"), *out]) == 2
     assert "give one" in capsys.readouterr().err
     assert main(["train", str(demos), "--epochs", "0", *out]) == 2
-    assert main(["train", str(demos), "--size", "pixel-huge", *out]) == 2
+    assert main(["train", str(demos), "--model-size", "pixel-huge", *out]) == 2
     assert "unknown model size 'pixel-huge'" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nowhere"), "--recipe", str(recipe), *out]) == 2
     assert main(["train", str(demos), "--recipe", str(tmp_path / "none.toml"), *out]) == 2
@@ -243,7 +243,7 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
     from policies.pixel.words import word_position
 
     out = tmp_path / "dagger"
-    assert main(["demos", "--tasks", "click-button", "--episodes", "2", "--sizes", "640x480", "--plain",
+    assert main(["demos", "--tasks", "click-button", "--episodes", "2", "--sizes", "640x480", "--no-human-like",
                  "--dagger", "random", "--out", str(out), "--json"]) == 0
     cfg = PixelConfig.for_size("pixel-tiny", **SMALL)
     for path in sorted(out.iterdir()):
@@ -271,7 +271,7 @@ def test_dagger_sessions_teach_the_expert_labels_with_executed_history(tmp_path)
     assert main(["demos", "--dagger", "random", "--workers", "2", "--out", str(tmp_path / "x")]) == 2
     assert main(["demos", "--dagger", "random", "--beta", "1.5", "--out", str(tmp_path / "x")]) == 2
     # beta 1: the expert's action runs at every step: what ran is exactly what was labelled
-    assert main(["demos", "--tasks", "click-button", "--episodes", "2", "--sizes", "640x480", "--plain",
+    assert main(["demos", "--tasks", "click-button", "--episodes", "2", "--sizes", "640x480", "--no-human-like",
                  "--dagger", "random", "--beta", "1", "--out", str(tmp_path / "b1"), "--json"]) == 0
     for path in (tmp_path / "b1").iterdir():
         s = open_session(path)

@@ -369,7 +369,7 @@ def _rss_kib(pid: int) -> int:
 def test_1000_connect_disconnect_cycles_leave_the_server_alive_with_flat_memory():
     token = "t" * 24
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--size", "320x240", "--fps", "30",
+        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--screen", "320x240", "--fps", "30",
          "--token", token, "--viewer-token", "v" * 24],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -449,7 +449,7 @@ def _serve_proc(*extra: str, token: str = "c" * 24):
 def test_dw_run_against_dw_serve_matches_a_local_run():
     task, seed = "drag-slider", 2
     local = Agent(VirtualDesktop(task, seed=seed, size=(800, 600)), load_policy("scripted"), max_steps=100).run()
-    proc, url = _serve_proc("--task", task, "--seed", str(seed), "--size", "800x600")
+    proc, url = _serve_proc("--tasks", task, "--seed", str(seed), "--screen", "800x600")
     try:
         run = subprocess.run(
             [sys.executable, "-m", "agent.cli", "run", "--desktop", url, "--token", "c" * 24,

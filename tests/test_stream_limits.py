@@ -94,7 +94,7 @@ def test_a_client_that_never_reads_is_dropped_within_the_send_timeout():
 def test_40_viewers_flooding_stats_without_reading_grow_the_server_by_under_64mb():
     token, viewer = "c" * 24, "v" * 24
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--size", "320x240", "--fps", "10",
+        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--screen", "320x240", "--fps", "10",
          "--max-connections", "64", "--max-connections-per-address", "64"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "DW_TOKEN": token, "DW_VIEWER_TOKEN": viewer})

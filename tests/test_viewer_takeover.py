@@ -206,7 +206,7 @@ def test_a_controller_that_disconnects_mid_drag_leaves_no_button_held_on_a_virtu
 def test_dw_serve_with_a_policy_announces_it_and_a_controller_can_pause_it():
     token = "t" * 24
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--size", "320x240", "--fps", "10",
+        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--screen", "320x240", "--fps", "10",
          "--policy", "random", "--token", token, "--viewer-token", "v" * 24],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=Path(__file__).resolve().parent.parent,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -8,6 +8,7 @@ import os
 import pkgutil
 import sys
 
+from agent.cli.util import use_help_formatter
 from agent.errors import UserError
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"agent.cli.commands.{mod.name}").register(sub)
+    use_help_formatter(parser)  # every --help shows the options' defaults
     return parser
 
 

@@ -1,7 +1,9 @@
-"""Small helpers shared by the ``dw`` subcommands: size lists, JSON output, tables."""
+"""Small helpers shared by the ``dw`` subcommands: size lists, JSON output, tables, and the shared
+option vocabulary (defaults in every ``--help``, deprecated spellings, human-like timing)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -111,6 +113,71 @@ def no_look_arguments(args, suite: str) -> None:
 def default_scale(width: int, height: int) -> float:
     """The HiDPI scale a display of this size usually runs at (5K and up: 2)."""
     return 2.0 if width >= 5120 else 1.0
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``action`` has a default worth printing: not None, not an off switch, not an empty list."""
+    d = action.default
+    if d is None or d is argparse.SUPPRESS or action.help is argparse.SUPPRESS:
+        return False
+    if isinstance(action, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction):
+        return False  # store_true/store_false/store_const (an off switch, or the const's opposite): nothing to show
+    if isinstance(d, list | tuple) and not d:
+        return False
+    return action.option_strings != [] or action.nargs in ("?", "*")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every ``dw`` parser's formatter: an option's help ends with its default (``(default: X)``) unless the
+    help already says what the default is, or there is no meaningful one (None, an off switch, ``[]``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not shows_default(action) or "default" in text.lower():
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand parser under it :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                use_help_formatter(sub)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of an option, kept for one release: hidden from ``--help``, it sets the new option's
+    value and prints one line to stderr saying what to write instead."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated and will be removed in the next release; "
+              f"use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def add_deprecated(p, old: str, new: str, *, dest: str, flag: bool = False, const: Any = None) -> None:
+    """``old``, a hidden deprecated spelling of ``new`` that stores into ``dest``: a value (the default) or,
+    with ``flag=True``, a switch that stores ``const``."""
+    kw = {"nargs": 0, "const": const} if flag else {"metavar": new.lstrip("-").upper()}
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                   **kw)
+
+
+HUMAN_LIKE = "--human-like"  # the one spelling of human-like timing (off: --no-human-like)
+
+
+def add_human_like(p, *, default: bool, what: str) -> None:
+    """``--human-like``/``--no-human-like``: whether the scripted expert moves and types with human timing and
+    cursor paths (``what``: who it applies to) instead of clicking targets outright."""
+    a = p.add_argument(HUMAN_LIKE, action=argparse.BooleanOptionalAction, default=default)
+    a.help = (f"{what} moves and types with human timing and cursor paths; --no-human-like: the direct expert, "
+              f"which clicks targets outright (default: {'on' if default else 'off'})")
 
 
 def print_json(obj: Any) -> None:

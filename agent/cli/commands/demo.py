@@ -8,6 +8,8 @@ from pathlib import Path
 
 from agent.cli.util import (
     VIRTUAL_MIN,
+    add_deprecated,
+    add_human_like,
     add_look_arguments,
     check_look,
     console,
@@ -24,18 +26,19 @@ DEMO_SEED = 20_000  # demos run on seeds no training or evaluation uses
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the agent on the virtual desktop's tasks, record it, print a success table")
-    p.add_argument("--task", default=None,
+    p.add_argument("--tasks", default=None,
                    help="task name, comma list, 'classic' or 'all' (default: all; with a bundled checkpoint chosen "
                         "by default, the families and look it was measured on: classic)")
+    add_deprecated(p, "--task", "--tasks", dest="tasks")
     p.add_argument("--policy", default=None, help="policy name or checkpoint folder (default: the best bundled)")
     p.add_argument("--episodes", type=int, default=1, help="episodes per task and size")
-    p.add_argument("--size", default=DEFAULT_SIZES, help=f"WxH[@scale], comma list (default {DEFAULT_SIZES})")
+    p.add_argument("--sizes", default=DEFAULT_SIZES, metavar="WxH[@scale],...", help="screen sizes, comma list")
+    add_deprecated(p, "--size", "--sizes", dest="sizes")
     p.add_argument("--out", default=None, help="where sessions go (default runs/demo-TIMESTAMP)")
-    p.add_argument("--max-steps", type=int, default=80)
-    p.add_argument("--seed", type=int, default=DEMO_SEED)
+    p.add_argument("--max-steps", type=int, default=80, help="step limit per episode")
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help="first episode seed")
     p.add_argument("--no-record", action="store_true", help="do not record sessions")
-    p.add_argument("--human-like", action="store_true",
-                   help="the scripted expert moves and types with human timing and cursor paths")
+    add_human_like(p, default=False, what="the scripted expert")
     add_look_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
@@ -53,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
     policy_name = args.policy or best_bundled_policy()
-    if args.policy is None and policy_name != "scripted" and args.task is None and not (args.theme or args.font):
+    if args.policy is None and policy_name != "scripted" and args.tasks is None and not (args.theme or args.font):
         # a bundled checkpoint is shown on the families and look its recorded success was measured on
-        args.task, args.theme, args.font = "classic", "classic", "default"
-    tasks = parse_virtual_tasks(args.task or "all")
-    sizes = parse_sizes(args.size, VIRTUAL_MIN)
+        args.tasks, args.theme, args.font = "classic", "classic", "default"
+    tasks = parse_virtual_tasks(args.tasks or "all")
+    sizes = parse_sizes(args.sizes, VIRTUAL_MIN)
     theme, font = check_look(args)
     try:
         policy = load_policy(policy_name, seed=args.seed)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--episodes must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=not args.plain, theme=theme, font=font)
+    specs = demo_specs(tasks, args.episodes, sizes, args.seed, human_like=args.human_like, theme=theme, font=font)
     policy = None
     if args.dagger:
         from policies import load_policy
@@ -82,13 +82,14 @@ def register(sub) -> None:
     p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all', or 'classic' (the first 7); miniwob also "
                    "'experts' or 'pix2act59' (Pix2Act's 59 tasks)")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task and size")
-    p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", help="WxH[@scale],...")
+    p.add_argument("--sizes", default="640x480,1920x1080,5120x2880@2", metavar="WxH[@scale],...",
+                   help="screen sizes, comma list")
     p.add_argument("--out", required=True, help="folder for the sessions (one sub-folder each)")
     p.add_argument("--seed", type=int, default=0,
                    help="first episode seed (training seeds; eval uses 10000+, miniwob 100000+)")
     p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
-    p.add_argument("--plain", action="store_true",
-                   help="the direct expert (clicks targets outright) instead of human-like paths and timing")
+    util.add_human_like(p, default=True, what="the scripted expert (virtual suite)")
+    util.add_deprecated(p, "--plain", "--no-human-like", dest="human_like", flag=True, const=False)
     p.add_argument("--dagger", default=None, metavar="POLICY",
                    help="POLICY drives and the expert labels every state it reaches (DAgger data for dw train)")
     p.add_argument("--beta", type=float, default=0.0,

@@ -14,7 +14,6 @@ from agent.cli.util import print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="sessions to a Hugging Face datasets dataset or a LeRobot dataset",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Export sessions, one row per frame: the frame, its session time, the "
                                    "instruction, the actions issued at it (JSON, normalised coordinates), "
                                    "every event, and the screen geometry and scale. --format hf writes "
@@ -28,7 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="a `dw export` dataset (hf or lerobot) back to sessions, e.g. for dw train",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Write every episode of a `dw export` dataset (either format, found by its "
                                    "files) as an ordinary session under --out.")
     p.add_argument("dataset", metavar="DATASET", help="the exported dataset folder")

@@ -13,14 +13,14 @@ import os
 import secrets
 import sys
 
-from agent.cli.commands.run import DEFAULT_FPS, make_desktop
+from agent.cli.commands.run import DEFAULT_FPS, add_tls_ca, make_desktop
+from agent.cli.util import add_deprecated
 from agent.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "mcp", help="serve a desktop as MCP tools for LLM agents (stdio, or streamable HTTP)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Serve a desktop as Model Context Protocol tools: screenshot, click, double_click, drag, "
                     "move, scroll, type, key, wait, state, run_policy (and reset on the virtual desktop). "
                     "Coordinates are normalised to [0, 1]. Over stdio by default (an MCP client starts "
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default="click-button",
                    help="virtual: comma-separated tasks; the first is served, `reset` may switch among them")
     p.add_argument("--seed", type=int, default=0, help="virtual task seed (and the policy's)")
-    p.add_argument("--sizes", default="1280x720", help="virtual screen WxH[@scale] (one size)")
+    p.add_argument("--screen", default="1280x720", metavar="WxH[@scale]", help="the virtual desktop's screen size")
+    add_deprecated(p, "--sizes", "--screen", dest="screen")
     p.add_argument("--policy", default=None,
                    help="the fast policy behind run_policy (default: the best bundled one; on the live "
                         "screen, the best trained one)")
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     live = p.add_argument_group("live screen and served desktops (as `dw run`)")
     live.add_argument("--token", default=os.environ.get("DW_TOKEN"),
                       help="the served desktop's controller token, for --desktop ws://... (default: $DW_TOKEN)")
+    add_tls_ca(live)
     live.add_argument("--monitor", type=int, default=1, help="mss monitor index")
     live.add_argument("--dry-run", action="store_true", help="decide and log actions but send no input")
     live.add_argument("--rate", type=float, default=20.0, help="max actions per second")
@@ -61,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _virtual(args):
-    from agent.cli.util import VIRTUAL_MIN, default_scale, parse_sizes
+    from agent.cli.util import VIRTUAL_MIN, default_scale, parse_size
     from agent.desktops.virtual import VirtualDesktop, task_names
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -71,10 +73,7 @@ def _virtual(args):
     if unknown or not tasks:
         raise UserError(f"unknown task {unknown[0] if unknown else args.tasks!r}; choose from "
                         f"{', '.join(task_names())}")
-    sizes = parse_sizes(args.sizes, VIRTUAL_MIN)
-    if len(sizes) != 1:
-        raise UserError(f"--sizes {args.sizes!r}: dw mcp serves one screen size")
-    w, h, scale = sizes[0]
+    w, h, scale = parse_size(args.screen, VIRTUAL_MIN)
     if not 0 < args.fps <= 240:
         raise UserError(f"--fps must be within (0, 240], got {args.fps:g}")
     current = {"task": tasks[0], "seed": args.seed}

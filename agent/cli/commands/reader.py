@@ -39,6 +39,8 @@ def _settings(args: argparse.Namespace) -> dict:
         raise UserError(f"{args.recipe} [reader]: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
     if args.steps is not None:
         r["steps"] = args.steps
+    if getattr(args, "model_size", None) is not None:
+        r["size"] = args.model_size
     return r
 
 
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     r = _settings(args)
     size = r.pop("size", "pixel-small")
     if size not in SIZES:
-        raise UserError(f"[reader] size {size!r}: choose one of {', '.join(SIZES)}")
+        raise UserError(f"{'--model-size' if args.model_size else '[reader] size'} {size!r}: "
+                        f"choose one of {', '.join(SIZES)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     r.setdefault("channels", SIZES[size]["stem_channels"])
@@ -128,8 +131,11 @@ def register(sub) -> None:
                                    "without a recipe, a pixel-small reader of 64-point tiles.")
     p.add_argument("--recipe", default=None, metavar="FILE", help="a recipe whose [reader] table holds the settings")
     p.add_argument("--out", required=True, help="folder to write (reader.safetensors, reader.json)")
+    p.add_argument("--model-size", default=None, metavar="SIZE",
+                   help="the reader's model size, over the recipe's [reader] size: pixel-tiny, pixel-small, "
+                        "pixel-base or pixel-large (default: the recipe's, else pixel-small)")
     p.add_argument("--steps", type=int, default=None, help="over the recipe's (default 3000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)

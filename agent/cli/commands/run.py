@@ -64,33 +64,63 @@ def register(subparsers) -> None:
     p.add_argument("--no-failsafe", action="store_true", help="turn off pyautogui's corner failsafe (not advised)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
-    p.add_argument("--desktop", default=None, metavar="ws://HOST:PORT",
+    p.add_argument("--desktop", default=None, metavar="ws[s]://HOST:PORT",
                    help="run against a desktop served by `dw serve` instead of this screen "
                         "(with --workflow, 'virtual' opens the workflow's virtual scene)")
     p.add_argument("--token", default=os.environ.get("DW_TOKEN"),
                    help="the served desktop's controller token (default: $DW_TOKEN)")
+    add_tls_ca(p)
     add_workflow_arguments(p, run=True)
     p.set_defaults(func=cmd_run)
+
+
+def add_tls_ca(p) -> None:
+    """``--tls-ca FILE``: the certificate (or CA bundle) a ``wss://`` desktop is trusted by."""
+    p.add_argument("--tls-ca", default=None, metavar="PEM",
+                   help="with --desktop wss://...: trust the server's certificate by this CA or certificate file "
+                        "(PEM; e.g. a `dw serve --tls-cert` self-signed one), besides the system's CAs")
+
+
+def _remote_ssl(args):
+    """The ssl.SSLContext for ``--desktop wss://...`` with ``--tls-ca`` (None: the system's CAs)."""
+    ca = getattr(args, "tls_ca", None)
+    if ca is None:
+        return None
+    import ssl
+
+    from agent.stream.tls import client_context
+
+    try:
+        return client_context(cafile=ca)
+    except FileNotFoundError:
+        raise UserError(f"--tls-ca {ca}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise UserError(f"--tls-ca {ca}: not a PEM certificate file ({e})") from None
 
 
 def make_desktop(args):
     """Build the Desktop for ``dw run`` from its arguments (the live screen today).
 
-    Hook: a ``--desktop ws://...`` option selects a remote desktop here.
+    ``--desktop ws://...`` or ``wss://...`` selects a remote desktop (``--tls-ca``: the certificate a
+    ``wss://`` one is trusted by).
     """
     from agent.desktops import DesktopError
 
+    if getattr(args, "tls_ca", None) and not (getattr(args, "desktop", None) or "").startswith("wss://"):
+        raise UserError("--tls-ca applies to a TLS desktop: --desktop wss://HOST:PORT (`dw serve --tls-cert`)")
     if getattr(args, "desktop", None) == "virtual":
         raise UserError("--desktop virtual opens a workflow's virtual scene: give --workflow FILE")
     if getattr(args, "desktop", None):
         from agent.desktops.remote import RemoteDesktop
 
         if not args.desktop.startswith(("ws://", "wss://")):
-            raise UserError(f"--desktop {args.desktop!r}: expected ws://HOST:PORT (a `dw serve` address)")
+            raise UserError(f"--desktop {args.desktop!r}: expected ws://HOST:PORT or wss://HOST:PORT "
+                            "(a `dw serve` address)")
         if not args.token:
             raise UserError("--desktop needs --token (or $DW_TOKEN): the controller token `dw serve` printed")
+        context = _remote_ssl(args)
         try:
-            return RemoteDesktop(args.desktop, args.token)
+            return RemoteDesktop(args.desktop, args.token, ssl=context)
         except DesktopError as e:
             raise UserError(str(e)) from None
     from agent.desktops.executor import terminal_confirm

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 
+from agent.cli.util import add_deprecated
 from agent.errors import UserError
 
 DEFAULT_PORT = 8765
@@ -32,9 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--viewer-token-file", default=None, metavar="PATH", help="read the viewer token from this file")
     p.add_argument("--desktop", choices=("screen", "virtual"), default="virtual",
                    help="what to serve: the live screen or a virtual-desktop task (default virtual)")
-    p.add_argument("--task", default="click-button", help="virtual-desktop task (default click-button)")
+    p.add_argument("--tasks", default="click-button", metavar="TASK",
+                   help="the virtual-desktop task served (one; default click-button)")
+    add_deprecated(p, "--task", "--tasks", dest="tasks")
     p.add_argument("--seed", type=int, default=0, help="virtual task seed")
-    p.add_argument("--size", default="1280x720", help="virtual screen WxH[@scale] (default 1280x720)")
+    p.add_argument("--screen", default="1280x720", metavar="WxH[@scale]",
+                   help="the virtual desktop's screen size (default 1280x720)")
+    add_deprecated(p, "--size", "--screen", dest="screen")
     p.add_argument("--monitor", type=int, default=1, help="mss monitor index for --desktop screen")
     p.add_argument("--fps", type=float, default=30.0, help="capture rate (default 30)")
     p.add_argument("--policy", default=None,
@@ -134,11 +139,15 @@ def _desktop(args):
     if args.desktop == "virtual":
         from agent.desktops.virtual import VirtualDesktop, task_names
 
-        if args.task not in task_names():
-            raise UserError(f"unknown task {args.task!r}; choose one of {', '.join(task_names())}")
-        w, h, scale = parse_size(args.size)
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        if len(tasks) > 1:
+            raise UserError(f"--tasks {args.tasks!r}: dw serve serves one virtual-desktop task")
+        task = tasks[0] if tasks else args.tasks
+        if task not in task_names():
+            raise UserError(f"unknown task {task!r}; choose one of {', '.join(task_names())}")
+        w, h, scale = parse_size(args.screen)
         try:
-            return VirtualDesktop(args.task, seed=args.seed, size=(w, h), scale=scale or default_scale(w, h),
+            return VirtualDesktop(task, seed=args.seed, size=(w, h), scale=scale or default_scale(w, h),
                                   fps=args.fps)
         except ValueError as e:
             raise UserError(str(e)) from None

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from agent.cli.util import add_deprecated
 from agent.errors import UserError
 
 
@@ -23,14 +24,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device cuda: no CUDA device is available")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    if args.size is not None and args.init is not None:
-        raise UserError("--size makes a fresh model and --init starts from a checkpoint: give one")
+    if args.model_size is not None and args.init is not None:
+        raise UserError("--model-size makes a fresh model and --init starts from a checkpoint: give one")
     stages = recipes.load_recipe(args.recipe) if args.recipe else [
         {"name": "train", "model": {}, "train": {"epochs": 20}, "data": {}, "reader": {}}]
     log = (lambda s: None) if args.json else print
     sessions = sessions_from_exports(args.sessions, Path(args.out) / "imported")  # `dw export` datasets
     try:
-        summary = recipes.run(stages, sessions, args.out, size=args.size, init=args.init, epochs=args.epochs,
+        summary = recipes.run(stages, sessions, args.out, size=args.model_size, init=args.init, epochs=args.epochs,
                               device=args.device, seed=args.seed, resume=args.resume, cache=args.cache,
                               keep_state=args.keep_state, progress=not args.json, log=log)
     except SessionError as e:
@@ -56,7 +57,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a pixel policy from recorded sessions (behaviour cloning)",
                        description="Train a pixel policy on sessions. A recipe (TOML, see recipes/) holds the "
                                    "model's shape and the training settings; without one, a plain model of "
-                                   "--size (default pixel-small) or the --init checkpoint is trained 20 epochs. "
+                                   "--model-size (default pixel-small) or the --init checkpoint is trained 20 epochs. "
                                    "OUT ends holding the kept epoch's model (config.json, model.safetensors), "
                                    "training.json, and stages/NAME for each earlier stage of a recipe; samples "
                                    "are cached outside it. Teach a bundled checkpoint your task: dw train DEMOS "
@@ -64,8 +65,10 @@ def register(sub) -> None:
     p.add_argument("sessions", nargs="*", metavar="SESSIONS_OR_DIRS",
                    help="session folders or folders of them, or `dw export` datasets (hf or lerobot; "
                         "imported into OUT/imported) (default: the recipe's [data] sessions)")
-    p.add_argument("--size", default=None, help="a fresh model: pixel-tiny, pixel-small, pixel-base or pixel-large "
-                                                "(default: the recipe's, else pixel-small)")
+    p.add_argument("--model-size", default=None, metavar="SIZE",
+                   help="a fresh model: pixel-tiny, pixel-small, pixel-base or pixel-large "
+                        "(default: the recipe's, else pixel-small)")
+    add_deprecated(p, "--size", "--model-size", dest="model_size")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this checkpoint (a folder or a bundled name): fine-tune it on new sessions "
                         "(default: the recipe's [model] init, else a fresh model)")
