@@ -39,7 +39,9 @@ def _subparsers(parser: argparse.ArgumentParser, prefix: str = "dw"):
 
 
 def _commands():
-    return list(_subparsers(build_parser()))
+    from agent.desktops.miniwob.cli import build_parser as miniwob_parser
+
+    return [*_subparsers(build_parser()), *_subparsers(miniwob_parser(), "python -m agent.desktops.miniwob")]
 
 
 def _visible(parser: argparse.ArgumentParser):
@@ -207,3 +209,20 @@ def test_dw_run_tls_ca_trusts_a_self_signed_dw_serve(tmp_path, capsys):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_recipe_commands_parse_in_the_current_vocabulary(capsys):
+    import shlex
+    import tomllib
+
+    commands = [c for f in sorted((ROOT / "recipes").glob("*.toml"))
+                for c in tomllib.loads(f.read_text()).get("data", {}).get("commands", [])]
+    assert commands
+    from agent.desktops.miniwob.cli import build_parser as miniwob_parser
+
+    parsers = {("dw",): build_parser, ("python", "-m", "agent.desktops.miniwob"): miniwob_parser}
+    for c in commands:
+        argv = shlex.split(c)
+        prefix = next(k for k in parsers if tuple(argv[:len(k)]) == k)
+        parsers[prefix]().parse_args(argv[len(prefix):])
+        assert capsys.readouterr().err == "", c  # no deprecated spelling

@@ -34,7 +34,7 @@ def load_model(spec: str, device: str = "cpu") -> PixelModel:
         if spec in BUNDLED:
             raise PolicyError(
                 f"no bundled checkpoint for {spec} (looked in {folder}); train one with "
-                f"`dw train SESSIONS --size {spec} --out DIR` and pass DIR as the policy"
+                f"`dw train SESSIONS --model-size {spec} --out DIR` and pass DIR as the policy"
             )
         raise PolicyError(f"{folder}: not a checkpoint folder (no config.json inside)")
     try:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from agent.cli.util import parse_window
+from agent.cli.util import HelpFormatter, parse_window, use_help_formatter
 from agent.errors import UserError
 
 
@@ -113,10 +113,11 @@ def run_tiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from agent.desktops.miniwob.evaluate import MAX_STEPS
 
-    p = argparse.ArgumentParser(prog="python -m agent.desktops.miniwob", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m agent.desktops.miniwob", description=__doc__,
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("eval", help="success table task x policy")
     d = sub.add_parser("demos", help="record scripted-expert demos (sessions)")
@@ -141,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                         "tiles (a reader for a grounding's window)")
     t.add_argument("--window-px", default=None, metavar="WxH", help="the windows' size in pixels (default: --window)")
     t.add_argument("--out", required=True, help="the bank to write (.npz)")
-    args = p.parse_args(argv)
+    use_help_formatter(p)  # every --help shows the options' defaults, as dw's
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return {"eval": run_eval, "demos": run_demos, "tiles": run_tiles}[args.cmd](args)
     except UserError as err:
