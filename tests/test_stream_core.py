@@ -338,3 +338,26 @@ def test_limits_are_checked():
         C.Limits(max_connections=0)
     lim = C.Limits(frame_queue=0, action_rate=0, idle_timeout=None)
     assert lim.frame_queue == 1 and lim.action_rate is None and lim.to_json()["idle_timeout_s"] is None
+
+
+def test_the_client_side_parses_server_messages_and_follows_the_desktop():
+    hub, _ = make_hub()
+    conn, _ = hub.connect("controller", "none", "a")
+    hello = P.check_hello(P.parse_server_message(conn.next_outgoing()))
+    view = C.DesktopView(hello)
+    assert (view.instruction, view.cursor, view.finished) == ("Click OK.", (0.5, 0.5), False)
+    hub.action_done(conn, 1, Click(0.5, 0.5), {**STATE, "cursor": [0.25, 0.75], "finished": True, "success": True})
+    while (text := conn.next_outgoing()) is not None:
+        view.update(P.parse_server_message(text))
+    assert (view.cursor, view.finished, view.success) == ((0.25, 0.75), True, True)
+    view.update({"type": "error", "field": "x", "message": "y", "cursor": None})  # not a state message
+    assert view.cursor == (0.25, 0.75)
+    for bad in ("[]", '{"type": 3}', "{"):
+        with pytest.raises(P.ProtocolError):
+            P.parse_server_message(bad)
+    assert P.parse_server_message('{"type": "future"}') == {"type": "future"}  # unknown types are ignored later
+    for hello_bad, field in (({**hello, "protocol": 2}, "protocol"), ({**hello, "type": "ack"}, "type"),
+                             ({**hello, "role": "god"}, "role"), ({**hello, "screen": None}, "screen")):
+        with pytest.raises(P.ProtocolError) as e:
+            P.check_hello(hello_bad)
+        assert e.value.field == field

@@ -13,7 +13,6 @@ state, so ``--policy scripted`` runs remotely exactly as it does locally.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from websockets.sync.client import connect
 
 from agent.desktops import ActionRefused, DesktopError
 from agent.stream import protocol as P
+from agent.stream.connection import DesktopView
 from agent.stream.video import StreamDecoder, VideoUnavailable, jpeg_decode, open_stream_decoder
 from capture import Frame, Screen
 from policies.actions import Action, ActionError, Wait, parse_action
@@ -86,24 +86,19 @@ class RemoteDesktop:
         except (OSError, TimeoutError, WebSocketException) as e:
             raise DesktopError(f"cannot connect to {self.url}: {e}") from None
         try:
-            hello = json.loads(self._ws.recv(timeout))
-        except (TimeoutError, ConnectionClosed, ValueError) as e:
+            hello = P.parse_server_message(self._ws.recv(timeout))
+        except (TimeoutError, ConnectionClosed, P.ProtocolError) as e:
             self._ws.close()
             raise DesktopError(f"{self.url}: no hello from the server: {e}") from None
-        if hello.get("type") != "hello" or hello.get("protocol") != P.PROTOCOL_VERSION:
+        try:
+            P.check_hello(hello)
+        except P.ProtocolError as e:
             self._ws.close()
-            raise DesktopError(f"{self.url}: not a digital-worker stream (protocol {hello.get('protocol')!r}, "
-                               f"this client speaks {P.PROTOCOL_VERSION})")
+            raise DesktopError(f"{self.url}: not a digital-worker stream ({e})") from None
         self.hello = hello
         self.role: str = hello["role"]
         self.screen = Screen.from_json(hello["screen"])
-        d = hello.get("desktop") or {}
-        self._instruction: str = d.get("instruction", "")
-        self._finished: bool = bool(d.get("finished", False))
-        self._success: bool | None = d.get("success")
-        self._cursor = tuple(d["cursor"]) if d.get("cursor") else None
-        self._t: float = float(d.get("t", 0.0))
-        self._expert = bool(d.get("expert", False))
+        self._view = DesktopView(hello)  # instruction, finished, success, cursor, t: kept by the core
         self.format = "jpeg"
         if format == "video" and hello.get("video"):
             try:
@@ -165,8 +160,8 @@ class RemoteDesktop:
 
     def _on_text(self, text: str) -> None:
         try:
-            msg = json.loads(text)
-        except ValueError:
+            msg = P.parse_server_message(text)
+        except P.ProtocolError:
             return
         kind = msg.get("type")
         if kind == "video" and self.format == "video":  # the server's encoder switched rungs
@@ -178,24 +173,11 @@ class RemoteDesktop:
                 self.format = "jpeg"
                 self._ws.send(P.dumps({"type": "subscribe", "format": "jpeg"}))
         with self._cond:
-            if kind in ("ack", "state", "applied"):
-                self._update(msg)
+            self._view.update(msg)
             mid = msg.get("id")
-            if kind in ("ack", "error", "expert", "stats", "state", "subscribed") and mid in self._pending:
+            if kind in P.REPLY_TYPES and mid in self._pending:
                 self._pending[mid] = msg
                 self._cond.notify_all()
-
-    def _update(self, st: dict) -> None:
-        if "cursor" in st:
-            self._cursor = tuple(st["cursor"]) if st["cursor"] else None
-        if "t" in st:
-            self._t = float(st["t"])
-        if "finished" in st:
-            self._finished = bool(st["finished"])
-        if "success" in st:
-            self._success = st["success"]
-        if st.get("instruction") is not None:
-            self._instruction = st["instruction"]
 
     # -- requests ---------------------------------------------------------------------------------
     def _request(self, msg: dict, timeout: float | None = None) -> dict:
@@ -245,7 +227,7 @@ class RemoteDesktop:
                 self._cond.wait(left)
             pixels, index, pts = lat
             self._returned = index
-            self._t = max(self._t, pts / 1000.0)
+            self._view.t = max(self._view.t, pts / 1000.0)
         return Frame(pixels, pts / 1000.0, index, self.screen)
 
     def apply(self, action: Action) -> None:
@@ -271,7 +253,7 @@ class RemoteDesktop:
                 "end_to_end": percentiles([u * 1000 for u in self.timings["latency_us"]])}
 
     def now(self) -> float:
-        return self._t
+        return self._view.t
 
     def close(self) -> None:
         with self._cond:
@@ -292,23 +274,23 @@ class RemoteDesktop:
 
     @property
     def cursor(self) -> tuple[float, float] | None:
-        return self._cursor
+        return self._view.cursor
 
     @property
     def instruction(self) -> str:
-        return self._instruction
+        return self._view.instruction
 
     @property
     def oracle(self) -> Any:
-        return _RemoteOracle(self) if self._expert and self.role == "controller" else None
+        return _RemoteOracle(self) if self._view.expert and self.role == "controller" else None
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._view.finished
 
     @property
     def success(self) -> bool | None:
-        return self._success
+        return self._view.success
 
     def info(self) -> dict:
         return {"kind": "remote", "url": self.url, "format": self.format,

@@ -692,6 +692,36 @@ class Hub:
                 c.queue_frame(data, is_key, kind)
 
 
+# -- the client's side ----------------------------------------------------------------------------
+class DesktopView:
+    """What a client knows of the served desktop (instruction, finished, success, cursor, ``t``, expert),
+    from ``hello`` and then each ``ack``, ``applied`` and ``state`` (:class:`agent.desktops.remote.RemoteDesktop`)."""
+
+    def __init__(self, hello: dict):
+        d = hello.get("desktop") or {}
+        self.instruction: str = d.get("instruction", "")
+        self.finished: bool = bool(d.get("finished", False))
+        self.success: bool | None = d.get("success")
+        self.cursor: tuple[float, float] | None = tuple(d["cursor"]) if d.get("cursor") else None
+        self.t: float = float(d.get("t", 0.0))
+        self.expert = bool(d.get("expert", False))
+
+    def update(self, msg: dict) -> None:
+        """A server message: ``ack``, ``applied`` and ``state`` carry the desktop's state; others are ignored."""
+        if msg.get("type") not in ("ack", "state", "applied"):
+            return
+        if "cursor" in msg:
+            self.cursor = tuple(msg["cursor"]) if msg["cursor"] else None
+        if "t" in msg:
+            self.t = float(msg["t"])
+        if "finished" in msg:
+            self.finished = bool(msg["finished"])
+        if "success" in msg:
+            self.success = msg["success"]
+        if msg.get("instruction") is not None:
+            self.instruction = msg["instruction"]
+
+
 # -- held input ----------------------------------------------------------------------------------------
 class HeldInput:
     """The mouse buttons a ``mouse_down`` left pressed and nothing has released (whatever sent it).

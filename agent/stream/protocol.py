@@ -37,6 +37,8 @@ MAX_MESSAGE_OUT = 256 * 1024 * 1024  # bytes: what a client should accept (a 5K 
 
 FORMATS = ("video", "jpeg", "none")
 CLIENT_TYPES = ("action", "keyframe", "stats", "subscribe", "expert", "state", "policy")
+SERVER_TYPES = ("hello", "ack", "error", "applied", "state", "stats", "expert", "policy", "subscribed", "video")
+REPLY_TYPES = ("ack", "error", "expert", "stats", "state", "subscribed")  # carry the request's ``id``
 ROLES = ("controller", "viewer")
 
 
@@ -105,4 +107,29 @@ def parse_client_message(text: str) -> dict[str, Any]:
     mid = obj.get("id")
     if mid is not None and (isinstance(mid, bool) or not isinstance(mid, int | str) or len(str(mid)) > 64):
         raise ProtocolError("id", "must be an integer or a string of at most 64 characters")
+    return obj
+
+
+def parse_server_message(text: str | bytes) -> dict[str, Any]:
+    """A server's text message -> its JSON object with a string ``type`` (a type this client does not
+    know is returned too: clients ignore what they do not know)."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError("message", f"not valid JSON: {str(e)[:120]}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise ProtocolError("message", "must be a JSON object with a string type")
+    return obj
+
+
+def check_hello(obj: dict[str, Any]) -> dict[str, Any]:
+    """The server's first message: a ``hello`` of this protocol version, with a role and a screen."""
+    if obj.get("type") != "hello":
+        raise ProtocolError("type", f"the first message must be hello, got {str(obj.get('type'))[:40]!r}")
+    if obj.get("protocol") != PROTOCOL_VERSION:
+        raise ProtocolError("protocol", f"protocol {obj.get('protocol')!r}, this client speaks {PROTOCOL_VERSION}")
+    if obj.get("role") not in ROLES:
+        raise ProtocolError("role", f"must be one of {', '.join(ROLES)}")
+    if not isinstance(obj.get("screen"), dict):
+        raise ProtocolError("screen", "must be an object")
     return obj

@@ -575,13 +575,19 @@ class StreamServer:
 
     async def _read(self, c: Connection, ws: ServerConnection) -> None:
         async for message in ws:
-            for e in c.receive(message):
-                if isinstance(e, C.ApplyAction):
-                    await self._apply_for(e)
-                elif isinstance(e, C.AskExpert):
-                    await self._expert_for(e)
-                else:
-                    self._do([e])
+            try:
+                for e in c.receive(message):
+                    if isinstance(e, C.ApplyAction):
+                        await self._apply_for(e)
+                    elif isinstance(e, C.AskExpert):
+                        await self._expert_for(e)
+                    else:
+                        self._do([e])
+            except (asyncio.CancelledError, ConnectionClosed):
+                raise
+            except Exception as e:  # performing an effect failed (an audit write ...): still only a reply
+                log.exception("message from client %d failed", c.id)
+                self._do(c.error(None, "message", f"{type(e).__name__}: {str(e)[:200]}"))
 
     async def _apply_for(self, e: C.ApplyAction) -> None:
         loop = asyncio.get_running_loop()
