@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,ray,miniwob,mcp,export,openai]"
+	$(PY) -m pip install -q -e ".[test,ray,miniwob,mcp,export,openai,vlm]"
 	touch $@
 
 setup: system $(VENV)/.installed

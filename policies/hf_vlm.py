@@ -13,8 +13,10 @@ Each step: the BGRA frame -> RGB PIL image -> the model's processor (resized the
 Output forms understood (see :func:`parse_vlm_output`): UI-TARS ``Thought: ... Action: click(
 start_box='(x,y)')`` with ``left_double``, ``right_single``, ``drag``, ``hotkey``, ``type``,
 ``scroll``, ``wait``, ``finished``, ``call_user``; the ``<|box_start|>(x,y)<|box_end|>``,
-``<point>x y</point>`` and ``[x1, y1, x2, y2]`` box forms; ``pyautogui.click(x, y)``-style code;
-and Qwen2.5-VL ``<tool_call>{"name": "computer_use", "arguments": {...}}</tool_call>``.
+``<point>x y</point>`` and ``[x1, y1, x2, y2]`` box forms — read by ByteDance's ``ui-tars`` package
+(``parse_action_to_structure_output``; the ``vlm`` extra, imported on first use) and mapped to our
+Actions here; ``pyautogui.click(x, y)``-style code and Qwen2.5-VL ``<tool_call>{"name":
+"computer_use", "arguments": {...}}</tool_call>``, which it does not read, parsed here.
 Coordinates: ``relative`` = 0-1000 over the image (Qwen2-VL, UI-TARS-1.5), ``absolute`` = pixels
 of the resized input image (Qwen2.5-VL); ``pyautogui`` floats all within [0, 1] are taken as
 already normalised.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +50,43 @@ class VLMParseError(PolicyError):
 # parsing
 # --------------------------------------------------------------------------------------------
 
+UI_TARS_INSTALL_HINT = "pip install 'digital-worker[vlm]'  (or: pip install 'ui-tars>=0.5.1,<0.6')"
+
+
+class VLMDependencyError(PolicyError):
+    """A package the hf-vlm adapter needs is not installed; the message says how to install it."""
+
+
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 _CALL = re.compile(r"(?<![\w.])((?:pyautogui\.)?[A-Za-z_][A-Za-z_0-9]*)\s*\(")
 _TOOL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 _UITARS = {"click", "left_single", "left_double", "right_single", "double_click", "right_click", "drag",
            "select", "hotkey", "press", "keydown", "type", "scroll", "wait", "finished", "call_user",
-           "mouse_move", "hover", "moveto", "left_click"}
+           "mouse_move", "move_to", "hover", "moveto", "left_click"}
+_UITARS_CALL = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(_UITARS)) + r")\s*\(")
+_LIST_BOX = re.compile(r"((?:start|end)_box|(?:start_|end_)?point)(\s*=\s*)(['\"])\[([^\]'\"]*)\]\3")
 _PYAUTOGUI = {"click", "doubleClick", "rightClick", "tripleClick", "moveTo", "dragTo", "write", "typewrite",
               "press", "hotkey", "scroll"}
+_log = logging.getLogger(__name__)
+_ui_tars_parser = None
+
+
+def ui_tars_parser():
+    """``ui_tars.action_parser`` (PyPI ``ui-tars``, the ``vlm`` extra), imported on first use;
+    :class:`VLMDependencyError` with the install command where it is missing."""
+    global _ui_tars_parser
+    if _ui_tars_parser is None:
+        try:
+            from ui_tars import action_parser
+        except ImportError:
+            raise VLMDependencyError("hf-vlm: reading UI-TARS actions needs the ui-tars package: "
+                                     + UI_TARS_INSTALL_HINT) from None
+        # ui-tars 0.5.1 print()s every action string it cannot parse. Our stdout may be a protocol
+        # channel (`dw mcp` over stdio), so its prints go to our log instead: a module global named
+        # `print` shadows the builtin for that module alone (no sys.stdout swap, safe across threads).
+        action_parser.print = lambda *a, **_: _log.debug(" ".join(map(str, a)))
+        _ui_tars_parser = action_parser
+    return _ui_tars_parser
 
 
 def _quote(text: str, n: int = 160) -> str:
@@ -82,7 +114,10 @@ class _Space:
 
 
 def _clean(text: str) -> str:
-    text = text.replace("<|box_start|>", "").replace("<|box_end|>", "")
+    """Special tokens out (the policy decodes with them: ``<|box_start|>``, a final ``<|im_end|>``),
+    ``<point>x y</point>`` / ``<bbox>x1 y1 x2 y2</bbox>`` as ``(x,y)`` / ``(x1,y1,x2,y2)``. ui-tars
+    reads neither the box tokens (it expects them skipped) nor ``<bbox>`` nor non-integer points."""
+    text = re.sub(r"<\|[A-Za-z_]+\|>", "", text)
     text = re.sub(r"<point>\s*(-?[\d.]+)[\s,]+(-?[\d.]+)\s*</point>", r"(\1,\2)", text)
     text = re.sub(r"<bbox>\s*(-?[\d.]+)[\s,]+(-?[\d.]+)[\s,]+(-?[\d.]+)[\s,]+(-?[\d.]+)\s*</bbox>",
                   r"(\1,\2,\3,\4)", text)
@@ -101,6 +136,104 @@ def _point(value: Any, space: _Space, what: str) -> tuple[float, float]:
         raise VLMParseError(f"{what} {str(value)!r} is not a point (x,y) or a box [x1, y1, x2, y2]")
     return space.norm(nums[0], nums[1])
 
+
+# --- UI-TARS: the ui-tars package reads the text, _from_ui_tars maps its structures to Actions ---
+
+def _ui_tars_text(body: str) -> str | None:
+    """``body`` in the form ui-tars reads (``... Action: call(...)``), or None without a UI-TARS call.
+
+    Adds what ui-tars 0.5.1 does not do itself: ``Action:`` followed by a newline (it splits on
+    ``"Action: "``), a bare call with no ``Action:`` line, and list boxes ``start_box='[x1, y1, x2,
+    y2]'`` (the UI-TARS-1.0 prompt's form; it reads only parenthesised numbers)."""
+    body = _LIST_BOX.sub(lambda m: f"{m[1]}{m[2]}{m[3]}({m[4]}){m[3]}", body)
+    body = re.sub(r"Action:\s*", "Action: ", body)
+    if "Action: " in body:
+        return body
+    m = _UITARS_CALL.search(body)
+    return None if m is None else "Action: " + body[m.start():]
+
+
+def _ui_tars_structures(text: str, space: _Space) -> list[dict]:
+    """ui-tars' ``parse_action_to_structure_output``: ``[{"action_type", "action_inputs", ...}]``
+    with ``start_box`` / ``end_box`` as ``'[x1, y1, x2, y2]'`` strings of the model's numbers
+    divided by ``factor`` (a point repeated).
+
+    ``factor`` 1 and its ``qwen2vl`` mode: the raw numbers come back and :class:`_Space` applies
+    the convention, as for tool calls and pyautogui code (relative: / 1000; absolute: / the image
+    size), centre first, so a box's centre is bit-for-bit what it was. Its ``qwen25vl`` mode is not
+    used: it runs ``smart_resize`` (its own min/max pixels) on the size it is given, while we know
+    the exact size the model saw (from ``image_grid_thw``): resizing that again moves small or
+    non-multiple-of-28 sizes (224x224 -> 280x280)."""
+    parser = ui_tars_parser()
+    try:
+        return parser.parse_action_to_structure_output(text, 1, int(space.height), int(space.width),
+                                                       model_type="qwen2vl")
+    except Exception as e:  # third-party parsing of arbitrary model text: ValueError, AssertionError, ...
+        raise VLMParseError(f"no action found in the model output {_quote(text)} "
+                            f"(ui-tars: {type(e).__name__}: {e})") from None
+
+
+def _from_ui_tars(item: dict, space: _Space) -> list[Action]:
+    """One ui-tars structure -> our Actions (checks what the package does not: points, ranges,
+    directions, keys)."""
+    name = str(item.get("action_type") or "")
+    kw = item.get("action_inputs") or {}
+
+    def box(key: str) -> tuple[float, float] | None:
+        if key not in kw:
+            return None
+        try:
+            nums = ast.literal_eval(str(kw[key]))  # the package writes str(list of floats)
+        except (ValueError, SyntaxError):
+            raise VLMParseError(f"{key} {kw[key]!r} is not a point (x,y) or a box [x1, y1, x2, y2]") from None
+        return _point(nums if isinstance(nums, list | tuple) else [nums], space, key)
+
+    start = box("start_box")
+    if name in ("click", "left_single", "left_click", "left_double", "double_click", "right_single", "right_click"):
+        if start is None:
+            raise VLMParseError(f"{name}() has no start_box / point")
+        button = "right" if name.startswith("right") else "left"
+        count = 2 if name in ("left_double", "double_click") else 1
+        return [Click(*start, button=button, count=count)]
+    if name in ("mouse_move", "move_to", "hover", "moveto"):
+        if start is None:
+            raise VLMParseError(f"{name}() has no start_box / point")
+        return [Move(*start)]
+    if name in ("drag", "select"):
+        end = box("end_box")
+        if start is None or end is None:
+            raise VLMParseError(f"{name}() needs start_box and end_box")
+        return [Drag(*start, *end)]
+    if name in ("hotkey", "press", "keydown"):
+        key = kw.get("key", kw.get("keys"))
+        if not isinstance(key, str) or not key.strip():
+            raise VLMParseError(f"{name}() has no key")
+        parts = [p for p in re.split(r"[\s+]+", key.strip().lower()) if p]
+        return [Key("+".join(parts))]
+    if name == "type":
+        content = kw.get("content", kw.get("text"))
+        if not isinstance(content, str):
+            raise VLMParseError("type() has no content")
+        enter = content.endswith("\n")
+        body = content[:-1] if enter else content
+        out: list[Action] = [Type(body)] if body else []
+        return out + ([Key("enter")] if enter else [])
+    if name == "scroll":
+        direction = str(kw.get("direction", "down")).strip().lower()
+        x, y = start if start is not None else (0.5, 0.5)
+        d = {"down": (0, SCROLL_NOTCHES), "up": (0, -SCROLL_NOTCHES), "right": (SCROLL_NOTCHES, 0),
+             "left": (-SCROLL_NOTCHES, 0)}.get(direction)
+        if d is None:
+            raise VLMParseError(f"scroll direction {direction!r} is not up, down, left or right")
+        return [Scroll(x, y, dx=d[0], dy=d[1])]
+    if name == "wait":
+        return [Wait(WAIT_SECONDS)]
+    if name in ("finished", "call_user"):
+        return [Done()]
+    return []  # not in the action space we perform: reported below if nothing else is found
+
+
+# --- pyautogui code and Qwen2.5-VL tool calls: forms ui-tars does not read, parsed here ---
 
 def _calls(text: str) -> list[ast.Call]:
     """Every syntactically valid call expression in ``text``, in order."""
@@ -125,15 +258,6 @@ def _calls(text: str) -> list[ast.Call]:
         pos = found[1]
 
 
-def _fname(node: ast.Call) -> str:
-    f = node.func
-    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "pyautogui":
-        return "pyautogui." + f.attr
-    if isinstance(f, ast.Name):
-        return f.id
-    return ast.unparse(f)
-
-
 def _literal(node: ast.AST, name: str) -> Any:
     try:
         return ast.literal_eval(node)
@@ -141,58 +265,20 @@ def _literal(node: ast.AST, name: str) -> Any:
         raise VLMParseError(f"argument {name} = {ast.unparse(node)!r} is not a literal") from None
 
 
-def _uitars(name: str, kw: dict[str, Any], args: list[Any], space: _Space) -> list[Action]:
-    def pt(*keys: str) -> tuple[float, float] | None:
-        for k in keys:
-            if k in kw:
-                return _point(kw[k], space, k)
-        return None
-
-    start = pt("start_box", "point", "start_point", "coordinate")
-    if start is None and args and name not in ("type", "hotkey", "press", "keydown", "finished", "call_user"):
-        start = _point(args[0], space, "point")
-    if name in ("click", "left_single", "left_click", "left_double", "double_click", "right_single", "right_click"):
-        if start is None:
-            raise VLMParseError(f"{name}() has no start_box / point")
-        button = "right" if name.startswith("right") else "left"
-        count = 2 if name in ("left_double", "double_click") else 1
-        return [Click(*start, button=button, count=count)]
-    if name in ("mouse_move", "hover", "moveto"):
-        if start is None:
-            raise VLMParseError(f"{name}() has no start_box / point")
-        return [Move(*start)]
-    if name in ("drag", "select"):
-        end = pt("end_box", "end_point")
-        if start is None or end is None:
-            raise VLMParseError(f"{name}() needs start_box and end_box")
-        return [Drag(*start, *end)]
-    if name in ("hotkey", "press", "keydown"):
-        key = kw.get("key", kw.get("keys", args[0] if args else None))
-        if not isinstance(key, str) or not key.strip():
-            raise VLMParseError(f"{name}() has no key")
-        parts = [p for p in re.split(r"[\s+]+", key.strip().lower()) if p]
-        return [Key("+".join(parts))]
-    if name == "type":
-        content = kw.get("content", kw.get("text", args[0] if args else None))
-        if not isinstance(content, str):
-            raise VLMParseError("type() has no content")
-        enter = content.endswith("\n")
-        body = content[:-1] if enter else content
-        out: list[Action] = [Type(body)] if body else []
-        return out + ([Key("enter")] if enter else [])
-    if name == "scroll":
-        direction = str(kw.get("direction", "down")).strip().lower()
-        x, y = start if start is not None else (0.5, 0.5)
-        d = {"down": (0, SCROLL_NOTCHES), "up": (0, -SCROLL_NOTCHES), "right": (SCROLL_NOTCHES, 0),
-             "left": (-SCROLL_NOTCHES, 0)}.get(direction)
-        if d is None:
-            raise VLMParseError(f"scroll direction {direction!r} is not up, down, left or right")
-        return [Scroll(x, y, dx=d[0], dy=d[1])]
-    if name == "wait":
-        return [Wait(WAIT_SECONDS)]
-    if name in ("finished", "call_user"):
-        return [Done()]
-    raise VLMParseError(f"unknown action {name}()")
+def _pyautogui_calls(body: str, space: _Space, cursor: tuple[float, float] | None) -> list[Action]:
+    out: list[Action] = []
+    for node in _calls(body):
+        f = node.func
+        if not (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "pyautogui"
+                and f.attr in _PYAUTOGUI):
+            continue
+        kw = {k.arg: _literal(k.value, k.arg) for k in node.keywords if k.arg}
+        args = [_literal(a, f"#{i}") for i, a in enumerate(node.args)]
+        out += _pyautogui(f.attr, kw, args, space)
+        if isinstance(out[-1], Drag) and cursor is not None:
+            d = out[-1]
+            out[-1] = Drag(cursor[0], cursor[1], d.x2, d.y2)
+    return out
 
 
 def _pyautogui(name: str, kw: dict[str, Any], args: list[Any], space: _Space) -> list[Action]:
@@ -301,6 +387,8 @@ def parse_vlm_output(text: str, image_size: tuple[int, int] = (1000, 1000), coor
 
     ``image_size`` is the (width, height) of the image the model saw (after its resize), used by
     the ``absolute`` convention; ``cursor`` (normalised) is the start of drags that name only the end.
+    The UI-TARS action space is read by the ``ui-tars`` package (:class:`VLMDependencyError` without
+    it); ``<tool_call>`` JSON and ``pyautogui`` code, which it does not read, here.
     """
     if coords not in COORDS:
         raise ValueError(f"coords must be one of {COORDS}, got {coords!r}")
@@ -319,23 +407,19 @@ def parse_vlm_output(text: str, image_size: tuple[int, int] = (1000, 1000), coor
                 out += _tool_call(obj, space, cursor)
             return out
         body = _clean(text)
-        if "Action:" in body:
-            body = body.split("Action:", 1)[1]
-        out = []
-        for node in _calls(body):
-            name = _fname(node)
-            kw = {k.arg: _literal(k.value, k.arg) for k in node.keywords if k.arg}
-            args = [_literal(a, f"#{i}") for i, a in enumerate(node.args)]
-            if name.startswith("pyautogui."):
-                if name[10:] in _PYAUTOGUI:
-                    out += _pyautogui(name[10:], kw, args, space)
-                    if isinstance(out[-1], Drag) and cursor is not None:
-                        d = out[-1]
-                        out[-1] = Drag(cursor[0], cursor[1], d.x2, d.y2)
-            elif name in _UITARS:
-                out += _uitars(name, kw, args, space)
+        unknown: list[str] = []
+        if "pyautogui." in body:
+            out = _pyautogui_calls(body.split("Action:", 1)[-1], space, cursor)
+        else:
+            ui = _ui_tars_text(body)
+            out = []
+            for item in _ui_tars_structures(ui, space) if ui is not None else []:
+                actions = _from_ui_tars(item, space)
+                out += actions
+                unknown += [] if actions else [f"{item.get('action_type')}()"]
         if not out:
-            raise VLMParseError(f"no action found in the model output {_quote(text)}")
+            why = f" ({', '.join(unknown)} not in the UI-TARS action space)" if unknown else ""
+            raise VLMParseError(f"no action found in the model output {_quote(text)}{why}")
         return out
     except ActionError as e:
         raise VLMParseError(f"invalid action in the model output {_quote(text)}: {e}") from None
@@ -566,8 +650,13 @@ def _default_coords(folder: Path, model_type: str) -> str:
     return "relative"
 
 
-def load_hf_vlm_policy(spec: str, device: str = "cpu", **kwargs) -> HFVLMPolicy:
-    """``hf-vlm:<folder or shape>[#coords=relative|absolute]`` -> :class:`HFVLMPolicy`."""
+def load_hf_vlm_policy(spec: str, device: str = "cpu", *, actions: bool = True, **kwargs) -> HFVLMPolicy:
+    """``hf-vlm:<folder or shape>[#coords=relative|absolute]`` -> :class:`HFVLMPolicy`.
+
+    ``actions``: the model's outputs will be read as actions, which needs the ``ui-tars`` package:
+    checked here, before a model is loaded (:class:`VLMDependencyError`, a :class:`PolicyError`
+    the CLI prints as one line). A caller that only asks the model other questions (the VLM
+    conductor) passes False."""
     target = spec.split(":", 1)[1] if spec.startswith("hf-vlm:") else spec
     target, _, opts = target.partition("#")
     options = dict(o.split("=", 1) for o in opts.split("&") if "=" in o)
@@ -575,13 +664,15 @@ def load_hf_vlm_policy(spec: str, device: str = "cpu", **kwargs) -> HFVLMPolicy:
     if not target:
         raise PolicyError("hf-vlm needs a model folder or a shape: hf-vlm:<folder> or hf-vlm:qwen2-vl-tiny")
     folder = Path(target)
+    if target not in SHAPES and not (folder / "config.json").is_file():
+        raise PolicyError(f"hf-vlm:{target}: not a shape ({', '.join(SHAPES)}) nor a local model folder "
+                          "with config.json (nothing is downloaded)")
+    if actions:
+        ui_tars_parser()
     if target in SHAPES:
         model, proc = build_random(target)
         return HFVLMPolicy(model, proc, name=f"hf-vlm:{target}", coords=coords or "relative", device=device,
                            **kwargs)
-    if not (folder / "config.json").is_file():
-        raise PolicyError(f"hf-vlm:{target}: not a shape ({', '.join(SHAPES)}) nor a local model folder "
-                          "with config.json (nothing is downloaded)")
     try:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 

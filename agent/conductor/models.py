@@ -111,7 +111,9 @@ class VLMConductor:
         from policies.hf_vlm import load_hf_vlm_policy
 
         try:
-            self.vlm = load_hf_vlm_policy(spec if spec.startswith("hf-vlm:") else f"hf-vlm:{spec}", device=device)
+            # its replies are read by parse_reply, not as UI-TARS actions: no need for the ui-tars package
+            self.vlm = load_hf_vlm_policy(spec if spec.startswith("hf-vlm:") else f"hf-vlm:{spec}", device=device,
+                                          actions=False)
         except PolicyError as e:
             raise UserError(str(e)) from None
         self.name = f"vlm:{self.vlm.name.removeprefix('hf-vlm:')}"
