@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import gymnasium
 import numpy as np
@@ -151,3 +152,91 @@ def test_to_action_and_expert_through_the_dict_space():
     (a,) = env.unwrapped.desktop.oracle.expert_actions()
     _, reward, terminated, _, info = env.step(act("click", point=(a.x, a.y)))
     assert reward == 1.0 and info["success"] is True
+
+
+# --- FlatActions / FlatObservations: the spaces RL libraries take ---------------------------------
+
+def flat_env(task="click-button", instruction=True):
+    return dwgym.FlatObservations(dwgym.FlatActions(gymnasium.make(f"dw/{task}-v0", size=(160, 120))),
+                                  instruction=instruction)
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")  # wrapped on purpose
+@pytest.mark.parametrize("instruction", [True, False])
+def test_flat_wrappers_pass_the_env_checkers(instruction):
+    env = flat_env(instruction=instruction)
+    assert env.action_space == gymnasium.spaces.Box(-1.0, 1.0, (41,), np.float32)
+    if instruction:
+        assert set(env.observation_space.spaces) == {"frame", "instruction"}
+        assert all(isinstance(s, gymnasium.spaces.Box) for s in env.observation_space.spaces.values())
+    else:
+        assert env.observation_space == gymnasium.spaces.Box(0, 255, (120, 160, 3), np.uint8)
+    check_env(env, skip_render_check=True)  # rebuilt from env.spec: the wrappers record their arguments
+    try:
+        from stable_baselines3.common.env_checker import check_env as sb3_check_env
+    except ImportError:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3 warns about spaces it handles badly (asymmetric boxes, ...)
+        sb3_check_env(env)
+
+
+def test_flat_random_rollout_50_steps():
+    env = flat_env("select-radio")
+    env.action_space.seed(0)
+    obs, info = env.reset(seed=0)
+    assert dwgym.FlatObservations.instruction_text(obs["instruction"]) == env.unwrapped.desktop.instruction
+    for _ in range(50):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and reward in (0.0, 1.0) and "error" not in info
+        if terminated or truncated:
+            obs, info = env.reset()
+
+
+def test_flat_action_decodes_to_the_expected_click():
+    L = dwgym.FLAT_ACTION
+    flat = np.full(41, -1.0, np.float32)
+    flat[L["kind"].start + dwgym.KINDS.index("click")] = 0.3  # the largest kind slot wins
+    flat[L["point"]] = (-0.5, 0.5)  # [-1, 1] -> [0, 1]: (0.25, 0.75)
+    env = dwgym.FlatActions(gymnasium.make("dw/click-button-v0", size=(320, 240)))
+    decoded = env.action(flat)
+    assert dwgym.to_action(decoded, "") == Click(0.25, 0.75)
+    env.reset(seed=2)
+    _, _, _, _, info = env.step(flat)
+    assert info["action"] == Click(0.25, 0.75).to_json()
+
+    # encode is action's inverse; the expert's click through the flat space solves the task
+    env.reset(seed=2)
+    (a,) = env.unwrapped.desktop.oracle.expert_actions()
+    flat = dwgym.FlatActions.encode({"kind": dwgym.KINDS.index("click"), "point": (a.x, a.y)})
+    c = dwgym.to_action(env.action(flat), "")
+    assert isinstance(c, Click) and (c.x, c.y) == pytest.approx((a.x, a.y)) and c.count == 1
+    _, reward, terminated, _, info = env.step(flat)
+    assert reward == 1.0 and info["success"] is True
+
+    ins = 'Fill in Street "summit", City "harbor", then click Submit.'
+    for part in ({"kind": dwgym.KINDS.index("key"), "key": dwgym.KEYS.index("ctrl+z")},
+                 {"kind": dwgym.KINDS.index("type"), "text": 1},
+                 {"kind": dwgym.KINDS.index("scroll"), "point": (0.5, 0.25), "scroll": 1},
+                 {"kind": dwgym.KINDS.index("drag"), "point": (0.0, 1.0), "point2": (1.0, 0.5)}):
+        full = {"key": 0, "text": 0, "scroll": 0, "point": (0.0, 0.0), "point2": (0.0, 0.0), **part}
+        assert dwgym.to_action(env.action(dwgym.FlatActions.encode(part)), ins) == dwgym.to_action(full, ins)
+    # out of range and NaN are clipped (a Gaussian policy's raw output is still an action); a wrong shape is not
+    wild = np.full(41, np.nan, np.float32)
+    wild[L["point"]] = (7.0, -7.0)
+    assert dwgym.to_action(env.action(wild), "") == Click(1.0, 0.0)
+    with pytest.raises(ValueError, match=r"shape \(41,\)"):
+        env.action(np.zeros(40, np.float32))
+
+
+@pytest.mark.slow
+def test_stable_baselines3_ppo_learns_on_the_flat_env():
+    sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 is not installed (the test extra)")
+    env = flat_env()
+    model = sb3.PPO("MultiInputPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    assert model.num_timesteps == 64
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+    env.step(action)

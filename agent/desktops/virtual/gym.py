@@ -20,6 +20,14 @@ Each task is registered as ``dw/<task>-v0`` (for example ``dw/click-button-v0``)
   :func:`policies.actions.parse_action`: every action type and field, not just the fixed choices
   above. Invalid JSON or an invalid action is not executed: the step returns reward 0 and
   ``info["error"]`` naming the problem.
+- :class:`FlatActions` and :class:`FlatObservations` make the env one that RL libraries take
+  (Stable-Baselines3 takes no ``Dict`` action space and no ``Text`` observation; many others want
+  one ``Box`` too): the action becomes one ``Box(-1, 1, (41,), float32)`` (:data:`FLAT_ACTION`: an argmax over a
+  slot per kind, per key and per text choice; points mapped from [-1, 1] to [0, 1]; the sign of
+  the scroll slot), the observation ``Dict(frame=Box, instruction=Box(0, 255, (300,), uint8))``
+  (the instruction's bytes, zero-padded) or, with ``instruction=False``, the frame ``Box`` alone.
+  ``FlatObservations(FlatActions(gymnasium.make("dw/click-button-v0")))`` trains with SB3's
+  ``PPO("MultiInputPolicy", env)`` (``tests/test_virtual_gym.py``).
 - Reward: 1.0 on the step the task succeeds, else 0.0. ``terminated`` when the episode ends: a
   decisive wrong action, ``done``, or the end of the short tail the desktop keeps running after a
   success (:data:`~agent.desktops.virtual.tasks.TAIL_S`); ``truncated`` when the virtual clock
@@ -248,6 +256,98 @@ class JsonActions(gymnasium.ActionWrapper):
             return InvalidAction(str(e))
 
 
+FLAT_ACTION: dict[str, slice] = {}
+_at = 0
+for _name, _n in (("kind", len(KINDS)), ("point", 2), ("point2", 2), ("key", len(KEYS)), ("text", TEXT_CHOICES),
+                  ("scroll", 1)):
+    FLAT_ACTION[_name] = slice(_at, _at + _n)
+    _at += _n
+FLAT_ACTION_SIZE = _at  # 41: kind 0-9, point 10-11, point2 12-13, key 14-35, text 36-39, scroll 40
+del _at, _name, _n
+
+
+class FlatActions(gymnasium.ActionWrapper, gymnasium.utils.RecordConstructorArgs):
+    """The :func:`action_space` ``Dict`` as one ``Box(-1, 1, (41,), float32)``, for RL libraries
+    that take no ``Dict`` action space (Stable-Baselines3) or want one ``Box``. Parts (:data:`FLAT_ACTION`):
+    ``kind`` one slot per :data:`KINDS` entry (the largest wins); ``point``, ``point2`` x and y,
+    mapped from [-1, 1] to [0, 1]; ``key`` one slot per :data:`KEYS` entry and ``text`` one per
+    quoted string (the largest wins); ``scroll`` down where > 0, else up. Values are clipped to
+    [-1, 1] (NaN as 0), so any vector a Gaussian policy emits is an action; a symmetric [-1, 1]
+    box is what SB3 recommends for continuous actions.
+
+    Not ``gymnasium.spaces.flatten_space``: its inverse (``unflatten``) needs exact one-hot parts,
+    which a continuous policy never emits. :meth:`encode` is the inverse of :meth:`action`."""
+
+    def __init__(self, env: gymnasium.Env):
+        # RecordConstructorArgs: the wrapper is part of env.spec, so check_env / make can rebuild it
+        gymnasium.utils.RecordConstructorArgs.__init__(self)
+        gymnasium.ActionWrapper.__init__(self, env)
+        self.action_space = spaces.Box(-1.0, 1.0, (FLAT_ACTION_SIZE,), np.float32)
+
+    def action(self, action: np.ndarray) -> dict[str, Any]:
+        a = np.asarray(action, dtype=np.float32)
+        if a.shape != (FLAT_ACTION_SIZE,):
+            raise ValueError(f"a flat action has shape ({FLAT_ACTION_SIZE},), got {a.shape}")
+        a = np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+        def point(name: str) -> np.ndarray:
+            return ((a[FLAT_ACTION[name]] + 1.0) / 2.0).astype(np.float32)
+
+        return {
+            "kind": int(np.argmax(a[FLAT_ACTION["kind"]])),
+            "point": point("point"),
+            "point2": point("point2"),
+            "key": int(np.argmax(a[FLAT_ACTION["key"]])),
+            "text": int(np.argmax(a[FLAT_ACTION["text"]])),
+            "scroll": int(a[FLAT_ACTION["scroll"]][0] > 0),
+        }
+
+    @staticmethod
+    def encode(action: dict[str, Any]) -> np.ndarray:
+        """An :func:`action_space` sample (parts may be left out: first choice, point (0, 0)) as
+        the flat vector :meth:`action` decodes back to it: chosen slots 1, the others -1."""
+        flat = np.full(FLAT_ACTION_SIZE, -1.0, np.float32)
+        for name in ("kind", "key", "text"):
+            flat[FLAT_ACTION[name].start + int(action.get(name, 0))] = 1.0
+        for name in ("point", "point2"):
+            flat[FLAT_ACTION[name]] = np.asarray(action.get(name, (0.0, 0.0)), np.float32) * 2.0 - 1.0
+        flat[FLAT_ACTION["scroll"]] = 1.0 if int(action.get("scroll", 0)) else -1.0
+        return flat
+
+
+class FlatObservations(gymnasium.ObservationWrapper, gymnasium.utils.RecordConstructorArgs):
+    """The observation without its ``Text`` part, for RL libraries that take ``Box`` observations
+    only (SB3's ``MultiInputPolicy`` takes a ``Dict`` of them, ``CnnPolicy`` one image ``Box``):
+    ``Dict(frame=Box(0, 255, (H, W, 3), uint8), instruction=Box(0, 255, (300,), uint8))``, the
+    instruction as its UTF-8 bytes zero-padded to :data:`MAX_INSTRUCTION` (:meth:`instruction_text`
+    reads it back); with ``instruction=False``, the frame ``Box`` alone."""
+
+    def __init__(self, env: gymnasium.Env, instruction: bool = True):
+        gymnasium.utils.RecordConstructorArgs.__init__(self, instruction=instruction)
+        gymnasium.ObservationWrapper.__init__(self, env)
+        self.instruction = bool(instruction)
+        frame = env.observation_space["frame"]
+        if self.instruction:
+            self.observation_space = spaces.Dict(
+                {"frame": frame, "instruction": spaces.Box(0, 255, (MAX_INSTRUCTION,), np.uint8)}
+            )
+        else:
+            self.observation_space = frame
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, np.ndarray] | np.ndarray:
+        if not self.instruction:
+            return observation["frame"]
+        raw = observation["instruction"].encode("utf-8")[:MAX_INSTRUCTION]
+        buf = np.zeros(MAX_INSTRUCTION, np.uint8)
+        buf[: len(raw)] = np.frombuffer(raw, np.uint8)
+        return {"frame": observation["frame"], "instruction": buf}
+
+    @staticmethod
+    def instruction_text(encoded: np.ndarray) -> str:
+        """The instruction from its encoded ``Box`` form."""
+        return bytes(np.asarray(encoded, np.uint8)).rstrip(b"\0").decode("utf-8", errors="replace")
+
+
 def env_id(task: str) -> str:
     """The Gymnasium id of a task, e.g. ``dw/click-button-v0``."""
     return f"dw/{task}-v0"
@@ -261,6 +361,6 @@ def register_all() -> list[str]:
 ENV_IDS = register_all()
 
 __all__ = [
-    "ENV_IDS", "GYM_TASKS", "KEYS", "KINDS", "InvalidAction", "JsonActions", "VirtualDesktopEnv", "action_space", "env_id", "quoted",
-    "register_all", "to_action",
+    "ENV_IDS", "FLAT_ACTION", "FLAT_ACTION_SIZE", "GYM_TASKS", "KEYS", "KINDS", "FlatActions", "FlatObservations",
+    "InvalidAction", "JsonActions", "VirtualDesktopEnv", "action_space", "env_id", "quoted", "register_all", "to_action",
 ]
