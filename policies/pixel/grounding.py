@@ -93,9 +93,6 @@ class Step:
         return self._where
 
 
-READ_LABEL = 0.6  # a read's match (the expected fraction of a word's characters) that labels a target's word
-
-
 class NoGrounding(nn.Module):
     """A model without grounding: the pointer sees pixels alone."""
 
@@ -224,8 +221,6 @@ class Grounding(NoGrounding):
         logits = (torch.einsum("bjd,bld->bjl", tq, tk) * (1.0 / math.sqrt(d))).masked_fill(~step.text_starts[:, None, :], -1e4)
         step.word_p = logits.softmax(-1)
         step.aux["word_logits"] = logits
-        if self.training:  # the word read best at each pointer token: a label where demos name none
-            step.aux["word_best"] = F.pad(step.best, (0, 0, step.n_global, 0)).detach()  # (B, N, L)
         bias = torch.einsum("bjl,bkl->bjk", step.word_p, step.best)  # (B, 2, K)
         if self.g.reach:
             step.reach = self.reach_weights(step.boxes, step.glimpse_mask, h)
@@ -258,20 +253,8 @@ class Grounding(NoGrounding):
         return w * near[:, None]
 
     def loss(self, out, labels: dict[str, torch.Tensor], target_offsets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``word``: each demo that names its target's word teaches the first pointer to look for it.
-        Where a demo names none (a person's recording: label -1, not ``NO_WORD``), the word read best
-        in the target's glimpse teaches it when that read matches at least :data:`READ_LABEL`: the
-        frozen reader labels what the person clicked."""
-        t = labels["word"]
-        ptr = labels["ptr0"]
-        best = out.aux.get("word_best")
-        if best is not None:
-            unknown = (t == -1) & (ptr >= 0)
-            if unknown.any():
-                rows = best[torch.arange(best.shape[0], device=best.device), ptr.clamp(min=0)]  # (B, L)
-                score, word = rows.float().max(-1)
-                t = torch.where(unknown & (score >= READ_LABEL), word, t)
-        t = t.clamp(min=-1)
+        """``word``: each demo that names its target's word teaches the first pointer to look for it."""
+        t = labels["word"].clamp(min=-1)
         if not (t >= 0).any():
             return {}
         return {"word": F.cross_entropy(out.aux["word_logits"][:, 0].float(), t, ignore_index=-1)}
