@@ -27,6 +27,24 @@ def start_xvfb(width: int = XVFB_SIZE[0], height: int = XVFB_SIZE[1], timeout: f
         pytest.skip(str(e))
 
 
+def apps_world(*toolkits: str):
+    """Yield an apps-suite :class:`~agent.desktops.apps.AppWorld` (for a module-scoped fixture),
+    skipping where Xvfb or one of ``toolkits``' interpreters is missing."""
+    from agent.desktops.apps import AppUnavailable, AppWorld
+    from agent.desktops.apps import desktop as apps_desktop
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    try:
+        for toolkit in toolkits:
+            apps_desktop.python_for(toolkit)
+    except AppUnavailable as e:
+        pytest.skip(str(e))
+    w = AppWorld()
+    yield w
+    w.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """The project's user cache (encoder probes, dw train's samples, exported ONNX graphs) in a

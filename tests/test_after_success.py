@@ -5,7 +5,6 @@ after its first success (the world still rendering and reacting), the policy's a
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from agent.desktops.virtual.evaluate import AFTER_SUCCESS_S, episode_specs, run_
 from agent.loop import Agent
 from policies.actions import Click, Done, Move, Wait
 from policies.builtin import ScriptedPolicy
+from tests.conftest import apps_world
 from tests.fakes import FakeDesktop
 
 
@@ -132,18 +132,7 @@ def test_dw_eval_reports_actions_after_success(capsys):
 
 @pytest.fixture(scope="module")
 def world():
-    from agent.desktops.apps import AppUnavailable, AppWorld
-    from agent.desktops.apps import desktop as apps_desktop
-
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    try:
-        apps_desktop.python_for("tk")
-    except AppUnavailable as e:
-        pytest.skip(str(e))
-    w = AppWorld()
-    yield w
-    w.close()
+    yield from apps_world("tk")
 
 
 def test_apps_episodes_count_actions_after_success(world):

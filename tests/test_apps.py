@@ -17,11 +17,12 @@ import pytest
 
 from agent.cli.main import main
 from agent.desktops import DesktopError
-from agent.desktops.apps import TASKS, TOOLKITS, AppDesktop, AppUnavailable, AppWorld
+from agent.desktops.apps import TASKS, TOOLKITS, AppDesktop, AppWorld
 from agent.desktops.apps import desktop as apps_desktop
 from agent.desktops.apps.evaluate import parse_tasks, run_episodes, summarise
 from agent.errors import UserError
 from policies.builtin import ScriptedPolicy
+from tests.conftest import apps_world
 
 SMOKE = ["tk-form", "tk-menu", "gtk-check", "gtk-dialog"]
 
@@ -35,16 +36,7 @@ def run_dw(argv):
 
 @pytest.fixture(scope="module")
 def world():
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    try:
-        apps_desktop.python_for("tk")
-        apps_desktop.python_for("gtk")
-    except AppUnavailable as e:
-        pytest.skip(str(e))
-    w = AppWorld()
-    yield w
-    w.close()
+    yield from apps_world("tk", "gtk")
 
 
 def test_registry_covers_two_toolkits_and_twelve_tasks():

@@ -12,17 +12,7 @@ import pytest
 
 from agent.desktops.miniwob.tasklists import NO_EXPERT, PIX2ACT59
 from policies.actions import Click, Done
-
-
-def _need_browser():
-    pytest.importorskip("miniwob", reason="pip install miniwob selenium")
-    pytest.importorskip("selenium", reason="pip install miniwob selenium")
-    from agent.desktops.miniwob.browser import MiniWoBUnavailable, find_browser
-
-    try:
-        find_browser()
-    except MiniWoBUnavailable as e:
-        pytest.skip(str(e))
+from tests.test_miniwob import _need_browser
 
 
 def test_pix2act59_is_59_distinct_tasks_named_by_the_list():

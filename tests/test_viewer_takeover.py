@@ -27,6 +27,7 @@ from agent.stream import protocol as P
 from agent.stream.server import ServerThread, StreamServer
 from agent.stream.steering import PolicyControl
 from policies.actions import MouseDown, Move
+from tests.test_stream import _recv_json
 
 CHROMIUM = os.environ.get("DW_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -85,13 +86,7 @@ def _ws(srv, token):
 
 
 def _recv(ws, kind=None, mid=None, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = ws.recv(max(0.01, deadline - time.monotonic()))
-        if isinstance(msg, str):
-            obj = json.loads(msg)
-            if kind in (None, obj.get("type")) and mid in (None, obj.get("id")):
-                return obj
+    return _recv_json(ws, kind, timeout, mid=mid)
 
 
 def test_policy_messages_pause_resume_and_reinstruct_the_in_process_policy():
