@@ -131,9 +131,9 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
+    failed, todo = [], seeds(args.seeds)
     with AppWorld(size=APP_SIZE) as world:
-        for s in seeds(args.seeds):
+        for s in todo:
             d = out / f"{args.task}-{s}"
             if d.exists():
                 shutil.rmtree(d)
@@ -141,7 +141,7 @@ def main() -> int:
                 shutil.rmtree(d, ignore_errors=True)
                 failed.append(s)
             print(f"{d}: {'ok' if s not in failed else 'not finished, deleted'}", flush=True)
-    print(f"{len(seeds(args.seeds)) - len(failed)} demos in {out}" + (f"; not finished: {failed}" if failed else ""))
+    print(f"{len(todo) - len(failed)} demos in {out}" + (f"; not finished: {failed}" if failed else ""))
     return 0
 
 

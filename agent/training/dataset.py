@@ -129,14 +129,16 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     executed = s.actions(("human", "policy"))
     seen: dict[int, int] = {}  # id(event) -> the frame its sample shows, where not its own
     if moves == "intent":
-        gone = redundant_moves(executed)
-        for i in sorted(gone):  # a kept action after dropped moves: the screen before the approach
-            j = i
-            while j in gone:
-                j += 1
-            if i == 0 or i - 1 not in gone:
-                seen[id(executed[j])] = executed[i].frame
-        executed = [e for i, e in enumerate(executed) if i not in gone]
+        gone, kept, start = redundant_moves(executed), [], None
+        for i, e in enumerate(executed):  # a kept action after dropped moves: the screen before them
+            if i in gone:
+                start = e.frame if start is None else start
+                continue
+            if start is not None and start >= 0:
+                seen[id(e)] = start
+            kept.append(e)
+            start = None
+        executed = kept
     labels = [e for e in s.events if e.source == "system" and e.action is not None
               and e.raw.get("event") == EXPERT_LABEL]
     # A DAgger session (``dw demos --dagger``) teaches its expert labels; the executed actions
@@ -147,11 +149,11 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
     named = {e.frame: e.raw.get("word") for e in s.events
              if e.source == "system" and e.raw.get("event") == EXPERT_TARGET}
     ids, raw = encode_text(s.instruction, cfg.max_text)
-    def frame_of(e) -> int:
-        f = seen.get(id(e), -1)
-        return f if f >= 0 else e.frame
 
-    want = {frame_of(e) for e in targets if frame_of(e) >= 0}
+    def frame_of(e) -> int:
+        return seen.get(id(e), e.frame)
+
+    want = {f for f in map(frame_of, targets) if f >= 0}
     views: dict[int, object] = {}
     if want:
         last = max(want)
