@@ -114,6 +114,47 @@ def test_lerobot_layout(lerobot_export, originals):
     assert len(ds) == info["total_frames"]
 
 
+def test_lerobot_export_loads_with_lerobot(lerobot_export, originals):
+    """The export read by lerobot's own ``LeRobotDataset`` (root=DIR, no hub): frame and episode counts,
+    timestamps on the video's clock, the session clock, actions with normalised coordinates, and frames
+    decoded from the MP4s at those timestamps. Skipped where lerobot is not importable, as on the CPU-torch
+    machines `make test` sets up: lerobot 0.4.x (the last for Python 3.11) imports torchvision at the top of
+    lerobot.datasets, and PyPI's only torchvision for torch 2.13 is a CUDA build that CPU torch cannot load.
+    Passes with lerobot 0.4.4 decoding through torchcodec 0.13."""
+    lerobot_dataset = pytest.importorskip("lerobot.datasets.lerobot_dataset",
+                                          reason="lerobot (with torchvision) is not importable here")
+    ds = lerobot_dataset.LeRobotDataset(repo_id="local/dw-export", root=lerobot_export)
+    assert ds.num_episodes == len(originals) and ds.meta.total_episodes == len(originals)
+    assert len(ds) == ds.num_frames == sum(n for _, n, _ in originals)
+    assert ds.meta.video_keys == ["observation.image"]
+    fps = ds.fps
+    rows = ds.hf_dataset.select_columns(["episode_index", "frame_index", "timestamp", "observation.time",
+                                         "observation.screen", "action.json", "task_index"])
+    start = 0
+    for ep, (s, n, times) in enumerate(originals):
+        mine = [rows[i] for i in range(start, start + n)]
+        assert [int(r["episode_index"]) for r in mine] == [ep] * n
+        assert [int(r["frame_index"]) for r in mine] == list(range(n))
+        assert [float(r["timestamp"]) for r in mine] == pytest.approx([i / fps for i in range(n)], abs=1e-4)
+        assert [float(r["observation.time"]) for r in mine] == pytest.approx(times, abs=1e-3)
+        assert {tuple(float(v) for v in r["observation.screen"]) for r in mine} == \
+            {(s.screen.width, s.screen.height, s.screen.scale)}
+        actions = [a for r in mine for a in json.loads(r["action.json"])]
+        assert [a["action"] for a in actions] == [e.action.to_json() for e in s.actions()]
+        assert all(0 <= a["action"].get("x", 0) <= 1 and 0 <= a["action"].get("y", 0) <= 1 for a in actions)
+        # a frame through lerobot's video decoding: the first and last of the episode, against the session's
+        frames = list(s.frames())
+        for k in (0, n - 1):
+            item = ds[start + k]
+            assert item["task"] == s.instruction and int(item["frame_index"]) == k
+            img = item["observation.image"]  # float CHW in [0, 1], RGB; the video may pad odd sizes
+            assert img.shape[0] == 3 and img.shape[1] >= s.screen.height and img.shape[2] >= s.screen.width
+            rgb = (img[:, : s.screen.height, : s.screen.width].permute(1, 2, 0).numpy() * 255).round().astype(int)
+            want = frames[k].pixels[: s.screen.height, : s.screen.width, 2::-1].astype(int)  # BGRA -> RGB
+            assert np.abs(rgb - want).mean() < 3
+        start += n
+
+
 def test_lerobot_round_trip_to_sessions(lerobot_export, originals, tmp_path):
     assert main(["import", str(lerobot_export), "--out", str(tmp_path / "back")]) == 0
     back = sorted((tmp_path / "back").iterdir())
