@@ -62,8 +62,10 @@ class ChangeClickPolicy:
     """Runs ``inner`` (the real model) on every frame, then clicks where the screen changed.
 
     The reference is the first frame seen. The diff is taken on every ``stride``-th pixel of every
-    ``stride``-th row. Once a region was clicked it is not clicked again until the screen returns
-    to the reference (or a change appears elsewhere)."""
+    ``stride``-th row, and kept: a frame that says what changed since the one before it (the
+    incremental capture's ``changed``) has the diff taken again only there. Once a region was
+    clicked it is not clicked again until the screen returns to the reference (or a change appears
+    elsewhere)."""
 
     def __init__(self, inner, stride: int = 8, threshold: int = 40):
         self.inner = inner
@@ -71,6 +73,8 @@ class ChangeClickPolicy:
         self.stride = stride
         self.threshold = threshold
         self.ref: np.ndarray | None = None
+        self.diff: np.ndarray | None = None
+        self.index: int | None = None
         self.clicked: tuple[float, float, float, float] | None = None
         self.steps = 0
         self.acted_steps: list[int] = []
@@ -78,7 +82,26 @@ class ChangeClickPolicy:
 
     def reset(self, instruction: str) -> None:
         self.inner.reset(instruction)
-        self.ref, self.clicked, self.steps, self.acted_steps = None, None, 0, []
+        self.ref, self.diff, self.index, self.clicked, self.steps, self.acted_steps = None, None, None, None, 0, []
+
+    def _update_diff(self, frame) -> bool:
+        """Bring ``self.diff`` up to ``frame``; False when this frame became the reference."""
+        px, s = frame.pixels, self.stride
+        changed = getattr(frame, "changed", None)
+        follows = self.index is not None and frame.index == self.index + 1
+        self.index = frame.index
+        shape = (-(-px.shape[0] // s), -(-px.shape[1] // s))
+        if self.ref is None or self.ref.shape[:2] != shape:
+            self.ref = np.ascontiguousarray(px[::s, ::s, :3])
+            self.diff = np.zeros(shape, bool)
+            return False
+        boxes = [(0, 0, px.shape[1], px.shape[0])] if changed is None or not follows else changed
+        for x, y, w, h in boxes:
+            x0, y0, x1, y1 = -(-x // s), -(-y // s), -(-(x + w) // s), -(-(y + h) // s)
+            if x0 < x1 and y0 < y1:
+                now = px[y0 * s:y1 * s:s, x0 * s:x1 * s:s, :3].astype(np.int16)
+                self.diff[y0:y1, x0:x1] = np.abs(now - self.ref[y0:y1, x0:x1]).max(axis=2) > self.threshold
+        return True
 
     def act(self, observation) -> list:
         from policies.actions import Click
@@ -89,13 +112,9 @@ class ChangeClickPolicy:
             self.inner.act(observation)  # the real work on the real frame; its output is discarded
         except Exception:
             self.model_errors += 1  # e.g. a VLM's unparseable output: the work was done all the same
-        px = observation.frame.pixels
-        s = self.stride
-        small = np.ascontiguousarray(px[::s, ::s, :3])
-        if self.ref is None or self.ref.shape != small.shape:
-            self.ref = small
+        if not self._update_diff(observation.frame):
             return []
-        diff = np.abs(small.astype(np.int16) - self.ref).max(axis=2) > self.threshold
+        diff = self.diff
         if not diff.any():
             self.clicked = None
             return []

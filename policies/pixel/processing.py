@@ -18,6 +18,14 @@ Training can shift the tile grid by a whole number of cells (``shift``, in cells
 sees targets at every phase inside a glimpse; inference always uses shift 0.
 
 Buffers are allocated once per (screen size, scale) and reused.
+
+**Only what changed.** A frame that says what changed since the previous frame of its source (the
+``changed`` rectangles of :class:`capture.incremental.ChangedFrame`) is preprocessed from that
+change: the cells under it are averaged again (where whole cells are exact blocks of pixels: a
+power-of-two cell side that divides the frame), and a glimpse and its read windows are cut and
+resized again only where the change touches them; the rest is the previous frame's work, kept.
+The result equals the full computation bit for bit (tested). A frame that does not follow the
+previous one of its source (another source, a skipped grab, ``changed`` None) is done in full.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 from capture import Frame
 
 PAD_BYTE = 256  # byte vocabulary: 0..255 and a pad
+NOT_TRACKED = object()  # Preprocessor.pixels: no change tracking (nothing kept between frames)
 READS = 4  # read windows per glimpse (models with a grounding): one centred on each quarter of its tile
 
 
@@ -83,6 +92,7 @@ class Preprocessor:
         self.cfg = config
         self.shift = (int(shift[0]), int(shift[1]))  # tile grid offset in cells (training augmentation)
         self._key: tuple | None = None
+        self._last_index: int | None = None  # the index of the last tracked frame (__call__)
 
     def _setup(self, width: int, height: int, scale: float) -> None:
         c = self.cfg
@@ -119,6 +129,25 @@ class Preprocessor:
         self.screen_vec = np.array([lw / 2560.0, lh / 1440.0, scale / 2.0, lw / lh], np.float32)
         self.width, self.height = width, height
         self._key = (width, height, scale)
+        # incremental state (see the module's doc): the cell map, and each placed tile's work
+        cp = c.cell_pt * scale
+        self.cell_px = int(cp) if cp == int(cp) and int(cp) & (int(cp) - 1) == 0 else 0
+        if self.cell_px and (width != self.cells_w * self.cell_px or height != self.cells_h * self.cell_px):
+            self.cell_px = 0
+        self.cells = np.zeros((self.cells_h, self.cells_w, 4), np.uint8)
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # tile -> (glimpse, its 4 windows)
+        # each tile's footprint in pixels (x0, y0, x1, y1): its rectangle and its read windows
+        fx0, fx1 = self.tx[:-1], self.tx[1:]
+        fy0, fy1 = self.ty[:-1], self.ty[1:]
+        if c.read_window:
+            ww, wh, _, _, offsets, _ = self.window_geometry
+            dx0, dy0 = min(o[0] for o in offsets), min(o[1] for o in offsets)
+            dx1, dy1 = max(o[0] for o in offsets) + ww, max(o[1] for o in offsets) + wh
+            fx0, fx1 = np.minimum(fx0, fx0 + dx0), np.maximum(fx1, self.tx[:-1] + dx1)
+            fy0, fy1 = np.minimum(fy0, fy0 + dy0), np.maximum(fy1, self.ty[:-1] + dy1)
+        gy0, gx0 = np.meshgrid(fy0, fx0, indexing="ij")
+        gy1, gx1 = np.meshgrid(fy1, fx1, indexing="ij")
+        self.footprints = np.stack([gx0.ravel(), gy0.ravel(), gx1.ravel(), gy1.ravel()], 1)
 
     def _window_setup(self, scale: float) -> None:
         """The read windows' size in pixels, their offsets from a tile's corner, and (where they
@@ -147,14 +176,26 @@ class Preprocessor:
             self.glimpse_in_region = (-rx * gw // ww, -ry * gh // wh)
 
     def __call__(self, frame: Frame) -> VisualInputs:
-        return self.pixels(frame.pixels, frame.screen.scale)
+        changed = getattr(frame, "changed", NOT_TRACKED)
+        if changed is not NOT_TRACKED:
+            follows = self._last_index is not None and frame.index == self._last_index + 1
+            changed = changed if follows else None
+            self._last_index = frame.index
+        return self.pixels(frame.pixels, frame.screen.scale, changed)
 
-    def pixels(self, pixels: np.ndarray, scale: float = 1.0) -> VisualInputs:
+    def pixels(self, pixels: np.ndarray, scale: float = 1.0, changed=NOT_TRACKED) -> VisualInputs:
+        """``changed``: the rectangles ``(left, top, width, height)`` that may differ from the frame
+        this preprocessor saw last (its work on the rest is reused), None for "anything may have
+        changed" (done in full, the work kept for the next frame), or left out (done in full, nothing
+        kept: training, recorded frames)."""
         h, w = pixels.shape[:2]
         if self._key != (w, h, scale):
             self._setup(w, h, scale)
+            changed = None if changed is not NOT_TRACKED else changed
+        track = changed is not NOT_TRACKED
+        rects = None if not track or changed is None else np.array(changed, np.int64).reshape(-1, 4)
         c = self.cfg
-        cells = area_down(pixels, self.cells_w, self.cells_h)
+        cells = self._cells(pixels, rects)
         cv2.resize(cells, (c.global_w, c.global_h), dst=self.global_view, interpolation=cv2.INTER_AREA)
         # content: edges of the cell map (the wallpaper is a smooth vertical gradient: no edges)
         gray = cv2.cvtColor(cells, cv2.COLOR_BGRA2GRAY)
@@ -179,18 +220,41 @@ class Preprocessor:
         order.sort()  # reading order: row-major tile index
         self.mask.fill(False)
         self.boxes.fill(0.0)
+        # the tiles whose work from the previous frame holds: none of their footprint changed
+        kept = {}
+        if rects is not None and self._kept:
+            ids = np.fromiter(self._kept, np.int64, len(self._kept))
+            if len(rects):
+                f = self.footprints[ids]
+                r = rects[None]
+                hit = ((f[:, None, 0] < r[..., 0] + r[..., 2]) & (r[..., 0] < f[:, None, 2])
+                       & (f[:, None, 1] < r[..., 1] + r[..., 3]) & (r[..., 1] < f[:, None, 3])).any(1)
+                ids = ids[~hit]
+            kept = {int(t): self._kept[int(t)] for t in ids}
         crops: list[tuple[int, np.ndarray]] = []
         origins: list[tuple[int, int]] = []  # each crop's top-left pixel
+        placed: list[tuple[int, int]] = []  # (slot, tile) of every glimpse
+        reused: list[tuple[int, int]] = []
         for i, t in enumerate(order.tolist()):
             ty, tx = divmod(t, self.tiles_w)
             x0, x1, y0, y1 = self.tx[tx], self.tx[tx + 1], self.ty[ty], self.ty[ty + 1]
             crop = pixels[y0:y1, x0:x1]
             if crop.shape[0] == 0 or crop.shape[1] == 0:
                 continue
-            crops.append((i, crop))
-            origins.append((x0, y0))
             self.boxes[i] = (x0 / w, y0 / h, x1 / w, y1 / h)
             self.mask[i] = True
+            placed.append((i, t))
+            if t in kept:
+                reused.append((i, t))
+                continue
+            crops.append((i, crop))
+            origins.append((x0, y0))
+        if track and rects is not None:
+            self._zero_unused(np.flatnonzero(~self.mask))
+        else:
+            self.glimpses.fill(0)
+            if self.read_glimpses is not None:
+                self.read_glimpses.fill(0)
         side = self.glimpse_side
         cut = [i for i, crop in crops if crop.shape[:2] == (side, side)]  # empty unless the windows allow it
         _resize_into(self.glimpses, [(i, crop) for i, crop in crops if crop.shape[:2] != (side, side)], c.glimpse_px)
@@ -199,8 +263,44 @@ class Preprocessor:
             if cut:  # whole tiles lie in their windows' resized region at the glimpses' own scale
                 gx, gy = self.glimpse_in_region
                 self.glimpses[cut] = self.window_regions[cut, gy:gy + c.glimpse_px, gx:gx + c.glimpse_px]
+        if track:
+            self._keep(placed, reused, kept)
         return VisualInputs(self.global_view[:, :, :3], self.glimpses, self.boxes, self.mask,
                             self.screen_vec, self.read_glimpses)
+
+    def _cells(self, pixels: np.ndarray, rects: np.ndarray | None) -> np.ndarray:
+        """The cell map: in full, or (``rects`` given, cells exact blocks) again only under ``rects``."""
+        if rects is None or not self.cell_px:
+            self.cells[:] = area_down(pixels, self.cells_w, self.cells_h)
+            return self.cells
+        cp = self.cell_px
+        for x, y, rw, rh in rects.tolist():
+            cx0, cy0 = max(0, x) // cp, max(0, y) // cp
+            cx1 = min(self.cells_w, -(-(x + rw) // cp))
+            cy1 = min(self.cells_h, -(-(y + rh) // cp))
+            if cx0 < cx1 and cy0 < cy1:
+                block = pixels[cy0 * cp:cy1 * cp, cx0 * cp:cx1 * cp]
+                self.cells[cy0:cy1, cx0:cx1] = area_down(block, cx1 - cx0, cy1 - cy0)
+        return self.cells
+
+    def _zero_unused(self, slots: np.ndarray) -> None:
+        self.glimpses[slots] = 0
+        if self.read_glimpses is not None:
+            k = self.cfg.max_glimpses
+            self.read_glimpses[(np.arange(READS)[:, None] * k + slots[None]).ravel()] = 0
+
+    def _keep(self, placed: list[tuple[int, int]], reused: list[tuple[int, int]], kept: dict) -> None:
+        """Copy the reused tiles' work into their slots and remember every placed tile's work."""
+        k = self.cfg.max_glimpses
+        rg = self.read_glimpses
+        for i, t in reused:
+            g, win = kept[t]
+            self.glimpses[i] = g
+            if rg is not None:
+                rg[i::k] = win
+        fresh = {t: (self.glimpses[i].copy(), None if rg is None else rg[i::k].copy())
+                 for i, t in placed if t not in kept}
+        self._kept = {t: kept[t] if t in kept else fresh[t] for _, t in placed}
 
     def _windows(self, pixels: np.ndarray, tiles: list[tuple[int, int, int]]) -> None:
         """Each glimpse's four read windows into ``read_glimpses``; ``tiles`` are the glimpses'
@@ -218,9 +318,10 @@ class Preprocessor:
             _resize_into(self.read_glimpses, [(p * k + i, crop_padded(pixels, x + dx, y + dy, ww, wh))
                                               for p, (dx, dy) in enumerate(offsets) for i, x, y in tiles], gw, gh)
             return
+        if not tiles:
+            return
         rx, ry, rw, rh = region
         scaled = self.window_regions
-        scaled.fill(0)
         pitch = self.run_pitch
         runs: list[list[tuple[int, int, int]]] = []  # tiles side by side in one row, left to right
         for t in sorted(tiles, key=lambda t: (t[2], t[1])):
@@ -241,9 +342,10 @@ class Preprocessor:
             for strip, run in zip(strips, group, strict=True):
                 for j, (i, _, _) in enumerate(run):
                     scaled[i] = strip[:, j * step:j * step + scaled.shape[2]]
+        slots = np.array([i for i, _, _ in tiles])
         for p, (dx, dy) in enumerate(offsets):
             ox, oy = (dx - rx) * gw // ww, (dy - ry) * gh // wh
-            self.read_glimpses[p * k:(p + 1) * k] = scaled[:, oy:oy + gh, ox:ox + gw]
+            self.read_glimpses[p * k + slots] = scaled[slots, oy:oy + gh, ox:ox + gw]
 
 
 def window_origins(tile: float, ww: int, wh: int) -> list[tuple[int, int]]:
@@ -285,10 +387,9 @@ def crop_padded(pixels: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndar
 
 
 def _resize_into(dst: np.ndarray, crops: list[tuple[int, np.ndarray]], g: int, gh: int | None = None) -> None:
-    """Clear ``dst`` (N, gh, g, 3; ``gh`` defaults to ``g``) and resample each BGRA ``(index, crop)``
-    into ``dst[index]``."""
+    """Resample each BGRA ``(index, crop)`` into ``dst[index]`` (``dst``: N, gh, g, 3; ``gh``
+    defaults to ``g``); the rest of ``dst`` is left as it is."""
     gh = g if gh is None else gh
-    dst.fill(0)
     by_shape: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     for i, crop in crops:
         by_shape.setdefault(crop.shape[:2], []).append((i, crop))
