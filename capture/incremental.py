@@ -34,6 +34,7 @@ Only ``capture.frame`` and ``capture.live`` are imported from this project.
 
 from __future__ import annotations
 
+import select
 import sys
 import threading
 import time
@@ -115,16 +116,22 @@ class IncrementalScreenSource(ScreenSource):
     :class:`ChangedFrame`. Extra keywords: ``refresh_s`` (seconds between full grabs, None for
     never), ``max_buffers`` (frame buffers pooled, see the module docstring), ``damage`` (False
     forces full grabs: the fallback, for comparison), ``backend`` (mss's, as in ScreenSource:
-    ``xgetimage`` copies each rectangle with a plain GetImage instead of XShm). ``incremental`` tells whether damage
-    tracking is on; ``full_grabs`` and ``region_grabs`` count what the grabs did."""
+    ``xgetimage`` copies each rectangle with a plain GetImage instead of XShm), ``idle_s`` (with no fps
+    cap, a grab that finds nothing drawn waits up to this long for drawing before it returns the
+    unchanged frame, and returns as soon as something is drawn: a loop on a still screen sleeps
+    instead of spinning, and still sees a change at once; 0 never waits). ``incremental`` tells
+    whether damage tracking is on; ``full_grabs`` and ``region_grabs`` count what the grabs did."""
 
     def __init__(self, monitor: int = 1, region: tuple[int, int, int, int] | None = None,
                  fps: float | None = None, scale: float | None = None, *, refresh_s: float | None = 2.0,
-                 max_buffers: int = 4, damage: bool = True, backend: str | None = None):
+                 max_buffers: int = 4, damage: bool = True, backend: str | None = None, idle_s: float = 0.0):
         super().__init__(monitor, region, fps, scale, backend=backend)
         if refresh_s is not None and not refresh_s > 0:
             raise ValueError(f"refresh_s must be positive or None, got {refresh_s}")
+        if not 0.0 <= idle_s <= 1.0:
+            raise ValueError(f"idle_s must be within [0, 1] seconds, got {idle_s}")
         self.refresh_s = refresh_s
+        self.idle_s = float(idle_s)
         self.max_buffers = max(2, int(max_buffers))
         self._grab_lock = threading.Lock()
         self._pool: list[_Buffer] = []
@@ -189,6 +196,16 @@ class IncrementalScreenSource(ScreenSource):
         except Exception as e:
             raise failed(e, "damage tracking failed") from e
 
+    def _wait_for_drawing(self, timeout: float) -> None:
+        """Return when a DamageNotify is queued or on its way (the server's region was emptied by
+        the last :meth:`_take_damage`, so any drawing since sends one), or after ``timeout``."""
+        xd = self._xd
+        try:
+            if not xd.pending_events():
+                select.select([xd.fileno()], [], [], timeout)
+        except Exception as e:
+            raise failed(e, "damage tracking failed") from e
+
     def _shot(self, box: dict) -> np.ndarray:
         sct = self._mss()
         try:
@@ -244,6 +261,9 @@ class IncrementalScreenSource(ScreenSource):
         with self._grab_lock:
             self._wait_slot()
             rects = self._take_damage()
+            if not rects and self.idle_s and not self._period and self._newest is not None:
+                self._wait_for_drawing(self.idle_s)
+                rects = self._take_damage()
             now = time.monotonic()
             due = self._newest is None or (self.refresh_s is not None and now - self._last_full >= self.refresh_s)
             frame_area = self.screen.width * self.screen.height

@@ -186,6 +186,33 @@ def test_refresh_and_fallback(server):
         painter.close()
 
 
+def test_a_still_screen_waits_for_drawing(server):
+    """With ``idle_s``, a grab with nothing drawn waits for drawing, and returns at the first."""
+    import time
+
+    from capture.incremental import IncrementalScreenSource
+
+    painter = Painter()
+    src = IncrementalScreenSource(scale=1.0, refresh_s=None, idle_s=1.0)
+    try:
+        src.grab()
+        t0 = time.monotonic()
+        still = src.grab()
+        assert still.changed == () and time.monotonic() - t0 >= 0.9  # waited (nothing was drawn)
+        timer = threading.Timer(0.2, painter.step, (0, np.random.default_rng(0)))
+        timer.start()
+        t0 = time.monotonic()
+        moved = src.grab()
+        waited = time.monotonic() - t0
+        timer.join()
+        assert moved.changed and waited < 0.9  # woke at the drawing, not at the timeout
+        with pytest.raises(ValueError, match="idle_s"):
+            IncrementalScreenSource(scale=1.0, idle_s=-1)
+    finally:
+        src.close()
+        painter.close()
+
+
 def test_coalesce():
     from capture.incremental import coalesce
 

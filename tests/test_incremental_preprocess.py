@@ -106,3 +106,38 @@ def test_change_click_decides_the_same_from_changed_regions():
         assert a == b, index
         clicks += a
     assert len(clicks) >= 10  # it clicked on most changes
+
+
+def test_a_still_frame_gives_the_last_actions_without_a_pass(monkeypatch):
+    """PixelPolicy on a frame that says nothing changed, with the same instruction, cursor and
+    history: the previous step's actions, and no forward pass; anything else runs the model."""
+    import torch
+
+    from policies.actions import Click
+    from policies.base import Observation
+    from policies.pixel import PixelModel, PixelPolicy
+
+    torch.manual_seed(0)
+    policy = PixelPolicy(PixelModel(PixelConfig.for_size("pixel-tiny")).eval(), runtime="torch")
+    passes = []
+    run = policy.run
+    monkeypatch.setattr(policy, "run", lambda arrays: passes.append(1) or run(arrays))
+    w, h = 640, 480
+    px = _frame(w, h).pixels.copy()
+
+    def act(index, changed, cursor=(0.5, 0.5), history=()):
+        frame = ChangedFrame(px.copy(), 0.0, index, Screen(w, h), changed)
+        return policy.act(Observation(frame, "Click OK", cursor, history))
+
+    first = act(0, None)
+    assert act(1, ()) == first and act(2, ()) == first and len(passes) == 1
+    act(3, (), cursor=(0.1, 0.1))  # the cursor moved: a pass
+    act(4, (), cursor=(0.1, 0.1), history=(Click(0.1, 0.1),))  # an action was applied: a pass
+    assert len(passes) == 3
+    px[10:60, 10:200] = 255
+    act(5, ((10, 10, 190, 50),), cursor=(0.1, 0.1), history=(Click(0.1, 0.1),))  # the screen changed
+    act(7, (), cursor=(0.1, 0.1), history=(Click(0.1, 0.1),))  # a frame skipped: not trusted
+    assert len(passes) == 5
+    policy.reset("Click Cancel")
+    act(8, (), cursor=(0.1, 0.1), history=(Click(0.1, 0.1),))
+    assert len(passes) == 6

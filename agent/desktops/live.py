@@ -39,6 +39,7 @@ from capture.live import CaptureError
 from policies.actions import Action
 
 log = logging.getLogger("digital_worker.live")
+IDLE_S = 0.01  # how long a grab on a still screen waits for drawing (it returns at the first)
 
 
 class _CaptureThread:
@@ -123,8 +124,9 @@ class LiveDesktop:
         if not deadman_seconds > 0:
             raise ValueError(f"deadman_seconds must be positive, got {deadman_seconds}")
         try:
-            # On X11 only what changed is copied (XDamage), full grabs elsewhere: capture.incremental
-            self.source = source or IncrementalScreenSource(monitor, capture_region, fps, scale)
+            # On X11 only what changed is copied (XDamage), full grabs elsewhere: capture.incremental.
+            # On a still screen a grab waits up to IDLE_S for drawing, so the loop sleeps, not spins.
+            self.source = source or IncrementalScreenSource(monitor, capture_region, fps, scale, idle_s=IDLE_S)
         except CaptureError as e:
             raise DesktopError(str(e)) from e
         self.monitor = monitor

@@ -21,8 +21,11 @@ class PixelPolicy:
     """Runs the pixel transformer on each frame and returns at most one action.
 
     The instruction is encoded once per episode (its per-layer keys and values are cached);
-    each frame costs one preprocessing pass and one forward pass. It never reads the
-    observation's ``oracle``. ``runtime`` picks the engine of that forward pass:
+    each frame costs one preprocessing pass and one forward pass, except a frame that says nothing
+    changed since the previous one (the incremental capture's ``changed``, :meth:`Preprocessor.still`)
+    seen with the same instruction, cursor and history: the model's inputs are then the previous
+    step's and, the policy being deterministic, so are its actions, returned without a pass. It
+    never reads the observation's ``oracle``. ``runtime`` picks the engine of that forward pass:
     :func:`policies.pixel.runtime.choose_runtime` (ONNX Runtime on a CPU for the small sizes).
     """
 
@@ -60,6 +63,7 @@ class PixelPolicy:
         self._raw = b""
         self._ids = np.zeros(0, np.int64)
         self.instruction = ""
+        self._last: tuple | None = None  # (instruction, cursor, history), actions of the last step
 
     @property
     def precision(self) -> str:
@@ -73,6 +77,7 @@ class PixelPolicy:
         self.instruction = instruction
         ids, self._raw = encode_text(instruction, self.cfg.max_text)
         self._ids = ids
+        self._last = None
         self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
         if self._step is not None:
             self._step.set_text(self._cache)
@@ -113,4 +118,9 @@ class PixelPolicy:
     def act(self, observation: Observation) -> list[Action]:
         if self._cache is None or observation.instruction != self.instruction:
             self.reset(observation.instruction)
-        return decode(self.cfg, self.run(self.arrays(observation)), self._raw)
+        seen = (observation.instruction, observation.cursor, tuple(observation.history))
+        if self._last is not None and self._last[0] == seen and self.pre.still(observation.frame):
+            return list(self._last[1])
+        actions = decode(self.cfg, self.run(self.arrays(observation)), self._raw)
+        self._last = (seen, tuple(actions))
+        return actions

@@ -183,6 +183,15 @@ class Preprocessor:
             self._last_index = frame.index
         return self.pixels(frame.pixels, frame.screen.scale, changed)
 
+    def still(self, frame: Frame) -> bool:
+        """Whether ``frame`` follows the last tracked frame with nothing changed: then its inputs
+        are the last frame's, and it becomes the last tracked frame with nothing to redo."""
+        if (getattr(frame, "changed", None) == () and self._last_index is not None
+                and frame.index == self._last_index + 1 and self._key == (frame.width, frame.height, frame.screen.scale)):
+            self._last_index = frame.index
+            return True
+        return False
+
     def pixels(self, pixels: np.ndarray, scale: float = 1.0, changed=NOT_TRACKED) -> VisualInputs:
         """``changed``: the rectangles ``(left, top, width, height)`` that may differ from the frame
         this preprocessor saw last (its work on the rest is reused), None for "anything may have
