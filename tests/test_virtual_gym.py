@@ -89,6 +89,8 @@ def test_invalid_wrong_and_timeout():
     env.reset(seed=1)
     _, reward, terminated, truncated, info = env.step('{"type": "wait", "seconds": 30}')
     assert truncated and not terminated and reward == 0.0 and info["reason"] == "timeout"
+    # the wrapper records its arguments: check_env rebuilds the wrapped env from its spec
+    check_env(dwgym.JsonActions(gymnasium.make("dw/click-button-v0", size=(320, 240))), skip_render_check=True)
 
 
 def test_render_and_env_checker():

@@ -240,12 +240,13 @@ class InvalidAction:
         self.error = error
 
 
-class JsonActions(gymnasium.ActionWrapper):
+class JsonActions(gymnasium.ActionWrapper, gymnasium.utils.RecordConstructorArgs):
     """The action as one action's JSON (a string, or the parsed dict), any type and field of
     :mod:`policies.actions`: ``env.step('{"type": "click", "x": 0.5, "y": 0.5}')``. An invalid action
     is not executed (reward 0, ``info["error"]``). The action space is ``Text``."""
 
     def __init__(self, env: gymnasium.Env):
+        gymnasium.utils.RecordConstructorArgs.__init__(self)  # part of env.spec (check_env rebuilds it)
         super().__init__(env)
         self.action_space = spaces.Text(MAX_ACTION_JSON, min_length=1, charset=CHARSET)
 
