@@ -114,13 +114,64 @@ def test_lerobot_layout(lerobot_export, originals):
     assert len(ds) == info["total_frames"]
 
 
-def test_lerobot_export_loads_with_lerobot(lerobot_export, originals):
+STATS = ("min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99")  # lerobot 0.4.4's
+
+
+def test_lerobot_stats(lerobot_export, originals):
+    """meta/stats.json and the episodes' stats/<feature>/<stat> columns, as lerobot writes them: every numeric
+    feature against numpy on the exported parquet, the video's per-channel stats (3,1,1) in [0, 1] against
+    the source frames (fewer than 100 per episode, so lerobot samples all; 640 px wide: every 4th pixel)."""
+    root = lerobot_export
+    features = json.loads((root / "meta/info.json").read_text())["features"]
+    stats = {k: {s: np.array(v) for s, v in st.items()} for k, st in
+             json.loads((root / "meta/stats.json").read_text()).items()}
+    assert set(stats) == {k for k, f in features.items() if f["dtype"] != "string"}
+    data = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    weights = np.array([ep["length"] for ep in episodes]) / len(data)
+    for key, st in stats.items():
+        assert set(st) == set(STATS), key
+        if features[key]["dtype"] == "video":
+            continue
+        x = np.stack(data[key].to_numpy()).reshape(len(data), -1).astype(np.float64)
+        assert all(v.shape == tuple(features[key]["shape"]) for s, v in st.items() if s != "count"), key
+        assert st["count"].tolist() == [len(data)]
+        for name, want in (("min", x.min(0)), ("max", x.max(0)), ("mean", x.mean(0)), ("std", x.std(0))):
+            assert st[name] == pytest.approx(want, rel=1e-6, abs=1e-9), (key, name)
+        for name in STATS[5:]:
+            q = int(name[1:]) / 100
+            per_ep = []
+            for ep in episodes:
+                e = x[ep["dataset_from_index"]:ep["dataset_to_index"]]
+                mine = np.array(ep[f"stats/{key}/{name}"])
+                # lerobot's 5000-bin histogram estimate: within a bin of the inverted-CDF quantile
+                bin_ = (e.max(0) - e.min(0)) / 5000 + 1e-9
+                assert np.all(np.abs(mine - np.quantile(e, q, axis=0, method="inverted_cdf")) <= bin_), (key, name)
+                assert np.array(ep[f"stats/{key}/mean"]) == pytest.approx(e.mean(0))
+                per_ep.append(mine)
+            assert st[name] == pytest.approx(weights @ np.stack(per_ep)), (key, name)  # count-weighted, as lerobot
+    img = stats["observation.image"]
+    assert all(v.shape == (3, 1, 1) for s, v in img.items() if s != "count")
+    assert all(0 <= v.min() and v.max() <= 1 for s, v in img.items() if s != "count")
+    ordered = [img[s] for s in ("min", "q01", "q10", "q50", "q90", "q99", "max")]
+    assert all(np.all(a <= b + 1e-9) for a, b in zip(ordered, ordered[1:], strict=False))
+    pixels = np.stack([f.pixels[::4, ::4, 2::-1] for s, _, _ in originals for f in s.frames()]).reshape(-1, 3) / 255
+    assert img["count"].tolist() == [sum(n for _, n, _ in originals)]
+    for name, want in (("min", pixels.min(0)), ("max", pixels.max(0)), ("mean", pixels.mean(0)),
+                       ("std", pixels.std(0))):
+        assert img[name].ravel() == pytest.approx(want, rel=1e-6), name
+    assert np.all(img["std"] > 0.01)
+
+
+def test_lerobot_export_loads_with_lerobot(lerobot_export, originals, tmp_path):
     """The export read by lerobot's own ``LeRobotDataset`` (root=DIR, no hub): frame and episode counts,
     timestamps on the video's clock, the session clock, actions with normalised coordinates, and frames
     decoded from the MP4s at those timestamps. Skipped where lerobot is not importable, as on the CPU-torch
     machines `make test` sets up: lerobot 0.4.x (the last for Python 3.11) imports torchvision at the top of
     lerobot.datasets, and PyPI's only torchvision for torch 2.13 is a CUDA build that CPU torch cannot load.
-    Passes with lerobot 0.4.4 decoding through torchcodec 0.13."""
+    Passes with lerobot 0.4.4 decoding through torchcodec 0.13. Then the stats: ``meta.stats`` as loaded
+    is meta/stats.json, and both it and the episodes' stats columns are what lerobot's own
+    compute_episode_stats / aggregate_stats make of the exported rows and of the source frames."""
     lerobot_dataset = pytest.importorskip("lerobot.datasets.lerobot_dataset",
                                           reason="lerobot (with torchvision) is not importable here")
     ds = lerobot_dataset.LeRobotDataset(repo_id="local/dw-export", root=lerobot_export)
@@ -153,6 +204,37 @@ def test_lerobot_export_loads_with_lerobot(lerobot_export, originals):
             want = frames[k].pixels[: s.screen.height, : s.screen.width, 2::-1].astype(int)  # BGRA -> RGB
             assert np.abs(rgb - want).mean() < 3
         start += n
+    compute_stats = pytest.importorskip("lerobot.datasets.compute_stats")
+    written = json.loads((lerobot_export / "meta/stats.json").read_text())
+    assert set(ds.meta.stats) == set(written)
+    assert all(np.array_equal(ds.meta.stats[k][s], np.array(v)) for k, st in written.items() for s, v in st.items())
+    import cv2
+
+    data = pq.read_table(lerobot_export / "data/chunk-000/file-000.parquet")
+    episodes = pq.read_table(lerobot_export / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    numeric = [k for k, f in ds.meta.features.items() if f["dtype"] not in ("string", "video")]
+    per_episode = []
+    for ep, (s, _, _) in zip(episodes, originals, strict=True):
+        lo, hi = ep["dataset_from_index"], ep["dataset_to_index"]
+        buffer = {k: np.stack(data[k].to_numpy()[lo:hi]) for k in numeric}
+        buffer["observation.image"] = []  # the frames as add_frame would have saved them, for lerobot to sample
+        for f in s.frames():
+            buffer["observation.image"].append(str(tmp_path / f"{ep['episode_index']}-{f.index}.png"))
+            cv2.imwrite(buffer["observation.image"][-1], f.pixels[..., :3])
+        per_episode.append(compute_stats.compute_episode_stats(buffer, ds.meta.features))
+        for k, st in per_episode[-1].items():
+            for name, want in st.items():
+                if (k, name) != ("observation.image", "std"):
+                    mine = np.array(ep[f"stats/{k}/{name}"])
+                    assert mine.shape == want.shape and np.allclose(mine, want, rtol=1e-5, atol=1e-6), (k, name)
+    for k, st in compute_stats.aggregate_stats(per_episode).items():
+        assert set(st) == set(ds.meta.stats[k])
+        for name, want in st.items():
+            # lerobot 0.4.4 squares the uint8 image samples and so gets too small a std (huggingface/lerobot#3682,
+            # fixed after 0.4.4); the export writes the true one, checked against numpy in test_lerobot_stats
+            if (k, name) != ("observation.image", "std"):
+                assert ds.meta.stats[k][name].shape == want.shape, (k, name)
+                assert np.allclose(ds.meta.stats[k][name], want, rtol=1e-5, atol=1e-6), (k, name)
 
 
 def test_lerobot_round_trip_to_sessions(lerobot_export, originals, tmp_path):

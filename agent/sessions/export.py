@@ -16,7 +16,9 @@ One row per recorded frame, in both formats:
   ``videos/observation.image/chunk-CCC/file-FFF.mp4``. LeRobot assumes a constant frame rate: frame
   ``i`` of an episode sits at ``timestamp = i / fps`` (the video's pts), and the recorded session
   clock is kept in ``observation.time``. ``action.json`` and ``events.json`` are the JSON columns
-  above; ``observation.screen`` is ``[width, height, scale]``.
+  above; ``observation.screen`` is ``[width, height, scale]``. ``meta/stats.json`` (and each episode's
+  ``stats/<feature>/<stat>`` columns) hold LeRobot's normalisation statistics, as lerobot 0.4.4 computes
+  them (:func:`_stats`).
 
 Events recorded before the first frame (``frame`` -1) travel on row 0, and the raw event keeps its
 ``frame``, so :func:`import_dataset` writes back the same events, the same frame count, and the
@@ -46,6 +48,7 @@ LEROBOT_VERSION = "v3.0"
 VIDEO_KEY = "observation.image"
 CHUNK = 1000  # files per chunk folder, as LeRobot writes them
 ACTION_SOURCES = ("human", "policy")
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # lerobot's DEFAULT_QUANTILES: stats q01 ... q99
 # session.json keys the recorder writes itself; the rest of an exported session.json goes back as ``extra``
 _RECORDER_KEYS = {"schema", "created", "screen", "fps", "encoder", "video", "instruction", "policy", "desktop",
                   "host", "closed", "end_reason", "frames", "duration"}
@@ -89,6 +92,43 @@ def _fresh_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _stats(x: np.ndarray, count: int | None = None) -> dict[str, np.ndarray]:
+    """LeRobot's statistics of ``x`` (samples, ...) per column of its last axis (lerobot 0.4.4
+    ``compute_stats.get_feature_stats``): min, max, mean, std, count (``len(x)`` unless given) and the
+    quantiles as its 5000-bin histogram estimates them (the mean, for a single row). One deliberate
+    difference: std is taken in float64, where 0.4.4 squares uint8 image samples and reports about 0
+    (huggingface/lerobot#3682, fixed upstream)."""
+    x = x.reshape(-1, x.shape[-1] if x.ndim > 1 else 1)
+    f = x.astype(np.float64)
+    st = {"min": x.min(0), "max": x.max(0), "mean": f.mean(0), "std": f.std(0),
+          "count": np.array([len(x) if count is None else count])}
+    for q in QUANTILES:
+        st[f"q{round(q * 100):02d}"] = st["mean"].copy()
+    if len(x) < 2:
+        return st
+    for j in range(x.shape[1]):
+        edges = np.linspace(f[:, j].min() - 1e-10, f[:, j].max() + 1e-10, 5001)
+        cum = np.cumsum(np.histogram(f[:, j], edges)[0])
+        for q in QUANTILES:
+            t = q * len(x)
+            i = int(np.searchsorted(cum, t))
+            st[f"q{round(q * 100):02d}"][j] = edges[i] if i in (0, len(cum)) else \
+                edges[i] + (t - cum[i - 1]) / (cum[i] - cum[i - 1]) * (edges[i + 1] - edges[i])
+    return st
+
+
+def _aggregate(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Episodes' statistics of one feature as one (lerobot's ``aggregate_feature_stats``): count-weighted
+    means, quantiles and pooled variance."""
+    w = np.array([s["count"][0] for s in stats], np.float64)
+    w /= w.sum()
+    avg = {k: np.tensordot(w, np.stack([s[k] for s in stats]), 1) for k in stats[0] if k == "mean" or k[0] == "q"}
+    var = np.tensordot(w, np.stack([s["std"] ** 2 + (s["mean"] - avg["mean"]) ** 2 for s in stats]), 1)
+    out = {**avg, "min": np.min([s["min"] for s in stats], 0), "max": np.max([s["max"] for s in stats], 0),
+           "std": np.sqrt(var), "count": np.array([sum(s["count"][0] for s in stats)])}
+    return {k: out[k] for k in stats[0]}
 
 
 def export_hf(paths: Iterable[str | Path], out: str | Path, progress: Callable[[int], None] | None = None) -> dict:
@@ -151,6 +191,7 @@ def export_lerobot(paths: Iterable[str | Path], out: str | Path,
                                               "observation.time", "observation.screen", "action.json",
                                               "events.json")}
     episodes: list[dict[str, Any]] = []
+    image_stats = []
     video_info = None
     total = 0
     for ep, s in enumerate(sessions):
@@ -159,8 +200,18 @@ def export_lerobot(paths: Iterable[str | Path], out: str | Path,
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         writer = Mp4Writer(out / rel, s.screen.width, s.screen.height, fps)
         start = total
+        # LeRobot's image statistics: a sample of the episode's frames (compute_stats.sample_indices), each
+        # downsampled to about 150 px on its long side when 300 px or more (auto_downsample_height_width)
+        n = s.count_frames()
+        k = max(min(n, 100), min(int(n**0.75), 10_000))
+        picks = set(np.linspace(0, n - 1, k).round().astype(int).tolist())
+        w, h = s.screen.width, s.screen.height
+        step = 1 if max(w, h) < 300 else max(w, h) // 150
+        sample = []
         for frame, events, actions in _frame_rows(s):
             writer.write(frame.pixels)
+            if frame.index in picks:
+                sample.append(frame.pixels[:h:step, :w:step, 2::-1].copy())  # BGRA -> RGB, not a view
             i = frame.index
             cols["timestamp"].append(i / fps)
             cols["frame_index"].append(i)
@@ -175,6 +226,8 @@ def export_lerobot(paths: Iterable[str | Path], out: str | Path,
             if progress is not None:
                 progress(1)
         info = writer.close()
+        image_stats.append({k: v if k == "count" else (v / 255).reshape(3, 1, 1)
+                            for k, v in _stats(np.stack(sample), len(sample)).items()})
         if video_info is None:
             video_info = info
         elif (info["width"], info["height"]) != (video_info["width"], video_info["height"]):
@@ -200,7 +253,6 @@ def export_lerobot(paths: Iterable[str | Path], out: str | Path,
     (out / "data/chunk-000").mkdir(parents=True)
     pq.write_table(pa.table(cols, schema=data_schema), out / "data/chunk-000/file-000.parquet")
     (out / "meta/episodes/chunk-000").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(episodes), out / "meta/episodes/chunk-000/file-000.parquet")
     # tasks.parquet as pandas writes a DataFrame indexed by the task text (LeRobot reads it with pandas)
     names = list(tasks)
     tasks_table = pa.table({"task_index": pa.array([tasks[n] for n in names], pa.int64()),
@@ -238,6 +290,18 @@ def export_lerobot(paths: Iterable[str | Path], out: str | Path,
         "features": features,
     }
     (out / "meta/info.json").write_text(json.dumps(info_json, indent=2) + "\n")
+    # normalisation statistics, per episode (its stats/<feature>/<stat> columns) and over all (meta/stats.json)
+    numeric = [k for k, f in features.items() if f["dtype"] not in ("string", "video")]
+    per_episode = []
+    for e, img in zip(episodes, image_stats, strict=True):
+        lo, hi = e["dataset_from_index"], e["dataset_to_index"]
+        st = {VIDEO_KEY: img, **{k: _stats(np.asarray(cols[k][lo:hi], features[k]["dtype"])) for k in numeric}}
+        e.update({f"stats/{k}/{name}": v.tolist() for k, fs in st.items() for name, v in fs.items()})
+        per_episode.append(st)
+    stats = {k: {name: v.tolist() for name, v in _aggregate([st[k] for st in per_episode]).items()}
+             for k in [VIDEO_KEY, *numeric]}
+    (out / "meta/stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    pq.write_table(pa.Table.from_pylist(episodes), out / "meta/episodes/chunk-000/file-000.parquet")
     return {"format": "lerobot", "out": str(out), "episodes": len(sessions), "frames": total,
             "events": sum(len(s.events) for s in sessions), "fps": fps, "codec": video_info["codec"]}
 
