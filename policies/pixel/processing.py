@@ -136,6 +136,7 @@ class Preprocessor:
             self.cell_px = 0
         self.cells = np.zeros((self.cells_h, self.cells_w, 4), np.uint8)
         self._kept: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # tile -> (glimpse, its 4 windows)
+        self._slots: dict[int, int] = {}  # slot -> the tile whose work it holds (tracked frames)
         # each tile's footprint in pixels (x0, y0, x1, y1): its rectangle and its read windows
         fx0, fx1 = self.tx[:-1], self.tx[1:]
         fy0, fy1 = self.ty[:-1], self.ty[1:]
@@ -274,6 +275,8 @@ class Preprocessor:
                 self.glimpses[cut] = self.window_regions[cut, gy:gy + c.glimpse_px, gx:gx + c.glimpse_px]
         if track:
             self._keep(placed, reused, kept)
+        else:  # the buffers and cells now hold an untracked frame's work: the next tracked frame starts afresh
+            self._kept, self._slots, self._last_index = {}, {}, None
         return VisualInputs(self.global_view[:, :, :3], self.glimpses, self.boxes, self.mask,
                             self.screen_vec, self.read_glimpses)
 
@@ -299,10 +302,13 @@ class Preprocessor:
             self.read_glimpses[(np.arange(READS)[:, None] * k + slots[None]).ravel()] = 0
 
     def _keep(self, placed: list[tuple[int, int]], reused: list[tuple[int, int]], kept: dict) -> None:
-        """Copy the reused tiles' work into their slots and remember every placed tile's work."""
+        """Copy the reused tiles' work into their slots (unless a slot still holds it from the last
+        frame) and remember every placed tile's work."""
         k = self.cfg.max_glimpses
         rg = self.read_glimpses
         for i, t in reused:
+            if self._slots.get(i) == t:
+                continue
             g, win = kept[t]
             self.glimpses[i] = g
             if rg is not None:
@@ -310,6 +316,7 @@ class Preprocessor:
         fresh = {t: (self.glimpses[i].copy(), None if rg is None else rg[i::k].copy())
                  for i, t in placed if t not in kept}
         self._kept = {t: kept[t] if t in kept else fresh[t] for _, t in placed}
+        self._slots = dict(placed)
 
     def _windows(self, pixels: np.ndarray, tiles: list[tuple[int, int, int]]) -> None:
         """Each glimpse's four read windows into ``read_glimpses``; ``tiles`` are the glimpses'
