@@ -67,3 +67,9 @@ def test_any_os_error_from_a_command_is_one_line_exit_2(monkeypatch, exc, line):
     rc, err = run_dw(["info", "whatever"])
     assert rc == 2 and err.strip() == line
 
+
+
+def test_run_fps_must_be_zero_or_positive(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":999")  # never reached: the value is refused first
+    rc, err = run_dw(["run", "--fps", "-1", "--policy", "random", "--dry-run"])
+    assert rc == 2 and "--fps must be 0 (no cap) or positive, got -1" in err and "Traceback" not in err

@@ -309,13 +309,14 @@ def test_stop_hotkey_without_agent_binding_raises_on_next_call(xvfb):
         desktop.close()
 
 
-def test_x_server_vanishing_mid_run(tmp_path):
+@pytest.mark.parametrize("fps", ["20", "0"])  # 0: no cap, a still screen's grab waits on the X connection
+def test_x_server_vanishing_mid_run(tmp_path, fps):
     """`dw run` on its own Xvfb; the Xvfb is killed: a clear error, a closed readable session."""
     server = start_xvfb(320, 240)
     out = tmp_path / "run"
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--policy", "random", "--dry-run", "--fps", "20",
+            [sys.executable, "-m", "agent.cli", "run", "--policy", "random", "--dry-run", "--fps", fps,
              "--max-seconds", "30", "--record", str(out), "--json"],
             env={**server.env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,

@@ -11,6 +11,9 @@ from typing import Any
 
 from agent.errors import UserError
 
+DEFAULT_FPS = 10.0  # dw run's capture rate cap
+UNCAPPED_RECORD_FPS = 30.0  # the encoder's nominal rate when capture has no cap (frames keep their real times)
+
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*(?:@\s*(\d+(?:\.\d+)?))?\s*$")
 MAX_SIDE = 16384
 VIRTUAL_MIN = (160, 120)  # the virtual desktop's smallest screen

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from agent.cli.util import DEFAULT_FPS, UNCAPPED_RECORD_FPS
 from agent.errors import UserError
 
 DEFAULT_EVAL_SIZE = "1280x720"  # dw eval --workflow without --sizes
@@ -73,11 +74,14 @@ def run_workflow(args, make_desktop) -> int:
 
     wf, rows = _load(args)
     virtual = args.desktop == "virtual"
+    # --fps 0 (no capture cap) is for live screens: a scene's clock then steps at the default rate,
+    # and a live recording gets a nominal rate for its encoder (frames keep their real times)
+    fps = args.fps or (DEFAULT_FPS if virtual else UNCAPPED_RECORD_FPS)
     if virtual:
         from agent.conductor.scene import SceneDesktop
 
         desktop = None
-        make_row_desktop = lambda i: SceneDesktop(wf.desktop, seed=args.seed + i, fps=args.fps)  # noqa: E731
+        make_row_desktop = lambda i: SceneDesktop(wf.desktop, seed=args.seed + i, fps=fps)  # noqa: E731
     else:
         desktop = make_desktop(args)  # first: no display or no server is the first thing a user should hear
         make_row_desktop = lambda i: desktop  # noqa: E731 - one screen for every row
@@ -105,7 +109,7 @@ def run_workflow(args, make_desktop) -> int:
                   f"{name}, conductor {conductor.name}, on {'the virtual scene' if virtual else 'this desktop'}",
                   file=sys.stderr)
         with stop_on_signals(stop):
-            results = run_rows(wf, rows, make_row_desktop, policy, conductor, record_dir=args.record, fps=args.fps,
+            results = run_rows(wf, rows, make_row_desktop, policy, conductor, record_dir=args.record, fps=fps,
                                max_seconds=args.max_seconds, close_each=virtual, on_agent=on_agent,
                                on_row=None if args.json else lambda r: print(
                                    f"  row {r['row']}: {'ok' if r['success'] else 'FAILED'}: {r['reason']}",

@@ -13,8 +13,8 @@ import os
 import secrets
 import sys
 
-from agent.cli.commands.run import DEFAULT_FPS, add_tls_ca, make_desktop
-from agent.cli.util import add_deprecated
+from agent.cli.commands.run import add_tls_ca, make_desktop
+from agent.cli.util import DEFAULT_FPS, add_deprecated
 from agent.errors import UserError
 
 

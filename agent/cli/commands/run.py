@@ -11,10 +11,9 @@ import os
 import sys
 import time
 
+from agent.cli.util import DEFAULT_FPS, UNCAPPED_RECORD_FPS
 from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
-
-DEFAULT_FPS = 10.0
 
 
 def _region(text: str) -> tuple[float, float, float, float]:
@@ -43,7 +42,10 @@ def register(subparsers) -> None:
                         "'random' must be named explicitly)")
     p.add_argument("--instruction", default="", help="the task's instruction text")
     p.add_argument("--monitor", type=int, default=1, help="mss monitor index (0 = all monitors; default 1)")
-    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"capture rate cap (default {DEFAULT_FPS:g})")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help=f"capture rate cap (default {DEFAULT_FPS:g}); 0: no cap, each frame as soon as the policy "
+                        "is ready and, on a still X11 screen, the moment something is drawn (the lowest latency; "
+                        "the policy's full rate on a busy screen)")
     p.add_argument("--dry-run", action="store_true", help="decide and log actions but send no input")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (frames acted on)")
     p.add_argument("--max-seconds", type=float, default=None,
@@ -128,13 +130,14 @@ def make_desktop(args):
 
     if sys.platform == "linux" and not os.environ.get("DISPLAY"):
         raise UserError("no display: DISPLAY is not set (the live desktop needs an X11 session; Wayland alone is not supported)")
-    _positive("--fps", args.fps)
+    if not args.fps >= 0:
+        raise UserError(f"--fps must be 0 (no cap) or positive, got {args.fps:g}")
     _positive("--rate", args.rate)
     _positive("--deadman", args.deadman)
     try:
         return LiveDesktop(
             monitor=args.monitor,
-            fps=args.fps,
+            fps=args.fps or None,
             dry_run=args.dry_run,
             instruction=args.instruction,
             region=_region(args.region) if args.region else None,
@@ -197,7 +200,9 @@ def cmd_run(args) -> int:
             # cursor0: where the pointer starts (training's first cursor, as demos record it)
             c0 = desktop.cursor
             extra = {"cursor0": [min(1.0, max(0.0, float(v))) for v in c0]} if c0 is not None else None
-            recorder = SessionRecorder(args.record, desktop.screen, args.fps, instruction=args.instruction,
+            # uncapped: a nominal rate for the encoder's settings (frames keep their real times, pts in ms)
+            recorder = SessionRecorder(args.record, desktop.screen, args.fps or UNCAPPED_RECORD_FPS,
+                                       instruction=args.instruction,
                                        policy=getattr(policy, "name", args.policy), desktop=desktop.info(),
                                        extra=extra)
         left = None if args.max_seconds is None else max(0.0, args.max_seconds - (time.monotonic() - started))
