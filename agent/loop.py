@@ -13,6 +13,26 @@ from policies.actions import Action, Done, Wait
 from policies.base import Observation, Policy
 
 STAGES = ("capture", "encode", "infer", "act")
+SAME_POINT = 0.005  # max_no_effect: points this close (normalised) are the same place
+
+
+def _same(a: list[Action], b: list[Action] | None) -> bool:
+    """The same actions, points within :data:`SAME_POINT` (a model's repeated click lands a pixel or
+    two apart as its history changes)."""
+    if b is None or len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        jx, jy = x.to_json(), y.to_json()
+        if jx.keys() != jy.keys():
+            return False
+        for k, v in jx.items():
+            w = jy[k]
+            if k in ("x", "y", "x2", "y2") and isinstance(v, int | float) and isinstance(w, int | float):
+                if abs(v - w) > SAME_POINT:
+                    return False
+            elif v != w:
+                return False
+    return True
 
 
 @dataclass
@@ -65,6 +85,10 @@ class Agent:
     the meantime, its own tail over, is observed on), counting the policy's actions other than
     ``wait`` and ``done`` (:attr:`RunResult.actions_after_success`). ``done`` still ends it early;
     ``0`` ends the run at the first success.
+    ``max_no_effect`` (None: off) stops a run that is stuck: once the policy has applied the same
+    actions (points within :data:`SAME_POINT`) that many times in a row with nothing drawn on screen in between (reason
+    ``"no-effect"``). Only frames that say what changed (the live X11 desktop's) count; on other
+    desktops it never fires.
 
     With a ``director`` (:class:`agent.conductor.director.Director`: a conductor and, usually, a
     workflow) the instruction changes step by step: before each frame's policy call the director
@@ -89,6 +113,7 @@ class Agent:
         director=None,
         stop_on_done: bool = True,
         after_success: float | None = None,
+        max_no_effect: int | None = None,
     ):
         self.desktop = desktop
         self.policy = policy
@@ -103,6 +128,9 @@ class Agent:
         self.director = director
         self.stop_on_done = stop_on_done
         self.after_success = after_success
+        if max_no_effect is not None and max_no_effect < 2:
+            raise ValueError(f"max_no_effect must be at least 2 (or None), got {max_no_effect}")
+        self.max_no_effect = max_no_effect
         if director is not None and director.on_event is None:
             director.on_event = lambda t, **fields: self._event(t, "conductor", **fields)
 
@@ -145,6 +173,7 @@ class Agent:
         reason = ""
         director, serial = self.director, 0
         window = self.after_success
+        repeated, still, last_applied = 0, False, None  # max_no_effect: the same actions, nothing drawn
 
         def seen_success(acted: bool) -> None:  # the after-success window opens at the first success
             if window is not None and res.success_t is None and desktop.success:  # the step that acted counts
@@ -171,6 +200,7 @@ class Agent:
                 if self.recorder is not None:
                     self.recorder.add_frame(frame)
                 t2 = clock()
+                still = still and getattr(frame, "changed", None) == ()
                 seen_success(False)
                 if res.success_t is not None and not in_window():
                     reason = "finished"  # the after-success window is over (or 0: ends at the success)
@@ -207,6 +237,7 @@ class Agent:
                     self._event(desktop.now(), "system", event="policy_error", error=msg)
                 t3 = clock()
                 done = False
+                applied = []
                 for action in actions:
                     t_issue = desktop.now()
                     if isinstance(action, Done):
@@ -231,7 +262,16 @@ class Agent:
                     self._event(t_issue, "policy", action)
                     self.history.append(action)
                     res.actions += 1
+                    if not isinstance(action, Wait):
+                        applied.append(action)
                 t4 = clock()
+                if applied and self.max_no_effect is not None:
+                    repeated = repeated + 1 if still and _same(applied, last_applied) else 1
+                    last_applied, still = applied, True
+                    if repeated >= self.max_no_effect:
+                        self._event(desktop.now(), "system", event="no_effect", repeats=repeated,
+                                    actions=[a.to_json() for a in applied])
+                        reason = "no-effect"
                 if director is not None:
                     director.after_actions(desktop, desktop.now(), bool(actions), done)
                     done = False  # the policy's done ends a step, not the run

@@ -119,3 +119,47 @@ def test_live_run_ends_on_done_with_the_button_released(xvfb, monkeypatch, capsy
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["reason"] == "done" and out["steps"] == 3, out
     assert held(xvfb) == ([], [])
+
+
+class DamageFake(FakeDesktop):
+    """Frames that say what changed since the last one, as the live X11 desktop's do: the square
+    moves where a click lands, so a click at the same place again draws nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self._last = None
+
+    def observe(self):
+        from capture.incremental import ChangedFrame
+
+        f = super().observe()
+        moved = self._last is None or not (f.pixels == self._last).all()
+        self._last = f.pixels
+        changed = None if f.index == 0 else (((0, 0, f.width, f.height),) if moved else ())
+        return ChangedFrame(f.pixels, f.t, f.index, f.screen, changed)
+
+
+def test_the_same_action_with_no_effect_stops_a_stuck_run(tmp_path):
+    from agent.sessions.format import SessionRecorder
+
+    # the first click moves the square; every later one draws nothing (a model's repeats jitter a little)
+    stuck = [[Click(0.2, 0.2)], [Click(0.203, 0.2)], [Click(0.2, 0.2015)]] * 7  # the same pixels here
+    d = DamageFake()
+    rec = SessionRecorder(tmp_path / "s", d.screen, d.fps)
+    res = Agent(d, Steps(stuck), recorder=rec, max_steps=30, max_no_effect=4).run()
+    assert res.reason == "no-effect" and len(d.applied) == 5, res  # the first click drew; 4 more did not
+    event = next(e for e in open_session(tmp_path / "s").events if e.raw.get("event") == "no_effect")
+    assert event.raw["repeats"] == 4 and event.raw["actions"] == [Click(0.203, 0.2).to_json()]
+    # clicks that keep drawing, or that change, are not stuck; nor is a desktop whose frames say nothing
+    moving = [[Click(0.2, 0.2)], [Click(0.21, 0.2)]] * 10  # 0.01 apart: another place
+    assert Agent(DamageFake(), Steps(moving), max_steps=20, max_no_effect=4).run().reason == "max-steps"
+    assert Agent(FakeDesktop(), Steps(stuck), max_steps=20, max_no_effect=4).run().reason == "max-steps"
+    with pytest.raises(ValueError, match="max_no_effect"):
+        Agent(FakeDesktop(), Steps(stuck), max_no_effect=1)
+
+
+def test_dw_run_no_effect_option(fake_run, capsys):
+    assert main(["run", "--policy", "stub", "--no-effect", "1", "--max-steps", "3"]) == 2
+    assert "--no-effect must be 0 (never) or at least 2" in capsys.readouterr().err
+    assert main(["run", "--policy", "stub", "--no-effect", "0", "--max-steps", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reason"] == "max-steps"

@@ -15,6 +15,8 @@ from agent.cli.util import DEFAULT_FPS, UNCAPPED_RECORD_FPS
 from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
 
+NO_EFFECT = 10  # dw run --no-effect: the same actions this many times with nothing drawn stops the run
+
 
 def _region(text: str) -> tuple[float, float, float, float]:
     try:
@@ -54,6 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--keep-running", action="store_true",
                    help="do not end the run when the policy emits `done` (it is logged, and recorded as a "
                         "'done_ignored' event); stop it with the hotkey, Ctrl+C or a limit")
+    p.add_argument("--no-effect", type=int, default=NO_EFFECT, metavar="N",
+                   help=f"stop (reason no-effect) once the policy has applied the same actions N times in a row "
+                        f"with nothing drawn on screen in between: a stuck worker (live X11; off under --dry-run; "
+                        f"0: never; default {NO_EFFECT})")
     p.add_argument("--record", metavar="DIR", default=None, help="record the session into DIR")
     p.add_argument("--rate", type=float, default=20.0, help="max actions per second (default 20)")
     p.add_argument("--region", default=None, help="allowed pointer region x0,y0,x1,y1 (normalised)")
@@ -178,6 +184,8 @@ def cmd_run(args) -> int:
     if args.max_steps is not None and args.max_steps < 0:
         raise UserError("--max-steps must be >= 0")
     _positive("--max-seconds", args.max_seconds)
+    if args.no_effect != 0 and args.no_effect < 2:
+        raise UserError(f"--no-effect must be 0 (never) or at least 2, got {args.no_effect}")
     if args.policy is None:
         from policies.registry import best_bundled_policy
 
@@ -207,7 +215,8 @@ def cmd_run(args) -> int:
                                        extra=extra)
         left = None if args.max_seconds is None else max(0.0, args.max_seconds - (time.monotonic() - started))
         agent = Agent(desktop, policy, recorder=recorder, max_steps=args.max_steps, max_seconds=left,
-                      stop_on_done=not args.keep_running)
+                      stop_on_done=not args.keep_running,
+                      max_no_effect=None if args.dry_run or not args.no_effect else args.no_effect)
         if hasattr(desktop, "on_stop"):
             desktop.on_stop = agent.stop
         if not args.json:
