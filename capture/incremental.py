@@ -9,7 +9,7 @@ reaction at 5120x2880 is then a few kilobytes copied instead of a 59 MB grab. Wh
 **What a frame carries.** Frames are :class:`ChangedFrame`: a :class:`capture.frame.Frame` with one
 more field, ``changed``: the rectangles ``(left, top, width, height)`` in frame pixels that may
 differ from the previous frame of this source, or ``None`` when the whole frame may have changed
-(the first grab, a full refresh, the fallback). An empty tuple means nothing changed. Consumers
+(the first grab, a grab too wide for regions, the fallback). An empty tuple means nothing changed. Consumers
 that know nothing of it see an ordinary Frame.
 
 **Correctness.** Each grab first makes a round trip and takes every ``DamageNotify`` queued by
@@ -17,8 +17,11 @@ then, then sends ``DamageSubtract`` (the server's damage region is emptied) and 
 round trip before copying: each event taken is for damage the subtract cleared, so drawing later
 over the same area is reported again (the server reports only damage that grows its region).
 Drawing between the two round trips is cleared but its events stay queued, and the next grab
-copies it; drawing after the subtract is reported at the next grab. No change is lost. A full
-grab every ``refresh_s`` seconds bounds drift from anything damage does not see (none is known on Xvfb or Xorg without a compositor).
+copies it; drawing after the subtract is reported at the next grab. No change is lost. The
+screen is also re-read a band of rows at a time (1/16 of them every ``refresh_s`` / 16 seconds),
+compared with the buffer and any difference copied and reported in ``changed``: drift from anything
+damage does not see (none is known on Xvfb or Xorg without a compositor) lasts at most
+``refresh_s``, and no grab pays for a whole-screen refresh.
 
 **Frame buffers and retention.** A frame's ``pixels`` is a read-only view of one buffer of a small
 pool. A buffer is written again only when no frame (and no view of one) still refers to it, so a
@@ -53,13 +56,15 @@ MAX_RECTS = 24
 FULL_FRACTION = 0.5
 # A pooled buffer that missed more rectangles than this is caught up with one full memory copy.
 MAX_STALE = 64
+# The refresh re-reads the screen in this many bands of rows, one every refresh_s / REFRESH_BANDS.
+REFRESH_BANDS = 16
 
 
 @dataclass(slots=True)
 class ChangedFrame(Frame):
     """A :class:`Frame` with the region that changed since the previous frame of its source:
     ``changed`` is a tuple of ``(left, top, width, height)`` rectangles in frame pixels, ``()`` for
-    no change, ``None`` for "anything may have changed" (first grab, full refresh, fallback)."""
+    no change, ``None`` for "anything may have changed" (first grab, fallback)."""
 
     changed: tuple[Rect, ...] | None = None
 
@@ -113,7 +118,8 @@ def coalesce(rects: list[Rect], max_rects: int = MAX_RECTS) -> list[Rect]:
 
 class IncrementalScreenSource(ScreenSource):
     """A :class:`ScreenSource` whose grabs copy only what changed (XDamage), returning
-    :class:`ChangedFrame`. Extra keywords: ``refresh_s`` (seconds between full grabs, None for
+    :class:`ChangedFrame`. Extra keywords: ``refresh_s`` (seconds to re-read the whole screen, a band
+    of rows at a time, None for
     never), ``max_buffers`` (frame buffers pooled, see the module docstring), ``damage`` (False
     forces full grabs: the fallback, for comparison), ``backend`` (mss's, as in ScreenSource:
     ``xgetimage`` copies each rectangle with a plain GetImage instead of XShm), ``idle_s`` (with no fps
@@ -136,9 +142,11 @@ class IncrementalScreenSource(ScreenSource):
         self._grab_lock = threading.Lock()
         self._pool: list[_Buffer] = []
         self._newest: _Buffer | None = None
-        self._last_full = -1e9
+        self._last_band = time.monotonic()
+        self._band = 0
         self.full_grabs = 0
         self.region_grabs = 0
+        self.band_refreshes = 0
         self.fallback_reason = ""
         self._xd = None
         self._damage = None
@@ -264,23 +272,20 @@ class IncrementalScreenSource(ScreenSource):
             if not rects and self.idle_s and not self._period and self._newest is not None:
                 self._wait_for_drawing(self.idle_s)
                 rects = self._take_damage()
-            now = time.monotonic()
-            due = self._newest is None or (self.refresh_s is not None and now - self._last_full >= self.refresh_s)
             frame_area = self.screen.width * self.screen.height
             rects = coalesce(rects)
             # Much damaged: one full grab is cheaper than many regions (and ``changed`` still says where).
+            first = self._newest is None
             wide = sum(w * h for _, _, w, h in rects) > FULL_FRACTION * frame_area
-            buf = self._buffer(whole=due or wide)
-            if due or wide:
+            buf = self._buffer(whole=first or wide)
+            if first or wide:
                 pixels = self._shot(self._box)
                 if pixels.shape != buf.array.shape:
                     raise CaptureError(f"the screen changed size to {pixels.shape[1]}x{pixels.shape[0]}; "
                                        "open a new source")
                 np.copyto(buf.array, pixels)
-                if due:
-                    self._last_full = now
                 self.full_grabs += 1
-                return self._frame(buf, None if due else tuple(rects))
+                return self._frame(buf, None if first else tuple(rects))
             if buf is self._newest:
                 pass  # up to date but for this grab's change
             elif buf.stale is None:
@@ -292,8 +297,33 @@ class IncrementalScreenSource(ScreenSource):
             bx, by = self._box["left"], self._box["top"]
             for x, y, w, h in rects:
                 buf.array[y:y + h, x:x + w] = self._shot({"left": bx + x, "top": by + y, "width": w, "height": h})
+            now = time.monotonic()
+            if self.refresh_s is not None and now - self._last_band >= self.refresh_s / REFRESH_BANDS:
+                self._last_band = now
+                band = self._refresh_band(buf)
+                if band is not None:
+                    rects.append(band)
             self.region_grabs += 1
             return self._frame(buf, tuple(rects))
+
+    def _refresh_band(self, buf: _Buffer) -> Rect | None:
+        """Re-read the next band of rows into ``buf``: the part that differed, or None."""
+        h, w = self.screen.height, self.screen.width
+        y0, y1 = self._band * h // REFRESH_BANDS, (self._band + 1) * h // REFRESH_BANDS
+        self._band = (self._band + 1) % REFRESH_BANDS
+        self.band_refreshes += 1
+        if y0 == y1:
+            return None
+        shot = self._shot({"left": self._box["left"], "top": self._box["top"] + y0, "width": w, "height": y1 - y0})
+        old = buf.array[y0:y1]
+        diff = shot.view(np.uint32)[..., 0] != old.view(np.uint32)[..., 0]  # one compare a pixel
+        rows = np.flatnonzero(diff.any(axis=1))
+        if not len(rows):
+            return None
+        cols = np.flatnonzero(diff.any(axis=0))
+        ya, yb, xa, xb = y0 + rows[0], y0 + rows[-1] + 1, cols[0], cols[-1] + 1
+        buf.array[ya:yb, xa:xb] = shot[ya - y0:yb - y0, xa:xb]
+        return int(xa), int(ya), int(xb - xa), int(yb - ya)
 
     def close(self) -> None:
         with self._grab_lock:
@@ -308,4 +338,5 @@ class IncrementalScreenSource(ScreenSource):
 
     def info(self) -> dict:
         return {**super().info(), "incremental": self.incremental, "fallback_reason": self.fallback_reason,
-                "full_grabs": self.full_grabs, "region_grabs": self.region_grabs, "refresh_s": self.refresh_s}
+                "full_grabs": self.full_grabs, "region_grabs": self.region_grabs, "band_refreshes": self.band_refreshes,
+                "refresh_s": self.refresh_s}

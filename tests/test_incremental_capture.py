@@ -170,20 +170,45 @@ def test_refresh_and_fallback(server):
     rng = np.random.default_rng(2)
     full = ScreenSource(scale=1.0)
     off = IncrementalScreenSource(scale=1.0, damage=False)
-    always = IncrementalScreenSource(scale=1.0, refresh_s=1e-6)
+    always = IncrementalScreenSource(scale=1.0, refresh_s=1e-6)  # a band of rows re-read at every grab
     try:
         assert not off.incremental and off.fallback_reason
         for i in range(5):
             painter.step(i, rng)
             a, b, g = off.grab(), always.grab(), full.grab()
-            assert a.changed is None and b.changed is None
+            assert a.changed is None and (b.changed is None) == (i == 0)
             assert np.array_equal(a.pixels, g.pixels) and np.array_equal(b.pixels, g.pixels)
-        assert always.full_grabs == 5 and always.info()["incremental"]
+        assert always.full_grabs == 1 and always.band_refreshes == 4 and always.info()["incremental"]
     finally:
         off.close()
         always.close()
         full.close()
         painter.close()
+
+
+def test_the_refresh_mends_what_damage_missed(server):
+    """Pixels that went wrong without damage (drift) are re-read, a band of rows a grab, reported
+    in ``changed`` and mended within one round of the bands; nothing else is reported."""
+    from capture.incremental import REFRESH_BANDS, IncrementalScreenSource
+    from capture.live import ScreenSource
+
+    full = ScreenSource(scale=1.0)
+    src = IncrementalScreenSource(scale=1.0, refresh_s=1e-6, max_buffers=2)
+    try:
+        truth = full.grab().pixels.copy()
+        src.grab()
+        for buf in src._pool:  # what a missed damage event would leave: wrong pixels, no damage
+            buf.array[300:310, 100:140] ^= 0xFF
+        reported = []
+        for _ in range(REFRESH_BANDS):
+            f = src.grab()
+            reported.extend(f.changed)
+            del f
+        assert np.array_equal(src.grab().pixels, truth)
+        assert reported == [(100, 300, 40, 10)]
+    finally:
+        src.close()
+        full.close()
 
 
 def test_a_still_screen_waits_for_drawing(server):

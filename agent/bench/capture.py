@@ -12,8 +12,8 @@ filled: the damage the server reports for it, ~5 k pixels), as a click's reactio
 the same with each rectangle copied by a plain GetImage instead of XShm, and ``grab_changed`` the
 full-frame grab under the same change (equal to ``grab``: a full grab copies everything anyway).
 The drawing is the app's work and is not timed. After the timed grabs the incremental frame is
-compared with a full grab (``inc_equal``); the periodic full refresh is off while timing (it costs one
-full grab every ``refresh_s``, 2 s by default).
+compared with a full grab (``inc_equal``); the refresh (a band of rows re-read
+every ``refresh_s`` / 16, 2 s by default) is off while timing.
 """
 
 from __future__ import annotations
