@@ -246,6 +246,32 @@ def test_decoding_gives_valid_actions():
                 assert 0 <= a.point[0] <= 1 and 0 <= a.point[1] <= 1
 
 
+def test_a_typed_span_ends_inside_its_quotes():
+    """A span that starts inside a quoted string ends before its closing quote, whatever the end
+    logits say; one that starts outside quotes is decoded as the logits say."""
+    m = _tiny()
+    cfg = m.config
+    raw = b'Type "ada" into the "Name" field and press Enter.'
+    out = m(**PixelPolicy(m).inputs(Observation(_frame(), raw.decode(), None, ())),
+            text_ids=torch.zeros(1, cfg.max_text, dtype=torch.long))
+    out.type_logits[:] = -10
+    out.type_logits[0, cfg.action_types.index("type")] = 10
+
+    def typed(start: int, end: int) -> str:
+        out.span_start[:] = -10
+        out.span_end[:] = -10
+        out.span_start[0, start] = 10
+        out.span_end[0, end] = 10
+        out.span_end[0, start:end] = torch.linspace(-5, -1, end - start)  # the later the better
+        return decode(cfg, out, raw)[0].text
+
+    assert typed(6, 8) == "ada"
+    assert typed(6, 12) == "ada"  # 'ada" in' would cross the closing quote
+    assert typed(6, 7) == "ad"  # an end short of it is the model's
+    assert typed(0, 3) == "Type"  # outside quotes: as the logits say
+    assert typed(28, 40) == raw[28:41].decode()
+
+
 def test_labels_point_inside_their_box_and_type_spans():
     cfg = PixelConfig.for_size("pixel-tiny")
     v = Preprocessor(cfg)(_frame())

@@ -114,6 +114,11 @@ def decode(cfg: PixelConfig, out, raw_text: bytes, i: int = 0) -> list[Action]:
         s = int(out.span_start[i].argmax())
         e_logits = out.span_end[i].clone()
         e_logits[:s] = -1e9
+        # A span that starts inside a quoted string ends inside it: labels copy typed text from
+        # quotes (type_span), so a span over the closing quote is never one a demo taught.
+        close = raw_text.find(b'"', s) if raw_text[:s].count(b'"') % 2 == 1 else -1
+        if close > s:
+            e_logits[close:] = -1e9
         e = int(e_logits.argmax())
         text = raw_text[s: e + 1].decode("utf-8", errors="ignore")
         try:
