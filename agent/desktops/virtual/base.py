@@ -56,6 +56,39 @@ TEXT_WORDS = (
     "signal", "orbit", "cobalt", "willow", "summit", "breeze", "glacier", "ember", "quartz",
     "river", "canyon", "zephyr", "almond", "beacon", "cedar", "delta", "fjord", "garnet",
 )
+# What people type into forms, by what a field asks for: varied lengths (2 to ~24 characters), case,
+# digits, spaces and punctuation, so a policy learns to copy whatever the instruction quotes, not
+# words of one length. (None of these is in examples/workflows/rows.csv, which evaluates forms.)
+PEOPLE = ("Mia", "noah", "Olivia", "liam", "Aiko", "Mateo", "Zara", "Ivan", "Leila", "Oskar", "Chen Wei",
+          "Fatima", "jo", "Emeka", "Ingrid", "Rafael", "Sven", "Nadia", "Kwame", "Lucia", "Tomasz", "Yara")
+SURNAMES = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Novak", "Haddad", "Silva", "Kowalski", "Byrne", "Rossi")
+PLACES = ("Lisbon", "Nairobi", "Osaka", "Quito", "Reykjavik", "Turin", "Porto Alegre", "Tbilisi", "Perth",
+          "Gdansk", "Santa Fe", "Kyoto", "Accra", "Bergen", "Lyon", "Cork", "San Jose", "Tallinn")
+COMPANIES = ("Acme Corp", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay Industries", "Stark & Co",
+             "Wayne Ent.", "Tyrell", "Cyberdyne", "Soylent", "Oscorp", "Aperture Labs")
+COUNTRIES = ("Portugal", "Kenya", "Japan", "Ecuador", "Iceland", "Italy", "Georgia", "New Zealand", "Ghana",
+             "Norway", "Chile", "Viet Nam", "Costa Rica")
+STREETS = ("Elm Street", "Oak Ave", "Rue Cler", "Hauptstrasse", "Main St", "Calle Mayor", "Kings Road")
+
+
+def field_text(r, field: str) -> str:
+    """A value a person types into a form field named ``field`` (seeded by ``r``)."""
+    person = r.choice(PEOPLE)
+    if field in ("Name", "Nickname"):
+        return person if r.random() < 0.5 or field == "Nickname" else f"{person} {r.choice(SURNAMES)}"
+    if field == "Username":
+        return f"{person.split()[0].lower()}{r.choice(('', '_', '.'))}{r.randint(1, 9999)}"
+    if field == "Email":
+        return f"{person.split()[0].lower()}.{r.choice(SURNAMES).lower()}@{r.choice(('example.com', 'mail.test', 'corp.example'))}"
+    if field in ("City", "Country"):
+        return r.choice(PLACES if field == "City" else COUNTRIES)
+    if field == "Street":
+        return f"{r.randint(1, 999)} {r.choice(STREETS)}"
+    if field == "Company":
+        return r.choice(COMPANIES)
+    return r.choice(TEXT_WORDS + BUTTON_WORDS + CHECK_WORDS) + r.choice(("", "", f" {r.randint(2, 99)}"))
+
+
 FIELD_NAMES = ("Name", "City", "Email", "Username", "Company", "Country", "Title", "Street", "Nickname")
 WINDOW_TITLES = (
     "Settings", "Preferences", "Document", "Options", "Account", "Project", "Confirm", "Tools",
@@ -284,5 +317,5 @@ class Task(Scene):
         return b
 
 
-__all__ = ["BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
+__all__ = ["BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
            "TAIL_S", "TASKBAR_H", "TEXT_WORDS", "WINDOW_TITLES", "Task"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, TEXT_WORDS, WINDOW_TITLES, Task
+from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, WINDOW_TITLES, Task, field_text
 from agent.desktops.virtual.controls import ArrowButton, DropDown, RadioButton, Switch, Tab
 from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.widgets import Button, Label, MenuItem, Panel, TextField, Widget
@@ -287,7 +287,8 @@ class SpinBox(_Commit):
 
 
 class FillForm(_Commit):
-    """Fill several named fields with the given words, then press Submit."""
+    """Fill several named fields with the given values (names, places, e-mail addresses, numbers:
+    what each field asks for, 2 to ~30 characters), then press Submit."""
 
     name = "fill-form"
     time_limit = 30.0
@@ -308,7 +309,7 @@ class FillForm(_Commit):
             f = TextField(Rect(area.x + 104, y, fw, 28), name=fname)
             self.fields.append(f)
             self.widgets.append(f)
-        self.values = dict(zip([f.name for f in self.fields], r.sample(TEXT_WORDS, len(self.fields)), strict=True))
+        self.values = {f.name: field_text(r, f.name) for f in self.fields}
         self.commit = self.add_button(area.right - 96, area.bottom - 28, "Submit", "primary")
         pairs = list(self.values.items())
         self.instruction = self.phrase(
