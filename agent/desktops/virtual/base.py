@@ -56,6 +56,13 @@ TEXT_WORDS = (
     "signal", "orbit", "cobalt", "willow", "summit", "breeze", "glacier", "ember", "quartz",
     "river", "canyon", "zephyr", "almond", "beacon", "cedar", "delta", "fjord", "garnet",
 )
+# Single words of every length (2 to 14 letters) for the typing families beyond the classic seven,
+# whose words (TEXT_WORDS) are all 5-7 letters: a policy should copy a word of any length.
+ANY_WORDS = ("ox", "go", "sky", "ink", "jam", "plum", "tide", "quiet", "sparrow", "horizon", "umbrella",
+             "yesterday", "marathon", "midnight", "blueberry", "spreadsheet", "kaleidoscope", "nightingale",
+             "photosynthesis", "elm", "fig", "kiwi", "lagoon", "avalanche", "thunderstorm", "pebble", "zinc")
+
+
 # What people type into forms, by what a field asks for: varied lengths (2 to ~24 characters), case,
 # digits, spaces and punctuation, so a policy learns to copy whatever the instruction quotes, not
 # words of one length. (None of these is in examples/workflows/rows.csv, which evaluates forms.)
@@ -317,5 +324,5 @@ class Task(Scene):
         return b
 
 
-__all__ = ["BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
+__all__ = ["ANY_WORDS", "BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
            "TAIL_S", "TASKBAR_H", "TEXT_WORDS", "WINDOW_TITLES", "Task"]

@@ -6,7 +6,15 @@ from __future__ import annotations
 import random
 import string
 
-from agent.desktops.virtual.base import BUTTON_WORDS, PAD, TASKBAR_H, TEXT_WORDS, WINDOW_TITLES, Task
+from agent.desktops.virtual.base import (
+    ANY_WORDS,
+    BUTTON_WORDS,
+    PAD,
+    TASKBAR_H,
+    TEXT_WORDS,
+    WINDOW_TITLES,
+    Task,
+)
 from agent.desktops.virtual.controls import Row, Spinner, TaskbarButton, TextArea
 from agent.desktops.virtual.families.lists import EXTS, FILES, ROW_H
 from agent.desktops.virtual.render import Rect
@@ -23,7 +31,7 @@ class ReplaceWord(Task):
     def build(self) -> None:
         r = self.rng
         _, area = self.window(r.choice(("Notes", "Editor", "Draft", "Memo")), r.uniform(380, 560), r.uniform(220, 300))
-        pool = list(TEXT_WORDS)
+        pool = list(TEXT_WORDS + ANY_WORDS)
         r.shuffle(pool)
         n = r.randint(6, 12)
         words, self.new = pool[:n], pool[n]

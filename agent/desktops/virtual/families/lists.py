@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.desktops.virtual.base import ICON_COLORS, ICON_NAMES, TASKBAR_H, TEXT_WORDS, Task
+from agent.desktops.virtual.base import ANY_WORDS, ICON_COLORS, ICON_NAMES, TASKBAR_H, TEXT_WORDS, Task
 from agent.desktops.virtual.controls import ArrowButton, DragIcon, Row
 from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.widgets import Icon, Label, MenuItem, Panel, TextField, Widget
@@ -291,7 +291,7 @@ class SearchPick(_Open):
         r = self.rng
         _, area = self.window(r.choice(("Search", "Find", "Places", "Directory")), r.uniform(360, 480),
                               r.uniform(300, 380))
-        words = r.sample(TEXT_WORDS, 6)
+        words = r.sample(TEXT_WORDS + ANY_WORDS, 6)
         entries = sorted({f"{w.capitalize()} {p}" for w in words for p in r.sample(PLACES, 3)})
         self.box = TextField(Rect(area.x, area.y, min(260.0, area.w), 28), name="search", placeholder="Search...")
         self.widgets.append(self.box)
