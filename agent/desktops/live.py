@@ -39,7 +39,10 @@ from capture.live import CaptureError
 from policies.actions import Action
 
 log = logging.getLogger("digital_worker.live")
-IDLE_S = 0.01  # how long a grab on a still screen waits for drawing (it returns at the first)
+# How long a grab on a still screen waits for drawing. It returns at the first drawing, so this
+# bounds only how often a still screen gives a frame (an uncapped loop, and what it records, then
+# runs at 10 frames a second, as the default cap) and how stale the pointer position may get.
+IDLE_S = 0.1
 
 
 class _CaptureThread:
