@@ -70,7 +70,7 @@ def __dir__() -> list[str]:
 # checks they match ``task_names()``.
 GYM_TASKS = (
     "click-button", "click-checkboxes", "enter-text", "drag-slider", "click-menu", "close-dialog",
-    "double-click-icon", "select-dropdown", "select-radio", "toggle-switch", "spin-box", "fill-form",
+    "double-click-icon", "select-dropdown", "select-radio", "toggle-switch", "spin-box", "fill-form", "type-field",
     "switch-tab", "pick-date", "scroll-list", "expand-tree", "table-row", "search-pick", "context-menu",
     "drag-to-target", "replace-word", "copy-paste", "keyboard-shortcut", "confirm-dialog", "dismiss-popup",
     "raise-window", "wait-spinner",

@@ -8,7 +8,7 @@ import pytest
 
 from agent.desktops.virtual import VirtualDesktop, task_names
 from agent.desktops.virtual.tasks import CLASSIC_TASKS, TASKS
-from policies.actions import Click, Done, Drag, Key, Wait
+from policies.actions import Click, Done, Drag, Key, Type, Wait
 
 NAMES = task_names()
 NEW = [t for t in NAMES if t not in CLASSIC_TASKS]
@@ -77,6 +77,11 @@ def wrong(name: str, d: VirtualDesktop) -> None:
         click(next(b for b in t.options if b is not t.dismiss))
     elif name == "raise-window":  # a button of the window in front
         click(t.buttons[t.order[-1]][0])
+    elif name == "type-field":  # the value typed into another field, then Enter
+        click(next(f for f in t.fields if f is not t.target))
+        d.apply(Key("ctrl+a"))
+        d.apply(Type(t.value))
+        d.apply(Key("enter"))
     elif name == "wait-spinner":  # once loaded, another button
         d.apply(Wait(3.0))
         d.observe()

@@ -339,6 +339,61 @@ class FillForm(_Commit):
         return self.named("Submit")
 
 
+class TypeField(Task):
+    """Type a value into the named field of a partly filled form and press Enter. The value is what
+    the field asks for (:func:`~agent.desktops.virtual.base.field_text`: 2 to ~30 characters); the
+    field may hold a wrong value first, to be replaced."""
+
+    name = "type-field"
+
+    def build(self) -> None:
+        r = self.rng
+        n = r.randint(2, 5)
+        _, area = self.window(r.choice(("New Contact", "Profile", "Shipping", "Sign Up", "Details", "Account")),
+                              r.uniform(420, 580), 60 + 44 * n)
+        fw = min(260.0, area.w - 110)
+        self.fields: list[TextField] = []
+        for i, fname in enumerate(r.sample(FIELD_NAMES, n)):
+            y = area.y + i * 44
+            if y + 28 > area.bottom:
+                break
+            self.widgets.append(Label(Rect(area.x, y, 100, 28), text=f"{fname}:"))
+            f = TextField(Rect(area.x + 104, y, fw, 28), name=fname)
+            if r.random() < 0.4:  # filled in earlier
+                f.text = field_text(r, fname)
+            self.fields.append(f)
+            self.widgets.append(f)
+        self.target = r.choice(self.fields)
+        self.value = field_text(r, self.target.name)
+        if self.target.text == self.value:
+            self.target.text = ""
+        self.instruction = self.phrase(
+            'Type "{v}" into the "{f}" field and press Enter.',
+            'Enter "{v}" in the {f} field, then press Enter.',
+            'In the "{f}" box, type "{v}" and hit Enter.',
+            v=self.value, f=self.target.name)
+
+    def on_key(self, combo: str) -> bool:
+        if combo in ("enter", "return") and isinstance(self.focus, TextField):
+            ok = self.focus is self.target and self.target.text == self.value
+            self.end(ok, "success" if ok else "wrong text")
+            return True
+        return False
+
+    def expert(self) -> list[Action]:
+        f = self.target
+        if not f.focused:
+            return self.click(f)
+        if f.text == self.value:
+            return [Key("enter")]
+        if not self.value.startswith(f.text):
+            return [Key("backspace" if f.selected else "ctrl+a")]
+        return [Type(self.value[len(f.text):])]
+
+    def target_word(self) -> str | None:
+        return self.named(self.target.name) if not self.target.focused else None
+
+
 class SwitchTab(Task):
     """Open the named tab of a notebook and click the named button on its page (a wrong button fails)."""
 
@@ -497,4 +552,4 @@ class PickDate(_Commit):
         return self.named("OK") if self.chosen == self.goal else None
 
 
-FORMS = (SelectDropdown, SelectRadio, ToggleSwitch, SpinBox, FillForm, SwitchTab, PickDate)
+FORMS = (SelectDropdown, SelectRadio, ToggleSwitch, SpinBox, FillForm, TypeField, SwitchTab, PickDate)
