@@ -173,7 +173,7 @@ class Agent:
         reason = ""
         director, serial = self.director, 0
         window = self.after_success
-        repeated, still, last_applied = 0, False, None  # max_no_effect: the same actions, nothing drawn
+        repeated, still, last_applied, seen = 0, False, None, None  # max_no_effect: same actions, nothing drawn
 
         def seen_success(acted: bool) -> None:  # the after-success window opens at the first success
             if window is not None and res.success_t is None and desktop.success:  # the step that acted counts
@@ -200,7 +200,9 @@ class Agent:
                 if self.recorder is not None:
                     self.recorder.add_frame(frame)
                 t2 = clock()
-                still = still and getattr(frame, "changed", None) == ()
+                # nothing drawn since the last frame this loop saw (the frame says so, and follows it)
+                still = still and getattr(frame, "changed", None) == () and frame.follows(seen)
+                seen = (getattr(frame, "source", 0), frame.index)
                 seen_success(False)
                 if res.success_t is not None and not in_window():
                     reason = "finished"  # the after-success window is over (or 0: ends at the success)

@@ -64,9 +64,16 @@ REFRESH_BANDS = 16
 class ChangedFrame(Frame):
     """A :class:`Frame` with the region that changed since the previous frame of its source:
     ``changed`` is a tuple of ``(left, top, width, height)`` rectangles in frame pixels, ``()`` for
-    no change, ``None`` for "anything may have changed" (first grab, fallback)."""
+    no change, ``None`` for "anything may have changed" (first grab, fallback). ``source`` tells
+    sources apart (frames of two sources may carry consecutive indices): :meth:`follows`."""
 
     changed: tuple[Rect, ...] | None = None
+    source: int = 0
+
+    def follows(self, last: tuple[int, int] | None) -> bool:
+        """Whether this frame comes right after the frame ``last`` = ``(source, index)`` of its own
+        source, so that ``changed`` is relative to it."""
+        return last is not None and last == (self.source, self.index - 1)
 
     def changed_area(self) -> int:
         """Pixels inside ``changed`` (the whole frame for None; overlaps counted twice)."""
@@ -255,7 +262,7 @@ class IncrementalScreenSource(ScreenSource):
         self._newest = buf
         view = buf.array.view()
         view.flags.writeable = False
-        frame = ChangedFrame(view, self.now(), self._index, self.screen, changed)
+        frame = ChangedFrame(view, self.now(), self._index, self.screen, changed, id(self))
         self._index += 1
         self.captured += 1
         return frame
@@ -265,7 +272,7 @@ class IncrementalScreenSource(ScreenSource):
         """The next frame (sleeping to the fps slot when capped); raises :class:`CaptureError`."""
         if self._damage is None:
             f = super().grab()
-            return ChangedFrame(f.pixels, f.t, f.index, f.screen, None)
+            return ChangedFrame(f.pixels, f.t, f.index, f.screen, None, id(self))
         with self._grab_lock:
             self._wait_slot()
             rects = self._take_damage()

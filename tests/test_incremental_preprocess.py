@@ -70,12 +70,27 @@ def test_a_frame_that_does_not_follow_is_done_in_full():
     plain = Frame(px.copy(), 0.0, 3, Screen(w, h))  # a plain frame: full, and nothing kept for it
     fresh = Preprocessor(cfg)
     fresh(plain)
-    assert not fresh._kept and fresh._last_index is None
+    assert not fresh._kept and fresh._last is None
     # an untracked frame between two tracked ones (its work overwrites the buffers) changes nothing
     inc.pixels(_frame(w, h, seed=7).pixels, 1.0)
     a, b = inc(ChangedFrame(px.copy(), 0.0, 3, Screen(w, h), ())), full.pixels(px, 1.0)
     for name in FIELDS:
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_another_sources_next_index_does_not_follow():
+    """Two sources whose frames carry consecutive indices: a frame of the other source is done in
+    full, whatever its ``changed`` says."""
+    cfg = _config(64, (128, 64))
+    w, h = 1920, 1080
+    a_px, b_px = _frame(w, h, seed=1).pixels.copy(), _frame(w, h, seed=2).pixels.copy()
+    inc, full = Preprocessor(cfg), Preprocessor(cfg)
+    inc(ChangedFrame(a_px, 0.0, 5, Screen(w, h), None, source=1))
+    b = ChangedFrame(b_px, 0.0, 6, Screen(w, h), (), source=2)  # "nothing changed" since b's own frame 5
+    assert not b.follows((1, 5)) and b.follows((2, 5))
+    got, want = inc(b), full.pixels(b_px, 1.0)
+    for name in FIELDS:
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
 
 
 def test_change_click_decides_the_same_from_changed_regions():

@@ -74,7 +74,7 @@ class ChangeClickPolicy:
         self.threshold = threshold
         self.ref: np.ndarray | None = None
         self.diff: np.ndarray | None = None
-        self.index: int | None = None
+        self.index: tuple[int, int] | None = None  # (source, index) of the last frame
         self.clicked: tuple[float, float, float, float] | None = None
         self.steps = 0
         self.acted_steps: list[int] = []
@@ -88,8 +88,8 @@ class ChangeClickPolicy:
         """Bring ``self.diff`` up to ``frame``; False when this frame became the reference."""
         px, s = frame.pixels, self.stride
         changed = getattr(frame, "changed", None)
-        follows = self.index is not None and frame.index == self.index + 1
-        self.index = frame.index
+        follows = changed is not None and frame.follows(self.index)
+        self.index = (getattr(frame, "source", 0), frame.index)
         shape = (-(-px.shape[0] // s), -(-px.shape[1] // s))
         if self.ref is None or self.ref.shape[:2] != shape:
             self.ref = np.ascontiguousarray(px[::s, ::s, :3])

@@ -92,7 +92,7 @@ class Preprocessor:
         self.cfg = config
         self.shift = (int(shift[0]), int(shift[1]))  # tile grid offset in cells (training augmentation)
         self._key: tuple | None = None
-        self._last_index: int | None = None  # the index of the last tracked frame (__call__)
+        self._last: tuple[int, int] | None = None  # (source, index) of the last tracked frame (__call__)
 
     def _setup(self, width: int, height: int, scale: float) -> None:
         c = self.cfg
@@ -179,17 +179,16 @@ class Preprocessor:
     def __call__(self, frame: Frame) -> VisualInputs:
         changed = getattr(frame, "changed", NOT_TRACKED)
         if changed is not NOT_TRACKED:
-            follows = self._last_index is not None and frame.index == self._last_index + 1
-            changed = changed if follows else None
-            self._last_index = frame.index
+            changed = changed if frame.follows(self._last) else None
+            self._last = (frame.source, frame.index)
         return self.pixels(frame.pixels, frame.screen.scale, changed)
 
     def still(self, frame: Frame) -> bool:
         """Whether ``frame`` follows the last tracked frame with nothing changed: then its inputs
         are the last frame's, and it becomes the last tracked frame with nothing to redo."""
-        if (getattr(frame, "changed", None) == () and self._last_index is not None
-                and frame.index == self._last_index + 1 and self._key == (frame.width, frame.height, frame.screen.scale)):
-            self._last_index = frame.index
+        if (getattr(frame, "changed", None) == () and frame.follows(self._last)
+                and self._key == (frame.width, frame.height, frame.screen.scale)):
+            self._last = (frame.source, frame.index)
             return True
         return False
 
@@ -276,7 +275,7 @@ class Preprocessor:
         if track:
             self._keep(placed, reused, kept)
         else:  # the buffers and cells now hold an untracked frame's work: the next tracked frame starts afresh
-            self._kept, self._slots, self._last_index = {}, {}, None
+            self._kept, self._slots, self._last = {}, {}, None
         return VisualInputs(self.global_view[:, :, :3], self.glimpses, self.boxes, self.mask,
                             self.screen_vec, self.read_glimpses)
 
