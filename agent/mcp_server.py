@@ -172,6 +172,7 @@ class DesktopTools:
             return self._state()
 
     def run_policy(self, instruction: str | None = None, max_seconds: float = DEFAULT_POLICY_SECONDS) -> dict:
+        from agent.cli.util import NO_EFFECT
         from agent.loop import Agent
 
         if instruction is not None and not isinstance(instruction, str):
@@ -185,7 +186,9 @@ class DesktopTools:
             self._check_stopped()
             if self._policy is None:
                 self._policy = self._load_policy()
-            agent = Agent(self.desktop, self._policy, instruction=instruction or None, max_seconds=max_seconds)
+            # a stuck policy (the same actions, nothing drawn) ends the step: reason "no-effect"
+            agent = Agent(self.desktop, self._policy, instruction=instruction or None, max_seconds=max_seconds,
+                          max_no_effect=NO_EFFECT)
             self._agent = agent
             try:
                 res = agent.run()

@@ -13,6 +13,7 @@ from agent.errors import UserError
 
 DEFAULT_FPS = 10.0  # dw run's capture rate cap
 UNCAPPED_RECORD_FPS = 30.0  # the encoder's nominal rate when capture has no cap (frames keep their real times)
+NO_EFFECT = 10  # Agent's max_no_effect in dw run (--no-effect) and MCP's run_policy
 
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*(?:@\s*(\d+(?:\.\d+)?))?\s*$")
 MAX_SIDE = 16384

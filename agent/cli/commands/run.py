@@ -11,11 +11,9 @@ import os
 import sys
 import time
 
-from agent.cli.util import DEFAULT_FPS, UNCAPPED_RECORD_FPS
+from agent.cli.util import DEFAULT_FPS, NO_EFFECT, UNCAPPED_RECORD_FPS
 from agent.conductor.cli import add_workflow_arguments
 from agent.errors import UserError
-
-NO_EFFECT = 10  # dw run --no-effect: the same actions this many times with nothing drawn stops the run
 
 
 def _region(text: str) -> tuple[float, float, float, float]:
