@@ -171,7 +171,9 @@ class BatchedPixelStep:
         """One observation's inputs (no batch axis), as :meth:`PixelPolicy.arrays` makes them."""
         from policies.pixel.codec import history_features
 
-        vis = self.policy.pre(observation.frame)
+        # one preprocessor for every worker's frames: each frame in full (what changed is per worker)
+        frame = observation.frame
+        vis = self.policy.pre.pixels(frame.pixels, frame.screen.scale)
         cur = observation.cursor
         cursor = np.array([cur[0], cur[1], 1.0] if cur is not None else [0.0, 0.0, 0.0], np.float32)
         htypes, hpts = history_features(self.cfg, observation.history, raw)

@@ -112,3 +112,28 @@ class Frame:
     def rgb(self) -> np.ndarray:
         """An RGB copy (H x W x 3) for consumers that need it; not for the hot path."""
         return np.ascontiguousarray(self.pixels[:, :, 2::-1])
+
+
+Rect = tuple[int, int, int, int]  # left, top, width, height in frame pixels
+
+
+@dataclass(slots=True)
+class ChangedFrame(Frame):
+    """A :class:`Frame` with the region that changed since the previous frame of its source:
+    ``changed`` is a tuple of ``(left, top, width, height)`` rectangles in frame pixels, ``()`` for
+    no change, ``None`` for "anything may have changed" (first grab, fallback). ``source`` tells
+    sources apart (frames of two sources may carry consecutive indices): :meth:`follows`."""
+
+    changed: tuple[Rect, ...] | None = None
+    source: int = 0
+
+    def follows(self, last: tuple[int, int] | None) -> bool:
+        """Whether this frame comes right after the frame ``last`` = ``(source, index)`` of its own
+        source, so that ``changed`` is relative to it."""
+        return last is not None and last == (self.source, self.index - 1)
+
+    def changed_area(self) -> int:
+        """Pixels inside ``changed`` (the whole frame for None; overlaps counted twice)."""
+        if self.changed is None:
+            return self.width * self.height
+        return sum(w * h for _, _, w, h in self.changed)

@@ -41,14 +41,11 @@ import select
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
-from capture.frame import Frame
+from capture.frame import ChangedFrame, Rect
 from capture.live import CaptureError, ScreenSource, display_name, failed
-
-Rect = tuple[int, int, int, int]  # left, top, width, height in frame pixels
 
 # Above this many rectangles in one grab, their bounding box is copied instead (one round trip).
 MAX_RECTS = 24
@@ -58,28 +55,6 @@ FULL_FRACTION = 0.5
 MAX_STALE = 64
 # The refresh re-reads the screen in this many bands of rows, one every refresh_s / REFRESH_BANDS.
 REFRESH_BANDS = 16
-
-
-@dataclass(slots=True)
-class ChangedFrame(Frame):
-    """A :class:`Frame` with the region that changed since the previous frame of its source:
-    ``changed`` is a tuple of ``(left, top, width, height)`` rectangles in frame pixels, ``()`` for
-    no change, ``None`` for "anything may have changed" (first grab, fallback). ``source`` tells
-    sources apart (frames of two sources may carry consecutive indices): :meth:`follows`."""
-
-    changed: tuple[Rect, ...] | None = None
-    source: int = 0
-
-    def follows(self, last: tuple[int, int] | None) -> bool:
-        """Whether this frame comes right after the frame ``last`` = ``(source, index)`` of its own
-        source, so that ``changed`` is relative to it."""
-        return last is not None and last == (self.source, self.index - 1)
-
-    def changed_area(self) -> int:
-        """Pixels inside ``changed`` (the whole frame for None; overlaps counted twice)."""
-        if self.changed is None:
-            return self.width * self.height
-        return sum(w * h for _, _, w, h in self.changed)
 
 
 class _Buffer:

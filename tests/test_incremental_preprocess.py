@@ -161,3 +161,31 @@ def test_a_still_frame_gives_the_last_actions_without_a_pass(monkeypatch):
     policy.reset("Click Cancel")
     act(8, (), cursor=(0.1, 0.1), history=(Click(0.1, 0.1),))
     assert len(passes) == 6
+
+
+@pytest.mark.parametrize("task", ["click-button", "enter-text", "drag-slider", "click-menu", "wait-spinner",
+                                  "dismiss-popup", "scroll-list", "fill-form"])
+def test_virtual_desktop_frames_say_what_changed(task):
+    """Between two frames of the virtual desktop, every pixel outside ``changed`` is the same (the
+    expert working the task, pointer moves included); the first frame says None."""
+    from agent.desktops.virtual import VirtualDesktop
+
+    d = VirtualDesktop(task, seed=3, size=(800, 600), theme="mixed", human_like=True)
+    prev = d.observe()
+    assert prev.changed is None and prev.follows(None) is False
+    checked = 0
+    for _ in range(60):
+        for a in d.oracle.expert_actions():
+            d.apply(a)
+        f = d.observe()
+        assert f.follows((prev.source, prev.index))
+        outside = np.ones(f.pixels.shape[:2], bool)
+        for x, y, w, h in f.changed or ():
+            outside[y:y + h, x:x + w] = False
+        if f.changed is not None:
+            assert np.array_equal(f.pixels[outside], prev.pixels[outside]), (task, f.index)
+            checked += 1
+        prev = f
+        if d.finished:
+            break
+    assert checked >= 3

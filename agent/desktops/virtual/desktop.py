@@ -26,7 +26,7 @@ from agent.desktops import DesktopError
 from agent.desktops.virtual.render import Canvas
 from agent.desktops.virtual.tasks import TAIL_S, TASKS, Task
 from agent.desktops.virtual.themes import resolve_look
-from capture import Frame, Screen
+from capture import ChangedFrame, Frame, Screen
 from policies.actions import Action, Click, Done, Drag, Key, MouseDown, MouseUp, Move, Scroll, Type, Wait
 
 POINTER_SPEED = 2000.0  # logical points per second
@@ -82,6 +82,7 @@ class VirtualDesktop:
         self.tail = float(tail)
         self._task.tail = self.tail
         self._canvas = Canvas(w, h, self.screen.scale, self.wallpaper, self.look)
+        self._cursor_box: tuple[int, int, int, int] | None = None
         self._t = 0.0
         self._index = 0
         self._closed = False
@@ -137,13 +138,22 @@ class VirtualDesktop:
 
     # -- Desktop protocol ----------------------------------------------------------------------
     def observe(self) -> Frame:
-        """Advance the clock one frame period and return the screen (a fresh array the caller owns)."""
+        """Advance the clock one frame period and return the screen (a fresh array the caller owns),
+        as a :class:`~capture.frame.ChangedFrame` saying what was repainted since the previous one."""
         if self._closed:
             raise DesktopError("the virtual desktop is closed")
         self._t += 1.0 / self.fps
         self._task.tick(self._t)
-        self._canvas.update(self._task.widgets)
-        frame = Frame(self._canvas.snapshot(self._px), round(self._t, 6), self._index, self.screen)
+        damage = self._canvas.update(self._task.widgets)
+        # What may differ from the previous frame: the repainted boxes and where the cursor was and is
+        cursor = self._canvas.cursor_box(self._px)
+        changed = None
+        if damage is not None and self._index > 0:
+            boxes = damage if cursor == self._cursor_box else [*damage, *(b for b in (self._cursor_box, cursor) if b)]
+            changed = tuple((x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)
+        self._cursor_box = cursor
+        frame = ChangedFrame(self._canvas.snapshot(self._px), round(self._t, 6), self._index, self.screen, changed,
+                             id(self))
         self._index += 1
         return frame
 

@@ -241,9 +241,11 @@ class Canvas:
     def _key(self, w: Paintable) -> tuple | None:
         return (w.bounds(), w.state_key()) if w.visible else None
 
-    def update(self, widgets: Sequence[Paintable]) -> None:
-        """Bring the buffer up to date with ``widgets`` (z-order: first is bottom-most)."""
-        if list(map(id, widgets)) != list(map(id, self._widgets)):
+    def update(self, widgets: Sequence[Paintable]) -> list[tuple[int, int, int, int]] | None:
+        """Bring the buffer up to date with ``widgets`` (z-order: first is bottom-most). Returns the
+        repainted boxes ``(x0, y0, x1, y1)`` in physical pixels, or None for a new scene (all of it)."""
+        scene = None if list(map(id, widgets)) != list(map(id, self._widgets)) else []
+        if scene is None:
             # a new scene: wallpaper everywhere (numpy, fast), then every widget counts as damage
             self._widgets = list(widgets)
             self._painted = [None] * len(widgets)
@@ -260,8 +262,19 @@ class Canvas:
                     if box is not None:
                         damage.append(box)
             self._painted[i] = key
-        for box in merge_boxes(damage):
+        boxes = merge_boxes(damage)
+        for box in boxes:
             self._paint_region(box)
+        return None if scene is None else boxes
+
+    def cursor_box(self, cursor_px: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
+        """The box :meth:`snapshot` draws the cursor into, or None."""
+        if cursor_px is None:
+            return None
+        cx, cy = cursor_px
+        sh, sw = self._cursor_mask.shape
+        x1, y1 = min(self.width, cx + sw), min(self.height, cy + sh)
+        return (cx, cy, x1, y1) if x1 > cx and y1 > cy else None
 
     def _paint_region(self, box: tuple[int, int, int, int]) -> None:
         x0, y0, x1, y1 = box
