@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from agent.cli.main import build_parser, main
 from agent.cli.util import HUMAN_LIKE, shows_default
+from tests.test_stream import _serve_proc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,32 +170,16 @@ def test_tls_ca_needs_a_wss_desktop(tmp_path, capsys):
     assert "missing.pem: no such file" in capsys.readouterr().err
 
 
-def _serve_tls(cert: Path, key: Path, token: str):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--token", token, "--tasks", "click-button",
-         "--screen", "320x240", "--fps", "10", "--no-video", "--tls-cert", str(cert), "--tls-key", str(key)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"websocket\s+(wss://[\d.]+:\d+)/ws", line)
-        if m:
-            return proc, m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("dw serve --tls-cert did not start")
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the self-signed certificate needs openssl")
 def test_dw_run_tls_ca_trusts_a_self_signed_dw_serve(tmp_path, capsys):
     from agent.stream.tls import self_signed
 
     self_signed("127.0.0.1", out_dir=tmp_path)
     cert, key, token = tmp_path / "cert.pem", tmp_path / "key.pem", "c" * 24
-    proc, url = _serve_tls(cert, key, token)
+    proc, url = _serve_proc("--tasks", "click-button", "--screen", "320x240", "--fps", "10", "--no-video",
+                            "--tls-cert", str(cert), "--tls-key", str(key), token=token)
     try:
+        assert url.startswith("wss://"), url
         base = ["run", "--desktop", url, "--token", token, "--policy", "scripted", "--max-steps", "30", "--json"]
         assert main(base) == 2  # not trusted without --tls-ca
         assert "certificate verify failed" in capsys.readouterr().err

@@ -430,6 +430,8 @@ def test_stream_benchmark_reports_every_stage_at_1080p():
 
 # -- the command line: dw serve + dw run --desktop ws://... ---------------------------------------------
 def _serve_proc(*extra: str, token: str = "c" * 24):
+    """``dw serve --port 0 ...`` in a process, and the websocket URL it prints (ws:// or, with
+    ``--tls-cert``, wss://)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "serve", "--port", "0", "--token", token, *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
@@ -437,9 +439,9 @@ def _serve_proc(*extra: str, token: str = "c" * 24):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
-        m = re.search(r"websocket\s+ws://([\d.]+):(\d+)/ws", line)
+        m = re.search(r"websocket\s+(wss?://[\d.]+:\d+)/ws", line)
         if m:
-            return proc, f"ws://{m.group(1)}:{m.group(2)}"
+            return proc, m.group(1)
         if not line and proc.poll() is not None:
             break
     proc.kill()
