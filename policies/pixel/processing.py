@@ -204,7 +204,8 @@ class Preprocessor:
         track = changed is not NOT_TRACKED
         rects = None if not track or changed is None else np.array(changed, np.int64).reshape(-1, 4)
         c = self.cfg
-        cells = self._cells(pixels, rects)
+        # the cell map is kept (a buffer of its own) only for tracked frames: the next one reuses it
+        cells = self._cells(pixels, rects) if track else area_down(pixels, self.cells_w, self.cells_h)
         cv2.resize(cells, (c.global_w, c.global_h), dst=self.global_view, interpolation=cv2.INTER_AREA)
         # content: edges of the cell map (the wallpaper is a smooth vertical gradient: no edges)
         gray = cv2.cvtColor(cells, cv2.COLOR_BGRA2GRAY)
