@@ -45,10 +45,27 @@ def test_expert_succeeds_and_says_done(name, size, scale, seeds):
             assert d.now() < type(d.oracle).time_limit + 2
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", NAMES)
 def test_instructions_come_in_several_phrasings(name):
     firsts = {VirtualDesktop(name, seed=s, size=(640, 480)).instruction.split()[0] for s in range(40)}
     assert len(firsts) >= 3, (name, firsts)
+
+
+@pytest.mark.parametrize("name", ["click-menu", "select-dropdown"])
+def test_the_phrasing_is_drawn_apart_from_the_layout(name):
+    """A seed gives the same screen and pointer whichever phrasing it draws: the phrasing takes
+    nothing from the layout's generator (a stand-in that picks without drawing changes nothing)."""
+    from agent.desktops.virtual import base
+
+    def shot(pick: int | None):
+        with pytest.MonkeyPatch.context() as mp:
+            if pick is not None:
+                mp.setattr(base.Task, "phrase", lambda self, *t, **v: t[pick].format(**v))
+            d = VirtualDesktop(name, seed=7, size=(640, 480))
+            return d.instruction, d.oracle.cursor, d.observe().pixels
+
+    (_, cur, px), (a, cur_a, px_a), (b, cur_b, px_b) = shot(None), shot(0), shot(1)
+    assert a != b and cur == cur_a == cur_b and (px == px_a).all() and (px == px_b).all()
 
 
 def wrong(name: str, d: VirtualDesktop) -> None:

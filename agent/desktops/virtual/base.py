@@ -126,9 +126,12 @@ ICON_NAMES = (
 ICON_COLORS = ((236, 184, 64), (90, 160, 230), (120, 190, 110), (220, 110, 100), (170, 130, 210))
 
 
+def _plain_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _quote_list(items: list[str]) -> str:
-    q = [f'"{s}"' for s in items]
-    return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " and " + q[-1]
+    return _plain_list([f'"{s}"' for s in items])
 
 
 class Task(Scene):
@@ -307,8 +310,12 @@ class Task(Scene):
 
     # -- helpers for the families ----------------------------------------------------------------
     def phrase(self, *templates: str, **values: str) -> str:
-        """One of ``templates`` (seeded), filled with ``values``: instructions come in several phrasings."""
-        return self.rng.choice(templates).format(**values)
+        """One of ``templates`` (seeded), filled with ``values``: instructions come in several phrasings.
+
+        The phrasing is drawn apart from the layout (its own generator), so a seed gives the same
+        screen whichever phrasing it gets.
+        """
+        return random.Random(f"phrase/{self.name}/{self.seed}").choice(templates).format(**values)
 
     def named(self, word: str | None) -> str | None:
         """``word`` if the instruction names it as a whole word (an expert target), else None."""

@@ -23,6 +23,7 @@ from agent.desktops.virtual.base import (
     TEXT_WORDS,
     WINDOW_TITLES,
     Task,
+    _plain_list,
     _quote_list,
 )
 from agent.desktops.virtual.families import FAMILIES
@@ -62,7 +63,7 @@ class ClickButton(Task):
             self.buttons.append(b)
             self.widgets.append(b)
         self.target = r.choice(self.buttons)
-        self.instruction = f'Click the "{self.target.label}" button.'
+        self.instruction = self.phrase('Click the "{b}" button.', "Press {b}.", 'Choose "{b}".', b=self.target.label)
 
     def on_activate(self, w: Widget, count: int) -> None:
         if isinstance(w, Button):
@@ -98,7 +99,8 @@ class ClickCheckboxes(Task):
         self.submit = Button(Rect(area.right - 90, area.bottom - 28, 90, 28), name="Submit", label="Submit", style="primary")
         self.widgets.append(self.submit)
         names = [b.label for b in self.boxes if b in self.targets]
-        self.instruction = f"Select {_quote_list(names)}, then click Submit."
+        self.instruction = self.phrase("Select {q}, then click Submit.", "Tick {p} and press Submit.",
+                                       "Check {q}, then Submit.", q=_quote_list(names), p=_plain_list(names))
 
     def correct(self) -> bool:
         return all(b.checked == (b in self.targets) for b in self.boxes)
@@ -142,9 +144,13 @@ class EnterText(Task):
         self.target = r.choice(self.fields)
         self.word = r.choice(TEXT_WORDS)
         if len(self.fields) == 1:
-            self.instruction = f'Type "{self.word}" into the text field and press Enter.'
+            self.instruction = self.phrase('Type "{w}" into the text field and press Enter.',
+                                           'Enter "{w}" in the text box, then press Enter.',
+                                           'Write "{w}" in the field and hit Enter.', w=self.word)
         else:
-            self.instruction = f'Type "{self.word}" into the "{self.target.name}" field and press Enter.'
+            self.instruction = self.phrase('Type "{w}" into the "{f}" field and press Enter.',
+                                           'Enter "{w}" in the {f} field, then press Enter.',
+                                           'In the {f} box, write "{w}" and hit Enter.', w=self.word, f=self.target.name)
 
     def on_key(self, combo: str) -> bool:
         if combo in ("enter", "return") and isinstance(self.focus, TextField):
@@ -193,7 +199,9 @@ class DragSlider(Task):
         self.widgets.append(self.slider)
         self.submit = Button(Rect(area.right - 90, area.y + 76, 90, 28), name="Submit", label="Submit", style="primary")
         self.widgets.append(self.submit)
-        self.instruction = f"Set the {what.lower()} slider to {self.goal}, then click Submit."
+        self.instruction = self.phrase("Set the {s} slider to {g}, then click Submit.",
+                                       "Move {s} to {g} and press Submit.", "Drag the {S} slider to {g}, then Submit.",
+                                       s=what.lower(), S=what, g=str(self.goal))
 
     def thumb(self) -> Rect:
         s = self.slider
@@ -286,7 +294,8 @@ class ClickMenu(Task):
         self.widgets.extend(popups)
         self.menu = r.choice(self.titles)
         self.item = r.choice(self.menu.items)
-        self.instruction = f'Choose "{self.item.label}" from the "{self.menu.label}" menu.'
+        self.instruction = self.phrase('Choose "{i}" from the "{m}" menu.', "Open the {m} menu and click {i}.",
+                                       'Select {m} > "{i}".', i=self.item.label, m=self.menu.label)
 
     def on_activate(self, w: Widget, count: int) -> None:
         if isinstance(w, MenuItem):
@@ -347,7 +356,9 @@ class CloseDialog(Task):
         self.modal = "dialog"
         self._use_button = self.close_button is not None and r.random() < 0.5
         how = "its Close button or the X in its title bar" if with_close else "the X in its title bar"
-        self.instruction = f'Close the "{title}" dialog with {how}, without choosing an option.'
+        self.instruction = self.phrase('Close the "{t}" dialog with {h}, without choosing an option.',
+                                       "Dismiss the {t} dialog using {h}; choose no option.",
+                                       'Shut "{t}" with {h}, not with one of its buttons.', t=title, h=how)
 
     def _dismiss(self) -> None:
         for w in self.widgets:
@@ -388,7 +399,8 @@ class DoubleClickIcon(Task):
             self.widgets.append(ic)
         self.target = r.choice(self.icons)
         self.opened: Window | None = None
-        self.instruction = f'Open "{self.target.label}" by double-clicking its icon.'
+        self.instruction = self.phrase('Open "{i}" by double-clicking its icon.', "Double-click the {i} icon.",
+                                       'Launch "{i}" from the desktop with a double click.', i=self.target.label)
 
     def on_background_click(self, x: float, y: float, count: int) -> None:
         for ic in self.icons:
