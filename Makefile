@@ -44,7 +44,7 @@ $(VENV)/.installed: pyproject.toml
 setup: system $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/dw demo
+	$(VENV)/bin/dw demo --policy pixel-small --tasks classic --theme classic --font default
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,8 @@ The reference (tests/data/reference_actions.json) was recorded by tests/make_ref
 with the version-1 code and checkpoints (commit c932cc8), PyTorch in float32: every frame of both
 fixture sessions, with the actions so far as history. Tolerance: the same action types, keys and
 buttons, and every coordinate within 1e-4 of the screen (a 5K screen's half pixel); measured: at
-most 2.4e-8.
+most 2.4e-8. pixel-small's entry was recorded again on 2026-12-05 from the weights bundled that day
+(made with the version-2 code), so it now guards that later code keeps their actions.
 """
 
 from __future__ import annotations
