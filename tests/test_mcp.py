@@ -76,7 +76,8 @@ def test_stdio_lists_tools_screenshots_and_clicks_the_right_button():
             assert payload(shot)["screen"] == {"width": 1280, "height": 720, "scale": 1.0}
 
             state = payload(await session.call_tool("state", {}))
-            assert state["instruction"].startswith("Click the") and state["success"] is None
+            assert state["instruction"] == VirtualDesktop("click-button", seed=0, size=(1280, 720)).instruction
+            assert state["success"] is None
 
             bad = await session.call_tool("click", {"x": 1.5, "y": 0.5})
             assert bad.is_error and "x" in bad.content[0].text
