@@ -452,3 +452,18 @@ def test_fuzz_http_headers_give_a_decision_never_a_crash():
             assert r.status.value == 404
 
     check()
+
+
+@pytest.mark.parametrize("path", ["//[", "//]x", "/ws?//["])
+def test_a_request_path_that_cannot_be_split_is_refused(path):
+    """``//[`` makes urlsplit raise: the viewer's files answer 404 and the websocket endpoint 4xx."""
+    from agent.stream import http as H
+
+    with pytest.raises(H.Refusal) as r:
+        H.static_file(path)
+    assert r.value.status.value == 404
+    try:
+        H.check_websocket(path, {"Host": "127.0.0.1"}, bound_host="127.0.0.1", allow_origins=set(),
+                          controller_token="c" * 24, viewer_token="v" * 24, formats=P.FORMATS)
+    except H.Refusal as e:
+        assert 400 <= e.status.value < 500

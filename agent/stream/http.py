@@ -110,8 +110,8 @@ class Accepted:
 def check_websocket(path: str, headers, *, bound_host: str, allow_origins, controller_token: str,
                     viewer_token: str, formats: tuple[str, ...]) -> Accepted:
     """All the checks of a websocket handshake (Host already checked); :class:`Refusal` on failure."""
-    parts = urlsplit(path)
-    if parts.path != WS_PATH:
+    parts = _split(path)
+    if parts is None or parts.path != WS_PATH:
         raise Refusal(HTTPStatus.NOT_FOUND, f"the websocket endpoint is {WS_PATH}")
     check_origin(headers.get("Origin"), headers.get("Host"), allow_origins)
     query = parse_qs(parts.query)
@@ -128,9 +128,18 @@ def check_websocket(path: str, headers, *, bound_host: str, allow_origins, contr
     return Accepted(role, fmt)
 
 
+def _split(path: str):
+    """``path`` split into its parts, or None where it cannot be (``//[``: a bracket left open)."""
+    try:
+        return urlsplit(path)
+    except ValueError:
+        return None
+
+
 def static_file(path: str) -> tuple[bytes, dict[str, str]]:
     """The viewer's file at ``path`` with its headers; :class:`Refusal` 404 for anything else."""
-    entry = STATIC.get(urlsplit(path).path)
+    parts = _split(path)
+    entry = None if parts is None else STATIC.get(parts.path)
     if entry is None:
         raise Refusal(HTTPStatus.NOT_FOUND, "not found")
     name, ctype = entry
