@@ -71,14 +71,7 @@ class FormScene(Task):
         r, spec = self.rng, self.spec
         n = len(spec["fields"])
         _, area = self.window(spec["title"], r.uniform(420, 560), 150 + 44 * n)
-        fw = min(240.0, area.w - 110)
-        self.fields: list[TextField] = []
-        for i, fname in enumerate(spec["fields"]):
-            y = area.y + i * 44
-            self.widgets.append(Label(Rect(area.x, y, 100, 28), text=f"{fname}:"))
-            f = TextField(Rect(area.x + 104, y, fw, 28), name=fname)
-            self.fields.append(f)
-            self.widgets.append(f)
+        self.fields = self.field_rows(area, spec["fields"], min(240.0, area.w - 110), math.inf)
         self.commit = self.add_button(area.right - 96, area.bottom - 64, spec["button"], "primary")
         self.status = Label(Rect(area.x, area.bottom - 24, area.w, 22), text="", color="muted")
         self.widgets.append(self.status)

@@ -28,8 +28,10 @@ from agent.desktops.virtual.themes import CLASSIC, Look
 from agent.desktops.virtual.widgets import (
     TITLE_H,
     Button,
+    Label,
     Panel,
     Scene,
+    TextField,
     Widget,
     Window,
 )
@@ -322,6 +324,21 @@ class Task(Scene):
         if word and re.search(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", self.instruction):
             return word
         return None
+
+    def field_rows(self, area: Rect, names: list[str], width: float, bottom: float, label_w: float = 100,
+                   field_x: float = 104) -> list[TextField]:
+        """A form's text fields, one a row (44 points apart) from the top of ``area``, each after its
+        label ("Name:"), as many of ``names`` as fit above ``bottom``."""
+        fields: list[TextField] = []
+        for i, name in enumerate(names):
+            y = area.y + i * 44
+            if y + 28 > bottom:
+                break
+            self.widgets.append(Label(Rect(area.x, y, label_w, 28), text=f"{name}:"))
+            f = TextField(Rect(area.x + field_x, y, width, 28), name=name)
+            fields.append(f)
+            self.widgets.append(f)
+        return fields
 
     def add_button(self, x: float, y: float, label: str, style: str = "normal", group: str = "main",
                    min_w: float = 80.0) -> Button:

@@ -131,16 +131,7 @@ class EnterText(Task):
         n = r.randint(1, 3)
         _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(380, 560), 120 + 44 * n)
         names = r.sample(FIELD_NAMES, n)
-        fw = min(260.0, area.w - 100)
-        self.fields: list[TextField] = []
-        for i, fname in enumerate(names):
-            y = area.y + i * 44
-            if y + 28 > area.bottom:
-                break
-            self.widgets.append(Label(Rect(area.x, y, 90, 28), text=f"{fname}:"))
-            f = TextField(Rect(area.x + 96, y, fw, 28), name=fname)
-            self.fields.append(f)
-            self.widgets.append(f)
+        self.fields = self.field_rows(area, names, min(260.0, area.w - 100), area.bottom, label_w=90, field_x=96)
         self.target = r.choice(self.fields)
         self.word = r.choice(TEXT_WORDS)
         if len(self.fields) == 1:

@@ -299,16 +299,7 @@ class FillForm(_Commit):
         _, area = self.window(r.choice(("Sign Up", "New Contact", "Registration", "Profile", "Account")),
                               r.uniform(400, 560), 110 + 44 * n)
         names = r.sample(FIELD_NAMES, n)
-        fw = min(240.0, area.w - 110)
-        self.fields: list[TextField] = []
-        for i, fname in enumerate(names):
-            y = area.y + i * 44
-            if y + 28 > area.bottom - 36:
-                break
-            self.widgets.append(Label(Rect(area.x, y, 100, 28), text=f"{fname}:"))
-            f = TextField(Rect(area.x + 104, y, fw, 28), name=fname)
-            self.fields.append(f)
-            self.widgets.append(f)
+        self.fields = self.field_rows(area, names, min(240.0, area.w - 110), area.bottom - 36)
         self.values = {f.name: field_text(r, f.name) for f in self.fields}
         self.commit = self.add_button(area.right - 96, area.bottom - 28, "Submit", "primary")
         pairs = list(self.values.items())
@@ -351,18 +342,10 @@ class TypeField(Task):
         n = r.randint(2, 5)
         _, area = self.window(r.choice(("New Contact", "Profile", "Shipping", "Sign Up", "Details", "Account")),
                               r.uniform(420, 580), 60 + 44 * n)
-        fw = min(260.0, area.w - 110)
-        self.fields: list[TextField] = []
-        for i, fname in enumerate(r.sample(FIELD_NAMES, n)):
-            y = area.y + i * 44
-            if y + 28 > area.bottom:
-                break
-            self.widgets.append(Label(Rect(area.x, y, 100, 28), text=f"{fname}:"))
-            f = TextField(Rect(area.x + 104, y, fw, 28), name=fname)
+        self.fields = self.field_rows(area, r.sample(FIELD_NAMES, n), min(260.0, area.w - 110), area.bottom)
+        for f in self.fields:
             if r.random() < 0.4:  # filled in earlier
-                f.text = field_text(r, fname)
-            self.fields.append(f)
-            self.widgets.append(f)
+                f.text = field_text(r, f.name)
         self.target = r.choice(self.fields)
         self.value = field_text(r, self.target.name)
         if self.target.text == self.value:
