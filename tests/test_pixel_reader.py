@@ -153,6 +153,10 @@ def test_dw_reader_rejects_bad_settings(tmp_path, capsys):
     assert "desktop_tasks: unknown task 'drag-sliders'" in capsys.readouterr().err
     assert reader('desktop_tasks = ["drag-slider"]\ndesktop_share = 0.0') == 2
     assert "would go unused" in capsys.readouterr().err
+    assert reader('desktop_looks = "plaid"') == 2
+    assert "desktop_looks 'plaid': one of classic, mixed" in capsys.readouterr().err
+    assert reader(f'bank = [{junk}]\ndesktop_looks = "mixed"') == 2
+    assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
@@ -213,6 +217,32 @@ def test_desktop_tiles_name_the_one_whole_word_inside():
     assert any(w.isdigit() for w in slider)
     assert {w for w in slider if w} <= {"Submit", "Volume", "Brightness", "Opacity", "Zoom", "Speed", "Contrast",
                                        "Balance"} | {str(v) for v in range(101)} | _title_words()
+
+
+def test_mixed_desktop_scenes_come_in_many_looks_classic_ones_in_one():
+    from agent.desktops.virtual import reading
+
+    seen = {"classic": set(), "mixed": set()}
+    made = []
+    real = reading.VirtualDesktop
+
+    def spy(*a, **kw):
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    reading.VirtualDesktop = spy
+    try:
+        for looks in seen:
+            rng = random.Random(3)
+            for _ in range(12):
+                pixels, _, words = reading.scene(rng, looks=looks)
+                assert pixels.ndim == 3 and words
+                seen[looks].add((made[-1].look.theme.name, made[-1].look.face, made[-1].look.size))
+    finally:
+        reading.VirtualDesktop = real
+    assert len(seen["classic"]) == 1 and len(seen["mixed"]) >= 4
+    with pytest.raises(ValueError, match="looks 'plaid'"):
+        reading.scene(random.Random(0), looks="plaid")
 
 
 def test_reader_training_goes_on_from_a_reader_with_desktop_tiles(reader, tmp_path):

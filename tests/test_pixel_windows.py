@@ -108,6 +108,34 @@ def test_synthetic_windows_name_what_the_rule_names():
     assert torch.equal(again[0], tiles) and again[2] == texts
 
 
+def test_option_columns_stack_one_word_a_row_behind_the_same_indicator():
+    """A column of options (radio buttons, check boxes, a list): its words start at one x, a row
+    apart, and each row but the list's has an indicator left of its word."""
+    from PIL import Image, ImageDraw
+
+    font = R._font(None, 13)
+    line = font.getbbox("Hg", anchor="ls")
+    marked = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        img = Image.new("RGB", (200, 200), (255, 255, 255))
+        put_at: list[tuple[float, float]] = []
+        R._option_rows(rng, ImageDraw.Draw(img), lambda w, x, y, at=put_at: at.append((x, y)) or x + 30,
+                       lambda: "Word", font, 100.0, 100.0, line, (255, 255, 255), (0, 0, 0), 1.0)
+        assert all(x == 100.0 for x, _ in put_at) and 100.0 not in [y for _, y in put_at]  # the centred row is the caller's
+        text_h = line[3] - line[1]
+        steps = {round(abs(y - 100.0), 6) for _, y in put_at}
+        if steps:  # one pitch of 1.3 to 2.2 text heights: each row one or two pitches from the centred one
+            fits = [p for p in (min(steps), min(steps) / 2) if 1.3 * text_h - 1e-6 <= p <= 2.2 * text_h + 1e-6
+                    and all(min(abs(d - p), abs(d - 2 * p)) < 1e-4 for d in steps)]
+            assert fits, (seed, steps, text_h)
+        left_of_text = np.asarray(img)[:, :100]
+        rows_with_ink = {int(y) for y in np.nonzero(left_of_text.min(axis=(1, 2)) < 128)[0]}
+        assert not rows_with_ink or min(abs(r - 100) for r in rows_with_ink) < 2 * text_h  # the centred row's indicator
+        marked += bool(rows_with_ink)
+    assert 15 <= marked <= 38  # circles and boxes, and some lists without any
+
+
 def _window_model(**over) -> PixelModel:
     """A model whose reader grounding reads WINDOW with a 4-channel reader of a 32-wide head."""
     grounding = {"window": list(WINDOW[:2]), "window_px": list(WINDOW[2:]), "reader": {"channels": 4, "head": 32}}

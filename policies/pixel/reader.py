@@ -142,7 +142,8 @@ def render_window(rng: random.Random, words: Sequence[str], faces: Sequence[str 
     """One synthetic read window (``window`` = ``(w_pt, h_pt, w_px, h_px)``; uint8 BGR, ``h_px`` x
     ``w_px``) and the word it names (:func:`policies.pixel.processing.centred_word`): mostly a word
     centred in its middle cell of half a tile, with neighbours on its line and lines above and
-    below, as in running text and lists."""
+    below, as in running text, or in a column of options, one word a row behind a radio circle or
+    a check box, as in forms and lists."""
     from policies.pixel.processing import centred_word
 
     w_pt, h_pt, w_px, h_px = window
@@ -184,23 +185,59 @@ def _draw_window(rng: random.Random, words: Sequence[str], faces: Sequence[str |
     line_h = (line[3] - line[1]) * rng.uniform(1.3, 2.2)
     cx, cy = ww / 2 + rng.uniform(-cell / 2, cell / 2), wh / 2 + rng.uniform(-cell / 2, cell / 2)
     space = f.getlength(" ") * rng.uniform(1, 3)
-    y = cy
+    y, left = cy, cx
+    column = rng.random() < 0.35  # a column of options (radio buttons, check boxes, a list), one a row
     if rng.random() < 0.9:  # the centred word, and neighbours on its line
         word = some_word()
         x0, y0, x1, y1 = f.getbbox(word, anchor="ls")
         x, y = cx - (x0 + x1) / 2, cy - (y0 + y1) / 2
         right = put(word, x, y)
-        if rng.random() < 0.5:
+        left = x + x0
+        if not column and rng.random() < 0.5:
             other = some_word()
             put(other, x + x0 - space - f.getlength(other), y)
-        if rng.random() < 0.5:
+        if not column and rng.random() < 0.5:
             put(some_word(), right + space, y)
+    if column:
+        _option_rows(rng, d, put, some_word, f, left, y, line, bg, ink, scale)
+        return img, drawn
     for dy in (-line_h, line_h):  # lines above and below
         if rng.random() < 0.4:
             x = rng.uniform(-0.5, 0.3) * ww
             while x < ww:
                 x = put(some_word(), x, y + dy) + space
     return img, drawn
+
+
+def _option_rows(rng: random.Random, d: ImageDraw.ImageDraw, put: Callable, some_word: Callable, f, left: float,
+                 y: float, line: tuple, bg: tuple[int, int, int], ink: tuple[int, int, int], scale: float) -> None:
+    """Rows of a column of options around the centred word's row (baseline ``y``, text from ``left``):
+    the same indicator before each (a radio circle, a check box, or none, as in a list), other
+    options a row above and below, packed as toolkits pack them (1.3 to 2.2 text heights apart)."""
+    text_h = line[3] - line[1]
+    pitch = text_h * rng.uniform(1.3, 2.2)
+    kind = rng.choice(("circle", "box", None))
+    side = text_h * rng.uniform(0.8, 1.2)
+    gap = side * rng.uniform(0.3, 0.8)
+    mark = _contrasting(rng, bg) if rng.random() < 0.5 else ink
+    fill = (255, 255, 255) if rng.random() < 0.5 else None
+    chosen = rng.randrange(-2, 3)
+    for row in range(-2, 3):
+        yy = y + row * pitch
+        if row and rng.random() < 0.8:
+            put(some_word(), left, yy)
+        elif row:
+            continue
+        if kind is None:
+            continue
+        top = yy + (line[1] + line[3]) / 2 - side / 2  # centred on the row's text
+        box = (left - gap - side, top, left - gap, top + side)
+        w = max(1, round(scale))
+        (d.ellipse if kind == "circle" else d.rectangle)(box, outline=mark, fill=fill, width=w)
+        if row == chosen:  # the one set: a dot or a tick
+            i = side * 0.3
+            inner = (box[0] + i, box[1] + i, box[2] - i, box[3] - i)
+            (d.ellipse if kind == "circle" else d.rectangle)(inner, fill=mark)
 
 
 def encode_word(word: str) -> np.ndarray:

@@ -17,7 +17,7 @@ DEFAULT_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/
                  "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
                  "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf")
 KEYS = ("size", "stem", "channels", "head_width", "tile_pt", "glimpse_px", "steps", "batch_size", "lr",
-        "time_budget_s", "init", "teacher", "desktop_share", "desktop_tasks", "bank", "window", "window_px", "fonts")
+        "time_budget_s", "init", "teacher", "desktop_share", "desktop_tasks", "desktop_looks", "bank", "window", "window_px", "fonts")
 
 
 def words() -> list[str]:
@@ -63,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
     r.setdefault("batch_size", 256)
     r.setdefault("fonts", DEFAULT_FONTS)
     share = float(r.pop("desktop_share", 0.5))
-    tasks, bank = r.pop("desktop_tasks", None), r.pop("bank", None)
+    tasks, bank, looks = r.pop("desktop_tasks", None), r.pop("bank", None), r.pop("desktop_looks", None)
     if r["steps"] < 1 or r["batch_size"] < 1 or r["channels"] < 1:
         raise UserError("steps, batch_size and channels must be at least 1")
     if not 0.0 <= share < 1.0:
         raise UserError("desktop_share must be at least 0 and below 1")
     if (bank or tasks) and share == 0:
         raise UserError("bank and desktop_tasks give the desktop_share tiles: with a share of 0 they would go unused")
-    if bank and tasks:
-        raise UserError("desktop_tasks chooses the virtual desktop's tiles: give it or a bank, not both")
+    if bank and (tasks or looks):
+        raise UserError("desktop_tasks and desktop_looks choose the virtual desktop's tiles: give them or a bank, not both")
     window, window_px = r.pop("window", None), r.pop("window_px", None)
     tile_pt = int(r.get("tile_pt", 64))
     if tile_pt < 8:
@@ -97,15 +97,17 @@ def run(args: argparse.Namespace) -> int:
 
         desktop = bank_source(list(bank))
     elif share > 0:
-        from agent.desktops.virtual.reading import desktop_tiles
+        from agent.desktops.virtual.reading import LOOKS, desktop_tiles
 
-        desktop = desktop_tiles
+        if looks is not None and looks not in LOOKS:
+            raise UserError(f"[reader] desktop_looks {looks!r}: one of {', '.join(LOOKS)}")
+        names = None
         if tasks:  # a task named twice is drawn twice as often
             try:
                 names = [t for p in tasks for t in parse_virtual_tasks(p)]
             except UserError as e:
                 raise UserError(f"[reader] desktop_tasks: {e}") from None
-            desktop = functools.partial(desktop_tiles, tasks=names)
+        desktop = functools.partial(desktop_tiles, tasks=names, looks=looks or "classic")
     r["time_budget_s"] = r.get("time_budget_s")
     try:
         summary = pretrain_reader(args.out, seed=args.seed, words=words(), device=args.device, desktop=desktop,

@@ -25,10 +25,12 @@ from PIL import Image
 from agent.desktops.virtual.desktop import VirtualDesktop
 from agent.desktops.virtual.render import TEXT, Canvas, Painter
 from agent.desktops.virtual.tasks import CLASSIC_TASKS
+from agent.desktops.virtual.themes import MIXED
 from policies.pixel.words import WORD_EXTRA
 
 SIZES = ((640, 480, 1.0), (1280, 720, 1.0), (1920, 1080, 1.0), (1600, 900, 1.25), (1920, 1080, 1.5),
          (2560, 1440, 2.0))
+LOOKS = ("classic", MIXED)  # what a reader's desktop scenes look like (scene's looks)
 SEED_BASE = 500_000  # scene seeds from here on: far from the demos' and the evaluation's
 _WORD = re.compile("[0-9A-Za-z" + re.escape(WORD_EXTRA) + "]+")
 
@@ -104,13 +106,20 @@ def paint_scene(desk: VirtualDesktop) -> tuple[np.ndarray, list[tuple[str, tuple
     return np.ascontiguousarray(np.asarray(image)[:, :, :3]), words
 
 
-def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = None) -> tuple[np.ndarray, float, list]:
+def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = None,
+          looks: str = "classic") -> tuple[np.ndarray, float, list]:
     """One random scene: (BGR pixels, scale, visible words). Training scenes have even seeds,
     ``held_out`` ones odd. ``tasks``: the tasks to draw from (a name given twice is drawn twice
-    as often); default each of the 7 classic families once (what the bundled readers saw)."""
+    as often); default each of the 7 classic families once (what the bundled readers saw).
+    ``looks``: ``classic`` (the classic theme and default face) or ``mixed`` (each scene's theme,
+    face and size drawn from its task and seed, as ``--theme mixed --font mixed`` draws them)."""
+    if looks not in LOOKS:
+        raise ValueError(f"looks {looks!r}: one of {', '.join(LOOKS)}")
     w, h, scale = rng.choice(SIZES)
     task = rng.choice(tasks or sorted(CLASSIC_TASKS))
-    desk = VirtualDesktop(task, seed=SEED_BASE + 2 * rng.randrange(10**6) + held_out, size=(w, h), scale=scale)
+    mixed = MIXED if looks == MIXED else None
+    desk = VirtualDesktop(task, seed=SEED_BASE + 2 * rng.randrange(10**6) + held_out, size=(w, h), scale=scale,
+                          theme=mixed, font=mixed)
     try:
         desk.observe()
         for _ in range(rng.randint(0, 3)):  # some way into the task: menus open, text typed, ...
@@ -187,13 +196,13 @@ def scene_windows(rng: random.Random, pixels: np.ndarray, scale: float, words: l
 
 def desktop_tiles(rng: random.Random, n: int, held_out: bool = False, tile_pt: int = 64, glimpse_px: int = 48,
                   per_scene: int = 24, window: tuple[int, int, int, int] | None = None,
-                  tasks: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+                  tasks: list[str] | None = None, looks: str = "classic") -> tuple[np.ndarray, list[str]]:
     """``n`` labelled desktop tiles ((n, G, G, 3) uint8 BGR and their words), ``per_scene`` from each
-    scene (of ``tasks``: see :func:`scene`); ``held_out`` scenes never appear otherwise. With
+    scene (of ``tasks``, in ``looks``: see :func:`scene`); ``held_out`` scenes never appear otherwise. With
     ``window``, read windows (:func:`scene_windows`) instead of tiles."""
     tiles, texts = [], []
     while len(tiles) < n:
-        pixels, scale, words = scene(rng, held_out, tasks)
+        pixels, scale, words = scene(rng, held_out, tasks, looks)
         m = min(per_scene, n - len(tiles))
         cut = (scene_windows(rng, pixels, scale, words, m, tile_pt, window) if window
                else scene_tiles(rng, pixels, scale, words, m, tile_pt, glimpse_px))
