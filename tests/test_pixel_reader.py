@@ -155,6 +155,10 @@ def test_dw_reader_rejects_bad_settings(tmp_path, capsys):
     assert "would go unused" in capsys.readouterr().err
     assert reader('desktop_looks = "plaid"') == 2
     assert "desktop_looks 'plaid': one of classic, mixed" in capsys.readouterr().err
+    assert reader('desktop_looks = ["classic", 3]') == 2
+    assert "desktop_looks 3: one of classic, mixed" in capsys.readouterr().err
+    assert reader('desktop_looks = []') == 2
+    assert "desktop_looks []" in capsys.readouterr().err
     assert reader(f'bank = [{junk}]\ndesktop_looks = "mixed"') == 2
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -241,6 +245,16 @@ def test_mixed_desktop_scenes_come_in_many_looks_classic_ones_in_one():
     finally:
         reading.VirtualDesktop = real
     assert len(seen["classic"]) == 1 and len(seen["mixed"]) >= 4
+    both = set()
+    rng = random.Random(3)
+    reading.VirtualDesktop = spy
+    try:
+        for _ in range(12):
+            reading.scene(rng, looks=["classic", "mixed"])
+            both.add((made[-1].look.theme.name, made[-1].look.face, made[-1].look.size))
+    finally:
+        reading.VirtualDesktop = real
+    assert len(both) >= 3 and both & seen["classic"]  # some scenes classic, the others drawn
     with pytest.raises(ValueError, match="looks 'plaid'"):
         reading.scene(random.Random(0), looks="plaid")
 

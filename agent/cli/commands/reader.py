@@ -99,15 +99,20 @@ def run(args: argparse.Namespace) -> int:
     elif share > 0:
         from agent.desktops.virtual.reading import LOOKS, desktop_tiles
 
-        if looks is not None and looks not in LOOKS:
-            raise UserError(f"[reader] desktop_looks {looks!r}: one of {', '.join(LOOKS)}")
+        if looks is None:
+            looks = ["classic"]
+        looks = [looks] if isinstance(looks, str) else looks if isinstance(looks, list) else [looks]
+        bad = [x for x in looks if x not in LOOKS]  # a look named twice is drawn twice as often
+        if bad or not looks:
+            raise UserError(f"[reader] desktop_looks {bad[0] if bad else looks!r}: one of {', '.join(LOOKS)} "
+                            "(or a list of them)")
         names = None
         if tasks:  # a task named twice is drawn twice as often
             try:
                 names = [t for p in tasks for t in parse_virtual_tasks(p)]
             except UserError as e:
                 raise UserError(f"[reader] desktop_tasks: {e}") from None
-        desktop = functools.partial(desktop_tiles, tasks=names, looks=looks or "classic")
+        desktop = functools.partial(desktop_tiles, tasks=names, looks=looks)
     r["time_budget_s"] = r.get("time_budget_s")
     try:
         summary = pretrain_reader(args.out, seed=args.seed, words=words(), device=args.device, desktop=desktop,

@@ -107,17 +107,21 @@ def paint_scene(desk: VirtualDesktop) -> tuple[np.ndarray, list[tuple[str, tuple
 
 
 def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = None,
-          looks: str = "classic") -> tuple[np.ndarray, float, list]:
+          looks: str | list[str] = "classic") -> tuple[np.ndarray, float, list]:
     """One random scene: (BGR pixels, scale, visible words). Training scenes have even seeds,
     ``held_out`` ones odd. ``tasks``: the tasks to draw from (a name given twice is drawn twice
     as often); default each of the 7 classic families once (what the bundled readers saw).
     ``looks``: ``classic`` (the classic theme and default face) or ``mixed`` (each scene's theme,
-    face and size drawn from its task and seed, as ``--theme mixed --font mixed`` draws them)."""
-    if looks not in LOOKS:
-        raise ValueError(f"looks {looks!r}: one of {', '.join(LOOKS)}")
+    face and size drawn from its task and seed, as ``--theme mixed --font mixed`` draws them), or a
+    list of them to draw from as ``tasks``."""
+    choices = [looks] if isinstance(looks, str) else list(looks)
+    bad = [x for x in choices if x not in LOOKS]
+    if bad or not choices:
+        raise ValueError(f"looks {bad[0] if bad else looks!r}: one of {', '.join(LOOKS)}")
     w, h, scale = rng.choice(SIZES)
     task = rng.choice(tasks or sorted(CLASSIC_TASKS))
-    mixed = MIXED if looks == MIXED else None
+    look = choices[0] if len(choices) == 1 else rng.choice(choices)
+    mixed = MIXED if look == MIXED else None
     desk = VirtualDesktop(task, seed=SEED_BASE + 2 * rng.randrange(10**6) + held_out, size=(w, h), scale=scale,
                           theme=mixed, font=mixed)
     try:
@@ -196,7 +200,7 @@ def scene_windows(rng: random.Random, pixels: np.ndarray, scale: float, words: l
 
 def desktop_tiles(rng: random.Random, n: int, held_out: bool = False, tile_pt: int = 64, glimpse_px: int = 48,
                   per_scene: int = 24, window: tuple[int, int, int, int] | None = None,
-                  tasks: list[str] | None = None, looks: str = "classic") -> tuple[np.ndarray, list[str]]:
+                  tasks: list[str] | None = None, looks: str | list[str] = "classic") -> tuple[np.ndarray, list[str]]:
     """``n`` labelled desktop tiles ((n, G, G, 3) uint8 BGR and their words), ``per_scene`` from each
     scene (of ``tasks``, in ``looks``: see :func:`scene`); ``held_out`` scenes never appear otherwise. With
     ``window``, read windows (:func:`scene_windows`) instead of tiles."""
