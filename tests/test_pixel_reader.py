@@ -223,10 +223,9 @@ def test_desktop_tiles_name_the_one_whole_word_inside():
                                        "Balance"} | {str(v) for v in range(101)} | _title_words()
 
 
-def test_mixed_desktop_scenes_come_in_many_looks_classic_ones_in_one():
+def test_mixed_desktop_scenes_come_in_many_looks_classic_ones_in_one(monkeypatch):
     from agent.desktops.virtual import reading
 
-    seen = {"classic": set(), "mixed": set()}
     made = []
     real = reading.VirtualDesktop
 
@@ -234,27 +233,18 @@ def test_mixed_desktop_scenes_come_in_many_looks_classic_ones_in_one():
         made.append(real(*a, **kw))
         return made[-1]
 
-    reading.VirtualDesktop = spy
-    try:
-        for looks in seen:
-            rng = random.Random(3)
-            for _ in range(12):
-                pixels, _, words = reading.scene(rng, looks=looks)
-                assert pixels.ndim == 3 and words
-                seen[looks].add((made[-1].look.theme.name, made[-1].look.face, made[-1].look.size))
-    finally:
-        reading.VirtualDesktop = real
-    assert len(seen["classic"]) == 1 and len(seen["mixed"]) >= 4
-    both = set()
-    rng = random.Random(3)
-    reading.VirtualDesktop = spy
-    try:
+    def looks_of(looks) -> set:
+        rng, out = random.Random(3), set()
         for _ in range(12):
-            reading.scene(rng, looks=["classic", "mixed"])
-            both.add((made[-1].look.theme.name, made[-1].look.face, made[-1].look.size))
-    finally:
-        reading.VirtualDesktop = real
-    assert len(both) >= 3 and both & seen["classic"]  # some scenes classic, the others drawn
+            pixels, _, words = reading.scene(rng, looks=looks)
+            assert pixels.ndim == 3 and words
+            out.add((made[-1].look.theme.name, made[-1].look.face, made[-1].look.size))
+        return out
+
+    monkeypatch.setattr(reading, "VirtualDesktop", spy)
+    classic, mixed, both = looks_of("classic"), looks_of("mixed"), looks_of(["classic", "mixed"])
+    assert len(classic) == 1 and len(mixed) >= 4
+    assert len(both) >= 3 and both & classic  # some scenes classic, the others drawn
     with pytest.raises(ValueError, match="looks 'plaid'"):
         reading.scene(random.Random(0), looks="plaid")
 

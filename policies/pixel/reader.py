@@ -222,6 +222,7 @@ def _option_rows(rng: random.Random, d: ImageDraw.ImageDraw, put: Callable, some
     mark = _contrasting(rng, bg) if rng.random() < 0.5 else ink
     fill = (255, 255, 255) if rng.random() < 0.5 else None
     chosen = rng.randrange(-2, 3)
+    width = max(1, round(scale))
     for row in range(-2, 3):
         yy = y + row * pitch
         if row and rng.random() < 0.8:
@@ -232,8 +233,7 @@ def _option_rows(rng: random.Random, d: ImageDraw.ImageDraw, put: Callable, some
             continue
         top = yy + (line[1] + line[3]) / 2 - side / 2  # centred on the row's text
         box = (left - gap - side, top, left - gap, top + side)
-        w = max(1, round(scale))
-        (d.ellipse if kind == "circle" else d.rectangle)(box, outline=mark, fill=fill, width=w)
+        (d.ellipse if kind == "circle" else d.rectangle)(box, outline=mark, fill=fill, width=width)
         if row == chosen:  # the one set: a dot or a tick
             i = side * 0.3
             inner = (box[0] + i, box[1] + i, box[2] - i, box[3] - i)

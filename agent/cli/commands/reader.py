@@ -97,15 +97,12 @@ def run(args: argparse.Namespace) -> int:
 
         desktop = bank_source(list(bank))
     elif share > 0:
-        from agent.desktops.virtual.reading import LOOKS, desktop_tiles
+        from agent.desktops.virtual.reading import desktop_tiles, look_choices
 
-        if looks is None:
-            looks = ["classic"]
-        looks = [looks] if isinstance(looks, str) else looks if isinstance(looks, list) else [looks]
-        bad = [x for x in looks if x not in LOOKS]  # a look named twice is drawn twice as often
-        if bad or not looks:
-            raise UserError(f"[reader] desktop_looks {bad[0] if bad else looks!r}: one of {', '.join(LOOKS)} "
-                            "(or a list of them)")
+        try:
+            looks = look_choices("classic" if looks is None else looks)
+        except ValueError as e:
+            raise UserError(f"[reader] desktop_{e} (or a list of them)") from None
         names = None
         if tasks:  # a task named twice is drawn twice as often
             try:

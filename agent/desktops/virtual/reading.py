@@ -106,6 +106,17 @@ def paint_scene(desk: VirtualDesktop) -> tuple[np.ndarray, list[tuple[str, tuple
     return np.ascontiguousarray(np.asarray(image)[:, :, :3]), words
 
 
+def look_choices(looks) -> list[str]:
+    """``looks`` (a look, or a list of them: a look named twice is drawn twice as often) as the
+    list a scene draws from; ValueError naming the first that is not one of :data:`LOOKS`, or the
+    empty list."""
+    choices = [looks] if isinstance(looks, str) else list(looks) if isinstance(looks, list | tuple) else [looks]
+    bad = [x for x in choices if x not in LOOKS]
+    if bad or not choices:
+        raise ValueError(f"looks {bad[0] if bad else looks!r}: one of {', '.join(LOOKS)}")
+    return choices
+
+
 def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = None,
           looks: str | list[str] = "classic") -> tuple[np.ndarray, float, list]:
     """One random scene: (BGR pixels, scale, visible words). Training scenes have even seeds,
@@ -114,10 +125,7 @@ def scene(rng: random.Random, held_out: bool = False, tasks: list[str] | None = 
     ``looks``: ``classic`` (the classic theme and default face) or ``mixed`` (each scene's theme,
     face and size drawn from its task and seed, as ``--theme mixed --font mixed`` draws them), or a
     list of them to draw from as ``tasks``."""
-    choices = [looks] if isinstance(looks, str) else list(looks)
-    bad = [x for x in choices if x not in LOOKS]
-    if bad or not choices:
-        raise ValueError(f"looks {bad[0] if bad else looks!r}: one of {', '.join(LOOKS)}")
+    choices = look_choices(looks)
     w, h, scale = rng.choice(SIZES)
     task = rng.choice(tasks or sorted(CLASSIC_TASKS))
     look = choices[0] if len(choices) == 1 else rng.choice(choices)
