@@ -61,13 +61,13 @@ def pad_text_caches(caches: list):
     n = max(c.mask.shape[1] for c in caches)
     kv = [(torch.cat([_pad(c.kv[i][0], n, 2) for c in caches]), torch.cat([_pad(c.kv[i][1], n, 2) for c in caches]))
           for i in range(len(caches[0].kv))]
-    states = torch.cat([_pad(c.states, n, 1) for c in caches])
-    mask = torch.cat([_pad(c.mask, n, 1) for c in caches])
+    states, span_keys, mask = (torch.cat([_pad(getattr(c, k), n, 1) for c in caches])
+                               for k in ("states", "span_keys", "mask"))
     template = starts = None
     if caches[0].template is not None:
         template = torch.cat([_pad(c.template, n, 1) for c in caches])
         starts = torch.cat([_pad(c.starts, n, 1) for c in caches])
-    return TextCache(kv, states, mask, template, starts)
+    return TextCache(kv, states, span_keys, mask, template, starts)
 
 
 class _BatchFlatStep:
@@ -87,12 +87,8 @@ class _BatchFlatStep:
             def forward(self, *args):
                 n = len(inputs)
                 named = dict(zip(inputs, args[:n], strict=True))
-                states, mask, *rest = args[n:]
-                template = starts = None
-                if self.model.grounding.text_inputs:
-                    template, starts, *rest = rest
-                kv = [(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)]
-                out = self.model(**named, text_cache=TextCache(kv, states, mask, template, starts))
+                cache = TextCache.from_parts(args[n:], words=bool(self.model.grounding.text_inputs))
+                out = self.model(**named, text_cache=cache)
                 return tuple(getattr(out, k) for k in OUTPUTS)
 
         return Flat()
@@ -217,13 +213,10 @@ class BatchedPixelStep:
         from policies.pixel.runtime import OUTPUTS, onnx_session, run_inputs
 
         inputs = list(run_inputs(self.cfg))
-        match = ["text_template", "text_starts"] if cache.template is not None else []
-        kv_names = [f"text_{kv}{i}" for i in range(len(cache.kv)) for kv in "kv"]
-        self._text_names = ["text_states", "text_mask"] + match + kv_names
+        self._text_names = cache.part_names()
         names = inputs + self._text_names
         axes = {n: {0: "batch"} for n in inputs}
-        axes.update({"text_states": {0: "batch", 1: "text"}, "text_mask": {0: "batch", 1: "text"},
-                     **{n: {0: "batch", 1: "text"} for n in match}, **{n: {0: "batch", 2: "text"} for n in kv_names}})
+        axes.update({n: {0: "batch", axis: "text"} for n, axis in cache.text_axes().items()})
         axes.update({f"out_{k}": {0: "batch"} for k in OUTPUTS})
         example = tuple(torch.from_numpy(batch[n]) for n in inputs) + tuple(self._text_parts(cache, torch=True))
         model = self.model.float().eval()
@@ -234,8 +227,7 @@ class BatchedPixelStep:
         self._inputs = inputs
 
     def _text_parts(self, cache, torch: bool = False) -> list:
-        match = [cache.template, cache.starts] if cache.template is not None else []
-        parts = [cache.states, cache.mask] + match + [t for kv in cache.kv for t in kv]
+        parts = cache.parts()
         if torch:
             return [p.float() if p.is_floating_point() else p for p in parts]
         return [p.detach().float().numpy() if p.is_floating_point() else p.numpy() for p in parts]

@@ -150,6 +150,10 @@ def test_onnx_step_matches_torch():
     """The ONNX Runtime step computes what the PyTorch forward pass computes, for instructions of
     any length (the text axis is dynamic), with history, and acts the same."""
     m_onnx, m_torch = _tiny(), _tiny()
+    for m in (m_onnx, m_torch):  # the span heads as learned (they start at zero)
+        torch.manual_seed(2)
+        for layer in (m.span_local, m.span_cond):
+            torch.nn.init.normal_(layer.weight, std=0.3)
     po = PixelPolicy(m_onnx, runtime="onnx", dtype="float32")  # float32 throughout: no int8 products
     pt = PixelPolicy(m_torch, runtime="torch", dtype="float32")
     assert po.runtime == "onnx" and pt.runtime == "torch" and po.dtype is torch.float32
@@ -270,6 +274,45 @@ def test_a_typed_span_ends_inside_its_quotes():
     assert typed(6, 7) == "ad"  # an end short of it is the model's
     assert typed(0, 3) == "Type"  # outside quotes: as the logits say
     assert typed(28, 40) == raw[28:41].decode()
+
+
+def test_span_heads_start_as_the_model_without_them_and_the_end_follows_the_start(tmp_path):
+    """The span keys' byte neighbours and the end's look from the start begin at zero, also when a
+    checkpoint saved before them loads; once learned, the end depends on where the span starts:
+    the labelled start in training, the likeliest one otherwise."""
+    from safetensors.torch import load_file, save_file
+
+    from policies.pixel.codec import LABEL_FIELDS
+
+    m = _tiny()
+    new = ("span_local.", "span_cond.")
+    assert all(not p.any() for n, p in m.named_parameters() if n.startswith(new))
+    m.save_pretrained(tmp_path)
+    w = {k: v for k, v in load_file(str(tmp_path / "model.safetensors")).items() if not k.startswith(new)}
+    save_file(w, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    old = PixelModel.from_pretrained(tmp_path)
+    assert all(not p.any() for n, p in old.named_parameters() if n.startswith(new))
+
+    torch.manual_seed(1)
+    for layer in (m.span_local, m.span_cond):
+        torch.nn.init.normal_(layer.weight, std=0.3)
+    raw = 'Type "ada" into the "Name" field and press Enter.'
+    from policies.pixel.processing import encode_text
+
+    ids = torch.from_numpy(encode_text(raw, m.config.max_text)[0])[None]
+    inp = PixelPolicy(m).inputs(Observation(_frame(), raw, None, ()))
+    with torch.no_grad():
+        free = m(**inp, text_ids=ids)
+        start = int(free.span_start.argmax())
+
+        def end_logits(s: int) -> torch.Tensor:
+            labels = torch.full((1, len(LABEL_FIELDS)), -1, dtype=torch.long)
+            labels[0, LABEL_FIELDS.index("type")] = 0
+            labels[0, LABEL_FIELDS.index("span_start")] = s
+            return m(**inp, text_ids=ids, labels=labels, target_offsets=torch.zeros(1, 2, 2)).span_end
+
+        assert torch.allclose(end_logits(start), free.span_end, atol=1e-5)
+        assert not torch.allclose(end_logits((start + 7) % len(raw)), free.span_end, atol=1e-3)
 
 
 def test_labels_point_inside_their_box_and_type_spans():

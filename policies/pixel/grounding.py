@@ -51,7 +51,8 @@ class TextCache:
     """What :meth:`policies.pixel.modeling.PixelModel.encode_text` computes once per instruction."""
 
     kv: list
-    states: torch.Tensor  # (B, L, d) final text states (for span copying)
+    states: torch.Tensor  # (B, L, d) final text states
+    span_keys: torch.Tensor  # (B, L, d) the keys a typed span's start and end point at
     mask: torch.Tensor  # (B, L) bool, True = real byte
     template: torch.Tensor | None = None  # (B, L, S*C) word templates (grounded models): word_templates
     starts: torch.Tensor | None = None  # (B, L) bool: a word starts here (grounded models)
@@ -59,6 +60,32 @@ class TextCache:
     def words(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``template`` and ``starts`` for a batch of ``b`` (an instruction cached once is shared)."""
         return batched(self.template, b), batched(self.starts, b)
+
+    # -- as an exported graph's inputs: one flat list, its names, and its text axes ------------
+    def parts(self) -> list[torch.Tensor]:
+        match = [self.template, self.starts] if self.template is not None else []
+        return [self.states, self.span_keys, self.mask, *match, *(t for kv in self.kv for t in kv)]
+
+    def part_names(self) -> list[str]:
+        match = ["text_template", "text_starts"] if self.template is not None else []
+        return ["text_states", "text_span_keys", "text_mask", *match,
+                *(f"text_{kv}{i}" for i in range(len(self.kv)) for kv in "kv")]
+
+    def text_axes(self) -> dict[str, int]:
+        """Each part's text (length) axis."""
+        names = self.part_names()
+        first_kv = len(names) - 2 * len(self.kv)
+        return {n: 2 if i >= first_kv else 1 for i, n in enumerate(names)}
+
+    @classmethod
+    def from_parts(cls, parts, words: bool) -> TextCache:
+        """The cache :meth:`parts` flattened (``words``: it holds a template and word starts)."""
+        states, span_keys, mask, *rest = parts
+        template = starts = None
+        if words:
+            template, starts, *rest = rest
+        return cls([(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)], states, span_keys, mask,
+                   template, starts)
 
 
 @dataclass

@@ -40,6 +40,8 @@ from policies.pixel.grounding import NoGrounding, Step, TextCache, batched, buil
 from policies.pixel.refiners import build_refiners
 from policies.pixel.vision import patch_stem, stem_input
 
+SPAN_START = LABEL_FIELDS.index("span_start")
+
 KIND_CLS, KIND_CURSOR, KIND_HISTORY, KIND_GLOBAL, KIND_GLIMPSE = range(5)
 N_FREQ = 6
 STEM_MID = 4  # the patch stem's layers up to its middle map
@@ -118,7 +120,10 @@ class PixelPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Conv2d):
+        if getattr(module, "zero_start", False):  # also when a checkpoint saved without it loads
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear | nn.Conv2d):
             nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -166,11 +171,19 @@ class PixelModel(PixelPreTrainedModel):
         self.off_out = nn.Linear(d, 2)
         self.span_q = nn.Linear(d, 2 * d)
         self.span_k = nn.Linear(d, d)
+        # A byte's neighbours (before, itself, after) in its span key: where a copied value starts
+        # and ends (a quote, a space, a comma) is then plain to see; and the end is looked for from
+        # the start. Both start at zero: a model trained without them is unchanged by them.
+        self.span_local = nn.Linear(3 * d, d)
+        self.span_cond = nn.Linear(d, d)
         self.grounding: NoGrounding = build_grounding(c.grounding_config, d)
         self.refiners = build_refiners(c)
         self.post_init()
         for module in (self.grounding, *self.refiners):  # each starts as the model without it
             module.init_weights()
+        for module in (self.span_local, self.span_cond):
+            module.zero_start = True
+            self._init_weights(module)
 
     def untie_match_kernels(self, generator: torch.Generator | None = None) -> bool:
         """See :meth:`policies.pixel.grounding.Grounding.untie_kernels`."""
@@ -188,12 +201,15 @@ class PixelModel(PixelPreTrainedModel):
         text_ids, mask = text_ids[:, :n], mask[:, :n].clone()
         mask[:, 0] = True  # an empty instruction still has one (pad) key to attend to
         pos = torch.arange(text_ids.shape[1], device=text_ids.device)
-        x = self.byte_emb(text_ids) + self.text_pos(pos)[None]
+        emb = self.byte_emb(F.pad(text_ids, (1, 1), value=256))
+        x = emb[:, 1:-1] + self.text_pos(pos)[None]
         kv = []
         for layer in self.layers:
             x, lkv = layer.text(x, mask)
             kv.append(lkv)
-        cache = TextCache(kv, self.text_norm(x), mask)
+        states = self.text_norm(x)
+        span_keys = self.span_k(states) + self.span_local(torch.cat([emb[:, :-2], emb[:, 1:-1], emb[:, 2:]], -1))
+        cache = TextCache(kv, states, span_keys, mask)
         self.grounding.text(cache, text_ids)
         return cache
 
@@ -295,9 +311,13 @@ class PixelModel(PixelPreTrainedModel):
         for refiner in self.refiners:
             offsets = refiner.refine(step, h, hidden, offsets)
         sq = self.span_q(h).view(b, 2, d)
-        sk = batched(self.span_k(text_cache.states), b)
-        span = torch.einsum("bjd,bld->bjl", sq, sk) * scale
-        span = span.masked_fill(~tmask[:, None, :], -1e4)
+        sk = batched(text_cache.span_keys, b)
+        span_start = (torch.einsum("bd,bld->bl", sq[:, 0], sk) * scale).masked_fill(~tmask, -1e4)
+        # the end is looked for from the start: the labelled one in training, else the likeliest
+        start = (labels[:, SPAN_START].clamp(min=0) if labels is not None else span_start.argmax(-1))
+        start_state = batched(text_cache.states, b).gather(1, start[:, None, None].expand(-1, 1, d))[:, 0]
+        end_q = sq[:, 1] + self.span_cond(start_state)
+        span_end = (torch.einsum("bd,bld->bl", end_q, sk) * scale).masked_fill(~tmask, -1e4)
         out = PixelOutput(
             type_logits=self.head_type(h),
             button_logits=self.head_button(h),
@@ -308,8 +328,8 @@ class PixelModel(PixelPreTrainedModel):
             pointer_logits=ptr,
             offsets=offsets,
             boxes=ptr_boxes,
-            span_start=span[:, 0],
-            span_end=span[:, 1],
+            span_start=span_start,
+            span_end=span_end,
             aux=step.aux if self.training else None,
         )
         if labels is not None:

@@ -307,12 +307,7 @@ class _FlatStep(nn.Module):
     def forward(self, *args: torch.Tensor):
         n = len(self.inputs)
         inputs = dict(zip(self.inputs, args[:n], strict=True))
-        states, mask, *rest = args[n:]
-        template = starts = None
-        if self.model.grounding.text_inputs:
-            template, starts, *rest = rest
-        kv = rest
-        cache = TextCache([(kv[i], kv[i + 1]) for i in range(0, len(kv), 2)], states, mask, template, starts)
+        cache = TextCache.from_parts(args[n:], words=bool(self.model.grounding.text_inputs))
         out = self.model(**inputs, text_cache=cache)
         return tuple(getattr(out, k) for k in OUTPUTS)
 
@@ -338,17 +333,13 @@ class OnnxStep:
         )
         extra, extra_axes = model.grounding.example_inputs(k)
         example += tuple(extra.values())
-        example += (torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool))
-        match_names = list(model.grounding.text_inputs)
-        if match_names:
-            example += word_templates(torch.tensor([[65, 32]]))
-        example += tuple(torch.zeros(1, heads, 2, d // heads) for _ in range(2 * n_layers))
-        kv_names = [f"text_{kv}{i}" for i in range(n_layers) for kv in "kv"]
-        self.text_names = ["text_states", "text_mask"] + match_names + kv_names
+        words = word_templates(torch.tensor([[65, 32]])) if model.grounding.text_inputs else (None, None)
+        text = TextCache([(torch.zeros(1, heads, 2, d // heads),) * 2 for _ in range(n_layers)], torch.zeros(1, 2, d),
+                         torch.zeros(1, 2, d), torch.ones(1, 2, dtype=torch.bool), *words)
+        example += tuple(text.parts())
+        self.text_names = text.part_names()
         names = list(run_inputs(c)) + self.text_names
-        text_len = {"text_states": {1: "text"}, "text_mask": {1: "text"},
-                    **{n: {1: "text"} for n in match_names}, **{n: {2: "text"} for n in kv_names},
-                    **extra_axes}
+        text_len = {n: {axis: "text"} for n, axis in text.text_axes().items()} | extra_axes
         self.session = onnx_session(_FlatStep(model.float().eval()), example, names,
                                     [f"out_{k}" for k in OUTPUTS], text_len, int8=int8, cache=cache)
         self.used = {i.name for i in self.session.get_inputs()}  # the exporter drops unused inputs
@@ -356,10 +347,8 @@ class OnnxStep:
 
     def set_text(self, cache: TextCache) -> None:
         """Feed this instruction's cached keys/values to every following step."""
-        match = [cache.template, cache.starts] if cache.template is not None else []
-        parts = [cache.states, cache.mask] + match + [t for kv in cache.kv for t in kv]
         self._text = {n: t.detach().float().numpy() if t.is_floating_point() else t.numpy()
-                      for n, t in zip(self.text_names, parts, strict=True) if n in self.used}
+                      for n, t in zip(self.text_names, cache.parts(), strict=True) if n in self.used}
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> PixelOutput:
         feed = {n: a for n, a in arrays.items() if n in self.used}
