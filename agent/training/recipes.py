@@ -10,8 +10,10 @@ A recipe has up to four tables (every key optional; unknown keys are refused by 
 - ``[train]``: :class:`~policies.pixel.training.TrainSettings` fields, plus ``val_fraction``,
   ``shifts`` (extra tile-grid-shifted samples per action), ``moves`` (``"intent"``, the default:
   a person's pointer moves that a move or a pointer action follows teach nothing; ``"all"``: every
-  move is a sample; :mod:`agent.training.dataset`), ``workers`` (preprocessing processes) and
-  ``reader`` (a folder from ``dw reader``: the reader grounding's weights).
+  move is a sample; :mod:`agent.training.dataset`), ``workers`` (preprocessing processes),
+  ``reader`` (a folder from ``dw reader``: the reader grounding's weights) and ``actions`` (learn
+  only from the samples whose action is one of these kinds, e.g. ``["type"]`` with
+  ``train_only = ["span_"]``: the heads that copy typed text, from the samples that teach them).
 - ``[data]``: ``sessions`` (folders used when ``dw train`` is given none) and ``commands`` (how
   those sessions were made: documentation, never run).
 - ``[reader]``: settings of ``dw reader`` (:func:`policies.pixel.reader.pretrain_reader`'s).
@@ -36,7 +38,7 @@ from agent.errors import UserError
 
 TABLES = ("description", "model", "train", "data", "reader", "stages")
 MODEL_KEYS = ("size", "init", "config", "grounding", "refiners")
-TRAIN_EXTRA = ("val_fraction", "shifts", "moves", "workers", "reader")
+TRAIN_EXTRA = ("val_fraction", "shifts", "moves", "workers", "reader", "actions")
 MIN_VAL_TO_CHOOSE = 200  # held-out samples below which keep_best keeps the last epoch (see above)
 DATA_KEYS = ("sessions", "commands")
 
@@ -138,6 +140,20 @@ def _has_reader(init: str | None) -> bool:
     return isinstance(g, dict) and g.get("kind") == "reader"
 
 
+def _only_actions(types: list[int]):
+    """A session's samples -> those whose action type is one of ``types``."""
+    def only(part: dict) -> dict:
+        import numpy as np
+
+        from policies.pixel.codec import LABEL_FIELDS
+
+        if not part or not len(part.get("labels", ())):
+            return part
+        keep = np.isin(part["labels"][:, LABEL_FIELDS.index("type")], types)
+        return {k: v[keep] for k, v in part.items()} if keep.any() else {}
+    return only
+
+
 def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None, init: str | None,
                 epochs: int | None, device: str, seed: int | None, resume: bool, cache: Path,
                 progress: bool, log) -> dict:
@@ -196,9 +212,15 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
 
     bar = (lambda it: tqdm(it, desc="preprocess", unit="session")) if progress else None
     grounded = cfg.grounding is not None
+    kinds = list(extra.get("actions", []))
+    if set(kinds) - set(cfg.action_types):
+        raise UserError(f"[train] actions: {', '.join(sorted(set(kinds) - set(cfg.action_types)))} "
+                        f"not among the model's actions ({', '.join(cfg.action_types)})")
+    only = _only_actions([cfg.action_types.index(k) for k in kinds]) if kinds else (lambda part: part)
     parts = load_samples(paths, cfg, cache, bar, workers=int(extra.get("workers", 1)), shifts=shifts,
-                         transform=(lambda part: precompute(model, part)) if grounded else None,
-                         transform_key=precompute_key(model) if grounded else None, moves=moves)
+                         transform=(lambda part: precompute(model, only(part))) if grounded else only,
+                         transform_key="-".join([precompute_key(model) if grounded else "samples", *kinds])
+                         if grounded or kinds else None, moves=moves)
     tr, va = split_sessions(paths, float(extra.get("val_fraction", 0.1)), settings.seed)
     task_of = [session_task(paths[i]) for i in va]
     names = sorted({x for x in task_of if x})
@@ -214,7 +236,8 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
         log(f"{n_val} held-out samples are too few (under {MIN_VAL_TO_CHOOSE}) to choose an epoch by: "
             "the last epoch is kept")
     settings.record = {"sessions": len(paths), "shifts": shifts, "moves": moves, "stage": stage["name"],
-                       "init": init or stage["model"].get("init"), "reader": extra.get("reader")}
+                       "init": init or stage["model"].get("init"), "reader": extra.get("reader"),
+                       "actions": kinds}
     try:
         return fit(model, train, val, settings, out, resume=resume, progress=progress, log=log,
                    val_tasks=np.concatenate(val_tasks) if val_tasks else None, task_names=names)
