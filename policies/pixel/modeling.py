@@ -118,6 +118,8 @@ class PixelPreTrainedModel(PreTrainedModel):
     base_model_prefix = "pixel"
     main_input_name = "global_view"
     _no_split_modules = ["Block"]
+    # a checkpoint saved before these layers loads them as zeros (what it was trained as): no report
+    _keys_to_ignore_on_load_missing = [r"^span_local\.", r"^span_cond\."]
 
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(module, "zero_start", False):  # also when a checkpoint saved without it loads
