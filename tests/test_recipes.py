@@ -45,9 +45,8 @@ def test_recipe_builds_the_bundled_checkpoints_shape(path):
         assert got[key] == bundled[key], key
 
 
-def test_stages_train_in_order_and_grow(tmp_path):
-    recipe = tmp_path / "r.toml"
-    recipe.write_text("""
+# a model and settings small enough to train in a test
+TINY = """
 [model]
 size = "pixel-tiny"
 config = { hidden_size = 32, num_layers = 1, num_heads = 2, max_glimpses = 8, stem_channels = 4 }
@@ -55,7 +54,12 @@ config = { hidden_size = 32, num_layers = 1, num_heads = 2, max_glimpses = 8, st
 epochs = 1
 batch_size = 4
 val_fraction = 0.0
-[[stages]]
+"""
+
+
+def test_stages_train_in_order_and_grow(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY + """[[stages]]
 name = "plain"
 [[stages]]
 name = "cells"
@@ -98,30 +102,20 @@ def test_a_stage_may_learn_from_some_actions_only(tmp_path):
     """``[train] actions`` keeps the samples of those kinds (the heads ``train_only`` names learn
     from the samples that teach them); a kind the model has not is refused by name."""
     from agent.training.dataset import load_samples
-    from policies.pixel import PixelConfig
     from policies.pixel.codec import LABEL_FIELDS
 
     session = ROOT / "fixtures" / "sessions" / "virtual-click-checkboxes"
-    base = """
-[model]
-size = "pixel-tiny"
-config = { hidden_size = 32, num_layers = 1, num_heads = 2, max_glimpses = 8, stem_channels = 4 }
-[train]
-epochs = 1
-batch_size = 4
-val_fraction = 0.0
-"""
-    cfg = PixelConfig(**{**PixelConfig.for_size("pixel-tiny").to_dict(), "hidden_size": 32, "num_layers": 1,
-                         "num_heads": 2, "max_glimpses": 8, "stem_channels": 4})
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY)
+    cfg = recipes.build_model(recipes.load_recipe(recipe)[0]["model"], size=None, init=None).config
     labels = load_samples([session], cfg, None)[0]["labels"]
     kinds = [cfg.action_types[t] for t in labels[:, LABEL_FIELDS.index("type")]]
     assert "click" in kinds and len(set(kinds)) > 1
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(base + 'actions = ["click"]\n')
+    recipe.write_text(TINY + 'actions = ["click"]\n')
     summary = recipes.run(recipes.load_recipe(recipe), [str(session)], tmp_path / "out", cache=tmp_path / "cache",
                           progress=False, log=lambda s: None)
     assert summary["train_samples"] == kinds.count("click")
-    recipe.write_text(base + 'actions = ["click", "hover"]\n')
+    recipe.write_text(TINY + 'actions = ["click", "hover"]\n')
     with pytest.raises(UserError, match="hover not among the model's actions"):
         recipes.run(recipes.load_recipe(recipe), [str(session)], tmp_path / "out2", cache=tmp_path / "cache",
                     progress=False, log=lambda s: None)

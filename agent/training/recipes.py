@@ -140,18 +140,16 @@ def _has_reader(init: str | None) -> bool:
     return isinstance(g, dict) and g.get("kind") == "reader"
 
 
-def _only_actions(types: list[int]):
-    """A session's samples -> those whose action type is one of ``types``."""
-    def only(part: dict) -> dict:
-        import numpy as np
+def _only_actions(part: dict, types: list[int]) -> dict:
+    """A session's samples -> those whose action type is one of ``types`` ({} if none is)."""
+    import numpy as np
 
-        from policies.pixel.codec import LABEL_FIELDS
+    from policies.pixel.codec import LABEL_FIELDS
 
-        if not part or not len(part.get("labels", ())):
-            return part
-        keep = np.isin(part["labels"][:, LABEL_FIELDS.index("type")], types)
-        return {k: v[keep] for k, v in part.items()} if keep.any() else {}
-    return only
+    if not part or not len(part.get("labels", ())):
+        return part
+    keep = np.isin(part["labels"][:, LABEL_FIELDS.index("type")], types)
+    return {k: v[keep] for k, v in part.items()} if keep.any() else {}
 
 
 def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None, init: str | None,
@@ -216,11 +214,15 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     if set(kinds) - set(cfg.action_types):
         raise UserError(f"[train] actions: {', '.join(sorted(set(kinds) - set(cfg.action_types)))} "
                         f"not among the model's actions ({', '.join(cfg.action_types)})")
-    only = _only_actions([cfg.action_types.index(k) for k in kinds]) if kinds else (lambda part: part)
+    types = [cfg.action_types.index(k) for k in kinds]
+
+    def transform(part: dict) -> dict:
+        part = _only_actions(part, types) if types else part
+        return precompute(model, part) if grounded else part
+
+    key = "-".join([precompute_key(model) if grounded else "samples", *kinds]) if grounded or kinds else None
     parts = load_samples(paths, cfg, cache, bar, workers=int(extra.get("workers", 1)), shifts=shifts,
-                         transform=(lambda part: precompute(model, only(part))) if grounded else only,
-                         transform_key="-".join([precompute_key(model) if grounded else "samples", *kinds])
-                         if grounded or kinds else None, moves=moves)
+                         transform=transform if key else None, transform_key=key, moves=moves)
     tr, va = split_sessions(paths, float(extra.get("val_fraction", 0.1)), settings.seed)
     task_of = [session_task(paths[i]) for i in va]
     names = sorted({x for x in task_of if x})
