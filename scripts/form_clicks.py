@@ -1,7 +1,8 @@
-"""Where a policy's first click lands on the form workflow's scene: for each field of
-``examples/workflows/form.yaml``'s form, with the fields before it filled by the scene's expert (as
-the workflow leaves them), the policy is asked to 'Type "X" into the "F" field and press Enter.'
-once, and the click counted as inside the named field or not.
+"""Where a policy's first click lands on the form workflow's scene: for each step of
+``examples/workflows/form.yaml`` that fills a field (filled from the second row of
+``examples/workflows/rows.csv``), with the steps before it done by the scene's expert (as the
+workflow leaves them), the policy is given the step's instruction once, and its click counted as
+inside the named field or not.
 
     python scripts/form_clicks.py pixel-small [--seeds 20] [--size 1920x1080] [--theme mixed]
 
@@ -14,28 +15,30 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from agent.conductor.scene import SceneDesktop
+from agent.conductor.scene import SceneDesktop, scene_spec
+from agent.conductor.workflow import load_rows, load_workflow
 from policies import load_policy
 from policies.actions import Click, Done
 from policies.base import Observation
 
-SPEC = {"scene": "form", "title": "New Contact", "fields": ["Name", "City", "Email", "Company"], "button": "Submit"}
-VALUES = {"Name": "grace", "City": "arlington", "Email": "grace@example.org", "Company": "navy"}
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = load_workflow(ROOT / "examples" / "workflows" / "form.yaml")
+WORKFLOW = WORKFLOW.fill(load_rows(ROOT / "examples" / "workflows" / "rows.csv", WORKFLOW)[1])
+SPEC = scene_spec(WORKFLOW.desktop)
+STEPS = [(s, c.value) for s in WORKFLOW.steps for c in s.checks if c.kind == "field"]  # (step, its field)
 ROW = 44.0  # points between two fields' rows
 
 
-def instruction(field: str) -> str:
-    return f'Type "{VALUES[field]}" into the "{field}" field and press Enter.'
-
-
 def first_click(policy, seed: int, k: int, size: tuple[int, int], theme: str) -> tuple[object, object, float]:
-    """(the policy's first action, the named field, the screen's logical scale) with fields 0..k-1 filled."""
+    """(the policy's first action, the named field, the screen's logical scale) at step k, the
+    steps before it done."""
     d = SceneDesktop(SPEC, seed=seed, size=size, theme=theme, font="mixed" if theme == "mixed" else "default")
     try:
         task = d.oracle
-        for prev in SPEC["fields"][:k]:
-            d.on_instruction(instruction(prev))
+        for prev, _ in STEPS[:k]:
+            d.on_instruction(prev.instruction)
             for _ in range(8):
                 acts = task.expert_actions()
                 if not acts or isinstance(acts[0], Done):
@@ -43,8 +46,8 @@ def first_click(policy, seed: int, k: int, size: tuple[int, int], theme: str) ->
                 for a in acts:
                     d.apply(a)
                 d.observe()
-        name = SPEC["fields"][k]
-        text = instruction(name)
+        step, name = STEPS[k]
+        text = step.instruction
         policy.reset(text)
         acts = policy.act(Observation(d.observe(), text, d.cursor, ()))
         field = next(f for f in task.fields if f.name == name)
@@ -62,10 +65,10 @@ def main() -> None:
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     policy = load_policy(args.policy, seed=0)
-    hits = {f: 0 for f in SPEC["fields"]}
+    hits = {name: 0 for _, name in STEPS}
     misses: list[str] = []
     for s in range(args.seeds):
-        for k, name in enumerate(SPEC["fields"]):
+        for k, (_, name) in enumerate(STEPS):
             a, f, scale = first_click(policy, 5000 + s, k, (w, h), args.theme)
             if not isinstance(a, Click):
                 misses.append(type(a).__name__)
