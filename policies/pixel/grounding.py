@@ -62,20 +62,21 @@ class TextCache:
         return batched(self.template, b), batched(self.starts, b)
 
     # -- as an exported graph's inputs: one flat list, its names, and its text axes ------------
+    def _named_parts(self) -> list[tuple[str, torch.Tensor, int]]:
+        """(name, tensor, text axis) of each part, in the graph's order (the one place for it)."""
+        match = [("text_template", self.template, 1), ("text_starts", self.starts, 1)] if self.template is not None else []
+        return [("text_states", self.states, 1), ("text_span_keys", self.span_keys, 1), ("text_mask", self.mask, 1),
+                *match, *((f"text_{n}{i}", t, 2) for i, kv in enumerate(self.kv) for n, t in zip("kv", kv, strict=True))]
+
     def parts(self) -> list[torch.Tensor]:
-        match = [self.template, self.starts] if self.template is not None else []
-        return [self.states, self.span_keys, self.mask, *match, *(t for kv in self.kv for t in kv)]
+        return [t for _, t, _ in self._named_parts()]
 
     def part_names(self) -> list[str]:
-        match = ["text_template", "text_starts"] if self.template is not None else []
-        return ["text_states", "text_span_keys", "text_mask", *match,
-                *(f"text_{kv}{i}" for i in range(len(self.kv)) for kv in "kv")]
+        return [n for n, _, _ in self._named_parts()]
 
     def text_axes(self) -> dict[str, int]:
         """Each part's text (length) axis."""
-        names = self.part_names()
-        first_kv = len(names) - 2 * len(self.kv)
-        return {n: 2 if i >= first_kv else 1 for i, n in enumerate(names)}
+        return {n: axis for n, _, axis in self._named_parts()}
 
     @classmethod
     def from_parts(cls, parts, words: bool) -> TextCache:
