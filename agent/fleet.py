@@ -59,15 +59,9 @@ def pad_text_caches(caches: list):
     from policies.pixel.grounding import TextCache
 
     n = max(c.mask.shape[1] for c in caches)
-    kv = [(torch.cat([_pad(c.kv[i][0], n, 2) for c in caches]), torch.cat([_pad(c.kv[i][1], n, 2) for c in caches]))
-          for i in range(len(caches[0].kv))]
-    states, span_keys, mask = (torch.cat([_pad(getattr(c, k), n, 1) for c in caches])
-                               for k in ("states", "span_keys", "mask"))
-    template = starts = None
-    if caches[0].template is not None:
-        template = torch.cat([_pad(c.template, n, 1) for c in caches])
-        starts = torch.cat([_pad(c.starts, n, 1) for c in caches])
-    return TextCache(kv, states, span_keys, mask, template, starts)
+    each = [c.parts() for c in caches]
+    parts = [torch.cat([_pad(p[i], n, axis) for p in each]) for i, axis in enumerate(caches[0].text_axes().values())]
+    return TextCache.from_parts(parts, words=caches[0].template is not None)
 
 
 class _BatchFlatStep:
