@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import numpy as np
 import torch
 
-from policies.actions import Action
+from policies.actions import Action, Click, MouseDown, MouseUp, Move, Scroll
 from policies.base import Observation
 from policies.pixel.codec import decode, history_features
 from policies.pixel.grounding import ReaderGrounding, TemplateGrounding
@@ -27,10 +30,16 @@ class PixelPolicy:
     step's and, the policy being deterministic, so are its actions, returned without a pass. It
     never reads the observation's ``oracle``. ``runtime`` picks the engine of that forward pass:
     :func:`policies.pixel.runtime.choose_runtime` (ONNX Runtime on a CPU for the small sizes).
+
+    ``second_look`` (default: the environment's ``DW_PIXEL_SECOND_LOOK=1``, else off): a step whose
+    action points at one place is run again on the same frame with the glimpse tile grid shifted
+    so that place sits at a tile's centre, and the point comes from that pass. The offset a token
+    gives inside its tile is least precise near the tile's border (a form field whose centre lies
+    on it); a pointing step costs two passes.
     """
 
     def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto",
-                 runtime: str = "auto"):
+                 runtime: str = "auto", second_look: bool | None = None):
         self.runtime = choose_runtime(device, runtime, dtype, model.config.hidden_size)
         onnx = self.runtime == "onnx"
         self.dtype = torch.float32 if onnx else inference_dtype(device, dtype)
@@ -59,6 +68,10 @@ class PixelPolicy:
         self.name = name
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)
+        if second_look is None:
+            second_look = os.environ.get("DW_PIXEL_SECOND_LOOK", "").strip().lower() in ("1", "on", "yes", "true")
+        self.second_look = second_look
+        self._shifted: dict[tuple[int, int], Preprocessor] = {}  # the second look's tile grids
         self._cache = None
         self._raw = b""
         self._ids = np.zeros(0, np.int64)
@@ -82,9 +95,10 @@ class PixelPolicy:
         if self._step is not None:
             self._step.set_text(self._cache)
 
-    def arrays(self, observation: Observation) -> dict[str, np.ndarray]:
-        """Model inputs (batch of one) for an observation, as contiguous arrays."""
-        vis = self.pre(observation.frame)
+    def arrays(self, observation: Observation, pre: Preprocessor | None = None) -> dict[str, np.ndarray]:
+        """Model inputs (batch of one) for an observation, as contiguous arrays (``pre``: another
+        tile grid than the policy's own)."""
+        vis = (pre or self.pre)(observation.frame)
         cur = observation.cursor
         cursor = np.array([cur[0], cur[1], 1.0] if cur is not None else [0.0, 0.0, 0.0], np.float32)
         htypes, hpts = history_features(self.cfg, observation.history, self._raw)
@@ -122,5 +136,26 @@ class PixelPolicy:
         if self._last is not None and self._last[0] == seen and self.pre.still(observation.frame):
             return list(self._last[1])
         actions = decode(self.cfg, self.run(self.arrays(observation)), self._raw)
+        if self.second_look and actions and isinstance(actions[0], POINTED):
+            actions = self._look_again(observation, actions[0])
         self._last = (seen, tuple(actions))
         return actions
+
+    def _look_again(self, observation: Observation, first: Action) -> list[Action]:
+        """``first`` with its point from a pass whose tile grid has that point at a tile's centre
+        (``first`` itself when the second pass chooses another kind of action)."""
+        c, screen = self.cfg, observation.frame.screen
+        lw, lh = screen.width / screen.scale, screen.height / screen.scale
+        per = c.tile_pt // c.cell_pt
+        shift = tuple(round((c.tile_pt / 2 - (v * size) % c.tile_pt) / c.cell_pt) % per
+                      for v, size in ((first.x, lw), (first.y, lh)))
+        if shift == (0, 0):
+            return [first]
+        pre = self._shifted.setdefault(shift, Preprocessor(c, shift=shift))
+        again = decode(c, self.run(self.arrays(observation, pre)), self._raw)
+        if not again or type(again[0]) is not type(first):
+            return [first]
+        return [dataclasses.replace(first, x=again[0].x, y=again[0].y)]
+
+
+POINTED = (Click, Move, MouseDown, MouseUp, Scroll)  # one point each: what a second look may move
