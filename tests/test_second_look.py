@@ -28,7 +28,7 @@ def test_the_point_comes_from_a_grid_centred_on_the_first_point():
     # a tile's centre.
     first = Click(80 / 640, 70 / 480, button="right", count=2)
     out = pol._look_again(obs, first)
-    assert list(pol._shifted) == [(2, 3)] and pol._shifted[(2, 3)].shift == (2, 3)
+    assert pol._shifted.shift == (2, 3)
     (a,) = out
     assert isinstance(a, Click) and (a.button, a.count) == ("right", 2)  # only the point may move
     assert 0.0 <= a.x <= 1.0 and 0.0 <= a.y <= 1.0
@@ -38,7 +38,7 @@ def test_a_point_already_at_a_tile_centre_and_other_actions_are_left_alone():
     pol = _policy(True)
     obs = Observation(_frame(640, 480), pol.instruction, (0.5, 0.5), ())
     centred = Click(96 / 640, 160 / 480)  # 32 points into its tiles on both axes
-    assert pol._look_again(obs, centred) == [centred] and not pol._shifted
+    assert pol._look_again(obs, centred) == [centred] and pol._shifted is None
     assert not isinstance(Key("enter"), POINTED)  # act() looks again only at these
 
 

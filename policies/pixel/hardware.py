@@ -10,6 +10,13 @@ from functools import cache
 import torch
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting from the environment: ``1``/``on``/``yes``/``true`` or ``0``/``off``/``no``/
+    ``false`` (any case); ``default`` when unset or anything else."""
+    value = os.environ.get(name, "").strip().lower()
+    return True if value in ("1", "on", "yes", "true") else False if value in ("0", "off", "no", "false") else default
+
+
 def dtype_setting(dtype: str = "auto") -> str:
     """The dtype asked for: ``dtype``, or ``DW_PIXEL_DTYPE`` where ``dtype`` is ``auto``."""
     return os.environ.get("DW_PIXEL_DTYPE", "auto") if dtype == "auto" else dtype

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import torch
@@ -12,7 +11,13 @@ from policies.actions import Action, Click, MouseDown, MouseUp, Move, Scroll
 from policies.base import Observation
 from policies.pixel.codec import decode, history_features
 from policies.pixel.grounding import ReaderGrounding, TemplateGrounding
-from policies.pixel.hardware import cpu_has_native_bf16, dtype_setting, inference_dtype, int8_matmuls
+from policies.pixel.hardware import (
+    cpu_has_native_bf16,
+    dtype_setting,
+    env_switch,
+    inference_dtype,
+    int8_matmuls,
+)
 from policies.pixel.modeling import PixelModel, PixelOutput
 from policies.pixel.processing import Preprocessor, encode_text
 from policies.pixel.reads import TileReads
@@ -68,10 +73,8 @@ class PixelPolicy:
         self.name = name
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)
-        if second_look is None:
-            second_look = os.environ.get("DW_PIXEL_SECOND_LOOK", "").strip().lower() in ("1", "on", "yes", "true")
-        self.second_look = second_look
-        self._shifted: dict[tuple[int, int], Preprocessor] = {}  # the second look's tile grids
+        self.second_look = env_switch("DW_PIXEL_SECOND_LOOK", False) if second_look is None else second_look
+        self._shifted: Preprocessor | None = None  # the second look's last tile grid (4-5 MB of buffers each)
         self._cache = None
         self._raw = b""
         self._ids = np.zeros(0, np.int64)
@@ -151,8 +154,9 @@ class PixelPolicy:
                       for v, size in ((first.x, lw), (first.y, lh)))
         if shift == (0, 0):
             return [first]
-        pre = self._shifted.setdefault(shift, Preprocessor(c, shift=shift))
-        again = decode(c, self.run(self.arrays(observation, pre)), self._raw)
+        if self._shifted is None or self._shifted.shift != shift:
+            self._shifted = Preprocessor(c, shift=shift)
+        again = decode(c, self.run(self.arrays(observation, self._shifted)), self._raw)
         if not again or type(again[0]) is not type(first):
             return [first]
         return [dataclasses.replace(first, x=again[0].x, y=again[0].y)]

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from policies.pixel.grounding import TextCache, grounding_class
-from policies.pixel.hardware import dtype_setting, onnx_available
+from policies.pixel.hardware import dtype_setting, env_switch, onnx_available
 from policies.pixel.modeling import PixelModel, PixelOutput
 from policies.pixel.words import word_templates
 
@@ -98,7 +98,7 @@ def onnx_cache_dir() -> Path | None:
     encoder probes and ``dw train``'s samples use: ``$DW_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/digital-worker``, else ``~/.cache/digital-worker`` on Linux); None (no cache)
     when ``DW_ONNX_CACHE`` is ``0``, ``off`` or ``no``."""
-    if os.environ.get("DW_ONNX_CACHE", "").strip().lower() in ("0", "off", "no", "false"):
+    if not env_switch("DW_ONNX_CACHE", True):
         return None
     # encoders.ladder.cache_dir's rule (the layers keep policies from importing encoders)
     import platformdirs
