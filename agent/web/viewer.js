@@ -69,9 +69,11 @@
   function showRates() {
     const now = performance.now();
     const recent = drawTimes.filter((t) => now - t <= 1000), n = recent.length;
-    if (drawTimes.length && (n !== 1 || now - recent[0] >= 500)) {
-      // the rate of the frames drawn in the last second (0 when none came: nothing is being sent)
-      S.fps = n >= 2 ? (n - 1) * 1000 / Math.max(1, recent[n - 1] - recent[0]) : n;
+    const since = S.firstDrawMs === null ? 0 : now - t0 - S.firstDrawMs;
+    if (since >= 400) {
+      // frames drawn per second over the last second (or since the first picture, counting its intervals):
+      // 0 when none came; a burst of two pictures at the start is not read as hundreds of fps
+      S.fps = since < 1000 ? (n - 1) * 1000 / since : n;
       $("fps").textContent = S.fps.toFixed(1);
     }
     if (latencies.length) {
