@@ -115,3 +115,25 @@ def test_a_wrong_answer_fails(name):
         wrong(name, d)
         assert d.finished and d.success is False, (name, seed, d.reason)
         assert d.oracle.expert_actions() == []
+
+
+def test_type_field_values_come_in_every_length_and_kind():
+    """type-field's values span 2 to 32 characters with no gap (a model must not learn where the field's
+    name sits in the instruction from the value's length), and some are another field's kind (it
+    must not learn the field from the value's look), e-mail addresses among them on many domains."""
+    import random
+
+    from agent.desktops.virtual.base import field_text, free_text
+
+    r = random.Random(0)
+    lengths = {len(free_text(r)) for _ in range(2000)}
+    assert set(range(2, 33)) <= lengths and max(lengths) <= 32
+    emails = {field_text(r, "Email") for _ in range(300)}
+    assert all(e.count("@") == 1 for e in emails)
+    assert len({e.rsplit(".", 1)[1] for e in emails}) >= 6
+    assert len({len(e) for e in emails}) >= 12
+    desks = [VirtualDesktop("type-field", seed=s, size=(640, 480)) for s in range(200)]
+    values = [(d.oracle.target.name, d.oracle.value) for d in desks]
+    assert len({len(v) for _, v in values}) >= 25
+    assert any(name != "Email" and "@" in v for name, v in values)
+    assert any(name == "Email" and "@" not in v for name, v in values)

@@ -77,6 +77,8 @@ COMPANIES = ("Acme Corp", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay In
              "Wayne Ent.", "Tyrell", "Cyberdyne", "Soylent", "Oscorp", "Aperture Labs")
 COUNTRIES = ("Portugal", "Kenya", "Japan", "Ecuador", "Iceland", "Italy", "Georgia", "New Zealand", "Ghana",
              "Norway", "Chile", "Viet Nam", "Costa Rica")
+MAIL_HOSTS = ("mail", "post", "inbox", "corp", "acme", "web", "home", "uni", "studio", "mx")
+MAIL_TLDS = ("com", "org", "net", "io", "dev", "de", "fr", "co.uk", "edu", "test")
 STREETS = ("Elm Street", "Oak Ave", "Rue Cler", "Hauptstrasse", "Main St", "Calle Mayor", "Kings Road")
 
 
@@ -87,8 +89,10 @@ def field_text(r, field: str) -> str:
         return person if r.random() < 0.5 or field == "Nickname" else f"{person} {r.choice(SURNAMES)}"
     if field == "Username":
         return f"{person.split()[0].lower()}{r.choice(('', '_', '.'))}{r.randint(1, 9999)}"
-    if field == "Email":
-        return f"{person.split()[0].lower()}.{r.choice(SURNAMES).lower()}@{r.choice(('example.com', 'mail.test', 'corp.example'))}"
+    if field == "Email":  # the shapes addresses take, on many domains
+        first, last = person.split()[0].lower(), r.choice(SURNAMES).lower()
+        local = r.choice((first, f"{first}.{last}", f"{first}_{last}", f"{first[0]}{last}", f"{first}{r.randint(1, 99)}"))
+        return f"{local}@{r.choice(MAIL_HOSTS)}.{r.choice(MAIL_TLDS)}"
     if field in ("City", "Country"):
         return r.choice(PLACES if field == "City" else COUNTRIES)
     if field == "Street":
@@ -96,6 +100,16 @@ def field_text(r, field: str) -> str:
     if field == "Company":
         return r.choice(COMPANIES)
     return r.choice(TEXT_WORDS + BUTTON_WORDS + CHECK_WORDS) + r.choice(("", "", f" {r.randint(2, 99)}"))
+
+
+def free_text(r, lo: int = 2, hi: int = 32) -> str:
+    """Words, names and numbers cut to a length drawn evenly from ``lo`` to ``hi``: every length of
+    value in a typing instruction, where :func:`field_text`'s lengths bunch (few of 15 to 20)."""
+    n, parts = r.randint(lo, hi), []
+    while len(" ".join(parts)) < n:
+        w = r.choice(ANY_WORDS + TEXT_WORDS + PEOPLE + SURNAMES + PLACES) if r.random() < 0.85 else str(r.randint(0, 9999))
+        parts.append(w.capitalize() if r.random() < 0.3 else w)
+    return " ".join(parts)[:n].strip() or parts[0]
 
 
 FIELD_NAMES = ("Name", "City", "Email", "Username", "Company", "Country", "Title", "Street", "Nickname")
@@ -348,5 +362,5 @@ class Task(Scene):
         return b
 
 
-__all__ = ["ANY_WORDS", "BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
+__all__ = ["ANY_WORDS", "BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "free_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
            "TAIL_S", "TASKBAR_H", "TEXT_WORDS", "WINDOW_TITLES", "Task"]

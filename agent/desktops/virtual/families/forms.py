@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, WINDOW_TITLES, Task, field_text
+from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, WINDOW_TITLES, Task, field_text, free_text
 from agent.desktops.virtual.controls import ArrowButton, DropDown, RadioButton, Switch, Tab
 from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.widgets import Button, Label, MenuItem, Panel, TextField, Widget
@@ -331,9 +331,9 @@ class FillForm(_Commit):
 
 
 class TypeField(Task):
-    """Type a value into the named field of a partly filled form and press Enter. The value is what
-    the field asks for (:func:`~agent.desktops.virtual.base.field_text`: 2 to ~30 characters); the
-    field may hold a wrong value first, to be replaced."""
+    """Type a value into the named field of a partly filled form and press Enter. The value is
+    mostly what the field asks for (:func:`~agent.desktops.virtual.base.field_text`: 2 to ~30
+    characters), sometimes another field's kind or any text of 2 to 32; the field may hold a wrong value first, to be replaced."""
 
     name = "type-field"
 
@@ -347,7 +347,11 @@ class TypeField(Task):
             if r.random() < 0.4:  # filled in earlier
                 f.text = field_text(r, f.name)
         self.target = r.choice(self.fields)
-        self.value = field_text(r, self.target.name)
+        # mostly what the field asks for; else what another field would hold, or text of any length,
+        # so the field's name, not the look or length of the value, says where it goes
+        kind = r.random()
+        self.value = (field_text(r, self.target.name) if kind < 0.6 else
+                      field_text(r, r.choice(FIELD_NAMES)) if kind < 0.8 else free_text(r))
         if self.target.text == self.value:
             self.target.text = ""
         self.instruction = self.phrase(
