@@ -102,14 +102,17 @@ def field_text(r, field: str) -> str:
     return r.choice(TEXT_WORDS + BUTTON_WORDS + CHECK_WORDS) + r.choice(("", "", f" {r.randint(2, 99)}"))
 
 
+_FREE_WORDS = ANY_WORDS + TEXT_WORDS + PEOPLE + SURNAMES + PLACES  # what free_text draws from
+
+
 def free_text(r, lo: int = 2, hi: int = 32) -> str:
     """Words, names and numbers cut to a length drawn evenly from ``lo`` to ``hi``: every length of
     value in a typing instruction, where :func:`field_text`'s lengths bunch (few of 15 to 20)."""
     n, parts = r.randint(lo, hi), []
     while len(" ".join(parts)) < n:
-        w = r.choice(ANY_WORDS + TEXT_WORDS + PEOPLE + SURNAMES + PLACES) if r.random() < 0.85 else str(r.randint(0, 9999))
+        w = r.choice(_FREE_WORDS) if r.random() < 0.85 else str(r.randint(0, 9999))
         parts.append(w.capitalize() if r.random() < 0.3 else w)
-    return " ".join(parts)[:n].strip() or parts[0]
+    return " ".join(parts)[:n].strip()
 
 
 FIELD_NAMES = ("Name", "City", "Email", "Username", "Company", "Country", "Title", "Street", "Nickname")

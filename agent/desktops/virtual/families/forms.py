@@ -333,7 +333,8 @@ class FillForm(_Commit):
 class TypeField(Task):
     """Type a value into the named field of a partly filled form and press Enter. The value is
     mostly what the field asks for (:func:`~agent.desktops.virtual.base.field_text`: 2 to ~30
-    characters), sometimes another field's kind or any text of 2 to 32; the field may hold a wrong value first, to be replaced."""
+    characters), sometimes another field's kind or any text of 2 to 32 characters; the field may hold
+    a wrong value first, to be replaced."""
 
     name = "type-field"
 
