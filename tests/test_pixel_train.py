@@ -90,6 +90,8 @@ def test_dw_train_makes_a_checkpoint_that_loads_as_a_policy(demos, tmp_path, cap
     out = ["--out", str(tmp_path / "bad")]
     assert main(["train", str(demos), "--model-size", "pixel-tiny", "--init", str(tmp_path / "m"), *out]) == 2
     assert "give one" in capsys.readouterr().err
+    assert main(["train", str(demos), "--from-stage", "b", *out]) == 2
+    assert "name stages of a --recipe" in capsys.readouterr().err
     assert main(["train", str(demos), "--epochs", "0", *out]) == 2
     assert main(["train", str(demos), "--model-size", "pixel-huge", *out]) == 2
     assert "unknown model size 'pixel-huge'" in capsys.readouterr().err
@@ -340,3 +342,25 @@ print((hwm() - before) / size)
                                      cwd=Path(__file__).resolve().parents[1]).stdout) for c in "01"}
     assert grown["0"] > 0.8  # kept parts: a second copy
     assert grown["1"] < 0.3, grown  # consumed: about a part at a time
+
+
+def test_text_shift_moves_the_instruction_in_the_text_window_only_in_training(demos, tmp_path):
+    from policies.pixel import PixelConfig, PixelModel, encode_text
+
+    torch.manual_seed(0)
+    m = PixelModel(PixelConfig.for_size("pixel-tiny", **SMALL)).eval()
+    short = torch.from_numpy(encode_text('Type "ab" into the "City" field.', 96)[0])[None]
+    long = torch.from_numpy(encode_text("x" * 90, 96)[0])[None]
+    with torch.no_grad():
+        plain = m.encode_text(short).states
+        assert torch.equal(m.encode_text(short, torch.tensor([0])).states, plain)  # shift 0: as at inference
+        assert not torch.allclose(m.encode_text(short, torch.tensor([7])).states, plain)
+        # an instruction of 90 bytes has room for 6 more places: a larger shift stops there
+        assert torch.equal(m.encode_text(long, torch.tensor([50])).states, m.encode_text(long, torch.tensor([6])).states)
+        assert not torch.equal(m.encode_text(long, torch.tensor([5])).states, m.encode_text(long, torch.tensor([6])).states)
+    torch.manual_seed(0)
+    out = _train(demos, tmp_path / "s", _plain(steps=3) + "text_shift = 24\n")
+    assert out["steps"] == 3
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["training"]["text_shift"] == 24
+    with pytest.raises(UserError, match="text_shift must be between 0 and 95"):
+        _train(demos, tmp_path / "bad", _plain(steps=1) + "text_shift = 96\n")

@@ -119,3 +119,34 @@ def test_a_stage_may_learn_from_some_actions_only(tmp_path):
     with pytest.raises(UserError, match="hover not among the model's actions"):
         recipes.run(recipes.load_recipe(recipe), [str(session)], tmp_path / "out2", cache=tmp_path / "cache",
                     progress=False, log=lambda s: None)
+
+
+def test_a_recipe_runs_in_parts_each_from_the_weights_the_stage_before_wrote(tmp_path, monkeypatch):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY + "".join(f'[[stages]]\nname = "{n}"\n' for n in ("a", "b", "c")))
+    stages, out, ran = recipes.load_recipe(recipe), tmp_path / "out", []
+
+    def stage(st, sessions, where, *, init, **kw):  # what each stage would train: its folder and start
+        ran.append((st["name"], where, init))
+        (where / "checkpoint").mkdir(parents=True)
+        (where / "config.json").write_text("{}")
+        return {"stage": st["name"]}
+
+    monkeypatch.setattr(recipes, "train_stage", stage)
+    go = lambda **kw: recipes.run(stages, [], out, log=lambda s: None, **kw)  # noqa: E731
+    with pytest.raises(UserError, match="stages/a holds no weights; run the stages before it first"):
+        go(first="b")
+    assert go(init="pixel-tiny", last="a") == {"stage": "a"}
+    assert ran == [("a", out / "stages" / "a", "pixel-tiny")]
+    with pytest.raises(UserError, match="give no --init"):
+        go(first="b", init="pixel-tiny")
+    go(first="b")  # b from a's weights, c (the last) writes OUT
+    assert ran[1:] == [("b", out / "stages" / "b", str(out / "stages" / "a")), ("c", out, str(out / "stages" / "b"))]
+    assert not (out / "checkpoint").exists() and not (out / "stages" / "b" / "checkpoint").exists()
+    with pytest.raises(UserError, match="the recipe's stages are a, b, c"):
+        go(first="d")
+    with pytest.raises(UserError, match="--to-stage a comes before --from-stage b"):
+        go(first="b", last="a")
+    recipe.write_text(TINY + '[[stages]]\nname = "a"\n[[stages]]\nname = "a"\n')
+    with pytest.raises(UserError, match="a stage named 'a' comes earlier"):
+        recipes.load_recipe(recipe)

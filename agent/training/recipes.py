@@ -14,6 +14,8 @@ A recipe has up to four tables (every key optional; unknown keys are refused by 
   ``reader`` (a folder from ``dw reader``: the reader grounding's weights) and ``actions`` (learn
   only from the samples whose action is one of these kinds, e.g. ``["type"]`` with
   ``train_only = ["span_"]``: the heads that copy typed text, from the samples that teach them).
+  ``text_shift = N`` moves each training sample's instruction to a random place 0..N in the
+  model's text window, so a word is found by what it is and what surrounds it, not by its place.
 - ``[data]``: ``sessions`` (folders used when ``dw train`` is given none) and ``commands`` (how
   those sessions were made: documentation, never run).
 - ``[reader]``: settings of ``dw reader`` (:func:`policies.pixel.reader.pretrain_reader`'s).
@@ -83,8 +85,34 @@ def load_recipe(path: str | Path) -> dict:
         _check(merged["train"], [f.name for f in dataclasses.fields(TrainSettings)] + list(TRAIN_EXTRA),
                f"{where} [train]")
         _check_moves(merged["train"], f"{where} [train]")
+        if any(o["name"] == merged["name"] for o in out):
+            raise UserError(f"{where}: a stage named {merged['name']!r} comes earlier (each writes OUT/stages/NAME)")
         out.append(merged)
     return out
+
+
+def stage_range(stages: list[dict], out: Path, first: str | None, last: str | None,
+                init: str | None) -> tuple[int, int, str | None]:
+    """The indices of the first and last stage to run, and the first one's ``init``: from
+    ``OUT/stages/<the stage before it>`` when the run starts later than the first stage."""
+    names = [s["name"] for s in stages]
+    for opt, name in (("--from-stage", first), ("--to-stage", last)):
+        if name is not None and name not in names:
+            raise UserError(f"{opt} {name}: the recipe's stages are {', '.join(names)}")
+    i0 = names.index(first) if first else 0
+    i1 = names.index(last) if last else len(names) - 1
+    if i1 < i0:
+        raise UserError(f"--to-stage {last} comes before --from-stage {first}")
+    if i0 == 0:
+        return i0, i1, init
+    if init is not None:
+        raise UserError(f"--from-stage {first} starts from the stage before it (OUT/stages/{names[i0 - 1]}): "
+                        "give no --init")
+    prev = out / "stages" / names[i0 - 1]
+    if not (prev / "config.json").is_file():
+        raise UserError(f"--from-stage {first}: {prev} holds no weights; run the stages before it first "
+                        f"(--to-stage {names[i0 - 1]})")
+    return i0, i1, str(prev)
 
 
 def build_model(model: dict, *, size: str | None, init: str | None):
@@ -204,6 +232,8 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     shifts = int(extra.get("shifts", 0))
     if not 0 <= shifts <= 8:
         raise UserError("shifts must be between 0 and 8")
+    if not 0 <= settings.text_shift < cfg.max_text:
+        raise UserError(f"text_shift must be between 0 and {cfg.max_text - 1} (the model's max_text, less one)")
     _check_moves(extra, "[train]")
     moves = extra.get("moves", "intent")
     from tqdm import tqdm
@@ -250,8 +280,11 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
 def run(stages: list[dict], sessions: list[str], out: str | Path, *, size: str | None = None,
         init: str | None = None, epochs: int | None = None, device: str = "cpu", seed: int | None = None,
         resume: bool = False, cache: str | Path | None = None, keep_state: bool = False, progress: bool = True,
-        log=print) -> dict:
-    """Every stage in order, each from the one before; the last writes ``out``. Samples are cached in
+        log=print, first: str | None = None, last: str | None = None) -> dict:
+    """Every stage in order, each from the one before; the last writes ``out``, each earlier one
+    ``out/stages/NAME``. ``first``/``last`` (stage names) run a part of the recipe: a later part
+    starts from the weights the stage before it wrote (a recipe whose data needs an earlier stage's
+    weights, e.g. a DAgger set, runs in parts, the data made in between). Samples are cached in
     ``cache`` (default: :func:`agent.training.dataset.default_cache_dir`). Once every stage has
     finished, the trainer's state (``checkpoint/`` in ``out`` and in each stage's folder: the last
     epoch's weights and the optimizer's state, which only ``resume`` of an interrupted run needs)
@@ -264,9 +297,12 @@ def run(stages: list[dict], sessions: list[str], out: str | Path, *, size: str |
     cache = Path(cache) if cache else default_cache_dir()
     summary: dict = {}
     wrote = []
-    for i, stage in enumerate(stages):
-        last = i == len(stages) - 1
-        where = out if last else out / "stages" / stage["name"]
+    i0, i1, init = stage_range(stages, out, first, last, init)
+    if i0 > 0:
+        size = None
+    for i in range(i0, i1 + 1):
+        stage = stages[i]
+        where = out if i == len(stages) - 1 else out / "stages" / stage["name"]
         summary = train_stage(stage, sessions, where, size=size, init=init, epochs=epochs, device=device,
                               seed=seed, resume=resume, cache=cache, progress=progress, log=log)
         wrote.append(where)

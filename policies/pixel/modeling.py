@@ -192,19 +192,26 @@ class PixelModel(PixelPreTrainedModel):
         return self.grounding.untie_kernels(generator)
 
     # -- text -------------------------------------------------------------------------------
-    def encode_text(self, text_ids: torch.Tensor) -> TextCache:
+    def encode_text(self, text_ids: torch.Tensor, pos_shift: torch.Tensor | None = None) -> TextCache:
         """(B, L) byte ids (256 = pad) -> per-layer keys/values and final states.
 
         Trailing columns that are padding in every row are dropped first: every row masks them
         out, so the outputs are identical, and instructions are much shorter than ``max_text``
-        (this halves a training step's work and shortens every inference step's attention)."""
+        (this halves a training step's work and shortens every inference step's attention).
+        ``pos_shift`` (B,) (training only): each row's bytes take the positions ``shift..`` instead
+        of ``0..`` (bounded so the instruction still fits ``max_text``), so where a word sits in
+        the text window teaches nothing and what the words are, and their order, does."""
         mask = text_ids != 256
         n = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
         text_ids, mask = text_ids[:, :n], mask[:, :n].clone()
         mask[:, 0] = True  # an empty instruction still has one (pad) key to attend to
-        pos = torch.arange(text_ids.shape[1], device=text_ids.device)
+        pos = torch.arange(text_ids.shape[1], device=text_ids.device)[None]
+        if pos_shift is not None:
+            room = self.config.max_text - mask.sum(1)
+            pos = (pos + torch.minimum(pos_shift.to(pos.device), room).clamp(min=0)[:, None]).clamp(
+                max=self.config.max_text - 1)  # padding columns past the window share its last place
         emb = self.byte_emb(F.pad(text_ids, (1, 1), value=256))
-        x = emb[:, 1:-1] + self.text_pos(pos)[None]
+        x = emb[:, 1:-1] + self.text_pos(pos)
         kv = []
         for layer in self.layers:
             x, lkv = layer.text(x, mask)
@@ -247,6 +254,7 @@ class PixelModel(PixelPreTrainedModel):
         history_points: torch.Tensor,  # (B, H, 3): x, y, present
         text_ids: torch.Tensor | None = None,  # (B, L) long
         text_cache: TextCache | None = None,
+        text_pos_shift: torch.Tensor | None = None,  # (B,) long, training only: see encode_text
         labels: torch.Tensor | None = None,  # (B, len(LABEL_FIELDS)) long, -1 = none: training
         target_offsets: torch.Tensor | None = None,  # (B, 2, 2) the labelled points' offsets in their boxes
         **inputs: torch.Tensor,  # the grounding's (its step_inputs or run_inputs)
@@ -255,7 +263,7 @@ class PixelModel(PixelPreTrainedModel):
         if text_cache is None:
             if text_ids is None:
                 raise ValueError("give text_ids or text_cache")
-            text_cache = self.encode_text(text_ids)
+            text_cache = self.encode_text(text_ids, text_pos_shift)
         dtype = self.cls.dtype
         b = global_view.shape[0]
         d = c.hidden_size

@@ -61,6 +61,7 @@ class TrainSettings:
     time_budget_s: float | None = None  # fit the schedule into this many seconds (after epoch 1)
     keep_best: bool = True  # keep the epoch with the best held-out action accuracy
     train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
+    text_shift: int = 0  # each sample's instruction takes positions from a random 0..text_shift on (not where, what)
     record: dict = field(default_factory=dict)  # what else the run was (saved in config.training)
 
 
@@ -299,6 +300,9 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
                     disable=not progress, leave=False)
         for i in pbar:
             b = _batch(train_t, perm[i * s.batch_size:(i + 1) * s.batch_size])
+            if s.text_shift:  # drawn from the step's own seed: a resumed run draws the same
+                g = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
+                b["text_pos_shift"] = torch.randint(0, s.text_shift + 1, (len(b["labels"]),), generator=g).to(device)
             with _compute(device):
                 loss = model(**b).loss
             opt.zero_grad(set_to_none=True)
@@ -346,7 +350,7 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
     kept = next((h for h in history if h["epoch"] == kept_epoch), None)
     model.config.training = {"samples": n, "epochs": epochs, "seed": s.seed, "lr": s.lr, "batch_size": s.batch_size,
                              "best_epoch": best_epoch, "kept_epoch": kept_epoch, "train_only": list(s.train_only),
-                             **s.record}
+                             **({"text_shift": s.text_shift} if s.text_shift else {}), **s.record}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": model.config.size_name, "parameters": sum(p.numel() for p in model.parameters()),
                "train_samples": n, "val_samples": len(val.get("labels", [])) if val else 0, "steps": step,
