@@ -222,6 +222,8 @@ class Agent:
                         serial = director.serial
                         self.instruction = step_instruction
                         policy.reset(step_instruction)
+                        if director.attempt > 1 and hasattr(policy, "retry"):  # the last attempt failed
+                            policy.retry(director.attempt)
                         self.history.clear()
                         if hasattr(desktop, "on_instruction"):
                             desktop.on_instruction(step_instruction)

@@ -37,6 +37,10 @@ class Policy(Protocol):
 
     def act(self, observation: Observation) -> list[Action]: ...
 
+    # Optional: ``retry(attempt)``, called after ``reset`` when a workflow step is tried again
+    # (attempt 2, 3, ...) because the last attempt failed its check: a deterministic policy that
+    # would repeat the failed attempt may look more carefully (the pixel policy: a second look).
+
 
 class PolicyError(RuntimeError):
     """A policy cannot be built or cannot act in this setting."""

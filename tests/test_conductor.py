@@ -126,19 +126,25 @@ def test_a_failing_check_is_retried_then_the_run_stops_with_its_reason(tmp_path)
 def test_done_with_a_failing_check_is_a_failed_attempt():
     class Liar:  # says done at once, touches nothing
         name = "liar"
+        calls: list = []
 
         def reset(self, instruction):
-            pass
+            self.calls.append("reset")
+
+        def retry(self, attempt):  # told when an attempt repeats a failed one
+            self.calls.append(attempt)
 
         def act(self, obs):
             from policies.actions import Done
 
             return [Done()]
 
-    wf = form(timeout=5, retries=1).fill(row())
+    wf = form(timeout=5, retries=2).fill(row())
     desk = scene()
     r = run_row(wf, desk, Liar(), WorkflowConductor())
-    assert r["steps"][0]["attempts"] == 2 and "the policy said done but the check failed" in r["reason"]
+    assert r["steps"][0]["attempts"] == 3 and "the policy said done but the check failed" in r["reason"]
+    assert [c for c in Liar.calls if c != "reset"] == [2, 3]  # attempts 2 and 3, each after its reset
+    assert Liar.calls[-2:] == ["reset", 3]
     assert r["virtual_seconds"] < 2  # no waiting for the timeout
 
 

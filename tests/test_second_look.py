@@ -51,3 +51,19 @@ def test_off_by_default_and_on_from_the_environment(monkeypatch):
     pol = _policy(True)
     acts = pol.act(Observation(_frame(640, 480), pol.instruction, (0.5, 0.5), ()))
     assert len(acts) <= 1
+
+
+def test_a_retried_attempt_looks_twice_until_the_next_reset(monkeypatch):
+    pol = _policy(False)
+    looked = []
+    monkeypatch.setattr(pol, "_look_again", lambda obs, first: looked.append(first) or [first])
+    monkeypatch.setattr("policies.pixel.policy.decode", lambda *a: [Click(0.3, 0.4)])  # a pointing step
+    obs = lambda: Observation(_frame(640, 480), pol.instruction, (0.5, 0.5), ())  # noqa: E731
+    pol.act(obs())
+    assert looked == []
+    pol.retry(2)  # the workflow's step failed its check once: this attempt looks again
+    pol.act(obs())
+    assert looked == [Click(0.3, 0.4)]
+    pol.reset(pol.instruction)  # the next step or a new run: one look again
+    pol.act(obs())
+    assert len(looked) == 1

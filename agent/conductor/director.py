@@ -101,6 +101,11 @@ class Director:
         self._refusals = 0
         self.serial = 0  # counts attempts started: the loop resets the policy when it changes
 
+    @property
+    def attempt(self) -> int:
+        """The running step's attempt (1 = its first; 0 when none runs)."""
+        return self._current.attempt if self._current is not None else 0
+
     # -- the loop's side -------------------------------------------------------------------------
     def instruction(self, frame: Frame, now: float) -> str | None:
         """The instruction in force for this frame, or None (no action: a decision is pending or

@@ -40,7 +40,8 @@ class PixelPolicy:
     action points at one place is run again on the same frame with the glimpse tile grid shifted
     so that place sits at a tile's centre, and the point comes from that pass. The offset a token
     gives inside its tile is least precise near the tile's border (a form field whose centre lies
-    on it); a pointing step costs two passes.
+    on it); a pointing step costs two passes. A retried workflow step (:meth:`retry`) takes the
+    second look until the next :meth:`reset`: the same deterministic pass would repeat its miss.
     """
 
     def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto",
@@ -74,6 +75,7 @@ class PixelPolicy:
         self.device = torch.device(device)
         self.pre = Preprocessor(self.cfg)
         self.second_look = env_switch("DW_PIXEL_SECOND_LOOK", False) if second_look is None else second_look
+        self._retrying = False  # this episode retries a failed attempt: look twice (see retry)
         self._shifted: Preprocessor | None = None  # the second look's last tile grid (4-5 MB of buffers each)
         self._cache = None
         self._raw = b""
@@ -91,12 +93,17 @@ class PixelPolicy:
     @torch.inference_mode()
     def reset(self, instruction: str) -> None:
         self.instruction = instruction
+        self._retrying = False
         ids, self._raw = encode_text(instruction, self.cfg.max_text)
         self._ids = ids
         self._last = None
         self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
         if self._step is not None:
             self._step.set_text(self._cache)
+
+    def retry(self, attempt: int) -> None:
+        """This episode tries again what attempt ``attempt - 1`` failed: point with a second look."""
+        self._retrying = attempt > 1
 
     def arrays(self, observation: Observation, pre: Preprocessor | None = None) -> dict[str, np.ndarray]:
         """Model inputs (batch of one) for an observation, as contiguous arrays (``pre``: another
@@ -139,7 +146,7 @@ class PixelPolicy:
         if self._last is not None and self._last[0] == seen and self.pre.still(observation.frame):
             return list(self._last[1])
         actions = decode(self.cfg, self.run(self.arrays(observation)), self._raw)
-        if self.second_look and actions and isinstance(actions[0], POINTED):
+        if (self.second_look or self._retrying) and actions and isinstance(actions[0], POINTED):
             actions = self._look_again(observation, actions[0])
         self._last = (seen, tuple(actions))
         return actions
