@@ -90,8 +90,6 @@ def test_dw_train_makes_a_checkpoint_that_loads_as_a_policy(demos, tmp_path, cap
     out = ["--out", str(tmp_path / "bad")]
     assert main(["train", str(demos), "--model-size", "pixel-tiny", "--init", str(tmp_path / "m"), *out]) == 2
     assert "give one" in capsys.readouterr().err
-    assert main(["train", str(demos), "--from-stage", "b", *out]) == 2
-    assert "name stages of a --recipe" in capsys.readouterr().err
     assert main(["train", str(demos), "--epochs", "0", *out]) == 2
     assert main(["train", str(demos), "--model-size", "pixel-huge", *out]) == 2
     assert "unknown model size 'pixel-huge'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ recipe's stages train in order, each growing the weights the one before kept."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,32 +122,30 @@ def test_a_stage_may_learn_from_some_actions_only(tmp_path):
                     progress=False, log=lambda s: None)
 
 
-def test_a_recipe_runs_in_parts_each_from_the_weights_the_stage_before_wrote(tmp_path, monkeypatch):
+
+def test_a_recipe_stops_before_a_stage_whose_data_is_not_made_yet_and_resumes(tmp_path, monkeypatch):
+    dagger = tmp_path / "dagger"  # a set made with the first stage's weights, between the runs
     recipe = tmp_path / "r.toml"
-    recipe.write_text(TINY + "".join(f'[[stages]]\nname = "{n}"\n' for n in ("a", "b", "c")))
+    recipe.write_text(TINY + f'[[stages]]\nname = "a"\n[[stages]]\nname = "b"\ndata = {{ sessions = ["{dagger}"] }}\n'
+                      '[[stages]]\nname = "c"\n')
     stages, out, ran = recipes.load_recipe(recipe), tmp_path / "out", []
 
     def stage(st, sessions, where, *, init, **kw):  # what each stage would train: its folder and start
-        ran.append((st["name"], where, init))
-        (where / "checkpoint").mkdir(parents=True)
-        (where / "config.json").write_text("{}")
+        ran.append((st["name"], init))
+        (where / "checkpoint").mkdir(parents=True, exist_ok=True)
+        (where / "training.json").write_text(json.dumps({"stage": st["name"]}))
         return {"stage": st["name"]}
 
     monkeypatch.setattr(recipes, "train_stage", stage)
-    go = lambda **kw: recipes.run(stages, [], out, log=lambda s: None, **kw)  # noqa: E731
-    with pytest.raises(UserError, match="stages/a holds no weights; run the stages before it first"):
-        go(first="b")
-    assert go(init="pixel-tiny", last="a") == {"stage": "a"}
-    assert ran == [("a", out / "stages" / "a", "pixel-tiny")]
-    with pytest.raises(UserError, match="give no --init"):
-        go(first="b", init="pixel-tiny")
-    go(first="b")  # b from a's weights, c (the last) writes OUT
-    assert ran[1:] == [("b", out / "stages" / "b", str(out / "stages" / "a")), ("c", out, str(out / "stages" / "b"))]
-    assert not (out / "checkpoint").exists() and not (out / "stages" / "b" / "checkpoint").exists()
-    with pytest.raises(UserError, match="the recipe's stages are a, b, c"):
-        go(first="d")
-    with pytest.raises(UserError, match="--to-stage a comes before --from-stage b"):
-        go(first="b", last="a")
+    go = lambda **kw: recipes.run(stages, [], out, init="pixel-tiny", log=lambda s: None, **kw)  # noqa: E731
+    with pytest.raises(UserError, match=f"stage b: {re.escape(str(dagger))} does not exist yet; make it .* with the "
+                                        f"weights in {re.escape(str(out / 'stages' / 'a'))}\\), then run again with --resume"):
+        go()
+    assert ran == [("a", "pixel-tiny")]
+    dagger.mkdir()
+    assert go(resume=True) == {"stage": "c"}  # a kept, b from a's weights, c (the last) writes OUT
+    assert ran[1:] == [("b", str(out / "stages" / "a")), ("c", str(out / "stages" / "b"))]
+    assert not (out / "checkpoint").exists() and not (out / "stages" / "a" / "checkpoint").exists()
     recipe.write_text(TINY + '[[stages]]\nname = "a"\n[[stages]]\nname = "a"\n')
     with pytest.raises(UserError, match="a stage named 'a' comes earlier"):
         recipes.load_recipe(recipe)

@@ -33,6 +33,7 @@ says so.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
@@ -89,30 +90,6 @@ def load_recipe(path: str | Path) -> dict:
             raise UserError(f"{where}: a stage named {merged['name']!r} comes earlier (each writes OUT/stages/NAME)")
         out.append(merged)
     return out
-
-
-def stage_range(stages: list[dict], out: Path, first: str | None, last: str | None,
-                init: str | None) -> tuple[int, int, str | None]:
-    """The indices of the first and last stage to run, and the first one's ``init``: from
-    ``OUT/stages/<the stage before it>`` when the run starts later than the first stage."""
-    names = [s["name"] for s in stages]
-    for opt, name in (("--from-stage", first), ("--to-stage", last)):
-        if name is not None and name not in names:
-            raise UserError(f"{opt} {name}: the recipe's stages are {', '.join(names)}")
-    i0 = names.index(first) if first else 0
-    i1 = names.index(last) if last else len(names) - 1
-    if i1 < i0:
-        raise UserError(f"--to-stage {last} comes before --from-stage {first}")
-    if i0 == 0:
-        return i0, i1, init
-    if init is not None:
-        raise UserError(f"--from-stage {first} starts from the stage before it (OUT/stages/{names[i0 - 1]}): "
-                        "give no --init")
-    prev = out / "stages" / names[i0 - 1]
-    if not (prev / "config.json").is_file():
-        raise UserError(f"--from-stage {first}: {prev} holds no weights; run the stages before it first "
-                        f"(--to-stage {names[i0 - 1]})")
-    return i0, i1, str(prev)
 
 
 def build_model(model: dict, *, size: str | None, init: str | None):
@@ -280,11 +257,11 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
 def run(stages: list[dict], sessions: list[str], out: str | Path, *, size: str | None = None,
         init: str | None = None, epochs: int | None = None, device: str = "cpu", seed: int | None = None,
         resume: bool = False, cache: str | Path | None = None, keep_state: bool = False, progress: bool = True,
-        log=print, first: str | None = None, last: str | None = None) -> dict:
+        log=print) -> dict:
     """Every stage in order, each from the one before; the last writes ``out``, each earlier one
-    ``out/stages/NAME``. ``first``/``last`` (stage names) run a part of the recipe: a later part
-    starts from the weights the stage before it wrote (a recipe whose data needs an earlier stage's
-    weights, e.g. a DAgger set, runs in parts, the data made in between). Samples are cached in
+    ``out/stages/NAME``. A stage whose recipe sessions do not exist yet (a DAgger set made with an
+    earlier stage's weights) stops the run with what to make; ``resume`` then skips every stage that
+    finished (its folder holds ``training.json``) and continues. Samples are cached in
     ``cache`` (default: :func:`agent.training.dataset.default_cache_dir`). Once every stage has
     finished, the trainer's state (``checkpoint/`` in ``out`` and in each stage's folder: the last
     epoch's weights and the optimizer's state, which only ``resume`` of an interrupted run needs)
@@ -297,12 +274,19 @@ def run(stages: list[dict], sessions: list[str], out: str | Path, *, size: str |
     cache = Path(cache) if cache else default_cache_dir()
     summary: dict = {}
     wrote = []
-    i0, i1, init = stage_range(stages, out, first, last, init)
-    if i0 > 0:
-        size = None
-    for i in range(i0, i1 + 1):
-        stage = stages[i]
+    for i, stage in enumerate(stages):
         where = out if i == len(stages) - 1 else out / "stages" / stage["name"]
+        if resume and (where / "training.json").is_file():  # finished in an earlier run
+            log(f"stage {stage['name']}: finished before ({where}), kept")
+            summary = json.loads((where / "training.json").read_text())
+            wrote.append(where)
+            init, size = str(where), None
+            continue
+        missing = [p for p in ([] if sessions else stage["data"].get("sessions", [])) if not Path(p).exists()]
+        if missing:
+            before = f" with the weights in {init}" if i else ""
+            raise UserError(f"stage {stage['name']}: {missing[0]} does not exist yet; make it (the recipe's [data] "
+                            f"commands{before}), then run again with --resume: finished stages are kept")
         summary = train_stage(stage, sessions, where, size=size, init=init, epochs=epochs, device=device,
                               seed=seed, resume=resume, cache=cache, progress=progress, log=log)
         wrote.append(where)

@@ -26,8 +26,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--epochs must be at least 1")
     if args.model_size is not None and args.init is not None:
         raise UserError("--model-size makes a fresh model and --init starts from a checkpoint: give one")
-    if (args.from_stage or args.to_stage) and not args.recipe:
-        raise UserError("--from-stage and --to-stage name stages of a --recipe")
     stages = recipes.load_recipe(args.recipe) if args.recipe else [
         {"name": "train", "model": {}, "train": {"epochs": 20}, "data": {}, "reader": {}}]
     log = (lambda s: None) if args.json else print
@@ -35,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = recipes.run(stages, sessions, args.out, size=args.model_size, init=args.init, epochs=args.epochs,
                               device=args.device, seed=args.seed, resume=args.resume, cache=args.cache,
-                              keep_state=args.keep_state, progress=not args.json, log=log,
-                              first=args.from_stage, last=args.to_stage)
+                              keep_state=args.keep_state, progress=not args.json, log=log)
     except SessionError as e:
         raise UserError(str(e)) from None
     if args.json:
@@ -79,17 +76,13 @@ def register(sub) -> None:
                    help="a training recipe (TOML): model, settings, stages (default: none: 20 epochs, batch 64, "
                         "lr 1e-3)")
     p.add_argument("--out", required=True, help="checkpoint folder to write (required)")
-    p.add_argument("--from-stage", default=None, metavar="NAME",
-                   help="run the recipe from this stage, starting from the weights the stage before it wrote "
-                        "in OUT/stages (default: the first stage)")
-    p.add_argument("--to-stage", default=None, metavar="NAME",
-                   help="run the recipe up to this stage; an earlier stage writes OUT/stages/NAME "
-                        "(default: the last stage, which writes OUT)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the recipe's, else 20)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=None, help="random seed: initial weights, shuffles, split (default: the recipe's, else 0)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from OUT/checkpoint (default: off: start afresh)")
+                   help="continue a stopped run: a recipe's finished stages are kept, the interrupted one continues "
+                        "from its checkpoint (a run stops before a stage whose sessions, e.g. a DAgger set of an "
+                        "earlier stage's weights, do not exist yet) (default: off: start afresh)")
     p.add_argument("--keep-state", action="store_true",
                    help="keep OUT/checkpoint (the last epoch's weights and the optimizer's state) once the run "
                         "has finished (default: off: removed, as only --resume of an interrupted run needs it)")
