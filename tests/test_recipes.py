@@ -122,7 +122,6 @@ def test_a_stage_may_learn_from_some_actions_only(tmp_path):
                     progress=False, log=lambda s: None)
 
 
-
 def test_a_recipe_stops_before_a_stage_whose_data_is_not_made_yet_and_resumes(tmp_path, monkeypatch):
     dagger = tmp_path / "dagger"  # a set made with the first stage's weights, between the runs
     recipe = tmp_path / "r.toml"
