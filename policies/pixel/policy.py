@@ -40,8 +40,10 @@ class PixelPolicy:
     action points at one place is run again on the same frame with the glimpse tile grid shifted
     so that place sits at a tile's centre, and the point comes from that pass. The offset a token
     gives inside its tile is least precise near the tile's border (a form field whose centre lies
-    on it); a pointing step costs two passes. A retried workflow step (:meth:`retry`) takes the
-    second look until the next :meth:`reset`: the same deterministic pass would repeat its miss.
+    on it); a pointing step costs two passes. A retried workflow step (:meth:`retry`) looks again
+    differently until the next :meth:`reset`: a pass centred on its own miss tends to repeat it (the
+    offset head leans to a tile's middle), so the point is the median of four passes that put the
+    first point at each quarter of a tile (its lean cancels out); a pointing step costs five passes.
     """
 
     def __init__(self, model: PixelModel, name: str = "pixel", device: str = "cpu", dtype: str = "auto",
@@ -76,7 +78,7 @@ class PixelPolicy:
         self.pre = Preprocessor(self.cfg)
         self.second_look = env_switch("DW_PIXEL_SECOND_LOOK", False) if second_look is None else second_look
         self._retrying = False  # this episode retries a failed attempt: look twice (see retry)
-        self._shifted: Preprocessor | None = None  # the second look's last tile grid (4-5 MB of buffers each)
+        self._shifted: dict[tuple[int, int], Preprocessor] = {}  # the looks' tile grids (4-5 MB of buffers each)
         self._cache = None
         self._raw = b""
         self._ids = np.zeros(0, np.int64)
@@ -147,26 +149,38 @@ class PixelPolicy:
             return list(self._last[1])
         actions = decode(self.cfg, self.run(self.arrays(observation)), self._raw)
         if (self.second_look or self._retrying) and actions and isinstance(actions[0], POINTED):
-            actions = self._look_again(observation, actions[0])
+            actions = self._look_again(observation, actions[0], RETRY_PHASES if self._retrying else CENTRE)
         self._last = (seen, tuple(actions))
         return actions
 
-    def _look_again(self, observation: Observation, first: Action) -> list[Action]:
-        """``first`` with its point from a pass whose tile grid has that point at a tile's centre
-        (``first`` itself when the second pass chooses another kind of action)."""
+    def _look_again(self, observation: Observation, first: Action, phases: tuple) -> list[Action]:
+        """``first`` with its point the median of passes whose tile grids put that point at each of
+        ``phases`` (fractions of a tile, x and y); ``first`` itself when no pass chooses its kind
+        of action."""
         c, screen = self.cfg, observation.frame.screen
         lw, lh = screen.width / screen.scale, screen.height / screen.scale
         per = c.tile_pt // c.cell_pt
-        shift = tuple(round((c.tile_pt / 2 - (v * size) % c.tile_pt) / c.cell_pt) % per
-                      for v, size in ((first.x, lw), (first.y, lh)))
-        if shift == (0, 0):
+        points = []
+        for phase in phases:
+            shift = tuple(round((c.tile_pt * q - (v * size) % c.tile_pt) / c.cell_pt) % per
+                          for v, size, q in ((first.x, lw, phase[0]), (first.y, lh, phase[1])))
+            if shift == (0, 0):
+                points.append((first.x, first.y))
+                continue
+            pre = self._shifted.get(shift)
+            if pre is None:
+                if len(self._shifted) >= 8:  # each grid holds megabytes: keep the last few
+                    self._shifted.clear()
+                pre = self._shifted[shift] = Preprocessor(c, shift=shift)
+            again = decode(c, self.run(self.arrays(observation, pre)), self._raw)
+            if again and type(again[0]) is type(first):
+                points.append((again[0].x, again[0].y))
+        if not points:
             return [first]
-        if self._shifted is None or self._shifted.shift != shift:
-            self._shifted = Preprocessor(c, shift=shift)
-        again = decode(c, self.run(self.arrays(observation, self._shifted)), self._raw)
-        if not again or type(again[0]) is not type(first):
-            return [first]
-        return [dataclasses.replace(first, x=again[0].x, y=again[0].y)]
+        return [dataclasses.replace(first, x=float(np.median([p[0] for p in points])),
+                                    y=float(np.median([p[1] for p in points])))]
 
 
 POINTED = (Click, Move, MouseDown, MouseUp, Scroll)  # one point each: what a second look may move
+CENTRE = ((0.5, 0.5),)  # the second look: the first point at a tile's centre
+RETRY_PHASES = ((0.25, 0.25), (0.75, 0.75), (0.25, 0.75), (0.75, 0.25))  # a retry's: at each quarter
