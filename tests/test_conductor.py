@@ -123,6 +123,85 @@ def test_a_failing_check_is_retried_then_the_run_stops_with_its_reason(tmp_path)
     assert [s["outcome"] for s in info["conductor"]["steps"]] == ["confirmed", "confirmed", "failed", "failed", "failed"]
 
 
+class _Astray:
+    """The scripted policy, except that its first attempt at the Email step types the address into
+    the City field (a click on the wrong row), then says done."""
+
+    name = "astray"
+
+    def __init__(self, desk):
+        self.inner, self.desk, self.strayed = load_policy("scripted"), desk, False
+
+    def reset(self, instruction):
+        self.inner.reset(instruction)
+
+    def act(self, obs):
+        from policies.actions import Click, Done, Type
+
+        if '"Email"' in obs.instruction and not self.strayed:
+            self.strayed = True
+            city = next(f for f in self.desk._task.fields if f.name == "City").rect
+            w, h = self.desk.screen.width / self.desk.screen.scale, self.desk.screen.height / self.desk.screen.scale
+            return [Click(city.center[0] / w, city.center[1] / h), Type(row()["email"]), Done()]
+        return self.inner.act(obs)
+
+
+def keep_form(retries: int, city_retries: int | None = None):
+    """The example form with every step kept (as the example keeps them)."""
+    wf = load_workflow(FORM)
+    assert all(s.keep for s in wf.steps)
+    steps = [{"name": s.name, "do": s.instruction, "check": [c.to_json() for c in s.checks]} for s in wf.steps]
+    if city_retries is not None:
+        steps[1]["retries"] = city_retries
+    data = {"name": wf.name, "desktop": wf.desktop, "defaults": {"timeout": 5, "retries": retries, "keep": True},
+            "steps": steps}
+    return parse_workflow(data, str(FORM)).fill(row())
+
+
+def test_a_kept_step_a_later_step_broke_runs_again(tmp_path):
+    desk = scene()
+    r = run_row(keep_form(retries=2), desk, _Astray(desk), WorkflowConductor(), record=tmp_path / "s")
+    fields = {f.name: f.text for f in desk._task.fields}
+    desk.close()
+    assert r["success"] is True, r["reason"]
+    assert fields["City"] == row()["city"] and fields["Email"] == row()["email"]
+    city = r["steps"][1]
+    assert (city["outcome"], city["attempts"], city["broken"]) == ("confirmed", 2, 1)
+    assert r["steps"][2]["attempts"] == 2 and "broken" not in r["steps"][2]
+    from agent.sessions.format import open_session
+
+    evs = [e.raw for e in open_session(tmp_path / "s").events if e.source == "conductor"]
+    broken = [e for e in evs if e["event"] == "step_broken"]
+    assert len(broken) == 1 and broken[0]["step"] == 2 and "step 3 (email) broke it" in broken[0]["detail"]
+    starts = [(e["step"], e["attempt"]) for e in evs if e["event"] == "step_start"]
+    assert starts == [(1, 1), (2, 1), (3, 1), (3, 2), (2, 2), (4, 1), (5, 1)]
+    rc, out, _ = run_dw(["info", str(tmp_path / "s"), "--json"])
+    assert rc == 0 and "broken" in [s["outcome"] for s in json.loads(out)["conductor"]["steps"]]
+
+
+def test_a_broken_step_without_attempts_left_stops_the_run():
+    desk = scene()
+    r = run_row(keep_form(retries=0), desk, _Astray(desk), WorkflowConductor())
+    desk.close()
+    assert r["success"] is False
+    assert r["reason"].startswith("step 3 (email) not confirmed after 1 attempt")  # no retry for Email itself
+    desk = scene()
+    r = run_row(keep_form(retries=1, city_retries=0), desk, _Astray(desk), WorkflowConductor())
+    desk.close()
+    assert r["success"] is False and r["reason"].startswith("step 2 (city) no longer holds and has no attempt left")
+    assert "step 3 (email) broke it" in r["reason"] and r["steps"][1]["outcome"] == "broken"
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"steps": [{"do": "x", "keep": True}]}, "'keep' needs a check"),
+    ({"steps": [{"do": "x", "check": "a", "keep": "yes"}]}, "keep must be true or false"),
+    ({"defaults": {"keep": 1}, "steps": ["x"]}, "keep must be true or false"),
+])
+def test_keep_errors(data, words):
+    with pytest.raises(WorkflowError, match=words):
+        parse_workflow(data, "w.yaml")
+
+
 def test_done_with_a_failing_check_is_a_failed_attempt():
     class Liar:  # says done at once, touches nothing
         name = "liar"

@@ -55,7 +55,7 @@ class StepRecord:
     instruction: str
     step: int | None
     attempt: int
-    outcome: str = "running"  # confirmed | failed | refused | running
+    outcome: str = "running"  # confirmed | failed | refused | running | broken (a later step undid it)
     detail: str = ""
     t_start: float = 0.0
     t_end: float | None = None
@@ -81,7 +81,10 @@ class Conductor(Protocol):
 
 
 def confirmed_steps(history: Sequence[StepRecord]) -> set[int]:
-    return {r.step for r in history if r.step is not None and r.outcome == "confirmed"}
+    """The workflow steps whose latest record is a confirmation (a ``keep`` step a later step broke
+    is no longer confirmed)."""
+    last = {r.step: r.outcome for r in history if r.step is not None and r.outcome != "refused"}
+    return {step for step, outcome in last.items() if outcome == "confirmed"}
 
 
 class WorkflowConductor:

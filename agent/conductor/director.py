@@ -19,7 +19,9 @@ loop does not spin.
 earlier step is confirmed; a step is confirmed by its checks (all of them) or, without checks, by
 the fast policy's ``done``; a failed attempt (a timeout, or ``done`` with a failing check) is
 retried up to the step's ``retries``; a step that exhausts them stops the run with that reason
-and nothing after it is attempted.
+and nothing after it is attempted. When a step is confirmed, the checks of the earlier ``keep``
+steps run again: one that no longer holds is ``broken`` (an event, and a record the conductor
+sees) and runs again before anything after it, its attempts counting on from its last.
 """
 
 from __future__ import annotations
@@ -132,11 +134,11 @@ class Director:
                 ok, detail = False, str(e)
             self._last_detail = detail
             if ok:
-                return self._end(now, "confirmed", f"check passed: {detail}")
+                return self._end(now, "confirmed", f"check passed: {detail}", desktop)
             if done:
                 return self._end(now, "failed", f"the policy said done but the check failed: {detail}")
         elif not checks and done:
-            return self._end(now, "confirmed", "the policy said done")
+            return self._end(now, "confirmed", "the policy said done", desktop)
         if now >= self._deadline:
             timeout = step.timeout if step is not None else DEFAULT_TIMEOUT
             last = f": {self._last_detail}" if self._last_detail else ""
@@ -225,7 +227,7 @@ class Director:
             if before:
                 return self._refuse(d, f"{_label(before[0])} is not confirmed yet", now)
         self._refusals = 0
-        attempt = 1 + sum(1 for r in self.history if r.step == d.step and r.outcome == "failed"
+        attempt = 1 + sum(1 for r in self.history if r.step == d.step and r.outcome in ("failed", "broken")
                           and (d.step is not None or r.instruction == d.text))
         rec = StepRecord(d.text if step is None else step.instruction, d.step, attempt, t_start=now)
         self.history.append(rec)
@@ -245,7 +247,7 @@ class Director:
         if self._refusals >= MAX_REFUSALS:
             self._finish(False, f"the conductor broke the workflow's order {self._refusals} times: {why}", now)
 
-    def _end(self, now: float, outcome: str, detail: str) -> None:
+    def _end(self, now: float, outcome: str, detail: str, desktop: Any = None) -> None:
         cur, step = self._current, self._step
         assert cur is not None
         cur.outcome, cur.detail, cur.t_end = outcome, detail[:300], now
@@ -255,6 +257,29 @@ class Director:
         if outcome == "failed" and step is not None and cur.attempt >= step.attempts:
             self._finish(False, f"{_label(step)} not confirmed after {cur.attempt} attempt"
                                 f"{'s' if cur.attempt > 1 else ''}: {detail}"[:400], now)
+        elif outcome == "confirmed" and step is not None:
+            self._recheck(step, desktop, now)
+
+    def _recheck(self, by: Step, desktop: Any, now: float) -> None:
+        """Run again the checks of the confirmed ``keep`` steps before ``by``; mark the first that
+        fails broken (the conductor then runs it again), or stop when it has no attempt left."""
+        done = confirmed_steps(self.history)
+        for s in self.workflow.steps[: by.index - 1] if self.workflow else ():
+            if not s.keep or s.index not in done:
+                continue
+            try:
+                ok, detail = evaluate_all(s.checks, desktop)
+            except CheckUnsupported as e:
+                ok, detail = False, str(e)
+            if ok:
+                continue
+            detail = f"{_label(by)} broke it: {detail}"[:300]
+            used = max(r.attempt for r in self.history if r.step == s.index and r.outcome in ("confirmed", "failed"))
+            self.history.append(StepRecord(s.instruction, s.index, used, "broken", detail, now, now))
+            self._emit(now, "step_broken", step=s.index, name=s.name, attempt=used, outcome="broken", detail=detail)
+            if used >= s.attempts:
+                self._finish(False, f"{_label(s)} no longer holds and has no attempt left: {detail}"[:400], now)
+            return
 
     def _unconfirmed(self) -> list[Step]:
         if self.workflow is None:
@@ -282,14 +307,17 @@ class Director:
         steps = []
         if self.workflow is not None:
             for s in self.workflow.steps:
-                recs = [r for r in self.history if r.step == s.index and r.outcome != "refused"]
+                recs = [r for r in self.history if r.step == s.index and r.outcome not in ("refused", "broken")]
+                broken = sum(1 for r in self.history if r.step == s.index and r.outcome == "broken")
                 last = recs[-1] if recs else None
                 outcome = "not-attempted" if last is None else ("confirmed" if last.outcome == "confirmed"
                                                                 else "failed")
+                if s.index not in confirmed_steps(self.history) and outcome == "confirmed":
+                    outcome = "broken"  # a later step undid it and the run ended before it ran again
                 steps.append({"step": s.index, "name": s.name, "outcome": outcome, "attempts": len(recs),
                               "detail": last.detail if last else "",
                               "seconds": round(last.t_end - last.t_start, 3) if last and last.t_end is not None
-                              else None})
+                              else None} | ({"broken": broken} if broken else {}))
         lat = self.latencies
         return {"success": bool(self.success), "reason": self.reason, "steps": steps,
                 "free_instructions": sum(1 for r in self.history if r.step is None and r.outcome != "refused"),

@@ -13,6 +13,10 @@ A workflow is YAML (see ``docs/workflows.md``)::
         do: Click the "Submit" button.
         check: {text: "Saved {name}"}
 
+A step with ``keep: true`` (or ``defaults: {keep: true}``) must still pass its check after every
+later step: a later step that breaks it (a value typed into the wrong field, say) sends the run
+back to do it again, within its retries.
+
 ``{column}`` anywhere in a step (its instruction or its check) is filled from one row of a CSV
 (``--rows``): one run per row. ``{{`` and ``}}`` are literal braces. A step without a check is
 confirmed by the fast policy's ``done``. Timeouts are seconds on the desktop's clock (virtual
@@ -33,7 +37,7 @@ from typing import Any
 from agent.errors import UserError
 
 CHECK_KINDS = ("text", "window", "field")
-STEP_KEYS = {"name", "do", "check", "timeout", "retries"}
+STEP_KEYS = {"name", "do", "check", "timeout", "retries", "keep"}
 TOP_KEYS = {"name", "description", "desktop", "defaults", "steps", "goal"}
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_RETRIES = 2
@@ -80,6 +84,7 @@ class Step:
     checks: tuple[Check, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
+    keep: bool = False  # the check must still hold after every later step, or the step runs again
 
     @property
     def attempts(self) -> int:
@@ -87,7 +92,7 @@ class Step:
 
     def to_json(self) -> dict:
         return {"step": self.index, "name": self.name, "instruction": self.instruction,
-                "checks": [c.to_json() for c in self.checks], "timeout": self.timeout, "retries": self.retries}
+                "checks": [c.to_json() for c in self.checks], "timeout": self.timeout, "retries": self.retries} | ({"keep": True} if self.keep else {})
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,12 @@ def _number(value: Any, what: str, where: str, lo: float, integer: bool = False)
     return int(value) if integer else float(value)
 
 
+def _flag(value: Any, what: str, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise WorkflowError(f"{where}: {what} must be true or false, got {value!r}"[:300])
+    return value
+
+
 def _parse_check(obj: Any, where: str) -> tuple[Check, ...]:
     if obj is None:
         return ()
@@ -214,8 +225,9 @@ def parse_workflow(data: Any, path: str = "<workflow>") -> Workflow:
     if unknown:
         raise WorkflowError(f"{path}: unknown key {unknown[0]!r}; expected {', '.join(sorted(TOP_KEYS))}")
     defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict) or set(defaults) - {"timeout", "retries"}:
-        raise WorkflowError(f"{path}: 'defaults' may set timeout and retries only")
+    if not isinstance(defaults, dict) or set(defaults) - {"timeout", "retries", "keep"}:
+        raise WorkflowError(f"{path}: 'defaults' may set timeout, retries and keep only")
+    d_keep = _flag(defaults.get("keep", False), "keep", f"{path}: defaults")
     d_timeout = _number(defaults.get("timeout", DEFAULT_TIMEOUT), "timeout", f"{path}: defaults", 0.1)
     d_retries = _number(defaults.get("retries", DEFAULT_RETRIES), "retries", f"{path}: defaults", 0, integer=True)
     raw_steps = data.get("steps")
@@ -238,9 +250,14 @@ def parse_workflow(data: Any, path: str = "<workflow>") -> Workflow:
             raise WorkflowError(f"{where}: 'do' (the instruction for the fast policy) must be a non-empty text")
         _check_braces(do, where)
         name = str(raw.get("name") or f"step {i}")
-        steps.append(Step(i, name, do.strip(), _parse_check(raw.get("check"), where),
+        checks = _parse_check(raw.get("check"), where)
+        keep = _flag(raw.get("keep", d_keep), "keep", where)
+        if raw.get("keep") and not checks:
+            raise WorkflowError(f"{where}: 'keep' needs a check: it is the check that must still hold")
+        steps.append(Step(i, name, do.strip(), checks,
                           _number(raw.get("timeout", d_timeout), "timeout", where, 0.1),
-                          _number(raw.get("retries", d_retries), "retries", where, 0, integer=True)))
+                          _number(raw.get("retries", d_retries), "retries", where, 0, integer=True),
+                          keep and bool(checks)))
     desktop = data.get("desktop") or {}
     if not isinstance(desktop, dict):
         raise WorkflowError(f"{path}: 'desktop' must be a mapping (the virtual scene: scene, title, fields, button)")

@@ -28,7 +28,7 @@ def conductor_summary(events) -> dict | None:
                                                         if s.get("event") == "step_start"
                                                         and s.get("step") == ev.get("step")
                                                         and s.get("attempt") == ev.get("attempt")), None)}
-             for ev in evs if ev.get("event") == "step_end"]
+             for ev in evs if ev.get("event") in ("step_end", "step_broken")]
     end = next((ev for ev in reversed(evs) if ev.get("event") == "workflow_end"), {})
     return {"events": len(evs), "decisions": sum(1 for ev in evs if ev.get("event") == "decision"),
             "conductor": next((ev.get("conductor") for ev in evs if ev.get("conductor")), None),
