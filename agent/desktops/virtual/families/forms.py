@@ -334,7 +334,8 @@ class TypeField(Task):
     """Type a value into the named field of a partly filled form and press Enter. The value is
     mostly what the field asks for (:func:`~agent.desktops.virtual.base.field_text`: 2 to ~30
     characters), sometimes another field's kind or any text of 2 to 32 characters; the field may hold
-    a wrong value first, to be replaced."""
+    a wrong value first, to be replaced (another value, or the right one run together with another:
+    a slip typed into the wrong field)."""
 
     name = "type-field"
 
@@ -355,6 +356,9 @@ class TypeField(Task):
                       field_text(r, r.choice(FIELD_NAMES)) if kind < 0.8 else free_text(r))
         if self.target.text == self.value:
             self.target.text = ""
+        if r.random() < 0.2:  # a slip made earlier: another value typed after (or before) the right one
+            slip = field_text(r, r.choice(FIELD_NAMES))
+            self.target.text = self.value + slip if r.random() < 0.7 else slip + self.value
         self.instruction = self.phrase(
             'Type "{v}" into the "{f}" field and press Enter.',
             'Enter "{v}" in the {f} field, then press Enter.',
