@@ -4,6 +4,7 @@ come in several phrasings; wrong answers fail."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from agent.desktops.virtual import VirtualDesktop, task_names
@@ -137,9 +138,27 @@ def test_type_field_values_come_in_every_length_and_kind():
     assert len({len(v) for _, v in values}) >= 25
     assert any(name != "Email" and "@" in v for name, v in values)
     assert any(name == "Email" and "@" not in v for name, v in values)
-    # some targets hold the right value run together with a slip, which the expert clears first
+    # some targets hold the right value run together with a slip
     slips = [d for d in desks if d.oracle.value in d.oracle.target.text != d.oracle.value]
     assert 20 <= len(slips) <= 60
-    d = slips[0]
-    d.oracle.target.focused = True
-    assert d.oracle.expert()[0].keys in ("ctrl+a", "backspace")
+
+
+@pytest.mark.parametrize("held", ["", "Wayne Ent.", "acme"])
+def test_the_form_expert_selects_all_before_typing_whatever_the_field_shows(held):
+    """click, ctrl+a, the value typed over the selection, Enter: the same actions whether the field
+    is empty, holds another value or the right one with a slip, so no action depends on reading it."""
+    d = VirtualDesktop("type-field", seed=3, size=(640, 480))
+    t = d.oracle
+    t.target.text = held + t.value if held == "acme" else held
+    before = d.observe().pixels.copy()
+    kinds = []
+    while not d.finished and len(kinds) < 8:
+        (a,) = t.expert_actions()
+        kinds.append(type(a).__name__ if not isinstance(a, Key) else a.keys)
+        d.apply(a)
+        if kinds[-1] == "ctrl+a" and not held:  # selecting nothing shows nothing
+            assert np.array_equal(d.observe().pixels, after_click)
+        if kinds[-1] == "Click":
+            after_click = d.observe().pixels.copy()
+    assert kinds[:4] == ["Click", "ctrl+a", "Type", "enter"] and d.success  # then the tail: wait, done
+    assert not np.array_equal(before, after_click)  # the click focused the field

@@ -29,7 +29,7 @@ from agent.desktops.virtual.themes import CLASSIC, Look
 from agent.desktops.virtual.widgets import Label, TextField
 from agent.errors import UserError
 from capture import Screen
-from policies.actions import Action, Done, Key, Type
+from policies.actions import Action, Done
 
 SCENES = ("form",)
 BASE_TASK = "fill-form"  # the family whose look (theme, font) a form scene takes for the same seed
@@ -95,13 +95,7 @@ class FormScene(Task):
             f = next((f for f in self.fields if f.visible and f.name == name and f in self.widgets), None)
             if f is None:
                 return []  # nothing on screen fits the instruction: do nothing
-            if f.text == want:
-                return [Done()]
-            if not f.focused:
-                return self.click(f)
-            if not want.startswith(f.text):
-                return [Key("backspace" if f.selected else "ctrl+a")]
-            return [Type(want[len(f.text):])]
+            return self.fill(f, want) or [Done()]
         m = _CLICK.search(text)
         if m:
             b = next((w for w in self.widgets if w.visible and getattr(w, "label", None) == m.group(1)

@@ -36,7 +36,7 @@ from agent.desktops.virtual.widgets import (
     Window,
 )
 from capture import Screen
-from policies.actions import Action, Click, Done, Move, Wait
+from policies.actions import Action, Click, Done, Key, Move, Type, Wait
 
 TASKBAR_H = 32.0
 PAD = 16.0
@@ -341,6 +341,18 @@ class Task(Scene):
         if word and re.search(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", self.instruction):
             return word
         return None
+
+    def fill(self, f: TextField, want: str) -> list[Action]:
+        """The next action that makes ``f`` hold ``want``, whatever it shows, as a careful person
+        fills a form: click it, select all it holds (ctrl+a, also when it looks empty), type ``want``
+        over it. [] once it holds ``want``. Reading the field is never needed to choose the action."""
+        if f.text == want:
+            return []
+        if not f.focused:
+            return self.click(f)
+        if not f.selected:
+            return [Key("ctrl+a")]
+        return [Type(want)]
 
     def field_rows(self, area: Rect, names: list[str], width: float, bottom: float, label_w: float = 100,
                    field_x: float = 104) -> list[TextField]:

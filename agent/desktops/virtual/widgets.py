@@ -200,7 +200,7 @@ class TextField(Widget):
 
     text: str = ""
     placeholder: str = ""
-    selected: bool = False  # the whole text is selected (typing replaces it)
+    selected: bool = False  # ctrl+a selected the whole text, if any (typing replaces it)
     readonly: bool = False
     interactive = True
     focusable = True
@@ -228,7 +228,7 @@ class TextField(Widget):
             p.text(x, r.center[1], self.text, FONT, "text")
         elif self.placeholder and not self.focused:
             p.text(x, r.center[1], self.placeholder, FONT, "placeholder")
-        if self.focused and not self.selected:
+        if self.focused and not (self.selected and self.text):
             cx = x + p.text_width(self.text, FONT) + 1
             p.line([(cx, r.y + 6), (cx, r.bottom - 6)], "text", 1.2)
 
@@ -548,8 +548,8 @@ class Scene:
                 i = (i + (-1 if combo == "shift+tab" else 1)) % len(order)
                 self.set_focus(order[i])
         elif isinstance(f, TextField):
-            if combo == "ctrl+a":
-                f.selected = bool(f.text)
+            if combo == "ctrl+a":  # all of it, even nothing: what is typed next replaces it
+                f.selected = True
                 return
             if combo == "ctrl+c":
                 self.clipboard = f.text

@@ -313,14 +313,9 @@ class FillForm(_Commit):
 
     def expert(self) -> list[Action]:
         for f in self.fields:
-            want = self.values[f.name]
-            if f.text == want:
-                continue
-            if not f.focused:
-                return self.click(f)
-            if not want.startswith(f.text):
-                return [Key("backspace" if f.selected else "ctrl+a")]
-            return [Type(want[len(f.text):])]
+            acts = self.fill(f, self.values[f.name])
+            if acts:
+                return acts
         return self.click(self.commit)
 
     def target_word(self) -> str | None:
@@ -374,13 +369,7 @@ class TypeField(Task):
 
     def expert(self) -> list[Action]:
         f = self.target
-        if not f.focused:
-            return self.click(f)
-        if f.text == self.value:
-            return [Key("enter")]
-        if not self.value.startswith(f.text):
-            return [Key("backspace" if f.selected else "ctrl+a")]
-        return [Type(self.value[len(f.text):])]
+        return self.fill(f, self.value) or (self.click(f) if not f.focused else [Key("enter")])
 
     def target_word(self) -> str | None:
         return self.named(self.target.name) if not self.target.focused else None
