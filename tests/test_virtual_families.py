@@ -151,6 +151,7 @@ def test_the_form_expert_selects_all_before_typing_whatever_the_field_shows(held
     t = d.oracle
     t.target.text = held + t.value if held == "acme" else held
     before = d.observe().pixels.copy()
+    after_click = None
     kinds = []
     while not d.finished and len(kinds) < 8:
         (a,) = t.expert_actions()
