@@ -26,7 +26,7 @@ def test_the_expert_target_is_a_word_of_the_instruction_at_every_step(task):
         desk = VirtualDesktop(task, seed=seed, size=(800, 600))
         t = desk.oracle
         named = []
-        for _ in range(12):
+        for _ in range(20):  # fill-form: click, ctrl+a, type for each of up to 4 fields, then Submit
             if t.finished:
                 break
             word = t.expert_target()
