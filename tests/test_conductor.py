@@ -179,6 +179,28 @@ def test_a_kept_step_a_later_step_broke_runs_again(tmp_path):
     assert rc == 0 and "broken" in [s["outcome"] for s in json.loads(out)["conductor"]["steps"]]
 
 
+def test_a_step_run_again_that_breaks_a_later_one_sends_the_run_back_to_it():
+    class Clumsy(_Astray):  # and when it mends City, it types into Email too
+        def act(self, obs):
+            from policies.actions import Click, Done, Key, Type
+
+            if '"City"' in obs.instruction and self.strayed and not getattr(self, "clumsy", False):
+                self.clumsy = True
+                rect = {f.name: f.rect for f in self.desk._task.fields}
+                w, h = self.desk.screen.width, self.desk.screen.height
+                at = lambda r: Click(r.center[0] / w, r.center[1] / h)  # noqa: E731
+                return [at(rect["City"]), Key("ctrl+a"), Type(row()["city"]), at(rect["Email"]), Type("x"), Done()]
+            return super().act(obs)
+
+    desk = scene()
+    r = run_row(keep_form(retries=2), desk, Clumsy(desk), WorkflowConductor(), record=None)
+    fields = {f.name: f.text for f in desk._task.fields}
+    desk.close()
+    assert r["success"] is True, r["reason"]
+    assert fields["Email"] == row()["email"] and fields["City"] == row()["city"]
+    assert [(s["attempts"], s.get("broken")) for s in r["steps"][1:3]] == [(2, 1), (3, 1)]
+
+
 def test_a_broken_step_without_attempts_left_stops_the_run():
     desk = scene()
     r = run_row(keep_form(retries=0), desk, _Astray(desk), WorkflowConductor())

@@ -19,8 +19,8 @@ loop does not spin.
 earlier step is confirmed; a step is confirmed by its checks (all of them) or, without checks, by
 the fast policy's ``done``; a failed attempt (a timeout, or ``done`` with a failing check) is
 retried up to the step's ``retries``; a step that exhausts them stops the run with that reason
-and nothing after it is attempted. When a step is confirmed, the checks of the earlier ``keep``
-steps run again: one that no longer holds is ``broken`` (an event, and a record the conductor
+and nothing after it is attempted. When a step is confirmed, the checks of the other confirmed
+``keep`` steps run again: one that no longer holds is ``broken`` (an event, and a record the conductor
 sees) and runs again before anything after it, its attempts counting on from its last.
 """
 
@@ -261,11 +261,12 @@ class Director:
             self._recheck(step, desktop, now)
 
     def _recheck(self, by: Step, desktop: Any, now: float) -> None:
-        """Run again the checks of the confirmed ``keep`` steps before ``by``; mark the first that
-        fails broken (the conductor then runs it again), or stop when it has no attempt left."""
+        """Run again the checks of the other confirmed ``keep`` steps (a step run again after it was
+        broken may break a later one); mark the first that fails broken (the conductor then runs it
+        again), or stop when it has no attempt left."""
         done = confirmed_steps(self.history)
-        for s in self.workflow.steps[: by.index - 1] if self.workflow else ():
-            if not s.keep or s.index not in done:
+        for s in self.workflow.steps if self.workflow else ():
+            if s is by or not s.keep or s.index not in done:
                 continue
             try:
                 ok, detail = evaluate_all(s.checks, desktop)
