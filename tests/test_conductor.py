@@ -34,10 +34,13 @@ def run_dw(argv):
     return rc, out.getvalue(), err.getvalue()
 
 
-def form(timeout: float = 10.0, retries: int = 2):
+def form(timeout: float = 10.0, retries: int = 2, keep: bool = False, city_retries: int | None = None):
     wf = load_workflow(FORM)
-    data = {"name": wf.name, "desktop": wf.desktop, "defaults": {"timeout": timeout, "retries": retries},
-            "steps": [{"name": s.name, "do": s.instruction, "check": [c.to_json() for c in s.checks]} for s in wf.steps]}
+    steps = [{"name": s.name, "do": s.instruction, "check": [c.to_json() for c in s.checks]} for s in wf.steps]
+    if city_retries is not None:
+        steps[1]["retries"] = city_retries
+    data = {"name": wf.name, "desktop": wf.desktop,
+            "defaults": {"timeout": timeout, "retries": retries, "keep": keep}, "steps": steps}
     return parse_workflow(data, str(FORM))
 
 
@@ -136,26 +139,25 @@ class _Astray:
         self.inner.reset(instruction)
 
     def act(self, obs):
-        from policies.actions import Click, Done, Type
+        from policies.actions import Done, Type
 
         if '"Email"' in obs.instruction and not self.strayed:
             self.strayed = True
-            city = next(f for f in self.desk._task.fields if f.name == "City").rect
-            w, h = self.desk.screen.width / self.desk.screen.scale, self.desk.screen.height / self.desk.screen.scale
-            return [Click(city.center[0] / w, city.center[1] / h), Type(row()["email"]), Done()]
+            return [self.click("City"), Type(row()["email"]), Done()]
         return self.inner.act(obs)
+
+    def click(self, name):
+        from policies.actions import Click
+
+        r = next(f for f in self.desk._task.fields if f.name == name).rect
+        sc = self.desk.screen
+        return Click(r.center[0] * sc.scale / sc.width, r.center[1] * sc.scale / sc.height)
 
 
 def keep_form(retries: int, city_retries: int | None = None):
     """The example form with every step kept (as the example keeps them)."""
-    wf = load_workflow(FORM)
-    assert all(s.keep for s in wf.steps)
-    steps = [{"name": s.name, "do": s.instruction, "check": [c.to_json() for c in s.checks]} for s in wf.steps]
-    if city_retries is not None:
-        steps[1]["retries"] = city_retries
-    data = {"name": wf.name, "desktop": wf.desktop, "defaults": {"timeout": 5, "retries": retries, "keep": True},
-            "steps": steps}
-    return parse_workflow(data, str(FORM)).fill(row())
+    assert all(s.keep for s in load_workflow(FORM).steps)
+    return form(timeout=5, retries=retries, keep=True, city_retries=city_retries).fill(row())
 
 
 def test_a_kept_step_a_later_step_broke_runs_again(tmp_path):
@@ -182,14 +184,11 @@ def test_a_kept_step_a_later_step_broke_runs_again(tmp_path):
 def test_a_step_run_again_that_breaks_a_later_one_sends_the_run_back_to_it():
     class Clumsy(_Astray):  # and when it mends City, it types into Email too
         def act(self, obs):
-            from policies.actions import Click, Done, Key, Type
+            from policies.actions import Done, Key, Type
 
             if '"City"' in obs.instruction and self.strayed and not getattr(self, "clumsy", False):
                 self.clumsy = True
-                rect = {f.name: f.rect for f in self.desk._task.fields}
-                w, h = self.desk.screen.width, self.desk.screen.height
-                at = lambda r: Click(r.center[0] / w, r.center[1] / h)  # noqa: E731
-                return [at(rect["City"]), Key("ctrl+a"), Type(row()["city"]), at(rect["Email"]), Type("x"), Done()]
+                return [self.click("City"), Key("ctrl+a"), Type(row()["city"]), self.click("Email"), Type("x"), Done()]
             return super().act(obs)
 
     desk = scene()

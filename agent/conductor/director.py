@@ -307,13 +307,14 @@ class Director:
         """Per step: outcome, attempts, the last attempt's detail and seconds; the run's outcome."""
         steps = []
         if self.workflow is not None:
+            done = confirmed_steps(self.history)
             for s in self.workflow.steps:
                 recs = [r for r in self.history if r.step == s.index and r.outcome not in ("refused", "broken")]
                 broken = sum(1 for r in self.history if r.step == s.index and r.outcome == "broken")
                 last = recs[-1] if recs else None
                 outcome = "not-attempted" if last is None else ("confirmed" if last.outcome == "confirmed"
                                                                 else "failed")
-                if s.index not in confirmed_steps(self.history) and outcome == "confirmed":
+                if s.index not in done and outcome == "confirmed":
                     outcome = "broken"  # a later step undid it and the run ended before it ran again
                 steps.append({"step": s.index, "name": s.name, "outcome": outcome, "attempts": len(recs),
                               "detail": last.detail if last else "",

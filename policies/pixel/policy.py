@@ -169,7 +169,7 @@ class PixelPolicy:
                 continue
             pre = self._shifted.get(shift)
             if pre is None:
-                if len(self._shifted) >= 8:  # each grid holds megabytes: keep the last few
+                if len(self._shifted) >= 8:  # each grid holds megabytes: at most 8, then start afresh
                     self._shifted.clear()
                 pre = self._shifted[shift] = Preprocessor(c, shift=shift)
             again = decode(c, self.run(self.arrays(observation, pre)), self._raw)
