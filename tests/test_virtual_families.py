@@ -143,13 +143,16 @@ def test_type_field_values_come_in_every_length_and_kind():
     assert 20 <= len(slips) <= 60
 
 
-@pytest.mark.parametrize("held", ["", "Wayne Ent.", "acme"])
-def test_the_form_expert_selects_all_before_typing_whatever_the_field_shows(held):
+@pytest.mark.parametrize(("task", "held"), [("type-field", ""), ("type-field", "Wayne Ent."), ("type-field", "acme"),
+                                          ("enter-text", ""), ("enter-text", "Wayne Ent.")])
+def test_the_form_expert_selects_all_before_typing_whatever_the_field_shows(task, held):
     """click, ctrl+a, the value typed over the selection, Enter: the same actions whether the field
-    is empty, holds another value or the right one with a slip, so no action depends on reading it."""
-    d = VirtualDesktop("type-field", seed=3, size=(640, 480))
+    is empty, holds another value or the right one with a slip, so no action depends on reading it;
+    enter-text, whose instruction reads as type-field's, fills the same way."""
+    d = VirtualDesktop(task, seed=3, size=(640, 480))
     t = d.oracle
-    t.target.text = held + t.value if held == "acme" else held
+    value = t.value if task == "type-field" else t.word
+    t.target.text = held + value if held == "acme" else held
     before = d.observe().pixels.copy()
     after_click = None
     kinds = []

@@ -152,17 +152,12 @@ class EnterText(Task):
 
     def expert(self) -> list[Action]:
         f = self.target
-        if not f.focused:
-            return self.click(f)
-        if f.text == self.word:
-            return [Key("enter")]
-        if not self.word.startswith(f.text):
-            return [Key("backspace")]
-        rest = self.word[len(f.text):]
-        if self.human_like:  # people type in bursts
-            n = random.Random(f"burst/{self.seed}/{len(f.text)}").randint(2, 4)
-            rest = rest[:n]
-        return [Type(rest)]
+        if self.human_like and f.focused and f.text != self.word and (
+                f.selected or (f.text and self.word.startswith(f.text))):  # people type in bursts
+            typed = "" if f.selected else f.text
+            n = random.Random(f"burst/{self.seed}/{len(typed)}").randint(2, 4)
+            return [Type(self.word[len(typed):][:n])]
+        return self.fill(f, self.word) or [Key("enter")]  # click, ctrl+a, type: as the form experts fill
 
     def target_word(self) -> str | None:
         # with one field the instruction names none ("the text field")

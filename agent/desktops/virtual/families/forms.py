@@ -10,7 +10,7 @@ from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, WINDOW_TITLES
 from agent.desktops.virtual.controls import ArrowButton, DropDown, RadioButton, Switch, Tab
 from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.widgets import Button, Label, MenuItem, Panel, TextField, Widget
-from policies.actions import Action, Key, Type
+from policies.actions import Action, Key
 
 CHOICES = {
     "Color": ("Red", "Green", "Blue", "Yellow", "Purple", "Orange", "Black", "White"),
@@ -275,9 +275,7 @@ class SpinBox(_Commit):
     def expert(self) -> list[Action]:
         v = self.value()
         if v is None:
-            if not self.field.focused:
-                return self.click(self.field)
-            return [Key("ctrl+a")] if self.field.text and not self.field.selected else [Type(str(self.goal))]
+            return self.fill(self.field, str(self.goal))
         if v != self.goal:
             return self.click(self.up if v < self.goal else self.down)
         return self.click(self.commit)
