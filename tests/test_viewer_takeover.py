@@ -269,7 +269,8 @@ def _settle(srv, quiet=0.35, timeout=5.0):
             return
 
 
-KEYS = {"enter": "Enter", "tab": "Tab", "escape": "Escape", "backspace": "Backspace", "space": "Space"}
+KEYS = {"enter": "Enter", "tab": "Tab", "escape": "Escape", "backspace": "Backspace", "space": "Space",
+        "ctrl": "Control", "alt": "Alt", "shift": "Shift"}
 
 
 def _perform(page, a: dict) -> None:
