@@ -145,10 +145,11 @@ class PixelConfig(PretrainedConfig):
     - a global view: the whole screen area-averaged to ``global_w`` x ``global_h`` pixels, cut
       into ``patch`` x ``patch`` patches (one token each);
     - up to ``max_glimpses`` glimpses: the screen is tiled into ``tile_pt`` x ``tile_pt`` point
-      tiles (on a grid of ``cell_pt``-point cells); the tiles with the most visual content (edges
-      above ``content_threshold``) are cropped from the full-resolution frame and resampled to
-      ``glimpse_px`` pixels each side, one token each, encoded by a patch stem ``stem_channels``
-      wide, with their box as position. Labels stay legible on every screen.
+      tiles (on a grid of ``cell_pt``-point cells); the tiles with the most visual content (edges:
+      neighbouring cells more than ``content_threshold`` grey levels apart, low enough for a dark
+      look's fields, 8 levels off the window) are cropped from the full-resolution frame and
+      resampled to ``glimpse_px`` pixels each side, one token each, encoded by a patch stem
+      ``stem_channels`` wide, with their box as position. Labels stay legible on every screen.
 
     ``actions``: the heads' vocabulary (:class:`ActionVocab`); ``grounding``
     (:class:`GroundingConfig`) and ``refiners`` (:class:`RefinerConfig` each): optional parts,
@@ -172,7 +173,7 @@ class PixelConfig(PretrainedConfig):
         glimpse_px: int = 48,
         max_glimpses: int = 24,
         stem_channels: int = 24,
-        content_threshold: int = 10,
+        content_threshold: int = 5,  # 10 until 2026-12-06: a dark look's fields fell below it
         max_text: int = 96,
         history: int = 4,
         actions: dict | None = None,
