@@ -193,8 +193,8 @@ def test_a_session_from_before_the_tail_replays_as_it_was_recorded():
 def test_the_bundled_policy_sees_every_form_field_in_every_look(theme):
     """Each field of a form is inside one of the tiles the bundled pixel-small looks at closely (its
     glimpses): a tile is picked by its edges, and in a dark look a field (its fill 8 levels off the
-    window's, a 1-px border) has few; above the content threshold of 10 the policies saw 4 of 36
-    fields of the dark workflow scenes at 1920x1080 and clicked the title instead. (pixel-tiny's
+    window's, a 1-px border) has few; with a content threshold of 10 the policy saw 4 of 36 fields
+    of the dark workflow scenes at 1920x1080 and clicked the title instead. (pixel-tiny's
     fewer glimpses cover a form's labels or its fields, not both: it is not trained on forms.)"""
     from policies.checkpoints import bundled_checkpoint
     from policies.pixel import PixelConfig, Preprocessor
