@@ -20,6 +20,9 @@ from agent.errors import UserError
 from agent.loop import Agent
 from policies.actions import Click, Done, Wait
 from policies.builtin import ScriptedPolicy
+from policies.checkpoints import bundled_checkpoint
+from policies.pixel import PixelConfig, Preprocessor
+from policies.pixel.codec import global_boxes, locate
 
 # sha256[:16] over every frame of an expert episode up to and including the first frame after
 # success: (seed 7, 640x480@1, human-like), (seed 8, 800x600@2, plain)
@@ -196,16 +199,14 @@ def test_the_bundled_policy_sees_every_form_field_in_every_look(theme):
     window's, a 1-px border) has few; with a content threshold of 10 the policy saw 4 of 36 fields
     of the dark workflow scenes at 1920x1080 and clicked the title instead. (pixel-tiny's
     fewer glimpses cover a form's labels or its fields, not both: it is not trained on forms.)"""
-    from policies.checkpoints import bundled_checkpoint
-    from policies.pixel import PixelConfig, Preprocessor
-    pre = Preprocessor(PixelConfig.from_pretrained(bundled_checkpoint("pixel-small")))
+    cfg = PixelConfig.from_pretrained(bundled_checkpoint("pixel-small"))
+    pre, n_global = Preprocessor(cfg), len(global_boxes(cfg))
     seen = total = 0
     for seed in range(6):
         d = VirtualDesktop("type-field", seed=seed, size=(1920, 1080), theme=theme)
         vis = pre(d.observe())
-        boxes = vis.boxes[vis.mask]
         for f in d.oracle.fields:
-            cx, cy = (f.rect.x + f.rect.w / 2) / 1920, (f.rect.y + f.rect.h / 2) / 1080
-            seen += bool(((boxes[:, 0] <= cx) & (cx <= boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy <= boxes[:, 3])).any())
+            token, _, _ = locate(cfg, *d.oracle.norm(*f.rect.center), vis.boxes, vis.mask)
+            seen += token >= n_global  # the policy points at it through a glimpse, not the global view
             total += 1
     assert seen >= total - 1, f"{seen} of {total} fields in a glimpse"
