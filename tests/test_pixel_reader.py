@@ -261,3 +261,50 @@ def test_reader_training_goes_on_from_a_reader_with_desktop_tiles(reader, tmp_pa
     _, model = R.load_reader(tmp_path / "more")
     _, before = R.load_reader(out)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.state_dict().values(), strict=True))
+
+
+def test_a_window_on_a_dark_ground_is_read_as_its_inverse():
+    """Light text on a dark theme reaches the reader as dark text on light: the reader's output for
+    a dark-ground window is its output for the inverted window; a light-ground window is read as it is."""
+    from policies.pixel.vision import Reader, light_ground, stem_input
+
+    torch.manual_seed(0)
+    reader = Reader("reader-relu", 8, 48, 64, width_px=96).eval()
+    rng = np.random.default_rng(0)
+    dark = np.full((2, 48, 96, 3), 45, np.uint8)
+    dark[:, 20:28, 10:60] = rng.integers(180, 256, (2, 8, 50, 3))  # strokes: well under half the window
+    light = 255 - dark
+    with torch.no_grad():
+        assert torch.allclose(reader(torch.from_numpy(dark)), reader(torch.from_numpy(light)), atol=1e-5)
+        x = stem_input(torch.from_numpy(light), torch.float32)
+        assert torch.equal(light_ground(torch.from_numpy(light), x), x)
+        mixed = torch.from_numpy(np.concatenate([dark[:1], light[:1]]))
+        y = light_ground(mixed, stem_input(mixed, torch.float32))
+        assert torch.allclose(y[0], x[0]) and torch.allclose(y[1], x[0])
+
+
+def test_the_bundled_reader_reads_a_dark_theme_better_inverted(monkeypatch):
+    """On adwaita-dark desktop windows the bundled pixel-small's reader names more words with dark
+    grounds inverted than without (the measure behind :data:`~policies.pixel.vision.DARK_GROUND`)."""
+    from agent.desktops.virtual import VirtualDesktop
+    from agent.desktops.virtual.reading import paint_scene, scene_windows
+    from policies.pixel import load_model, vision
+
+    model = load_model("pixel-small", "cpu")
+    g = model.config.grounding
+    win = (*g["window"], *g["window_px"])
+    rng, tiles, words = random.Random(5), [], []
+    for i, task in enumerate(("click-checkboxes", "enter-text", "type-field", "click-menu", "click-button", "drag-slider")):
+        desk = VirtualDesktop(task, seed=300 + i, size=(1280, 720), theme="adwaita-dark", font="dejavu-serif")
+        desk.observe()
+        pixels, scene_words = paint_scene(desk)
+        desk.close()
+        for t, w in scene_windows(rng, pixels, 1.0, scene_words, 40, model.config.tile_pt, win):
+            tiles.append(t)
+            words.append(w)
+    x = torch.from_numpy(np.stack(tiles))
+    reader = model.grounding.reader.eval()
+    inverted = R.word_accuracy(reader, x, words)
+    monkeypatch.setattr(vision, "light_ground", lambda windows, y: y)
+    plain = R.word_accuracy(reader, x, words)
+    assert len(words) >= 200 and inverted > plain + 0.02, (inverted, plain)

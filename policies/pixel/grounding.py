@@ -27,7 +27,7 @@ from torch import nn
 
 from policies.pixel.configuration import GroundingConfig
 from policies.pixel.processing import READS
-from policies.pixel.vision import Reader
+from policies.pixel.vision import DARK_GROUND, Reader
 from policies.pixel.words import (
     END,
     MAX_CHARS,
@@ -380,7 +380,7 @@ class ReaderGrounding(Grounding):
         from policies.pixel.hardware import inference_dtype
 
         g = self.g
-        return ["reader", g.window, g.window_px, g.order, str(g.reader), str(inference_dtype("cpu"))]
+        return ["reader", g.window, g.window_px, g.order, str(g.reader), str(inference_dtype("cpu")), ["dark ground", DARK_GROUND]]
 
     @torch.no_grad()
     def precompute_samples(self, model: nn.Module, data: dict, batch_size: int = 64) -> dict:

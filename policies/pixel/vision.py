@@ -12,12 +12,24 @@ from torch import nn
 from policies.pixel.words import END, MAX_CHARS, READ_WIDTH
 
 READER_STEMS = ("reader", "reader-relu")  # stems a reader can have
+DARK_GROUND = 80  # a reader's window whose median luma is below this is read with its colours inverted
 
 
 def stem_input(glimpses: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(N, G, G, 3) uint8 BGR glimpses -> the stem's (N, 3, G, G) input in [-0.5, 0.5]. The policy
     and reading pretraining (:mod:`policies.pixel.reader`) both feed a stem through here."""
     return glimpses.permute(0, 3, 1, 2).to(dtype) * (1.0 / 255.0) - 0.5
+
+
+def light_ground(windows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A reader's input ``x`` (:func:`stem_input` of the (N, h, w, 3) uint8 BGR ``windows``) with
+    each window whose ground is dark (more than half its pixels' luma below :data:`DARK_GROUND`)
+    inverted: light text on a dark theme is read as the dark-on-light text readers learn mostly
+    from (`docs/research/2026-12-06-dark-ground-reads.md`)."""
+    w = windows.to(torch.int32)
+    luma = 29 * w[..., 0] + 150 * w[..., 1] + 77 * w[..., 2]  # x256 (BT.601, BGR order)
+    dark = (luma < DARK_GROUND * 256).flatten(1).float().mean(1) > 0.5
+    return torch.where(dark[:, None, None, None], -x, x)
 
 
 def patch_stem(ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]:
@@ -61,7 +73,8 @@ class Reader(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, READ_WIDTH))
 
     def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return self.head(self.stem(stem_input(tiles, dtype)).flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
+        x = light_ground(tiles, stem_input(tiles, dtype))
+        return self.head(self.stem(x).flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
 
     def probs(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, h, w, 3) uint8 -> (N, READ_WIDTH) float32: each slot's class probabilities,
