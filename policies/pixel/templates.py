@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from policies.base import PolicyError
+from policies.pixel.vision import luma
 from policies.pixel.words import is_word_char
 
 FLAT = 4.0  # a placement whose pixels vary less than this (grey levels, standard deviation) scores 0
@@ -83,8 +84,7 @@ def drawing(word: str, font: str, size: float, underline: bool) -> np.ndarray:
 
 def grey(windows: np.ndarray) -> torch.Tensor:
     """(N, h, w, 3) uint8 BGR -> (N, h, w) float32 luma (ITU-R 601, as OpenCV's)."""
-    w = torch.from_numpy(np.ascontiguousarray(windows)).float()
-    return w[..., 0] * 0.114 + w[..., 1] * 0.587 + w[..., 2] * 0.299
+    return luma(torch.from_numpy(np.ascontiguousarray(windows)))
 
 
 def drawn_scores(windows: np.ndarray, words: list[str], variants, cell: float) -> tuple[np.ndarray, np.ndarray]:

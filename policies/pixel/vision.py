@@ -21,14 +21,18 @@ def stem_input(glimpses: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return glimpses.permute(0, 3, 1, 2).to(dtype) * (1.0 / 255.0) - 0.5
 
 
+def luma(pixels: torch.Tensor) -> torch.Tensor:
+    """(..., 3) BGR -> (...) float32 luma (ITU-R 601, as OpenCV's grey)."""
+    w = pixels.float()
+    return w[..., 0] * 0.114 + w[..., 1] * 0.587 + w[..., 2] * 0.299
+
+
 def light_ground(windows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A reader's input ``x`` (:func:`stem_input` of the (N, h, w, 3) uint8 BGR ``windows``) with
     each window whose ground is dark (more than half its pixels' luma below :data:`DARK_GROUND`)
     inverted: light text on a dark theme is read as the dark-on-light text readers learn mostly
     from (`docs/research/2026-12-06-dark-ground-reads.md`)."""
-    w = windows.to(torch.int32)
-    luma = 29 * w[..., 0] + 150 * w[..., 1] + 77 * w[..., 2]  # x256 (BT.601, BGR order)
-    dark = (luma < DARK_GROUND * 256).flatten(1).float().mean(1) > 0.5
+    dark = (luma(windows) < DARK_GROUND).flatten(1).float().mean(1) > 0.5
     return torch.where(dark[:, None, None, None], -x, x)
 
 
