@@ -100,6 +100,8 @@ def wrong(name: str, d: VirtualDesktop) -> None:
         d.apply(Key("ctrl+a"))
         d.apply(Type(t.value))
         d.apply(Key("enter"))
+    elif name == "press-button":  # another of the form's buttons
+        click(next(b for b in t.buttons if b is not t.target))
     elif name == "wait-spinner":  # once loaded, another button
         d.apply(Wait(3.0))
         d.observe()

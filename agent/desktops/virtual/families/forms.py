@@ -373,6 +373,52 @@ class TypeField(Task):
         return self.named(self.target.name) if not self.target.focused else None
 
 
+def near_word(r, word: str) -> str:
+    """``word`` as a field might hold it by chance: itself (often lower case), or a letter changed,
+    added or dropped ("summit" beside a Submit button)."""
+    w = word.lower() if r.random() < 0.6 else word
+    k = r.random()
+    if k < 0.3 or len(w) < 3:
+        return w
+    i, c = r.randrange(1, len(w)), r.choice("abcdefghijklmnopqrstuvwxyz")
+    return w[:i] + c + w[i + 1:] if k < 0.65 else w[:i] + c + w[i:] if k < 0.85 else w[:i] + w[i + 1:]
+
+
+class PressButton(Task):
+    """Click the named button of a filled form whose fields may hold the button's word, or one a
+    letter off it (a City of "summit" beside Submit): the word alone does not say where the button
+    is, its shape does. Another button fails."""
+
+    name = "press-button"
+
+    def build(self) -> None:
+        r = self.rng
+        n = r.randint(2, 4)
+        _, area = self.window(r.choice(("New Contact", "Profile", "Details", "Account", "Order", "Settings")),
+                              r.uniform(440, 600), 110 + 44 * n)
+        self.fields = self.field_rows(area, r.sample(FIELD_NAMES, n), min(260.0, area.w - 110), area.bottom - 36)
+        for f in self.fields:
+            f.text = field_text(r, f.name) if r.random() < 0.8 else ""
+        x, self.buttons = area.right, []
+        for label in r.sample(BUTTON_WORDS, r.randint(2, 3)):
+            x -= max(80.0, round(self.text_width(label) + 28)) + 8
+            self.buttons.append(self.add_button(x + 8, area.bottom - 28, label, "normal" if self.buttons else "primary"))
+        self.target = r.choice(self.buttons)
+        for f in r.sample(self.fields, r.randint(0 if r.random() < 0.2 else 1, len(self.fields) - 1)):
+            f.text = near_word(r, self.target.label)
+        self.instruction = self.phrase('Click the "{b}" button.', "Press {b}.", 'Choose "{b}".', b=self.target.label)
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if isinstance(w, Button):
+            self.end(w is self.target, "success" if w is self.target else "wrong button")
+
+    def expert(self) -> list[Action]:
+        return self.click(self.target)
+
+    def target_word(self) -> str | None:
+        return self.target.label
+
+
 class SwitchTab(Task):
     """Open the named tab of a notebook and click the named button on its page (a wrong button fails)."""
 
@@ -531,4 +577,4 @@ class PickDate(_Commit):
         return self.named("OK") if self.chosen == self.goal else None
 
 
-FORMS = (SelectDropdown, SelectRadio, ToggleSwitch, SpinBox, FillForm, TypeField, SwitchTab, PickDate)
+FORMS = (SelectDropdown, SelectRadio, ToggleSwitch, SpinBox, FillForm, TypeField, SwitchTab, PickDate, PressButton)
