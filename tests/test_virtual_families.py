@@ -168,3 +168,23 @@ def test_the_form_expert_selects_all_before_typing_whatever_the_field_shows(task
             after_click = d.observe().pixels.copy()
     assert kinds[:4] == ["Click", "ctrl+a", "Type", "enter"] and d.success  # then the tail: wait, done
     assert not np.array_equal(before, after_click)  # the click focused the field
+
+
+def edits(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def test_press_button_fields_read_like_the_button():
+    """Most press-button forms have a field holding the named button's word or one a letter off it."""
+    near = 0
+    for seed in range(40):
+        t = VirtualDesktop("press-button", seed=seed, size=(800, 600)).oracle
+        assert t.target in t.buttons and len(t.buttons) >= 2
+        near += any(edits(f.text.lower(), t.target.label.lower()) <= 1 for f in t.fields)
+    assert 24 <= near < 40, near
