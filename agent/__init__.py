@@ -71,7 +71,7 @@ def __dir__() -> list[str]:
 GYM_TASKS = (
     "click-button", "click-checkboxes", "enter-text", "drag-slider", "click-menu", "close-dialog",
     "double-click-icon", "select-dropdown", "select-radio", "toggle-switch", "spin-box", "fill-form", "type-field",
-    "switch-tab", "pick-date", "scroll-list", "expand-tree", "table-row", "search-pick", "context-menu",
+    "switch-tab", "pick-date", "press-button", "scroll-list", "expand-tree", "table-row", "search-pick", "context-menu",
     "drag-to-target", "replace-word", "copy-paste", "keyboard-shortcut", "confirm-dialog", "dismiss-popup",
     "raise-window", "wait-spinner",
 )
