@@ -38,8 +38,12 @@ def test_recipe_builds_the_bundled_checkpoints_shape(path):
                    if k not in ("architectures", "model_type", "transformers_version", "training", "dtype")}
             over = {k: stage["model"][k] for k in ("grounding", "refiners") if k in stage["model"]}
             model = grow(model, PixelConfig(**{**cfg, **over}))
-    # a bundled checkpoint's own recipe, or one that fine-tunes a bundled checkpoint (teach.toml)
-    name = path.stem if (ROOT / "fixtures" / "checkpoints" / path.stem).is_dir() else stages[0]["model"]["init"]
+    # a bundled checkpoint's own recipe, one that fine-tunes a bundled checkpoint (teach.toml), or one
+    # named after a bundled checkpoint that continues a run folder of its chain (pixel-small-buttons.toml)
+    bundled_names = sorted((p.name for p in (ROOT / "fixtures" / "checkpoints").iterdir() if p.is_dir()), key=len)
+    init = stages[0]["model"].get("init")
+    name = (path.stem if path.stem in bundled_names else init if init in bundled_names else
+            next(n for n in reversed(bundled_names) if path.stem.startswith(n + "-")))
     bundled = json.loads((ROOT / "fixtures" / "checkpoints" / name / "config.json").read_text())
     got = model.config.to_dict()
     for key in ("hidden_size", "num_layers", "tile_pt", "max_glimpses", "grounding", "refiners"):
