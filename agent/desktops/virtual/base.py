@@ -377,5 +377,21 @@ class Task(Scene):
         return b
 
 
-__all__ = ["ANY_WORDS", "BUTTON_WORDS", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "free_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
+class ButtonChoice(Task):
+    """A task won by clicking its ``target`` button; any other button ends it as a failure."""
+
+    target: Button
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        if isinstance(w, Button):
+            self.end(w is self.target, "success" if w is self.target else "wrong button")
+
+    def expert(self) -> list[Action]:
+        return self.click(self.target)
+
+    def target_word(self) -> str | None:
+        return self.target.label
+
+
+__all__ = ["ANY_WORDS", "BUTTON_WORDS", "ButtonChoice", "CHECK_WORDS", "DIALOGS", "FIELD_NAMES", "field_text", "free_text", "ICON_COLORS", "ICON_NAMES", "MENUS", "PAD",
            "TAIL_S", "TASKBAR_H", "TEXT_WORDS", "WINDOW_TITLES", "Task"]

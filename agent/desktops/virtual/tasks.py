@@ -22,6 +22,7 @@ from agent.desktops.virtual.base import (
     TASKBAR_H,
     TEXT_WORDS,
     WINDOW_TITLES,
+    ButtonChoice,
     Task,
     _plain_list,
     _quote_list,
@@ -45,7 +46,7 @@ from agent.desktops.virtual.widgets import (
 from policies.actions import Action, Drag, Key, MouseDown, MouseUp, Move, Type
 
 
-class ClickButton(Task):
+class ClickButton(ButtonChoice):
     """Click the labelled button among several; any other button ends the episode as a failure."""
 
     name = "click-button"
@@ -64,16 +65,6 @@ class ClickButton(Task):
             self.widgets.append(b)
         self.target = r.choice(self.buttons)
         self.instruction = self.phrase('Click the "{b}" button.', "Press {b}.", 'Choose "{b}".', b=self.target.label)
-
-    def on_activate(self, w: Widget, count: int) -> None:
-        if isinstance(w, Button):
-            self.end(w is self.target, "success" if w is self.target else "wrong button")
-
-    def expert(self) -> list[Action]:
-        return self.click(self.target)
-
-    def target_word(self) -> str | None:
-        return self.target.label
 
 
 class ClickCheckboxes(Task):

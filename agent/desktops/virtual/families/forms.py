@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from agent.desktops.virtual.base import BUTTON_WORDS, FIELD_NAMES, WINDOW_TITLES, Task, field_text, free_text
+from agent.desktops.virtual.base import (
+    BUTTON_WORDS,
+    FIELD_NAMES,
+    WINDOW_TITLES,
+    ButtonChoice,
+    Task,
+    field_text,
+    free_text,
+)
 from agent.desktops.virtual.controls import ArrowButton, DropDown, RadioButton, Switch, Tab
 from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.widgets import Button, Label, MenuItem, Panel, TextField, Widget
@@ -384,7 +392,7 @@ def near_word(r, word: str) -> str:
     return w[:i] + c + w[i + 1:] if k < 0.65 else w[:i] + c + w[i:] if k < 0.85 else w[:i] + w[i + 1:]
 
 
-class PressButton(Task):
+class PressButton(ButtonChoice):
     """Click the named button of a filled form whose fields may hold the button's word, or one a
     letter off it (a City of "summit" beside Submit): the word alone does not say where the button
     is, its shape does. Another button fails."""
@@ -407,16 +415,6 @@ class PressButton(Task):
         for f in r.sample(self.fields, r.randint(0 if r.random() < 0.2 else 1, len(self.fields) - 1)):
             f.text = near_word(r, self.target.label)
         self.instruction = self.phrase('Click the "{b}" button.', "Press {b}.", 'Choose "{b}".', b=self.target.label)
-
-    def on_activate(self, w: Widget, count: int) -> None:
-        if isinstance(w, Button):
-            self.end(w is self.target, "success" if w is self.target else "wrong button")
-
-    def expert(self) -> list[Action]:
-        return self.click(self.target)
-
-    def target_word(self) -> str | None:
-        return self.target.label
 
 
 class SwitchTab(Task):
