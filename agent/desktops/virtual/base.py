@@ -376,6 +376,18 @@ class Task(Scene):
         self.widgets.append(b)
         return b
 
+    def button_row(self, right: float, y: float, labels, **kw) -> list[Button]:
+        """Buttons for ``labels`` (:meth:`add_button`'s sizes, ``kw`` its options) in a row that ends at
+        ``right``, 8 points apart; the first label is the rightmost."""
+        row, x = [], right
+        for label in labels:
+            b = self.add_button(0, y, label, **kw)
+            x -= b.rect.w
+            b.rect = Rect(round(x), b.rect.y, b.rect.w, b.rect.h)
+            x -= 8
+            row.append(b)
+        return row
+
 
 class ButtonChoice(Task):
     """A task won by clicking its ``target`` button; any other button ends it as a failure."""

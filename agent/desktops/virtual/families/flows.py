@@ -348,14 +348,7 @@ class DismissPopup(Task):
         self.popup: list[Widget] = [win, Label(Rect(wr.x + PAD, wr.y + TITLE_H + 12, wr.w - 2 * PAD, 20), text=msg,
                                                 group="popup")]
         self.widgets += self.popup
-        x = wr.right - PAD
-        self.options: list[Button] = []
-        for wd in reversed(words):
-            b = self.add_button(0, wr.bottom - PAD - 28, wd, group="popup")
-            x -= b.rect.w
-            b.rect = Rect(x, b.rect.y, b.rect.w, b.rect.h)
-            x -= 8
-            self.options.append(b)
+        self.options = self.button_row(wr.right - PAD, wr.bottom - PAD - 28, reversed(words), group="popup")
         self.close_x = Button(Rect(wr.right - 30, wr.y + 3, 26, TITLE_H - 6), name="×", style="close", group="popup")
         self.widgets.append(self.close_x)
         self.popup += [*self.options, self.close_x]

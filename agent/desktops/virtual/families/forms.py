@@ -5,6 +5,7 @@ explicit commit (OK / Apply / Submit, or the named button), and a scripted exper
 from __future__ import annotations
 
 import datetime as dt
+import string
 
 from agent.desktops.virtual.base import (
     BUTTON_WORDS,
@@ -388,7 +389,7 @@ def near_word(r, word: str) -> str:
     k = r.random()
     if k < 0.3 or len(w) < 3:
         return w
-    i, c = r.randrange(1, len(w)), r.choice("abcdefghijklmnopqrstuvwxyz")
+    i, c = r.randrange(1, len(w)), r.choice(string.ascii_lowercase)
     return w[:i] + c + w[i + 1:] if k < 0.65 else w[:i] + c + w[i:] if k < 0.85 else w[:i] + w[i + 1:]
 
 
@@ -407,10 +408,8 @@ class PressButton(ButtonChoice):
         self.fields = self.field_rows(area, r.sample(FIELD_NAMES, n), min(260.0, area.w - 110), area.bottom - 36)
         for f in self.fields:
             f.text = field_text(r, f.name) if r.random() < 0.8 else ""
-        x, self.buttons = area.right, []
-        for label in r.sample(BUTTON_WORDS, r.randint(2, 3)):
-            x -= max(80.0, round(self.text_width(label) + 28)) + 8
-            self.buttons.append(self.add_button(x + 8, area.bottom - 28, label, "normal" if self.buttons else "primary"))
+        self.buttons = self.button_row(area.right, area.bottom - 28, r.sample(BUTTON_WORDS, r.randint(2, 3)))
+        self.buttons[0].style = "primary"
         self.target = r.choice(self.buttons)
         for f in r.sample(self.fields, r.randint(0 if r.random() < 0.2 else 1, len(self.fields) - 1)):
             f.text = near_word(r, self.target.label)
