@@ -26,10 +26,18 @@ def test_every_bundled_checkpoint_has_a_recipe_and_a_model_card():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_builds_the_bundled_checkpoints_shape(path):
     stages = recipes.load_recipe(path)
+    # a bundled checkpoint's own recipe, one that fine-tunes a bundled checkpoint (teach.toml), or one
+    # named after a bundled checkpoint that continues a run folder of its chain (pixel-small-buttons.toml)
+    bundled_names = sorted((p.name for p in (ROOT / "fixtures" / "checkpoints").iterdir() if p.is_dir()), key=len)
+    init = stages[0]["model"].get("init")
+    name = (path.stem if path.stem in bundled_names else init if init in bundled_names else
+            next(n for n in reversed(bundled_names) if path.stem.startswith(n + "-")))
     model = None
     for stage in stages:
         if model is None:
-            model = recipes.build_model(stage["model"], size=None, init=None)
+            # a run folder of the chain is not in a clone: the checkpoint the chain became stands in
+            first = {**stage["model"], "init": name} if init and init not in bundled_names else stage["model"]
+            model = recipes.build_model(first, size=None, init=None)
         else:  # grown from the stage before, as recipes.run does from its output folder
             from policies.pixel import PixelConfig
             from policies.pixel.training import grow
@@ -38,12 +46,6 @@ def test_recipe_builds_the_bundled_checkpoints_shape(path):
                    if k not in ("architectures", "model_type", "transformers_version", "training", "dtype")}
             over = {k: stage["model"][k] for k in ("grounding", "refiners") if k in stage["model"]}
             model = grow(model, PixelConfig(**{**cfg, **over}))
-    # a bundled checkpoint's own recipe, one that fine-tunes a bundled checkpoint (teach.toml), or one
-    # named after a bundled checkpoint that continues a run folder of its chain (pixel-small-buttons.toml)
-    bundled_names = sorted((p.name for p in (ROOT / "fixtures" / "checkpoints").iterdir() if p.is_dir()), key=len)
-    init = stages[0]["model"].get("init")
-    name = (path.stem if path.stem in bundled_names else init if init in bundled_names else
-            next(n for n in reversed(bundled_names) if path.stem.startswith(n + "-")))
     bundled = json.loads((ROOT / "fixtures" / "checkpoints" / name / "config.json").read_text())
     got = model.config.to_dict()
     for key in ("hidden_size", "num_layers", "tile_pt", "max_glimpses", "grounding", "refiners"):
