@@ -362,3 +362,28 @@ def test_text_shift_moves_the_instruction_in_the_text_window_only_in_training(de
     assert json.loads((tmp_path / "s" / "config.json").read_text())["training"]["text_shift"] == 24
     with pytest.raises(UserError, match="text_shift must be between 0 and 95"):
         _train(demos, tmp_path / "bad", _plain(steps=1) + "text_shift = 96\n")
+
+
+def test_recolor_shows_a_share_of_samples_in_another_look_and_keeps_the_rest(demos, tmp_path):
+    from policies.pixel.training import recolor
+
+    g = torch.Generator().manual_seed(0)
+    gv = torch.randint(0, 256, (400, 4, 6, 3), generator=g, dtype=torch.uint8)
+    gl = torch.randint(0, 256, (400, 2, 5, 5, 3), generator=g, dtype=torch.uint8)
+    out = recolor(gv, gl, 0.5, torch.Generator().manual_seed(1))
+    assert out["global_view"].dtype == torch.uint8 and out["glimpses"].shape == gl.shape
+    changed = [not torch.equal(out["global_view"][i], gv[i]) for i in range(400)]
+    assert 150 < sum(changed) < 250  # about half
+    for i in range(400):  # a sample's glimpses change with its global view, and the rest stay
+        assert torch.equal(out["glimpses"][i], gl[i]) != changed[i]
+    # a recoloured sample's pixels keep their order (inverted: reversed), their spread pressed
+    i = changed.index(True)
+    a, b = gl[i].flatten().float(), out["glimpses"][i].flatten().float()
+    corr = torch.corrcoef(torch.stack([a, b]))[0, 1].abs()
+    assert corr > 0.99 and b.std() <= a.std() + 1
+    assert recolor(gv, gl, 0.0, torch.Generator().manual_seed(1)) == {}
+    torch.manual_seed(0)
+    assert _train(demos, tmp_path / "s", _plain(steps=2) + "recolor = 0.5\n")["steps"] == 2
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["training"]["recolor"] == 0.5
+    with pytest.raises(UserError, match="recolor must be between 0 and 1"):
+        _train(demos, tmp_path / "bad", _plain(steps=1) + "recolor = 2\n")

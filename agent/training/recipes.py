@@ -16,6 +16,8 @@ A recipe has up to four tables (every key optional; unknown keys are refused by 
   ``train_only = ["span_"]``: the heads that copy typed text, from the samples that teach them).
   ``text_shift = N`` moves each training sample's instruction to a random place 0..N in the
   model's text window, so a word is found by what it is and what surrounds it, not by its place.
+  ``recolor = P`` shows a share P of the samples in another look (pixels inverted half the time,
+  contrast pressed toward the mean): a layout is learnt apart from one theme's greys.
 - ``[data]``: ``sessions`` (folders used when ``dw train`` is given none) and ``commands`` (how
   those sessions were made: documentation, never run).
 - ``[reader]``: settings of ``dw reader`` (:func:`policies.pixel.reader.pretrain_reader`'s).
@@ -209,6 +211,8 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     shifts = int(extra.get("shifts", 0))
     if not 0 <= shifts <= 8:
         raise UserError("shifts must be between 0 and 8")
+    if not 0 <= settings.recolor <= 1:
+        raise UserError("recolor must be between 0 and 1 (the share of samples seen in another look)")
     if not 0 <= settings.text_shift < cfg.max_text:
         raise UserError(f"text_shift must be between 0 and {cfg.max_text - 1} (the model's max_text, less one)")
     _check_moves(extra, "[train]")

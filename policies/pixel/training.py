@@ -62,6 +62,7 @@ class TrainSettings:
     keep_best: bool = True  # keep the epoch with the best held-out action accuracy
     train_only: tuple[str, ...] = ()  # parameter-name prefixes: train only these, keep every other weight
     text_shift: int = 0  # each sample's instruction takes positions from a random 0..text_shift on (not where, what)
+    recolor: float = 0.0  # this share of samples seen in another look: pixels inverted or not, contrast pressed
     record: dict = field(default_factory=dict)  # what else the run was (saved in config.training)
 
 
@@ -223,6 +224,34 @@ def _optimizer(model: PixelModel, s: TrainSettings) -> torch.optim.Optimizer:
                              weight_decay=s.weight_decay, betas=(0.9, 0.98))
 
 
+def recolor(global_view: torch.Tensor, glimpses: torch.Tensor, share: float,
+            gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A batch's pixels with ``share`` of its samples drawn in another look, the same for a
+    sample's global view and glimpses: inverted (a light theme seen dark, a dark one light) half
+    the time, and every one's contrast pressed toward its mean grey by a factor of 1 to 1/4 (a
+    dark theme's field sits a few grey levels off its window). Where a box, field or text is stays
+    where it is: the model learns the layout, not one theme's greys."""
+    b = global_view.shape[0]
+    pick = torch.rand(b, generator=gen) < share
+    invert = torch.rand(b, generator=gen) < 0.5
+    gain = 1.0 / (1.0 + 3.0 * torch.rand(b, generator=gen))
+    if not pick.any():
+        return {}
+    dev = global_view.device
+    pick, invert, gain = pick.to(dev), invert.to(dev), gain.to(dev)
+    mean = global_view.float().mean(dim=(1, 2, 3))
+    mean = torch.where(invert, 255.0 - mean, mean)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        shape = (b,) + (1,) * (x.dim() - 1)
+        y = x.float()
+        y = torch.where(invert.view(shape), 255.0 - y, y)
+        y = mean.view(shape) + gain.view(shape) * (y - mean.view(shape))
+        return torch.where(pick.view(shape), y.round().clamp(0, 255).to(torch.uint8), x)
+
+    return {"global_view": apply(global_view), "glimpses": apply(glimpses)}
+
+
 def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarray], s: TrainSettings,
         out: str | Path, *, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
         val_tasks: np.ndarray | None = None, task_names: list[str] | None = None) -> dict:
@@ -300,9 +329,11 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
                     disable=not progress, leave=False)
         for i in pbar:
             b = _batch(train_t, perm[i * s.batch_size:(i + 1) * s.batch_size])
-            if s.text_shift:  # drawn from the step's own seed: a resumed run draws the same
-                g = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
+            g = torch.Generator().manual_seed(s.seed * 1_000_003 + step)  # the step's own: a resumed run draws the same
+            if s.text_shift:
                 b["text_pos_shift"] = torch.randint(0, s.text_shift + 1, (len(b["labels"]),), generator=g).to(device)
+            if s.recolor:
+                b.update(recolor(b["global_view"], b["glimpses"], s.recolor, g))
             with _compute(device):
                 loss = model(**b).loss
             opt.zero_grad(set_to_none=True)
@@ -350,7 +381,8 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
     kept = next((h for h in history if h["epoch"] == kept_epoch), None)
     model.config.training = {"samples": n, "epochs": epochs, "seed": s.seed, "lr": s.lr, "batch_size": s.batch_size,
                              "best_epoch": best_epoch, "kept_epoch": kept_epoch, "train_only": list(s.train_only),
-                             **({"text_shift": s.text_shift} if s.text_shift else {}), **s.record}
+                             **({"text_shift": s.text_shift} if s.text_shift else {}),
+                             **({"recolor": s.recolor} if s.recolor else {}), **s.record}
     model.save_pretrained(out)
     summary = {"out": str(out), "size": model.config.size_name, "parameters": sum(p.numel() for p in model.parameters()),
                "train_samples": n, "val_samples": len(val.get("labels", [])) if val else 0, "steps": step,
