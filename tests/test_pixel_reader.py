@@ -283,6 +283,24 @@ def test_a_window_on_a_dark_ground_is_read_as_its_inverse():
         assert torch.allclose(y[0], x[0]) and torch.allclose(y[1], x[0])
 
 
+def test_the_dark_ground_grey_is_opencvs_on_every_device():
+    """A window's ground is judged on OpenCV's integer grey: OpenCV's own conversion on a CPU, the
+    same integers in torch elsewhere (every one of the 2**24 colours agrees)."""
+    import cv2
+
+    from policies.pixel.vision import dark_ground, grey_of
+
+    colours = torch.arange(1 << 24, dtype=torch.int32)
+    bgr = torch.stack([colours >> 16, (colours >> 8) & 255, colours & 255], -1).to(torch.uint8).view(4096, 4096, 3)
+    want = torch.from_numpy(cv2.cvtColor(bgr.numpy(), cv2.COLOR_BGR2GRAY))
+    assert torch.equal(grey_of(bgr), want) and torch.equal(grey_of(bgr, fast=False), want)
+    windows = torch.full((3, 4, 6, 3), 200, dtype=torch.uint8)
+    windows[0] = 30
+    windows[1, :2] = 30  # half dark: not more than half
+    windows[2, :3] = 30
+    assert dark_ground(windows).tolist() == [True, False, True]
+
+
 def test_the_bundled_reader_reads_a_dark_theme_better_inverted(monkeypatch):
     """On adwaita-dark desktop windows the bundled pixel-small's reader names more words with dark
     grounds inverted than without (the measure behind :data:`~policies.pixel.vision.DARK_GROUND`)."""

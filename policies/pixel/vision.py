@@ -27,13 +27,38 @@ def luma(pixels: torch.Tensor) -> torch.Tensor:
     return w[..., 0] * 0.114 + w[..., 1] * 0.587 + w[..., 2] * 0.299
 
 
+GREY_WEIGHTS = (3735, 19235, 9798)  # B, G, R: OpenCV's integer BGR -> grey (ITU-R 601, rounded, shift 15)
+
+
+def dark_ground(windows: torch.Tensor) -> torch.Tensor:
+    """(N, h, w, 3) uint8 BGR -> (N,) bool: more than half the window's pixels have a grey (OpenCV's,
+    rounded to an integer) below :data:`DARK_GROUND`. OpenCV's conversion on a CPU (a few times
+    faster than a float one: this runs on every read window of a step), the same integers elsewhere."""
+    grey = grey_of(windows, fast=windows.device.type == "cpu").flatten(1)
+    return (grey < DARK_GROUND).sum(1) * 2 > grey.shape[1]
+
+
+def grey_of(pixels: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """(..., 3) uint8 BGR on a CPU -> (...) uint8 grey, OpenCV's; ``fast=False``: the same integers
+    computed with torch (any device)."""
+    if fast:
+        import cv2
+
+        flat = pixels.reshape(-1, pixels.shape[-2] if pixels.dim() > 2 else 1, 3).numpy()
+        return torch.from_numpy(cv2.cvtColor(flat, cv2.COLOR_BGR2GRAY)).view(pixels.shape[:-1])
+    w = torch.tensor(GREY_WEIGHTS, device=pixels.device, dtype=torch.int32)
+    return (((pixels.to(torch.int32) * w).sum(-1) + (1 << 14)) >> 15).to(torch.uint8)
+
+
 def light_ground(windows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A reader's input ``x`` (:func:`stem_input` of the (N, h, w, 3) uint8 BGR ``windows``) with
-    each window whose ground is dark (more than half its pixels' luma below :data:`DARK_GROUND`)
-    inverted: light text on a dark theme is read as the dark-on-light text readers learn mostly
-    from (`docs/research/2026-12-06-dark-ground-reads.md`)."""
-    dark = (luma(windows) < DARK_GROUND).flatten(1).float().mean(1) > 0.5
-    return torch.where(dark[:, None, None, None], -x, x)
+    each window whose ground is dark (:func:`dark_ground`) inverted, in place: light text on a dark
+    theme is read as the dark-on-light text readers learn mostly from
+    (`docs/research/2026-12-06-dark-ground-reads.md`)."""
+    dark = dark_ground(windows)
+    if dark.any():
+        x[dark] = -x[dark]
+    return x
 
 
 def patch_stem(ch: int, glimpse_px: int) -> tuple[nn.Sequential, int]:
