@@ -230,7 +230,8 @@ def recolor(global_view: torch.Tensor, glimpses: torch.Tensor, share: float,
     sample's global view and glimpses: inverted (a light theme seen dark, a dark one light) half
     the time, and every one's contrast pressed toward its mean grey by a factor of 1 to 1/4 (a
     dark theme's field sits a few grey levels off its window). Where a box, field or text is stays
-    where it is: the model learns the layout, not one theme's greys."""
+    where it is: the model learns the layout, not one theme's greys. A reader grounding's reads,
+    made before training from the real pixels, stay as they are."""
     b = global_view.shape[0]
     pick = torch.rand(b, generator=gen) < share
     invert = torch.rand(b, generator=gen) < 0.5
