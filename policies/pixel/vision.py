@@ -34,7 +34,8 @@ def dark_ground(windows: torch.Tensor) -> torch.Tensor:
     """(N, h, w, 3) uint8 BGR -> (N,) bool: more than half the window's pixels have a grey (OpenCV's,
     rounded to an integer) below :data:`DARK_GROUND`. OpenCV's conversion on a CPU (a few times
     faster than a float one: this runs on every read window of a step), the same integers elsewhere."""
-    grey = grey_of(windows, fast=windows.device.type == "cpu").flatten(1)
+    fast = windows.device.type == "cpu" and not torch.jit.is_tracing()  # an exported graph computes it itself
+    grey = grey_of(windows, fast=fast).flatten(1)
     return (grey < DARK_GROUND).sum(1) * 2 > grey.shape[1]
 
 
@@ -47,7 +48,7 @@ def grey_of(pixels: torch.Tensor, fast: bool = True) -> torch.Tensor:
         flat = pixels.reshape(-1, pixels.shape[-2] if pixels.dim() > 2 else 1, 3).numpy()
         return torch.from_numpy(cv2.cvtColor(flat, cv2.COLOR_BGR2GRAY)).view(pixels.shape[:-1])
     w = torch.tensor(GREY_WEIGHTS, device=pixels.device, dtype=torch.int32)
-    return (((pixels.to(torch.int32) * w).sum(-1) + (1 << 14)) >> 15).to(torch.uint8)
+    return torch.div((pixels.to(torch.int32) * w).sum(-1) + (1 << 14), 1 << 15, rounding_mode="floor").to(torch.uint8)
 
 
 def light_ground(windows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +57,8 @@ def light_ground(windows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     theme is read as the dark-on-light text readers learn mostly from
     (`docs/research/2026-12-06-dark-ground-reads.md`)."""
     dark = dark_ground(windows)
+    if torch.jit.is_tracing():  # an exported graph: for whichever windows it is given
+        return torch.where(dark[:, None, None, None], -x, x)
     if dark.any():
         x[dark] = -x[dark]
     return x
