@@ -45,7 +45,7 @@ def grey_of(pixels: torch.Tensor, fast: bool = True) -> torch.Tensor:
     if fast:
         import cv2
 
-        flat = pixels.reshape(-1, pixels.shape[-2] if pixels.dim() > 2 else 1, 3).numpy()
+        flat = pixels.reshape(-1, pixels.shape[-2], 3).numpy()  # cv2 takes rows of BGR pixels
         return torch.from_numpy(cv2.cvtColor(flat, cv2.COLOR_BGR2GRAY)).view(pixels.shape[:-1])
     w = torch.tensor(GREY_WEIGHTS, device=pixels.device, dtype=torch.int32)
     return torch.div((pixels.to(torch.int32) * w).sum(-1) + (1 << 14), 1 << 15, rounding_mode="floor").to(torch.uint8)
