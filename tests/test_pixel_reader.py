@@ -288,6 +288,7 @@ def test_the_dark_ground_grey_is_opencvs_on_every_device():
     same integers in torch elsewhere (every one of the 2**24 colours agrees)."""
     import cv2
 
+    from policies.pixel import vision
     from policies.pixel.vision import dark_ground, grey_of
 
     colours = torch.arange(1 << 24, dtype=torch.int32)
@@ -299,6 +300,13 @@ def test_the_dark_ground_grey_is_opencvs_on_every_device():
     windows[1, :2] = 30  # half dark: not more than half
     windows[2, :3] = 30
     assert dark_ground(windows).tolist() == [True, False, True]
+    # OpenCV counts on a CPU; torch's count of the same greys is the reference
+    rng = np.random.default_rng(0)
+    many = torch.from_numpy(rng.integers(0, 256, (64, 1, 1, 3)) + rng.integers(-40, 40, (64, 8, 12, 3))).clamp(0, 255)
+    many = many.to(torch.uint8)
+    want = (grey_of(many, fast=False).flatten(1) < vision.DARK_GROUND).sum(1) * 2 > 8 * 12
+    assert torch.equal(dark_ground(many), want) and 0 < int(want.sum()) < 64
+    assert dark_ground(many[:0]).shape == (0,)
 
 
 def test_the_bundled_reader_reads_a_dark_theme_better_inverted(monkeypatch):

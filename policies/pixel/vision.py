@@ -34,7 +34,15 @@ def dark_ground(windows: torch.Tensor) -> torch.Tensor:
     """(N, h, w, 3) uint8 BGR -> (N,) bool: more than half the window's pixels have a grey (OpenCV's,
     rounded to an integer) below :data:`DARK_GROUND`. OpenCV's conversion on a CPU (a few times
     faster than a float one: this runs on every read window of a step), the same integers elsewhere."""
-    fast = windows.device.type == "cpu" and not torch.jit.is_tracing()  # an exported graph computes it itself
+    # OpenCV on a CPU (not for no windows: it refuses an empty image); an exported graph computes it itself
+    fast = windows.device.type == "cpu" and not torch.jit.is_tracing() and len(windows) > 0
+    if fast:  # counted by OpenCV too: a few times faster than torch's sum of a mask
+        import cv2
+
+        grey = grey_of(windows).numpy().reshape(len(windows), -1)
+        _, below = cv2.threshold(grey, DARK_GROUND - 1, 1, cv2.THRESH_BINARY_INV)  # 1 where grey < DARK_GROUND
+        count = cv2.reduce(below, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
+        return torch.from_numpy(count * 2 > grey.shape[1])
     grey = grey_of(windows, fast=fast).flatten(1)
     return (grey < DARK_GROUND).sum(1) * 2 > grey.shape[1]
 
