@@ -71,16 +71,26 @@ GEOMETRIES = [(32, (64, 32), 640, 480, 1.0, False), (32, (64, 32), 1000, 700, 1.
 
 
 @pytest.mark.parametrize("tile,window,w,h,scale,regions", GEOMETRIES)
-def test_the_preprocessor_cuts_each_glimpses_four_windows(tile, window, w, h, scale, regions):
+def test_the_preprocessor_cuts_each_glimpses_four_windows(tile, window, w, h, scale, regions, monkeypatch):
     """Each window (and each whole tile's glimpse) is its own crop resized, bit for bit, whether it
-    was resized alone or cut from its tile's resized region."""
-    cfg = PixelConfig(**{**SMALL, "tile_pt": tile}, grounding={"window": list(window), "window_px": [96, 48]},
-                      glimpse_px=48 * tile // 64)
+    was resized alone or cut from its tile's resized region (the regions of a busy frame resized in
+    two threads)."""
+    from policies.pixel import processing
+
+    cfg = PixelConfig(**{**SMALL, "tile_pt": tile, "max_glimpses": 24},  # enough to split in two
+                      grounding={"window": list(window), "window_px": [96, 48]}, glimpse_px=48 * tile // 64)
     assert READS == 4 and cfg.read_px == (48, 96) and cfg.read_window == (window, (96, 48))
     fr = _frame(w, h, scale)
     pre = Preprocessor(cfg)
-    v = pre(fr)
+    split, in_two, threads = [], processing._in_two, cv2.getNumThreads()
+    monkeypatch.setattr(processing, "_in_two", lambda *a: (split.append(1), in_two(*a)))
+    cv2.setNumThreads(2)
+    try:
+        v = pre(fr)
+    finally:
+        cv2.setNumThreads(threads)
     assert (pre.window_geometry[-1] is not None) == regions
+    assert v.mask.sum() >= processing.PARALLEL_MIN and bool(split) == regions
     k, g = cfg.max_glimpses, cfg.glimpse_px
     assert v.read_glimpses.shape == (4 * k, 48, 96, 3) and v.mask.sum() > 0
     ww, wh = round(window[0] * scale), round(window[1] * scale)
@@ -203,3 +213,29 @@ def test_window_flags_are_checked():
         parse_window("64x12", None, 32)
     with pytest.raises(UserError, match="without a scale"):
         parse_window("64x32@2", None, 32)
+
+
+def test_a_forked_process_preprocesses_with_a_pool_of_its_own():
+    """The resizing thread of a process that forks is not in the child: the child starts its own
+    (without, its first busy frame would wait for that thread forever)."""
+    import os
+    import signal
+
+    from policies.pixel import processing
+
+    cfg = PixelConfig(**{**SMALL, "tile_pt": 64, "max_glimpses": 24},
+                      grounding={"window": [128, 64], "window_px": [96, 48]})
+    fr = _frame(1920, 1080, 1.0)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        want = Preprocessor(cfg)(fr).read_glimpses.copy()
+        assert processing._pool is not None and processing._pool[0] == os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: a busy frame within 20 s, the same windows
+            signal.alarm(20)
+            os._exit(0 if np.array_equal(Preprocessor(cfg)(fr).read_glimpses, want) else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        cv2.setNumThreads(threads)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -30,7 +30,9 @@ previous one of its source (another source, a skipped grab, ``changed`` None) is
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -346,18 +348,26 @@ class Preprocessor:
                 runs[-1].append(t)
             else:
                 runs.append([t])
-        by_length: dict[int, list[list[tuple[int, int, int]]]] = {}
-        for run in runs:
-            by_length.setdefault(len(run), []).append(run)
         step = pitch * gw // ww
-        for n, group in by_length.items():
-            strip_w = rw + (n - 1) * pitch
-            strips = np.empty((len(group), scaled.shape[1], strip_w * gw // ww, 3), np.uint8)
-            _resize_into(strips, [(j, crop_padded(pixels, run[0][1] + rx, run[0][2] + ry, strip_w, rh))
-                                  for j, run in enumerate(group)], strips.shape[2], strips.shape[1])
-            for strip, run in zip(strips, group, strict=True):
-                for j, (i, _, _) in enumerate(run):
-                    scaled[i] = strip[:, j * step:j * step + scaled.shape[2]]
+
+        def resize(runs: list[list[tuple[int, int, int]]]) -> None:  # into the runs' tiles' regions
+            by_length: dict[int, list[list[tuple[int, int, int]]]] = {}
+            for run in runs:
+                by_length.setdefault(len(run), []).append(run)
+            for n, group in by_length.items():
+                strip_w = rw + (n - 1) * pitch
+                strips = np.empty((len(group), scaled.shape[1], strip_w * gw // ww, 3), np.uint8)
+                _resize_into(strips, [(j, crop_padded(pixels, run[0][1] + rx, run[0][2] + ry, strip_w, rh))
+                                      for j, run in enumerate(group)], strips.shape[2], strips.shape[1])
+                for strip, run in zip(strips, group, strict=True):
+                    for j, (i, _, _) in enumerate(run):
+                        scaled[i] = strip[:, j * step:j * step + scaled.shape[2]]
+
+        if len(tiles) >= PARALLEL_MIN:
+            runs.sort(key=len)  # every other run to each half: halves of about the same lengths and work
+            _in_two(resize, runs[0::2], runs[1::2])
+        else:
+            resize(runs)
         slots = np.array([i for i, _, _ in tiles])
         for p, (dx, dy) in enumerate(offsets):
             ox, oy = (dx - rx) * gw // ww, (dy - ry) * gh // wh
@@ -388,6 +398,29 @@ def centred_word(words, x0: float, y0: float, ww: float, wh: float, cell: float)
         return ""
     w, (a, b, c, d) = centred[0]
     return w if a >= x0 and b >= y0 and c <= x0 + ww and d <= y0 + wh else ""
+
+
+PARALLEL_MIN = 16  # tiles' windows resized in two threads from this many on (fewer: the hand-off costs more)
+_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+
+
+def _in_two(work, first, second) -> None:
+    """``work(first)`` and ``work(second)`` side by side, the second in a worker thread, where OpenCV
+    may use two threads or more (else one after the other): OpenCV resizes a small image in one
+    thread, releasing the GIL, and most of a step's preprocessing is such resizing. The two must
+    write apart."""
+    global _pool
+    if cv2.getNumThreads() < 2:
+        work(first)
+        work(second)
+        return
+    if _pool is None or _pool[0] != os.getpid():  # a forked child has the pool but not its thread
+        _pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dw-preprocess"))
+    other = _pool[1].submit(work, second)
+    try:
+        work(first)
+    finally:
+        other.result()
 
 
 def crop_padded(pixels: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
