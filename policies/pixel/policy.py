@@ -20,7 +20,7 @@ from policies.pixel.hardware import (
 )
 from policies.pixel.modeling import PixelModel, PixelOutput
 from policies.pixel.processing import Preprocessor, encode_text
-from policies.pixel.reads import TileReads
+from policies.pixel.reads import Int8Reads, TileReads
 from policies.pixel.runtime import OnnxStep, choose_runtime
 from policies.pixel.templates import DrawnReads
 
@@ -54,7 +54,9 @@ class PixelPolicy:
         self.model = model.to(device=device, dtype=self.dtype).eval()
         # In ONNX Runtime with no dtype asked for, each part runs in the fastest arithmetic this CPU
         # has natively (closed-loop success measured level with float32: docs/policies.md): the
-        # step's matrix products in int8 (VNNI), the reader's convolutions in torch's bfloat16.
+        # step's matrix products in int8 (VNNI), the reader's convolutions in int8 there too (a
+        # ReLU reader: policies.pixel.reads.Int8Reads; DW_PIXEL_INT8_READER=0 keeps them in
+        # bfloat16), else in torch's bfloat16.
         fast = onnx and dtype_setting(dtype) == "auto"
         self.int8 = fast and int8_matmuls()
         read_dtype = torch.bfloat16 if fast and cpu_has_native_bf16() else self.dtype
@@ -66,11 +68,14 @@ class PixelPolicy:
         self.cfg = model.config
         grounding = self.model.grounding
         self.read_dtype = read_dtype if isinstance(grounding, ReaderGrounding) else None
+        self.read_int8 = (self.read_dtype is not None and self.int8 and env_switch("DW_PIXEL_INT8_READER", True)
+                          and Int8Reads.usable(grounding.reader))
         read_runtime = "torch" if read_dtype != self.dtype else self.runtime
         if isinstance(grounding, TemplateGrounding):  # the instruction's words drawn and matched
             self.reads = DrawnReads(self.cfg)
         elif isinstance(grounding, ReaderGrounding):
-            self.reads = TileReads(grounding.reader, self.cfg.read_px, read_runtime, dtype=read_dtype)
+            self.reads = TileReads(grounding.reader, self.cfg.read_px, read_runtime, dtype=read_dtype,
+                                   int8=self.read_int8)
         else:
             self.reads = None
         self.name = name
@@ -90,7 +95,9 @@ class PixelPolicy:
         """The arithmetic of the step and (for a reading model) the reader, e.g. ``int8 matmuls,
         bfloat16 reader``: what benchmarks record beside their figures."""
         step = "int8 matmuls" if self.int8 else str(self.dtype).removeprefix("torch.")
-        return step if self.read_dtype is None else f"{step}, {str(self.read_dtype).removeprefix('torch.')} reader"
+        if self.read_dtype is None:
+            return step
+        return f"{step}, {'int8' if self.read_int8 else str(self.read_dtype).removeprefix('torch.')} reader"
 
     @torch.inference_mode()
     def reset(self, instruction: str) -> None:

@@ -19,7 +19,8 @@ pixel-large, whose forward pass is arithmetic-bound and runs faster in PyTorch's
 
 With no dtype asked for, the ONNX step's matrix products run in int8 where the CPU multiplies
 int8 natively (:func:`int8_matmuls`; the weights are quantized per channel when the session is
-built, the activations per run) and a reading model's reader runs in torch's bfloat16 where the
+built, the activations per run); a reading model's reader runs its convolutions in int8 there too
+(a ReLU reader: :class:`policies.pixel.reads.Int8Reads`) and its head in torch's bfloat16 where the
 CPU has it natively. Closed-loop success was measured level with float32 (docs/policies.md);
 ``dtype="float32"`` (or ``DW_PIXEL_DTYPE=float32``) keeps every part in float32.
 """
