@@ -124,8 +124,8 @@ class BatchedPixelStep:
             step = "int8 matmuls" if self.policy.int8 else "float32"
         else:
             step = str(self.dtype).removeprefix("torch.")
-        rd = self.policy.read_dtype
-        return step if rd is None else f"{step}, {str(rd).removeprefix('torch.')} reader"
+        rd = self.policy.reader_precision
+        return step if rd is None else f"{step}, {rd} reader"
 
     # --- per instruction ---------------------------------------------------------------------
     def _text(self, instruction: str) -> tuple:

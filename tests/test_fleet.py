@@ -74,6 +74,21 @@ def test_batched_onnx_step_equals_one_by_one():
     assert same(batched.step(obs[:1]), one_by_one(policy, obs[:1]))
 
 
+def test_a_fleet_names_the_readers_arithmetic_as_its_policy_does(monkeypatch):
+    """The batched step reads with its policy's reader, so it reports that reader's arithmetic."""
+    pytest.importorskip("onnxruntime")
+    from agent.fleet import BatchedPixelStep
+    from policies.pixel import load_pixel_policy
+
+    for int8_reader in ("1", "0"):
+        monkeypatch.setenv("DW_PIXEL_INT8_READER", int8_reader)
+        policy = load_pixel_policy("pixel-small", runtime="onnx")
+        step = BatchedPixelStep(policy, engine="onnx")
+        assert policy.reader_precision in ("int8", "bfloat16", "float32")
+        assert step.precision.endswith(f", {policy.reader_precision} reader") and policy.precision == step.precision
+    assert policy.reader_precision != "int8"
+
+
 def test_small_fleet_in_process():
     from agent.fleet import Fleet
     from policies.pixel import load_pixel_policy

@@ -95,9 +95,15 @@ class PixelPolicy:
         """The arithmetic of the step and (for a reading model) the reader, e.g. ``int8 matmuls,
         bfloat16 reader``: what benchmarks record beside their figures."""
         step = "int8 matmuls" if self.int8 else str(self.dtype).removeprefix("torch.")
+        return step if self.reader_precision is None else f"{step}, {self.reader_precision} reader"
+
+    @property
+    def reader_precision(self) -> str | None:
+        """The arithmetic of a reading model's reader (``int8``, ``bfloat16`` or ``float32``); None
+        for a model that does not read."""
         if self.read_dtype is None:
-            return step
-        return f"{step}, {'int8' if self.read_int8 else str(self.read_dtype).removeprefix('torch.')} reader"
+            return None
+        return "int8" if self.read_int8 else str(self.read_dtype).removeprefix("torch.")
 
     @torch.inference_mode()
     def reset(self, instruction: str) -> None:
