@@ -123,7 +123,8 @@ def test_deterministic_and_replayable(name):
         d = VirtualDesktop(name, seed=11, size=(640, 480), human_like=True)
         runs.append(run_expert(d))
     assert runs[0][0] == runs[1][0]
-    assert len(set(runs[0][0])) > 2  # the picture changes as the expert acts
+    if name != "absent-target":  # the one family whose expert rightly does nothing
+        assert len(set(runs[0][0])) > 2  # the picture changes as the expert acts
     # replay: the recorded actions re-applied to a desktop rebuilt from info() give the same frames,
     # and the expert consulted at each step gives the same advice
     d0 = VirtualDesktop(name, seed=11, size=(640, 480), human_like=True)
@@ -254,7 +255,8 @@ def test_clicks_outside_targets_are_harmless(name):
         d.apply(Click(float(x), float(y), count=2))
         d.apply(Scroll(float(x), float(y), dy=3))
         d.apply(Click(float(x), float(y), button="right"))
-        assert not d.finished, (name, x, y, d.reason)
+        # absent-target is won by doing no harm for 3 s: these harmless clicks may win it
+        assert not d.finished or (name == "absent-target" and d.success), (name, x, y, d.reason)
     run_expert(d)
     assert d.success, (name, d.reason)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from agent.desktops.virtual import VirtualDesktop, task_names
+from agent.desktops.virtual.base import BUTTON_WORDS
 from agent.desktops.virtual.tasks import CLASSIC_TASKS, TASKS
 from policies.actions import Click, Done, Drag, Key, Type, Wait
 
@@ -102,6 +103,8 @@ def wrong(name: str, d: VirtualDesktop) -> None:
         d.apply(Key("enter"))
     elif name == "press-button":  # another of the form's buttons
         click(next(b for b in t.buttons if b is not t.target))
+    elif name == "absent-target":  # a button that is there, not the named one
+        click(t.buttons[0])
     elif name == "wait-spinner":  # once loaded, another button
         d.apply(Wait(3.0))
         d.observe()
@@ -188,3 +191,22 @@ def test_press_button_fields_read_like_the_button():
         assert t.target in t.buttons and len(t.buttons) >= 2
         near += any(edits(f.text.lower(), t.target.label.lower()) <= 1 for f in t.fields)
     assert 24 <= near < 40, near
+
+
+def test_absent_target_names_a_button_not_on_screen_and_is_won_by_doing_nothing():
+    for seed in range(12):
+        d = VirtualDesktop("absent-target", seed=seed, size=(800, 600))
+        labels = {b.label for b in d.oracle.buttons}
+        named = [w for w in BUTTON_WORDS if w in d.instruction]
+        assert named and not set(named) & labels, (d.instruction, labels)
+        d.apply(Wait(2.0))
+        assert not d.finished and d.success is None  # not yet: it takes 3 s of nothing
+        d.apply(Wait(1.2))
+        d.observe()
+        assert d.success is True
+    typed = VirtualDesktop("absent-target", seed=1, size=(800, 600))
+    typed.apply(Type("x"))
+    assert typed.finished and typed.success is False
+    quit_early = VirtualDesktop("absent-target", seed=1, size=(800, 600))
+    quit_early.apply(Done())
+    assert quit_early.finished and quit_early.success is False

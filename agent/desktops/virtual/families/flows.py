@@ -1,5 +1,6 @@
 """Work that spans steps and windows: replace a word, copy and paste between windows, a keyboard
-shortcut, a confirm dialog, a pop-up that interrupts, a window behind another, a loading delay."""
+shortcut, a confirm dialog, a pop-up that interrupts, a window behind another, a loading delay, and
+an instruction whose target is not on the screen."""
 
 from __future__ import annotations
 
@@ -548,4 +549,40 @@ class WaitSpinner(Task):
         return self.named(self.target.label) if self.loaded else None
 
 
-FLOWS = (ReplaceWord, CopyPaste, KeyboardShortcut, ConfirmDialog, DismissPopup, RaiseWindow, WaitSpinner)
+class AbsentTarget(Task):
+    """The instruction names a button that is not on the screen: nothing fits it, and the right
+    thing is to do nothing. Pressing any button, or typing, ends the episode as a failure; waiting
+    :attr:`wait_s` seconds with neither is the success (clicks on the window's empty parts are
+    harmless here, as in every family). What a worker does when lost (`dw eval --tasks absent-target`)."""
+
+    name = "absent-target"
+    wait_s = 3.0
+
+    def build(self) -> None:
+        r = self.rng
+        _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(340, 560), r.uniform(200, 340))
+        labels = r.sample(BUTTON_WORDS, r.randint(3, 6))
+        cw = max(max(self.text_width(s) for s in labels) + 28, 80) + 12
+        self.buttons = [self.add_button(c.x, c.y + 6, s)
+                        for s, c in zip(labels, self.cells(area, len(labels), cw, 40), strict=False)]
+        absent = r.choice([w for w in BUTTON_WORDS if w not in labels])
+        self.instruction = self.phrase('Click the "{b}" button.', "Press {b}.", 'Choose "{b}".', b=absent)
+
+    def on_activate(self, w: Widget, count: int) -> None:
+        self.end(False, "acted without the target")
+
+    def key(self, combo: str) -> None:
+        self.end(False, "acted without the target")
+
+    def type_text(self, text: str) -> None:
+        self.end(False, "acted without the target")
+
+    def on_tick(self, t: float) -> None:
+        if t >= self.wait_s:
+            self.end(True, "success")  # it waited
+
+    def expert(self) -> list[Action]:
+        return [Wait(0.3 if not self.human_like else round(random.Random(f"absent/{self.seed}/{self.steps}").uniform(0.2, 0.5), 3))]
+
+
+FLOWS = (ReplaceWord, CopyPaste, KeyboardShortcut, ConfirmDialog, DismissPopup, RaiseWindow, WaitSpinner, AbsentTarget)
