@@ -73,7 +73,7 @@ GYM_TASKS = (
     "double-click-icon", "select-dropdown", "select-radio", "toggle-switch", "spin-box", "fill-form", "type-field",
     "switch-tab", "pick-date", "press-button", "scroll-list", "expand-tree", "table-row", "search-pick", "context-menu",
     "drag-to-target", "replace-word", "copy-paste", "keyboard-shortcut", "confirm-dialog", "dismiss-popup",
-    "raise-window", "wait-spinner",
+    "raise-window", "wait-spinner", "absent-target",
 )
 GYM_MAX_EPISODE_STEPS = 200
 

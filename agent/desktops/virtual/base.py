@@ -206,6 +206,12 @@ class Task(Scene):
         r = win.rect
         return win, Rect(r.x + PAD, r.y + TITLE_H + PAD, r.w - 2 * PAD, r.h - TITLE_H - 2 * PAD)
 
+    def button_grid(self, area: Rect, labels: list[str]) -> list[Button]:
+        """A button for each of ``labels`` (fewer if they do not fit), each in a seeded cell of a grid
+        over ``area`` wide enough for the longest label (:meth:`cells`, :meth:`add_button`)."""
+        cw = max(max(self.text_width(s) for s in labels) + 28, 80) + 12
+        return [self.add_button(c.x, c.y + 6, s) for s, c in zip(labels, self.cells(area, len(labels), cw, 40), strict=False)]
+
     def cells(self, area: Rect, n: int, cw: float, ch: float) -> list[Rect]:
         """``n`` seeded, distinct grid cells of size ``cw`` x ``ch`` inside ``area`` (fewer if they do not fit)."""
         cols = max(1, int(area.w // cw))

@@ -330,11 +330,7 @@ class DismissPopup(Task):
     def build(self) -> None:
         r = self.rng
         _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(380, 540), r.uniform(220, 300))
-        labels = r.sample(BUTTON_WORDS, r.randint(3, 5))
-        cw = max(max(self.text_width(s) for s in labels) + 28, 80) + 12
-        self.buttons: list[Button] = []
-        for label, cell in zip(labels, self.cells(area, len(labels), cw, 40), strict=False):
-            self.buttons.append(self.add_button(cell.x, cell.y + 6, label))
+        self.buttons = self.button_grid(area, r.sample(BUTTON_WORDS, r.randint(3, 5)))
         self.target = r.choice(self.buttons)
         title, msg, dismiss, bad = r.choice(POPUPS)
         self.t_pop = r.uniform(0.3, 1.2)
@@ -508,10 +504,7 @@ class WaitSpinner(Task):
         self.spinner = Spinner(Rect(area.x + area.w / 2 - 70, area.y + area.h / 2 - 14, 160, 28), name="spinner",
                                label=r.choice(("Loading...", "Please wait...", "Connecting...")))
         self.widgets.append(self.spinner)
-        labels = r.sample(BUTTON_WORDS, r.randint(2, 4))
-        cw = max(max(self.text_width(s) for s in labels) + 28, 80) + 12
-        self.buttons = [self.add_button(c.x, c.y + 6, s)
-                        for s, c in zip(labels, self.cells(area, len(labels), cw, 40), strict=False)]
+        self.buttons = self.button_grid(area, r.sample(BUTTON_WORDS, r.randint(2, 4)))
         for b in self.buttons:
             b.visible = False
         self.target = r.choice(self.buttons)
@@ -562,9 +555,7 @@ class AbsentTarget(Task):
         r = self.rng
         _, area = self.window(r.choice(WINDOW_TITLES), r.uniform(340, 560), r.uniform(200, 340))
         labels = r.sample(BUTTON_WORDS, r.randint(3, 6))
-        cw = max(max(self.text_width(s) for s in labels) + 28, 80) + 12
-        self.buttons = [self.add_button(c.x, c.y + 6, s)
-                        for s, c in zip(labels, self.cells(area, len(labels), cw, 40), strict=False)]
+        self.buttons = self.button_grid(area, labels)
         absent = r.choice([w for w in BUTTON_WORDS if w not in labels])
         self.instruction = self.phrase('Click the "{b}" button.', "Press {b}.", 'Choose "{b}".', b=absent)
 
