@@ -23,7 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from policies.pixel.runtime import onnx_session
 from policies.pixel.vision import Reader, dark_ground
-from policies.pixel.words import END, MAX_CHARS, READ_WIDTH
+from policies.pixel.words import READ_WIDTH
 
 CAPACITY = 4096  # tiles remembered (~5 KB each): a few dozen full screens
 
@@ -111,7 +111,8 @@ class Int8Reads(torch.nn.Module):
         f = folded(reader, torch.float32)
         bns = [m for m in reader.stem if isinstance(m, torch.nn.BatchNorm2d)]
         convs = [m for m in f.stem if isinstance(m, torch.nn.Conv2d)]
-        self.head = f.head.to(dtype)
+        f.head.to(dtype)
+        self.reader = f  # its head reads out what the int8 stem gives (Reader.probs_of)
         self.dtype = dtype
         self.layers = []
         x_scale, x_zp = 1 / 255, 128
@@ -150,8 +151,7 @@ class Int8Reads(torch.nn.Module):
             h = torch.ops.onednn.qconv2d_pointwise(
                 h, x_scale, x_zp, packed, w_scale, w_zp, bias, stride, padding, dilation, groups,
                 1.0 if i == last else out_scale, 0, self.dtype if i == last else None, "relu", [], "")
-        logits = self.head(h.flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
-        return logits.float().softmax(-1).flatten(1)
+        return self.reader.probs_of(h)
 
 
 INT8_SIGMAS = 6.0  # an int8 reader's activation range: its batch norm's beta + this many |gamma|

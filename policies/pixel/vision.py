@@ -43,7 +43,7 @@ def dark_ground(windows: torch.Tensor) -> torch.Tensor:
         _, below = cv2.threshold(grey, DARK_GROUND - 1, 1, cv2.THRESH_BINARY_INV)  # 1 where grey < DARK_GROUND
         count = cv2.reduce(below, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
         return torch.from_numpy(count * 2 > grey.shape[1])
-    grey = grey_of(windows, fast=fast).flatten(1)
+    grey = grey_of(windows, fast=False).flatten(1)
     return (grey < DARK_GROUND).sum(1) * 2 > grey.shape[1]
 
 
@@ -113,10 +113,17 @@ class Reader(nn.Module):
         self.head = nn.Sequential(nn.Linear(flat, width), nn.GELU(), nn.Linear(width, READ_WIDTH))
 
     def forward(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        x = light_ground(tiles, stem_input(tiles, dtype))
-        return self.head(self.stem(x).flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
+        return self.logits(self.stem(light_ground(tiles, stem_input(tiles, dtype))))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The stem's (N, C, h, w) features -> (N, MAX_CHARS + 1, END + 1) logits."""
+        return self.head(features.flatten(1)).view(-1, MAX_CHARS + 1, END + 1)
 
     def probs(self, tiles: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, h, w, 3) uint8 -> (N, READ_WIDTH) float32: each slot's class probabilities,
         flattened (what a grounding compares with its word templates)."""
-        return self(tiles, dtype).float().softmax(-1).flatten(1)
+        return self.probs_of(self.stem(light_ground(tiles, stem_input(tiles, dtype))))
+
+    def probs_of(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`probs` from the stem's features (a stem run elsewhere: an int8 one)."""
+        return self.logits(features).float().softmax(-1).flatten(1)
