@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,8 @@ def test_headless_frames_and_actions():
     from agent.desktops.miniwob import open_miniwob
 
     with open_miniwob("enter-text", seed=5) as d:
+        tmp = Path(d.browser.instance.tmp)  # Chromium's own temp folders go here, not into /tmp
+        assert tmp.is_dir()
         f = d.observe()
         assert f.pixels.shape == (210, 160, 4) and d.screen.size == (160, 210)
         assert d.info() == {"kind": "miniwob", "task": "enter-text", "seed": 5, "mode": "headless",
@@ -105,6 +108,7 @@ def test_headless_frames_and_actions():
             for a in d.oracle.expert_actions():
                 d.apply(a)
         assert d.success is True and d.reward > 0
+    assert not tmp.exists()  # removed with the browser: nothing is left behind in /tmp
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,13 +142,22 @@ def open_env(task: str, mode: str = "headless", *, position: tuple[int, int] = (
             from selenium.webdriver.support.wait import WebDriverWait
 
             opts = chrome_options(mode, self.url, position, size)
-            self.driver = webdriver.Chrome(service=Service(executable_path=find_browser().driver), options=opts)
+            # Chromium leaves a singleton-socket folder in TMPDIR at every quit: give it a private
+            # one, removed in close().
+            self.tmp = tempfile.mkdtemp(prefix="dw-chromium-")
+            service = Service(executable_path=find_browser().driver, env={**os.environ, "TMPDIR": self.tmp})
+            self.driver = webdriver.Chrome(service=service, options=opts)
             self.driver.implicitly_wait(5)
             if mode == "headless":
                 self.driver.get(self.url)
             WebDriverWait(self.driver, 10).until(EC.element_to_be_clickable((By.ID, self.SYNC_SCREEN_ID)))
             self.inner_width, self.inner_height = self.driver.execute_script(
                 "return [window.innerWidth, window.innerHeight];")
+
+        def close(self) -> None:
+            super().close()
+            if getattr(self, "tmp", None):
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
     class _Env(MiniWoBEnvironment):
         def _hard_reset_instance(self) -> None:
