@@ -98,6 +98,9 @@ class BatchedPixelStep:
 
         if not isinstance(policy, PixelPolicy):
             raise TypeError(f"batched steps need a pixel policy, got {type(policy).__name__}")
+        if policy.cfg.recent:  # each worker's past views would have to be kept apart
+            raise ValueError(f"{policy.name} sees recent video (recent={policy.cfg.recent}): batched fleet "
+                             "steps take one-frame models only")
         self.policy = policy
         self.cfg = policy.cfg
         self.model = policy.model

@@ -51,7 +51,7 @@ from agent.sessions.format import EXPERT_LABEL, EXPERT_TARGET, open_session
 from policies.actions import Drag, Move
 from policies.pixel.codec import LABEL_FIELDS, NO_WORD, action_label, history_features, last_type_end
 from policies.pixel.configuration import PixelConfig
-from policies.pixel.processing import Preprocessor, encode_text
+from policies.pixel.processing import Preprocessor, RecentViews, encode_text
 from policies.pixel.training import arrays_for
 from policies.pixel.words import word_position
 
@@ -155,11 +155,18 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
 
     want = {f for f in map(frame_of, targets) if f >= 0}
     views: dict[int, object] = {}
+    recent: dict[int, np.ndarray] = {}  # recent video: each wanted frame's past views, as a policy sees them
+    seen_views = RecentViews(cfg.recent) if cfg.recent else None
     if want:
         last = max(want)
         for frame in s.frames():
             if frame.index in want:
                 views[frame.index] = [p(frame).copy() for p in pres]
+            if seen_views is not None:
+                gv = pre.global_only(frame.pixels, frame.screen.scale)
+                if frame.index in want:
+                    recent[frame.index] = seen_views.views(frame.t, gv)
+                seen_views.add(frame.t, gv)
             if frame.index >= last:
                 break
     c0 = s.meta.get("cursor0")
@@ -185,6 +192,8 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
             rows["cursor"].append(np.array(cursor, np.float32))
             rows["history_types"].append(htypes)
             rows["history_points"].append(hpts)
+            if seen_views is not None:
+                rows["recent"].append(recent[frame_of(e)])
             rows["text_ids"].append(ids)
             rows["labels"].append(np.array([lab[k] for k in LABEL_FIELDS], np.int64))
             rows["target_offsets"].append(off)

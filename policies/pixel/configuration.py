@@ -18,6 +18,7 @@ KEYS = (
     "home", "end", "pageup", "pagedown", "shift+tab", "ctrl+a", "ctrl+c", "ctrl+v", "ctrl+x",
     "ctrl+z", "ctrl+s", "ctrl+w", "alt+f4", "alt+tab", "f1", "f2", "f5", "ctrl+enter",
 )
+MAX_RECENT = 4  # recent video: past views a step may see
 SCROLL_MAX = 5  # scroll notches are classified in [-SCROLL_MAX, SCROLL_MAX]
 WAIT_BINS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -151,6 +152,12 @@ class PixelConfig(PretrainedConfig):
       resampled to ``glimpse_px`` pixels each side, one token each, encoded by a patch stem
       ``stem_channels`` wide, with their box as position. Labels stay legible on every screen.
 
+    ``recent``: recent video. For each entry, L seconds, the step also sees the global view of the
+    newest frame it saw at least L seconds before this one (the episode's first frame while the
+    episode is younger), as its change from the current view: whether a click had an effect, a
+    pop-up that just appeared, a spinner still turning. Empty: one frame (every checkpoint before
+    2026-12-07).
+
     ``actions``: the heads' vocabulary (:class:`ActionVocab`); ``grounding``
     (:class:`GroundingConfig`) and ``refiners`` (:class:`RefinerConfig` each): optional parts,
     stored as plain dicts in ``config.json``.
@@ -176,6 +183,7 @@ class PixelConfig(PretrainedConfig):
         content_threshold: int = 5,  # 10 until 2026-12-06: a dark look's fields fell below it
         max_text: int = 96,
         history: int = 4,
+        recent: list | None = None,
         actions: dict | None = None,
         grounding: dict | None = None,
         refiners: list | None = None,
@@ -208,6 +216,10 @@ class PixelConfig(PretrainedConfig):
         self.content_threshold = content_threshold
         self.max_text = max_text
         self.history = history
+        recent = [float(v) for v in recent or ()]
+        if len(recent) > MAX_RECENT or any(not 0 < v <= 60 for v in recent) or recent != sorted(set(recent)):
+            raise ValueError(f"recent: at most {MAX_RECENT} increasing lags in seconds, each in (0, 60], not {recent}")
+        self.recent = recent
         vocab = actions if isinstance(actions, ActionVocab) else _strict(ActionVocab, actions or {}, "actions")
         self.actions = asdict(vocab)
         g = grounding

@@ -154,6 +154,8 @@ class PixelModel(PixelPreTrainedModel):
         self.hist_pos = nn.Embedding(c.history, d)
         self.patch_embed = nn.Linear(c.patch * c.patch * 3, d)
         self.global_pos = nn.Parameter(torch.zeros(1, c.num_global, d))
+        # recent video: each past view's change from the current one, per global patch
+        self.recent_proj = nn.Linear(len(c.recent) * c.patch * c.patch * 3, d) if c.recent else None
         self.stem, flat = patch_stem(c.stem_channels, c.glimpse_px)
         self.glimpse_proj = nn.Linear(flat, d)
         self.box_proj = nn.Linear(6 * 2 * N_FREQ, d)
@@ -183,7 +185,9 @@ class PixelModel(PixelPreTrainedModel):
         self.post_init()
         for module in (self.grounding, *self.refiners):  # each starts as the model without it
             module.init_weights()
-        for module in (self.span_local, self.span_cond):
+        for module in (self.span_local, self.span_cond, self.recent_proj):
+            if module is None:
+                continue
             module.zero_start = True
             self._init_weights(module)
 
@@ -255,6 +259,7 @@ class PixelModel(PixelPreTrainedModel):
         text_ids: torch.Tensor | None = None,  # (B, L) long
         text_cache: TextCache | None = None,
         text_pos_shift: torch.Tensor | None = None,  # (B,) long, training only: see encode_text
+        recent: torch.Tensor | None = None,  # (B, R, GH, GW, 3) uint8: past global views (config.recent)
         labels: torch.Tensor | None = None,  # (B, len(LABEL_FIELDS)) long, -1 = none: training
         target_offsets: torch.Tensor | None = None,  # (B, 2, 2) the labelled points' offsets in their boxes
         **inputs: torch.Tensor,  # the grounding's (its step_inputs or run_inputs)
@@ -284,6 +289,13 @@ class PixelModel(PixelPreTrainedModel):
         gv = gv.view(b, gh, p, gw, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * 3)
         gboxes = self.global_boxes(b, gv.device, torch.float32)
         tok_glob = self.patch_embed(gv) + self.global_pos + self._boxes(gboxes.to(dtype)) + kind[KIND_GLOBAL]
+        if self.recent_proj is not None:
+            if recent is None:
+                raise ValueError(f"this model sees recent video (recent={c.recent}): give recent")
+            r = recent.shape[1]
+            past = recent.to(dtype) * (1.0 / 255.0) - 0.5
+            past = past.view(b, r, gh, p, gw, p, 3).permute(0, 2, 4, 1, 3, 5, 6).reshape(b, gh * gw, r, p * p * 3)
+            tok_glob = tok_glob + self.recent_proj((past - gv[:, :, None]).flatten(2))
         # glimpses: the stem's middle map is kept for refiners that choose among its cells
         k = glimpses.shape[1]
         gl_in = stem_input(glimpses.reshape(b * k, c.glimpse_px, c.glimpse_px, 3), dtype)

@@ -19,7 +19,7 @@ from policies.pixel.hardware import (
     int8_matmuls,
 )
 from policies.pixel.modeling import PixelModel, PixelOutput
-from policies.pixel.processing import Preprocessor, encode_text
+from policies.pixel.processing import Preprocessor, RecentViews, encode_text
 from policies.pixel.reads import Int8Reads, TileReads
 from policies.pixel.runtime import OnnxStep, choose_runtime
 from policies.pixel.templates import DrawnReads
@@ -32,8 +32,10 @@ class PixelPolicy:
     each frame costs one preprocessing pass and one forward pass, except a frame that says nothing
     changed since the previous one (the incremental capture's ``changed``, :meth:`Preprocessor.still`)
     seen with the same instruction, cursor and history: the model's inputs are then the previous
-    step's and, the policy being deterministic, so are its actions, returned without a pass. It
-    never reads the observation's ``oracle``. ``runtime`` picks the engine of that forward pass:
+    step's and, the policy being deterministic, so are its actions, returned without a pass. A
+    model that sees recent video (``config.recent``) keeps the global views of the frames it acted
+    on (:class:`~policies.pixel.processing.RecentViews`, cleared by :meth:`reset`); its shortcut
+    also needs the same past views. It never reads the observation's ``oracle``. ``runtime`` picks the engine of that forward pass:
     :func:`policies.pixel.runtime.choose_runtime` (ONNX Runtime on a CPU for the small sizes).
 
     ``second_look`` (default: the environment's ``DW_PIXEL_SECOND_LOOK=1``, else off): a step whose
@@ -89,6 +91,7 @@ class PixelPolicy:
         self._ids = np.zeros(0, np.int64)
         self.instruction = ""
         self._last: tuple | None = None  # (instruction, cursor, history), actions of the last step
+        self.recent = RecentViews(self.cfg.recent) if self.cfg.recent else None  # recent video
 
     @property
     def precision(self) -> str:
@@ -112,6 +115,8 @@ class PixelPolicy:
         ids, self._raw = encode_text(instruction, self.cfg.max_text)
         self._ids = ids
         self._last = None
+        if self.recent is not None:
+            self.recent.clear()
         self._cache = self.model.encode_text(torch.from_numpy(ids)[None].to(self.device))
         if self._step is not None:
             self._step.set_text(self._cache)
@@ -130,6 +135,8 @@ class PixelPolicy:
         named = {"global_view": vis.global_view, "glimpses": vis.glimpses, "boxes": vis.boxes,
                  "glimpse_mask": vis.mask, "screen": vis.screen, "cursor": cursor,
                  "history_types": htypes, "history_points": hpts}
+        if self.recent is not None:
+            named["recent"] = self.recent.views(observation.frame.t, vis.global_view)
         if vis.read_glimpses is not None:
             named["read_glimpses"] = vis.read_glimpses
         return {k: np.ascontiguousarray(a)[None] for k, a in named.items()}
@@ -157,10 +164,15 @@ class PixelPolicy:
     def act(self, observation: Observation) -> list[Action]:
         if self._cache is None or observation.instruction != self.instruction:
             self.reset(observation.instruction)
-        seen = (observation.instruction, observation.cursor, tuple(observation.history))
+        t = observation.frame.t
+        seen = (observation.instruction, observation.cursor, tuple(observation.history),
+                self.recent.key(t) if self.recent is not None else None)
         if self._last is not None and self._last[0] == seen and self.pre.still(observation.frame):
             return list(self._last[1])
-        actions = decode(self.cfg, self.run(self.arrays(observation)), self._raw)
+        arrays = self.arrays(observation)
+        actions = decode(self.cfg, self.run(arrays), self._raw)
+        if self.recent is not None:  # this frame is part of the next steps' recent video
+            self.recent.add(t, arrays["global_view"][0])
         if (self.second_look or self._retrying) and actions and isinstance(actions[0], POINTED):
             actions = self._look_again(observation, actions[0], RETRY_PHASES if self._retrying else CENTRE)
         self._last = (seen, tuple(actions))

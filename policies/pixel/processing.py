@@ -63,6 +63,49 @@ class VisualInputs:
                                         self.read_glimpses)))
 
 
+class RecentViews:
+    """Recent video (``config.recent``): the global views of the frames a step saw, kept while the
+    longest lag needs them. For each lag L, :meth:`views` gives the newest view at least L seconds
+    older than time ``t``, the oldest one while none is that old (the episode's first frame), and
+    the current view while none is kept. Training (:func:`agent.training.dataset.session_samples`)
+    and the policy pick them alike."""
+
+    def __init__(self, lags) -> None:
+        self.lags = [float(v) for v in lags]
+        self.kept: list[tuple[float, np.ndarray]] = []
+
+    def clear(self) -> None:
+        self.kept.clear()
+
+    def _pick(self, t: float) -> list[int]:
+        """Per lag, the index into ``kept`` of the view it sees (-1: the current view)."""
+        out = []
+        for lag in self.lags:
+            i = len(self.kept) - 1
+            while i > 0 and self.kept[i][0] > t - lag:
+                i -= 1
+            out.append(i)
+        return out
+
+    def key(self, t: float) -> tuple:
+        """What :meth:`views` would show at ``t`` (the chosen views' times): equal keys, equal views."""
+        return tuple(self.kept[i][0] if i >= 0 else None for i in self._pick(t))
+
+    def views(self, t: float, current: np.ndarray) -> np.ndarray:
+        """(len(lags), GH, GW, 3) uint8: the view each lag sees at time ``t``."""
+        return np.stack([self.kept[i][1] if i >= 0 else current for i in self._pick(t)])
+
+    def add(self, t: float, view: np.ndarray) -> None:
+        """Keep ``view`` (copied), seen at ``t``; views no lag can reach any more are dropped. A
+        time before the last one starts afresh (another episode's clock)."""
+        if self.kept and t < self.kept[-1][0]:
+            self.kept.clear()
+        self.kept.append((t, np.array(view, copy=True)))
+        horizon = t - self.lags[-1]
+        while len(self.kept) > 1 and self.kept[1][0] <= horizon:
+            self.kept.pop(0)
+
+
 def encode_text(text: str, max_len: int) -> tuple[np.ndarray, bytes]:
     """UTF-8 bytes of ``text``, truncated to ``max_len``, padded with :data:`PAD_BYTE`."""
     raw = text.encode("utf-8")[:max_len]
@@ -184,6 +227,15 @@ class Preprocessor:
             changed = changed if frame.follows(self._last) else None
             self._last = (frame.source, frame.index)
         return self.pixels(frame.pixels, frame.screen.scale, changed)
+
+    def global_only(self, pixels: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """The global view of ``pixels`` alone (a new array): what :meth:`pixels` puts in
+        ``global_view``, for frames whose glimpses are not needed (recent video in training)."""
+        h, w = pixels.shape[:2]
+        if self._key != (w, h, scale):
+            self._setup(w, h, scale)
+        cells = area_down(pixels, self.cells_w, self.cells_h)
+        return cv2.resize(cells, (self.cfg.global_w, self.cfg.global_h), interpolation=cv2.INTER_AREA)[:, :, :3].copy()
 
     def still(self, frame: Frame) -> bool:
         """Whether ``frame`` follows the last tracked frame with nothing changed: then its inputs

@@ -81,17 +81,23 @@ def choose_runtime(device: str | torch.device = "cpu", runtime: str = "auto", dt
     return runtime
 
 
+def core_inputs(config) -> tuple[str, ...]:
+    """The core's per-frame inputs: :data:`STEP_INPUTS`, and ``recent`` for a model that sees
+    recent video (``config.recent``)."""
+    return STEP_INPUTS + (("recent",) if config.recent else ())
+
+
 def step_inputs(config) -> tuple[str, ...]:
     """The per-frame inputs of a model with ``config`` (training arrays): the core's, then its
     grounding's (a reader's or a template's read windows)."""
-    return STEP_INPUTS + grounding_class(config.grounding).step_inputs
+    return core_inputs(config) + grounding_class(config.grounding).step_inputs
 
 
 def run_inputs(config) -> tuple[str, ...]:
     """The inputs of the step a policy runs: the core's, then its grounding's, made outside the
     step (a reader's probabilities, each distinct window read once: :class:`policies.pixel.reads.TileReads`;
     a template grounding's matches: :class:`policies.pixel.templates.DrawnReads`)."""
-    return STEP_INPUTS + grounding_class(config.grounding).run_inputs
+    return core_inputs(config) + grounding_class(config.grounding).run_inputs
 
 
 def onnx_cache_dir() -> Path | None:
@@ -332,6 +338,8 @@ class OnnxStep:
             torch.zeros(1, c.history, dtype=torch.long),
             torch.zeros(1, c.history, 3),
         )
+        if c.recent:
+            example += (torch.zeros(1, len(c.recent), c.global_h, c.global_w, 3, dtype=torch.uint8),)
         extra, extra_axes = model.grounding.example_inputs(k)
         example += tuple(extra.values())
         words = word_templates(torch.tensor([[65, 32]])) if model.grounding.text_inputs else (None, None)

@@ -225,9 +225,9 @@ def _optimizer(model: PixelModel, s: TrainSettings) -> torch.optim.Optimizer:
 
 
 def recolor(global_view: torch.Tensor, glimpses: torch.Tensor, share: float,
-            gen: torch.Generator) -> dict[str, torch.Tensor]:
+            gen: torch.Generator, recent: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """A batch's pixels with ``share`` of its samples drawn in another look, the same for a
-    sample's global view and glimpses: inverted (a light theme seen dark, a dark one light) half
+    sample's global view, glimpses and recent views (recent video): inverted (a light theme seen dark, a dark one light) half
     the time, and every one's contrast pressed toward its mean grey by a factor of 1 to 1/4 (a
     dark theme's field sits a few grey levels off its window). Where a box, field or text is stays
     where it is: the model learns the layout, not one theme's greys. A reader grounding's reads,
@@ -250,7 +250,10 @@ def recolor(global_view: torch.Tensor, glimpses: torch.Tensor, share: float,
         y = mean.view(shape) + gain.view(shape) * (y - mean.view(shape))
         return torch.where(pick.view(shape), y.round().clamp(0, 255).to(torch.uint8), x)
 
-    return {"global_view": apply(global_view), "glimpses": apply(glimpses)}
+    out = {"global_view": apply(global_view), "glimpses": apply(glimpses)}
+    if recent is not None:
+        out["recent"] = apply(recent)
+    return out
 
 
 def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarray], s: TrainSettings,
@@ -334,7 +337,7 @@ def fit(model: PixelModel, train: dict[str, np.ndarray], val: dict[str, np.ndarr
             if s.text_shift:
                 b["text_pos_shift"] = torch.randint(0, s.text_shift + 1, (len(b["labels"]),), generator=g).to(device)
             if s.recolor:
-                b.update(recolor(b["global_view"], b["glimpses"], s.recolor, g))
+                b.update(recolor(b["global_view"], b["glimpses"], s.recolor, g, b.get("recent")))
             with _compute(device):
                 loss = model(**b).loss
             opt.zero_grad(set_to_none=True)
