@@ -139,6 +139,11 @@ def test_training_samples_see_what_the_policy_would(tmp_path):
     assert np.array_equal(np.stack(got), data["recent"])
     assert (data["recent"][-1] != data["global_view"][-1][None]).any()  # the pop-up came and went
 
+    from agent.training.dataset import _cache_key  # samples with past views are cached apart
+
+    one = PixelConfig.for_size("pixel-tiny")
+    assert _cache_key(tmp_path, one) != _cache_key(tmp_path, cfg)
+
 
 def test_the_fleet_refuses_a_video_model():
     from agent.fleet import BatchedPixelStep

@@ -97,7 +97,10 @@ def _cache_key(session: Path, cfg: PixelConfig, shifts: int = 0, moves: str = "i
         if f.exists():
             st = f.stat()
             h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps({k: getattr(cfg, k) for k in PRE_FIELDS}, sort_keys=True, default=list).encode())
+    fields = {k: getattr(cfg, k) for k in PRE_FIELDS}
+    if cfg.recent:  # recent video's past views (a one-frame config keeps the key it had before them)
+        fields["recent"] = cfg.recent
+    h.update(json.dumps(fields, sort_keys=True, default=list).encode())
     return h.hexdigest()[:24]
 
 
