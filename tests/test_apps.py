@@ -170,3 +170,41 @@ def test_input_goes_back_to_the_session_display_after_the_suite(xvfb):
     pyautogui.moveTo(33, 44)
     assert tuple(pyautogui.position()) == (33, 44)
     assert pyautogui.size() == (xvfb.width, xvfb.height)
+
+
+def test_dagger_demos_keep_the_policys_episodes_with_the_experts_labels(world, tmp_path, monkeypatch):
+    """``dw demos --suite apps --dagger``: the policy drives (here it only waits), the expert labels
+    every state it reaches, the failed episode is kept, and training learns the labels."""
+    from agent.desktops.apps.evaluate import record_demos
+    from agent.sessions.format import open_session
+    from agent.training.dataset import session_samples
+    from policies.actions import Wait
+    from policies.pixel import PixelConfig
+    from policies.pixel.codec import LABEL_FIELDS
+
+    class Waits:
+        name = "waits"
+
+        def reset(self, instruction):
+            pass
+
+        def act(self, observation):
+            return [Wait(0.05)]
+
+    results = record_demos(["tk-button"], 1, tmp_path, seed=4, max_steps=3, policy=Waits())
+    assert [r["success"] for r in results] == [False]
+    s = open_session(tmp_path / "tk-button-s4")
+    assert [e.action.type for e in s.actions(("policy",))] == ["wait"] * 3
+    labels = [e for e in s.events if e.raw.get("event") == "expert_label"]
+    assert [e.action.type for e in labels] == ["click"] * 3  # the named button, at every state
+    data = session_samples(tmp_path / "tk-button-s4", PixelConfig.for_size("pixel-tiny"))
+    types = data["labels"][:, LABEL_FIELDS.index("type")]
+    assert len(types) == 3 and len(set(types.tolist())) == 1  # the expert's clicks, not the waits
+
+    monkeypatch.setattr(apps_desktop, "AppWorld", lambda: world)  # the command, on the module's Xvfb
+    monkeypatch.setattr(world, "close", lambda: None)
+    rc, out, err = run_dw(["demos", "--suite", "apps", "--tasks", "tk-button", "--episodes", "1", "--seed", "5",
+                           "--dagger", "random", "--beta", "1", "--out", str(tmp_path / "cli"), "--json"])
+    assert rc == 0, err
+    assert json.loads(out) == {"suite": "apps", "out": str(tmp_path / "cli"), "episodes": 1, "recorded": 1,
+                               "policy_successes": 1}  # beta 1: the expert's own steps

@@ -16,8 +16,6 @@ def _tasks(args: argparse.Namespace) -> list[str]:
             or getattr(args, "task_timeout", None) is not None:
         raise UserError("--backend, --workers and --task-timeout apply to --suite virtual; "
                         "apps episodes run one at a time on one Xvfb")
-    if getattr(args, "dagger", None):
-        raise UserError("--dagger applies to --suite virtual and miniwob, not apps")
     if args.episodes < 1:
         raise UserError("--episodes must be at least 1")
     tasks = parse_tasks(args.tasks)
@@ -70,14 +68,30 @@ def run_demos(args: argparse.Namespace) -> int:
 
     tasks = _tasks(args)
     seed = args.seed if args.seed is not None else DEMO_SEED
+    policy = None
+    if args.dagger:
+        from policies import load_policy
+        from policies.base import PolicyError
+
+        try:
+            policy = load_policy(args.dagger, seed=seed)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
     bar = tqdm(total=len(tasks) * args.episodes, desc="demos apps", unit="ep", disable=args.json, file=sys.stderr)
     try:
-        results = record_demos(tasks, args.episodes, args.out, seed=seed, on_result=lambda r: bar.update(1))
+        results = record_demos(tasks, args.episodes, args.out, seed=seed, on_result=lambda r: bar.update(1),
+                               policy=policy, beta=args.beta)
     except DesktopError as e:
         raise UserError(str(e)) from None
     finally:
         bar.close()
     ok = sum(r["success"] for r in results)
+    if policy is not None:  # DAgger: every episode is kept, the expert's labels in it
+        summary = {"suite": "apps", "out": str(args.out), "episodes": len(results), "recorded": len(results),
+                   "policy_successes": ok}
+        print(json.dumps(summary) if args.json else
+              f"recorded {len(results)} sessions into {args.out} ({ok} {args.dagger} successes, expert-labelled)")
+        return 0
     summary = {"suite": "apps", "out": str(args.out), "episodes": len(results), "recorded": ok,
                "expert_failures": [f"{r['task']}/s{r['seed']}: {r['reason']}" for r in results if not r["success"]]}
     print(json.dumps(summary) if args.json else

@@ -115,15 +115,20 @@ def evaluate(tasks: list[str], policy_name: str, *, episodes: int = 5, seed: int
 
 
 def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int = DEMO_SEED,
-                 max_steps: int = MAX_STEPS, keep_failures: bool = False, on_result=None) -> list[dict]:
-    """Scripted-expert demos as ordinary sessions, ``out/<task>-s<seed>``, through the normal recorder."""
-    from agent.sessions.dagger import ExpertTargets
+                 max_steps: int = MAX_STEPS, keep_failures: bool = False, on_result=None,
+                 policy=None, beta: float = 0.0) -> list[dict]:
+    """Scripted-expert demos as ordinary sessions, ``out/<task>-s<seed>``, through the normal recorder.
+    With ``policy`` (a loaded policy: ``dw demos --dagger``) it drives and the expert labels every
+    state it reaches (:class:`~agent.sessions.dagger.ExpertLabels`, ``beta``: the expert's share of
+    steps); every episode is kept, failures too: they are what DAgger learns from."""
+    from agent.sessions.dagger import ExpertLabels, ExpertTargets
     from agent.sessions.demos import demo_recorder
     from policies.builtin import ScriptedPolicy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    driver = ExpertTargets(ScriptedPolicy(), None)  # each step also records the word naming the target
+    labels = ExpertLabels(policy, beta) if policy is not None else None
+    driver = ExpertTargets(labels or ScriptedPolicy(), None)  # each step also records the word naming the target
 
     def recorder_for(desk, s):
         path = out / f"{desk.task.name}-s{s}"
@@ -131,12 +136,14 @@ def record_demos(tasks: list[str], episodes: int, out: str | Path, *, seed: int 
             shutil.rmtree(path)
         rec = demo_recorder(path, desk, DEMO_FPS, driver.name)
         driver.recorder = rec
+        if labels is not None:
+            labels.start(rec, s)
         return rec
 
     results = []
     for r in run_episodes(tasks, range(seed, seed + episodes), driver, max_steps=max_steps,
                           recorder_for=recorder_for):
-        if not r["success"] and not keep_failures:
+        if not r["success"] and not keep_failures and labels is None:
             shutil.rmtree(r["session"], ignore_errors=True)
             r["kept"] = False
         results.append(r)
