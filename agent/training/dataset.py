@@ -165,8 +165,9 @@ def session_samples(session_dir: Path, cfg: PixelConfig, pre: Preprocessor | Non
         for frame in s.frames():
             if frame.index in want:
                 views[frame.index] = [p(frame).copy() for p in pres]
-            if seen_views is not None:
-                gv = pre.global_only(frame.pixels, frame.screen.scale)
+            if seen_views is not None:  # a wanted frame's global view is already in its inputs
+                gv = (views[frame.index][0].global_view if frame.index in want
+                      else pre.global_only(frame.pixels, frame.screen.scale))
                 if frame.index in want:
                     recent[frame.index] = seen_views.views(frame.t, gv)
                 seen_views.add(frame.t, gv)

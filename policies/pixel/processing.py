@@ -234,8 +234,11 @@ class Preprocessor:
         h, w = pixels.shape[:2]
         if self._key != (w, h, scale):
             self._setup(w, h, scale)
-        cells = area_down(pixels, self.cells_w, self.cells_h)
-        return cv2.resize(cells, (self.cfg.global_w, self.cfg.global_h), interpolation=cv2.INTER_AREA)[:, :, :3].copy()
+        return self._global_of(area_down(pixels, self.cells_w, self.cells_h))[:, :, :3].copy()
+
+    def _global_of(self, cells: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+        """The global view of a cell map (into ``dst`` when given)."""
+        return cv2.resize(cells, (self.cfg.global_w, self.cfg.global_h), dst=dst, interpolation=cv2.INTER_AREA)
 
     def still(self, frame: Frame) -> bool:
         """Whether ``frame`` follows the last tracked frame with nothing changed: then its inputs
@@ -260,7 +263,7 @@ class Preprocessor:
         c = self.cfg
         # the cell map is kept (a buffer of its own) only for tracked frames: the next one reuses it
         cells = self._cells(pixels, rects) if track else area_down(pixels, self.cells_w, self.cells_h)
-        cv2.resize(cells, (c.global_w, c.global_h), dst=self.global_view, interpolation=cv2.INTER_AREA)
+        self._global_of(cells, self.global_view)
         # content: edges of the cell map (the wallpaper is a smooth vertical gradient: no edges)
         gray = cv2.cvtColor(cells, cv2.COLOR_BGRA2GRAY)
         gx = cv2.absdiff(gray[:, 1:], gray[:, :-1])
