@@ -131,6 +131,8 @@ def test_dw_reader_rejects_bad_settings(tmp_path, capsys):
     assert "unknown key(s) bogus" in capsys.readouterr().err
     assert reader("desktop_share = 1.0") == 2
     assert "desktop_share" in capsys.readouterr().err
+    assert reader('stem = "bogus"') == 2
+    assert "stem 'bogus': choose one of reader, reader-relu, reader-ctc" in capsys.readouterr().err
     assert reader(f"init = {json.dumps(str(tmp_path / 'none'))}") == 2
     err = capsys.readouterr().err
     assert "init" in err and "not a reader folder" in err

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.cli.util import parse_virtual_tasks
     from policies.pixel.configuration import SIZES
     from policies.pixel.reader import ReaderError, load_reader_stem, pretrain_reader
+    from policies.pixel.vision import READER_STEMS
 
     r = _settings(args)
     size = r.pop("size", "pixel-small")
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     tasks, bank, looks = r.pop("desktop_tasks", None), r.pop("bank", None), r.pop("desktop_looks", None)
     if r["steps"] < 1 or r["batch_size"] < 1 or r["channels"] < 1:
         raise UserError("steps, batch_size and channels must be at least 1")
+    if r.get("stem") is not None and r["stem"] not in READER_STEMS:
+        raise UserError(f"[reader] stem {r['stem']!r}: choose one of {', '.join(READER_STEMS)}")
     if not 0.0 <= share < 1.0:
         raise UserError("desktop_share must be at least 0 and below 1")
     if (bank or tasks) and share == 0:
