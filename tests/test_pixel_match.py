@@ -325,7 +325,9 @@ def test_where_near_tells_a_fields_offset_head_which_row_its_label_was_read_on()
 @pytest.mark.parametrize("over", [{"reach": 2},
                                   {"refiners": [{"kind": "where"}]},
                                   {"reach": 2, "refiners": [{"kind": "where", "near": True}]},
-                                  {"order": True}], ids=["reach", "where", "where-near", "order"])
+                                  {"order": True},
+                                  {"order": True, "reader": {"stem": "reader-ctc", "channels": 8, "head": 32}}],
+                         ids=["reach", "where", "where-near", "order", "ctc"])
 def test_a_reading_policy_reads_outside_the_step_as_the_step_would_inside(over):
     """Both runtimes: the policy's step (windows read by TileReads, fed in as ``read_probs``) gives
     the model's own in-step reading (``read_glimpses``), and each distinct window is read once."""

@@ -56,8 +56,9 @@ class ActionVocab:
 
 @dataclass
 class ReaderSpec:
-    """The frozen reader of a ``reader`` grounding: its stem (``reader`` or ``reader-relu``), width
-    and head width (as pretrained by ``dw reader``)."""
+    """The frozen reader of a ``reader`` grounding: its stem (``reader`` or ``reader-relu``: a slot
+    reader; ``reader-ctc``: one that spells, :class:`policies.pixel.vision.CtcReader`), width and
+    head width (as pretrained by ``dw reader``)."""
 
     stem: str = "reader"
     channels: int = 32

@@ -27,7 +27,7 @@ from torch import nn
 
 from policies.pixel.configuration import GroundingConfig
 from policies.pixel.processing import READS
-from policies.pixel.vision import DARK_GROUND, Reader
+from policies.pixel.vision import DARK_GROUND, make_reader
 from policies.pixel.words import (
     END,
     MAX_CHARS,
@@ -301,7 +301,7 @@ class ReaderGrounding(Grounding):
     def __init__(self, g: GroundingConfig, d: int):
         super().__init__(g, d)
         r = g.reader
-        self.reader = Reader(r.stem, r.channels, g.window_px[1], r.head, g.window_px[0])
+        self.reader = make_reader(r.stem, r.channels, g.window_px[1], r.head, g.window_px[0])
         self.reader.requires_grad_(False)  # pretrained (dw reader) and frozen
         if g.order:  # below / equal / above the instruction's number, and how sure: into the state
             self.order_in = nn.Linear(4, d)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import load_file, save_file
 
-from policies.pixel.vision import Reader
+from policies.pixel.vision import CtcReader, Reader, decode_slots, make_reader
 from policies.pixel.words import CHARS, END, MAX_CHARS
 
 READER_FILE = "reader.safetensors"
@@ -250,12 +250,7 @@ def encode_word(word: str) -> np.ndarray:
 
 
 def decode_word(classes: Sequence[int]) -> str:
-    out = []
-    for c in classes:
-        if c >= END:
-            break
-        out.append(CHARS[c])
-    return "".join(out)
+    return decode_slots(classes)
 
 
 def batch(rng: random.Random, n: int, words: Sequence[str], faces: Sequence[str | None],
@@ -270,10 +265,6 @@ def batch(rng: random.Random, n: int, words: Sequence[str], faces: Sequence[str 
         targets.append(encode_word(w))
         texts.append(w)
     return torch.from_numpy(np.stack(tiles)), torch.from_numpy(np.stack(targets)), texts
-
-
-def reader_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
 
 
 def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -316,7 +307,7 @@ def read_words(model: Reader, tiles: torch.Tensor, batch_size: int = 512) -> lis
     model.eval()
     got = []
     for i in range(0, len(tiles), batch_size):
-        got.extend(decode_word(r) for r in model(tiles[i:i + batch_size]).argmax(-1).tolist())
+        got.extend(model.names(model(tiles[i:i + batch_size])))
     model.train(was_training)
     return got
 
@@ -395,7 +386,7 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
         if stem in DERIVED_STEMS and cfg0["stem"] == "reader":
             if not same_input(cfg0):
                 raise ReaderError(f"{init}: a {stem} starts from a reader of the same tiles or windows")
-            derived = Reader(stem, channels, h_px, head_width, width_px=w_px)
+            derived = make_reader(stem, channels, h_px, head_width, width_px=w_px)
             carry_layers(model, derived)
             model = derived
             log(f"{init}: {DERIVED_STEMS[stem]}, for a {stem}")
@@ -407,14 +398,16 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
             if not same_input(cfg0):
                 # another geometry (tiles to windows, say): the convolutions carry over, the head's input does not
                 keep = model.stem.state_dict()
-                model = Reader(stem, channels, h_px, head_width, width_px=w_px)
+                model = make_reader(stem, channels, h_px, head_width, width_px=w_px)
                 model.stem.load_state_dict(keep)
                 log(f"{init} reads {cfg0.get('tile_pt')}-point tiles at {cfg0['glimpse_px']} px (windows "
                     f"{_window(cfg0)}): its stem is kept, the reading head starts afresh for {w_px}x{h_px} px")
         model = model.to(dev)
     else:
         stem = stem or "reader"
-        model = Reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
+        model = make_reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
+    if teach is not None and (isinstance(model, CtcReader) or isinstance(teach, CtcReader)):
+        raise ReaderError("a reader-ctc learns from the words' labels, not from a teacher's slots")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = [steps]
@@ -440,7 +433,7 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
                 target = teach(x)
             loss = distill_loss(model(x), target)
         else:
-            loss = reader_loss(model(x), y.to(dev))
+            loss = model.loss(model(x), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -494,7 +487,7 @@ def load_reader(folder: str | Path) -> tuple[dict, Reader]:
     cfg, _ = load_reader_stem(folder)
     cfg.setdefault("head_width", 512)  # readers saved before the setting existed have the 512-wide head
     h_px, w_px = _input_px(cfg["glimpse_px"], _window(cfg))
-    model = Reader(cfg["stem"], cfg["stem_channels"], h_px, cfg["head_width"], width_px=w_px)
+    model = make_reader(cfg["stem"], cfg["stem_channels"], h_px, cfg["head_width"], width_px=w_px)
     try:
         model.load_state_dict(load_file(str(Path(folder) / READER_FILE)))
     except RuntimeError as e:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from policies.pixel.words import END, MAX_CHARS, READ_WIDTH
+from policies.pixel.words import CHARS, END, MAX_CHARS, READ_WIDTH
 
-READER_STEMS = ("reader", "reader-relu")  # stems a reader can have
+READER_STEMS = ("reader", "reader-relu", "reader-ctc")  # stems a reader can have (make_reader)
 DARK_GROUND = 80  # a reader's window whose median luma is below this is read with its colours inverted
 
 
@@ -91,7 +92,7 @@ def reader_stem(kind: str, ch: int, height_px: int, width_px: int | None = None)
     (without, reading pretraining stalls at the prior for hundreds of steps). ``reader-relu``: the
     same with ReLU for GELU (the same weights' shapes; cheaper on a CPU, distilled from a
     ``reader`` by ``dw reader``)."""
-    if kind not in READER_STEMS:
+    if kind not in READER_STEMS or kind == "reader-ctc":  # a CTC reader's stem is its own (make_reader)
         raise ValueError(f"unknown reader stem {kind!r}; choose one of {', '.join(READER_STEMS)}")
     layers: list[nn.Module] = []
     for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
@@ -127,3 +128,121 @@ class Reader(nn.Module):
     def probs_of(self, features: torch.Tensor) -> torch.Tensor:
         """:meth:`probs` from the stem's features (a stem run elsewhere: an int8 one)."""
         return self.logits(features).float().softmax(-1).flatten(1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss of :meth:`forward`'s output against (N, MAX_CHARS + 1) slot targets (the
+        characters, END, then -1: :func:`policies.pixel.reader.encode_word`)."""
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+
+    def names(self, logits: torch.Tensor) -> list[str]:
+        """The word :meth:`forward`'s output names in each image."""
+        return [decode_slots(row) for row in logits.argmax(-1).tolist()]
+
+
+def decode_slots(classes) -> str:
+    """Character classes up to the first END -> the word."""
+    out = []
+    for c in classes:
+        if c >= END:
+            break
+        out.append(CHARS[c])
+    return "".join(out)
+
+
+CTC_DILATIONS = (1, 2, 4, 8)  # a CTC reader's column layers: together they see 31 columns (the whole window)
+
+
+class CtcReader(Reader):
+    """A reader that spells: its stem keeps a quarter of the window's width as columns (a column
+    is about one character at 10-16 points) and folds the height away; dilated column layers with
+    a learned position each (the word to name is the centred one) give each column a character
+    or a blank, trained with CTC (``reader-ctc``). A word is then as easy to read as its letters,
+    where the slot reader names the words it was shown and few others
+    (docs/research/2026-12-07-spelling-reader.md).
+
+    For a grounding it says what a slot reader says: :meth:`probs_of` turns the best path (each
+    column's most likely class; repeats and blanks dropped) into slots, each emitting column's
+    character distribution (blank left out) in its slot, then END."""
+
+    def __init__(self, channels: int, height_px: int, width: int = 128, width_px: int | None = None):
+        nn.Module.__init__(self)
+        layers: list[nn.Module] = []
+        for cin, cout, stride in ((3, channels, 2), (channels, 2 * channels, 2),
+                                  (2 * channels, 4 * channels, (2, 1)), (4 * channels, 4 * channels, (2, 1))):
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.stem = nn.Sequential(*layers)
+        with torch.no_grad():
+            _, c, rows, cols = self.stem(torch.zeros(1, 3, height_px, width_px or height_px)).shape
+        self.head = CtcHead(c * rows, width, cols)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The stem's (N, C, rows, T) features -> (N, END + 1, T) per-column logits (END: blank)."""
+        return self.head(features)
+
+    def probs_of(self, features: torch.Tensor) -> torch.Tensor:
+        return ctc_slots(self.logits(features)).flatten(1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        real = (targets >= 0) & (targets < END)
+        lp = logits.float().log_softmax(1).permute(2, 0, 1)  # (T, N, C)
+        n, t = targets.shape[0], lp.shape[0]
+        return F.ctc_loss(lp, targets[real], torch.full((n,), t, dtype=torch.long), real.sum(1), blank=END,
+                          zero_infinity=True)
+
+    def names(self, logits: torch.Tensor) -> list[str]:
+        out = []
+        for row in logits.argmax(1).tolist():
+            word, prev = [], END
+            for c in row:
+                if c != prev and c != END:
+                    word.append(CHARS[c])
+                prev = c
+            out.append("".join(word))
+        return out
+
+
+class CtcHead(nn.Module):
+    """(N, C, rows, T) stem features -> (N, END + 1, T): each column's features, a learned position
+    per column, residual dilated convolutions along the columns, a class per column."""
+
+    def __init__(self, c_in: int, width: int, cols: int):
+        super().__init__()
+        self.proj = nn.Conv1d(c_in, width, 1)
+        self.pos = nn.Parameter(torch.randn(1, width, cols) * 0.02)
+        self.seq = nn.ModuleList(nn.Sequential(nn.Conv1d(width, width, 3, 1, d, dilation=d), nn.BatchNorm1d(width),
+                                               nn.ReLU()) for d in CTC_DILATIONS)
+        self.out = nn.Conv1d(width, END + 1, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h = self.proj(features.flatten(1, 2)) + self.pos.to(features.dtype)
+        for layer in self.seq:
+            h = h + layer(h)
+        return self.out(h)
+
+
+def ctc_slots(logits: torch.Tensor) -> torch.Tensor:
+    """(N, END + 1, T) per-column logits (END: blank) -> (N, MAX_CHARS + 1, END + 1) slot
+    probabilities, as a slot reader gives them: along the best path, the k-th column that emits a
+    character (not blank, not its left neighbour's class) puts its character distribution (blank
+    left out) in slot k; slot n (n characters emitted, at most MAX_CHARS) is END. Tensor operations
+    only, so it exports."""
+    p = logits.float().softmax(1)
+    best = p.argmax(1)  # (N, T)
+    prev = torch.cat([torch.full_like(best[:, :1], END), best[:, :-1]], 1)
+    emit = (best != END) & (best != prev)
+    slot = emit.long().cumsum(1) - 1
+    ks = torch.arange(MAX_CHARS, device=logits.device)
+    at = ((slot[:, :, None] == ks) & emit[:, :, None]).float()  # (N, T, MAX_CHARS)
+    chars = p[:, :END] / p[:, :END].sum(1, keepdim=True).clamp(min=1e-6)  # (N, END, T)
+    slots = torch.bmm(at.transpose(1, 2), chars.transpose(1, 2))  # (N, MAX_CHARS, END)
+    n = emit.sum(1).clamp(max=MAX_CHARS)
+    end = (torch.arange(MAX_CHARS + 1, device=logits.device) == n[:, None]).float()  # (N, MAX_CHARS + 1)
+    slots = torch.cat([slots, torch.zeros_like(slots[:, :1])], 1)
+    return torch.cat([slots, end[:, :, None]], 2)
+
+
+def make_reader(stem: str, channels: int, height_px: int, width: int = 512, width_px: int | None = None) -> Reader:
+    """The reader a stem kind names (:data:`READER_STEMS`): a slot reader, or a CTC one."""
+    if stem == "reader-ctc":
+        return CtcReader(channels, height_px, width, width_px)
+    return Reader(stem, channels, height_px, width, width_px)
