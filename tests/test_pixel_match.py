@@ -17,7 +17,7 @@ from policies.base import Observation
 from policies.pixel import PixelConfig, PixelModel, PixelPolicy, encode_text
 from policies.pixel import reader as R
 from policies.pixel.training import TrainError, grow, load_reader_weights, precompute, precompute_key
-from policies.pixel.words import END, MAX_CHARS, READ_WIDTH, word_templates
+from policies.pixel.words import END, MAX_CHARS, READ_WIDTH, decode_word, word_templates
 from policies.registry import bundled_checkpoint
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8}
@@ -455,7 +455,7 @@ def test_an_int8_reader_reads_the_desktop_as_the_float_one():
             p8, p32 = int8(torch.from_numpy(x)), f32(torch.from_numpy(x))
         assert p8.shape == p32.shape == (300, READ_WIDTH)
         assert torch.allclose(p8.view(300, MAX_CHARS + 1, END + 1).sum(-1), torch.ones(300, MAX_CHARS + 1), atol=1e-3)
-        w8, w32 = ([R.decode_word(c.tolist()) for c in p.view(300, MAX_CHARS + 1, END + 1).argmax(-1)] for p in (p8, p32))
+        w8, w32 = ([decode_word(c.tolist()) for c in p.view(300, MAX_CHARS + 1, END + 1).argmax(-1)] for p in (p8, p32))
         right8, right32 = (sum(w == t for w, t in zip(ws, texts, strict=True)) for ws in (w8, w32))
         assert right32 >= 0.85 * 300 and right8 >= right32 - 6, (looks, right8, right32)
         assert sum(a == b for a, b in zip(w8, w32, strict=True)) >= 0.95 * 300, looks

@@ -16,6 +16,7 @@ from policies.pixel import PixelConfig, PixelModel, Preprocessor
 from policies.pixel import reader as R
 from policies.pixel.processing import READS, centred_word, crop_padded, window_origins
 from policies.pixel.training import TrainError, load_reader_weights
+from policies.pixel.words import decode_word
 from tests.test_pixel_model import _frame
 
 SMALL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "stem_channels": 8, "max_glimpses": 8, "tile_pt": 32}
@@ -113,7 +114,7 @@ def test_synthetic_windows_name_what_the_rule_names():
     named = [t for t in texts if t]
     assert 0.5 < len(named) / len(texts) < 0.95  # mostly a centred word, sometimes none (or a cut one)
     assert all(len(t) <= R.MAX_CHARS for t in named)
-    assert [R.decode_word(t.clamp(min=0).tolist()) for t in targets[:20]] == texts[:20]
+    assert [decode_word(t.clamp(min=0).tolist()) for t in targets[:20]] == texts[:20]
     again = R.batch(random.Random(0), 200, words, R.font_faces(), 32, 48, WINDOW)
     assert torch.equal(again[0], tiles) and again[2] == texts
 

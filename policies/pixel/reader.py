@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import load_file, save_file
 
-from policies.pixel.vision import CtcReader, Reader, decode_slots, make_reader
+from policies.pixel.vision import CtcReader, Reader, make_reader
 from policies.pixel.words import CHARS, END, MAX_CHARS
 
 READER_FILE = "reader.safetensors"
@@ -247,10 +247,6 @@ def encode_word(word: str) -> np.ndarray:
     t[: len(ids)] = ids
     t[len(ids)] = END
     return t
-
-
-def decode_word(classes: Sequence[int]) -> str:
-    return decode_slots(classes)
 
 
 def batch(rng: random.Random, n: int, words: Sequence[str], faces: Sequence[str | None],

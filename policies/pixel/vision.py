@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.pixel.words import CHARS, END, MAX_CHARS, READ_WIDTH
+from policies.pixel.words import CHARS, END, MAX_CHARS, READ_WIDTH, decode_word
 
-READER_STEMS = ("reader", "reader-relu", "reader-ctc")  # stems a reader can have (make_reader)
+SLOT_STEMS = ("reader", "reader-relu")  # a slot reader's stems (reader_stem)
+READER_STEMS = (*SLOT_STEMS, "reader-ctc")  # stems a reader can have (make_reader)
 DARK_GROUND = 80  # a reader's window whose median luma is below this is read with its colours inverted
 
 
@@ -92,8 +93,8 @@ def reader_stem(kind: str, ch: int, height_px: int, width_px: int | None = None)
     (without, reading pretraining stalls at the prior for hundreds of steps). ``reader-relu``: the
     same with ReLU for GELU (the same weights' shapes; cheaper on a CPU, distilled from a
     ``reader`` by ``dw reader``)."""
-    if kind not in READER_STEMS or kind == "reader-ctc":  # a CTC reader's stem is its own (make_reader)
-        raise ValueError(f"unknown reader stem {kind!r}; choose one of {', '.join(READER_STEMS)}")
+    if kind not in SLOT_STEMS:  # a CTC reader's stem is its own (make_reader)
+        raise ValueError(f"unknown reader stem {kind!r}; choose one of {', '.join(SLOT_STEMS)}")
     layers: list[nn.Module] = []
     for cin, cout, k, stride, pad in ((3, ch, 4, 2, 1), (ch, ch, 3, 1, 1), (ch, 2 * ch, 3, 2, 1),
                                       (2 * ch, 4 * ch, 3, 2, 1), (4 * ch, 4 * ch, 3, 2, 1)):
@@ -136,17 +137,7 @@ class Reader(nn.Module):
 
     def names(self, logits: torch.Tensor) -> list[str]:
         """The word :meth:`forward`'s output names in each image."""
-        return [decode_slots(row) for row in logits.argmax(-1).tolist()]
-
-
-def decode_slots(classes) -> str:
-    """Character classes up to the first END -> the word."""
-    out = []
-    for c in classes:
-        if c >= END:
-            break
-        out.append(CHARS[c])
-    return "".join(out)
+        return [decode_word(row) for row in logits.argmax(-1).tolist()]
 
 
 CTC_DILATIONS = (1, 2, 4, 8)  # a CTC reader's column layers: together they see 31 columns (the whole window)
@@ -190,15 +181,8 @@ class CtcReader(Reader):
                           zero_infinity=True)
 
     def names(self, logits: torch.Tensor) -> list[str]:
-        out = []
-        for row in logits.argmax(1).tolist():
-            word, prev = [], END
-            for c in row:
-                if c != prev and c != END:
-                    word.append(CHARS[c])
-                prev = c
-            out.append("".join(word))
-        return out
+        best, emit = best_path(logits)
+        return ["".join(CHARS[c] for c, e in zip(b, m, strict=True) if e) for b, m in zip(best.tolist(), emit.tolist(), strict=True)]
 
 
 class CtcHead(nn.Module):
@@ -227,9 +211,7 @@ def ctc_slots(logits: torch.Tensor) -> torch.Tensor:
     left out) in slot k; slot n (n characters emitted, at most MAX_CHARS) is END. Tensor operations
     only, so it exports."""
     p = logits.float().softmax(1)
-    best = p.argmax(1)  # (N, T)
-    prev = torch.cat([torch.full_like(best[:, :1], END), best[:, :-1]], 1)
-    emit = (best != END) & (best != prev)
+    _, emit = best_path(logits)
     slot = emit.long().cumsum(1) - 1
     ks = torch.arange(MAX_CHARS, device=logits.device)
     at = ((slot[:, :, None] == ks) & emit[:, :, None]).float()  # (N, T, MAX_CHARS)
@@ -239,6 +221,14 @@ def ctc_slots(logits: torch.Tensor) -> torch.Tensor:
     end = (torch.arange(MAX_CHARS + 1, device=logits.device) == n[:, None]).float()  # (N, MAX_CHARS + 1)
     slots = torch.cat([slots, torch.zeros_like(slots[:, :1])], 1)
     return torch.cat([slots, end[:, :, None]], 2)
+
+
+def best_path(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, END + 1, T) per-column logits -> each column's best class (N, T) and whether it emits a
+    character there (not blank, not its left neighbour's class): CTC's greedy reading."""
+    best = logits.argmax(1)
+    prev = torch.cat([torch.full_like(best[:, :1], END), best[:, :-1]], 1)
+    return best, (best != END) & (best != prev)
 
 
 def make_reader(stem: str, channels: int, height_px: int, width: int = 512, width_px: int | None = None) -> Reader:

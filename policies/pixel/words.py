@@ -24,6 +24,16 @@ MAX_CHARS = 12  # a reader names up to this many characters, then END
 READ_WIDTH = (MAX_CHARS + 1) * (END + 1)  # a reader's probabilities per tile, flattened
 
 
+def decode_word(classes) -> str:
+    """A slot reader's character classes up to the first END -> the word it names."""
+    out = []
+    for c in classes:
+        if c >= END:
+            break
+        out.append(CHARS[c])
+    return "".join(out)
+
+
 WORD_EXTRA = "-'_&/@"  # besides letters and digits, these stay inside an instruction word
 
 
