@@ -102,6 +102,34 @@ def test_word_templates_score_a_perfect_read_one_at_its_word_only():
     assert float(t2[0, 0] @ _read(long[:MAX_CHARS])) == pytest.approx(1.0)
 
 
+def test_a_read_that_drops_one_letter_still_matches_its_word_at_the_cost_of_a_slot():
+    from policies.pixel.words import word_match
+
+    text = 'Choose "English", then Off and French.'
+    tmpl, starts = word_templates(_ids(text))
+    reads = ["English", "Engish", "nglish", "Englis", "Spanish", "rench", "Of", "On"]
+    m = word_match(torch.stack([_read(w) for w in reads])[None], tmpl)[0]  # (reads, L)
+    got = {w: [round(float(m[i, text.index(x)]), 3) for x in ("English", "French", "Off")] for i, w in enumerate(reads)}
+    assert got["English"] == [1.0, 0.0, 0.0]
+    # a dropped letter shifts the slots after it: in place 4 of 8 ("Eng" and the END slot), forgiven 7
+    # of 8 less a slot
+    assert got["Engish"][0] == pytest.approx(0.75) and float(tmpl[0, text.index("English")] @ _read("Engish")) == 0.5
+    assert got["nglish"][0] == pytest.approx(0.75) and got["Englis"][0] == pytest.approx(0.875)  # its END in place
+    assert got["rench"][1] == pytest.approx(5 / 7, abs=1e-3)
+    assert got["Of"][2] == pytest.approx(0.75) and got["On"][2] == pytest.approx(0.5)  # as in place: forgiving costs
+    assert got["Spanish"][0] == pytest.approx(0.5)  # "ish" and END in place, as before
+    # with nothing dropped it is the exact match, everywhere in the instruction
+    exact = torch.stack([_read(w) for w in reads]) @ tmpl[0].T
+    assert torch.all(m >= exact - 1e-6) and torch.allclose(m[0], exact[0])
+    # a grounding forgives as its reader errs: a spelling reader drops letters, a slot reader does not
+    probs = torch.stack([_read(w) for w in reads])[None]  # 2 glimpses' 4 windows each, window-major
+    cache = _match_model().encode_text(_ids(text))
+    for reader, want in (({"stem": "reader-ctc", "channels": 8, "head": 32}, m[1]), ({"channels": 8}, exact[1])):
+        g = _match_model(reader=reader).grounding
+        got = g.match_of(probs, 2, cache)[0, 1, 0]  # "Engish": window 0 of glimpse 1, per instruction byte
+        assert torch.allclose(got, (want * starts[0])[:len(got)])
+
+
 def test_the_pointer_favours_the_glimpse_that_reads_the_instructions_word():
     m = _match_model()
     text = 'Click the "Save" button.'

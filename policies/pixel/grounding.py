@@ -37,6 +37,7 @@ from policies.pixel.words import (
     READ_WIDTH,
     compare_numbers,
     number_words,
+    word_match,
     word_templates,
 )
 
@@ -329,7 +330,7 @@ class ReaderGrounding(Grounding):
         """(B, R*K, C) read probabilities (window-major) -> (B, K, R, L) match scores."""
         b = probs.shape[0]
         tmpl, starts = text.words(b)
-        m = torch.bmm(probs.float(), tmpl.float().transpose(1, 2))  # (B, R*K, L)
+        m = word_match(probs, tmpl, self.reader.drops_letters)  # (B, R*K, L)
         m = m.view(b, -1, k, m.shape[-1]) * starts[:, None, None, :].float()
         return m.transpose(1, 2)
 
@@ -380,7 +381,8 @@ class ReaderGrounding(Grounding):
         from policies.pixel.hardware import inference_dtype
 
         g = self.g
-        return ["reader", g.window, g.window_px, g.order, str(g.reader), str(inference_dtype("cpu")), ["dark ground", DARK_GROUND]]
+        return ["reader", g.window, g.window_px, g.order, str(g.reader), str(inference_dtype("cpu")), ["dark ground", DARK_GROUND]] + (
+            ["one dropped letter forgiven"] if self.reader.drops_letters else [])
 
     @torch.no_grad()
     def precompute_samples(self, model: nn.Module, data: dict, batch_size: int = 64) -> dict:

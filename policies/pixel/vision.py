@@ -109,6 +109,8 @@ class Reader(nn.Module):
     (N, h, w, 3) uint8 BGR -> (N, MAX_CHARS + 1, END + 1) logits. Pretrained on UI text by
     :mod:`policies.pixel.reader`; the reader grounding carries one, frozen, to read with."""
 
+    drops_letters = False  # its misses are whole-word guesses, not a letter left out (words.word_match)
+
     def __init__(self, stem: str, channels: int, height_px: int, width: int = 512, width_px: int | None = None):
         super().__init__()
         self.stem, flat = reader_stem(stem, channels, height_px, width_px)
@@ -154,6 +156,8 @@ class CtcReader(Reader):
     For a grounding it says what a slot reader says: :meth:`probs_of` turns the best path (each
     column's most likely class; repeats and blanks dropped) into slots, each emitting column's
     character distribution (blank left out) in its slot, then END."""
+
+    drops_letters = True  # a thin letter read as blank ("Engish"): the match forgives one (words.word_match)
 
     def __init__(self, channels: int, height_px: int, width: int = 128, width_px: int | None = None):
         nn.Module.__init__(self)

@@ -61,6 +61,30 @@ def number_words(template: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     return starts & is_dig[..., 0] & (is_dig | t[..., END] | ~t.any(-1)).all(-1)
 
 
+def word_match(probs: torch.Tensor, template: torch.Tensor, forgive: bool = True) -> torch.Tensor:
+    """(B, W, READ_WIDTH) reads and (B, L, READ_WIDTH) word templates (:func:`word_templates`) ->
+    (B, W, L): the expected fraction of the word's slots each read got right; with ``forgive``, one
+    dropped letter is forgiven at the cost of one more slot.
+
+    Exactly, that is ``read . template``; with the word's letter j dropped, slots before j are read
+    in place and the rest one slot early. A spelling reader's misses mostly drop a thin letter
+    ("Engish"), which shifts every slot after it: 3 of 8 in place, 6 of 8 forgiven. Slots are
+    taken as independent, as the reader predicts them."""
+    if not forgive:
+        return torch.bmm(probs.float(), template.float().transpose(1, 2))
+    b, w = probs.shape[:2]
+    s, c = MAX_CHARS + 1, END + 1
+    p = probs.float().view(b, w, s, c).transpose(1, 2)  # (B, S, W, C)
+    t = template.float().view(b, -1, s, c).transpose(1, 2)  # (B, S, L, C)
+    same = torch.matmul(p, t.transpose(2, 3))  # (B, S, W, L): slot k read as the word's slot k
+    early = torch.matmul(p[:, :-1], t[:, 1:].transpose(2, 3))  # slot k read as the word's slot k + 1
+    before = same[:, :-1].cumsum(1) - same[:, :-1]  # dropped at j: slots before j in place
+    after = early.sum(1, keepdim=True) - (early.cumsum(1) - early)  # and slots j.. one early
+    slot = t.amax(3).amax(1)  # (B, L): one slot's weight (1 / the word's slots)
+    dropped = (before + after).amax(1) - slot[:, None, :]
+    return torch.maximum(same.sum(1), dropped)
+
+
 def compare_numbers(probs: torch.Tensor, template: torch.Tensor, number: torch.Tensor) -> torch.Tensor:
     """(B, R, S, C) reads (each slot's class probabilities) and (B, L, S, C) instruction word
     templates with (B, L) number-word starts (:func:`number_words`) -> (B, R, L, 3): the chance
