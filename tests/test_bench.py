@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from policies.pixel import checkpoint_dir
 from tests.conftest import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -95,10 +96,14 @@ def test_bench_pipeline_counts_encoded_frames_from_a_real_capture():
 def test_bench_policies_quick_json():
     """Every size asked for, in every runtime on this machine (the ONNX Runtime row included), as
     bundled where a checkpoint is bundled."""
-    p = _dw("policies", "--quick", "--policies", "pixel-tiny", "--json", timeout=300)
+    folder = str(checkpoint_dir("pixel-tiny"))  # a checkpoint folder, as dw train writes one
+    p = _dw("policies", "--quick", "--policies", f"pixel-tiny,{folder}", "--json", timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     models = json.loads(p.stdout)["parts"]["policies"]["models"]
-    assert set(models) == {"pixel-tiny/onnx", "pixel-tiny/torch"}
+    assert set(models) == {"pixel-tiny/onnx", "pixel-tiny/torch", f"{folder}/onnx", f"{folder}/torch"}
+    assert models[f"{folder}/torch"]["weights"] == "checkpoint"
+    assert models[f"{folder}/torch"]["parameters"] == models["pixel-tiny/torch"]["parameters"]
+    models = {k: v for k, v in models.items() if k.startswith("pixel-tiny/")}
     assert models["pixel-tiny/onnx"]["dtype"] == "float32"
     for row in models.values():
         assert row["size"] == "pixel-tiny" and 0.7e6 < row["parameters"] < 1.3e6

@@ -3,12 +3,14 @@ preprocessing from 1920x1080 and 5120x2880 frames, the forward pass and one whol
 at batch 1 with threads = cores.
 
 A size with a bundled checkpoint is measured as bundled (its own settings: a reading model reads);
-the others with their size's default settings and random weights (``weights`` says which)."""
+the others with their size's default settings and random weights; a checkpoint folder (``dw train``'s)
+as it is (``weights`` says which)."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -56,7 +58,7 @@ def _forget(pol) -> None:
 
 
 def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
-    """``policies``: model sizes (``pixel-tiny``, ...; default all)."""
+    """``policies``: model sizes (``pixel-tiny``, ...; default all) or checkpoint folders (``dw train``'s)."""
     import cv2
     import torch
 
@@ -67,9 +69,10 @@ def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     sizes = list(policies or SIZES)
-    unknown = [s for s in sizes if s not in SIZES]
+    unknown = [s for s in sizes if s not in SIZES and not (Path(s) / "config.json").is_file()]
     if unknown:
-        raise UserError(f"--policies: unknown model size {unknown[0]!r}; choose from {', '.join(SIZES)}")
+        raise UserError(f"--policies: unknown model size {unknown[0]!r} and no checkpoint folder there; "
+                        f"choose from {', '.join(SIZES)} or a folder dw train wrote")
     n = 10 if quick else 60
     frames = {"1920x1080": _frame(1920, 1080, 1.0), "5120x2880@2": _frame(5120, 2880, 2.0)}
     out = {"device": device, "threads": threads, "iterations": n, "models": {}}
@@ -87,7 +90,7 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     import torch
 
     from policies.base import Observation
-    from policies.pixel import PixelConfig, PixelModel, PixelPolicy, checkpoint_dir, load_model
+    from policies.pixel import SIZES, PixelConfig, PixelModel, PixelPolicy, checkpoint_dir, load_model
 
     torch.manual_seed(0)
     bundled = (checkpoint_dir(name) / "config.json").is_file()
@@ -95,7 +98,7 @@ def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     pol = PixelPolicy(model, name=name, device=device, runtime=runtime)
     pol.reset('Click the "OK" button.')
     row = {"size": name, "runtime": runtime, "parameters": sum(p.numel() for p in model.parameters()),
-           "dtype": str(pol.dtype).removeprefix("torch."), "precision": pol.precision, "weights": "bundled" if bundled else "random",
+           "dtype": str(pol.dtype).removeprefix("torch."), "precision": pol.precision, "weights": ("bundled" if name in SIZES else "checkpoint") if bundled else "random",
            "reads": model.config.grounding is not None}
     cuda = device.startswith("cuda")
 
