@@ -374,8 +374,6 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
             raise ReaderError(f"{teacher}: the teacher reads {tcfg.get('tile_pt')}-point tiles at {tcfg['glimpse_px']} "
                               f"px (windows {_window(tcfg)}); the new reader must read the same")
         teach = teach.to(dev)
-        val_taught = read_words(teach, val_x)  # what agreement with the teacher is measured against
-        desk_taught = read_words(teach, desk_x) if desktop is not None else None
     if init is not None:
         cfg0, model = load_reader(init)
         channels, head_width = cfg0["stem_channels"], cfg0["head_width"]
@@ -402,8 +400,11 @@ def pretrain_reader(out: str | Path, *, stem: str | None = None, channels: int =
     else:
         stem = stem or "reader"
         model = make_reader(stem, channels, h_px, head_width, width_px=w_px).to(dev)
-    if teach is not None and (isinstance(model, CtcReader) or isinstance(teach, CtcReader)):
-        raise ReaderError("a reader-ctc learns from the words' labels, not from a teacher's slots")
+    if teach is not None:
+        if isinstance(model, CtcReader) or isinstance(teach, CtcReader):
+            raise ReaderError("a reader-ctc learns from the words' labels, not from a teacher's slots")
+        val_taught = read_words(teach, val_x)  # what agreement with the teacher is measured against
+        desk_taught = read_words(teach, desk_x) if desktop is not None else None
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = [steps]
