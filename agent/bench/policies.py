@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -69,10 +68,10 @@ def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     sizes = list(policies or SIZES)
-    unknown = [s for s in sizes if s not in SIZES and not (Path(s) / "config.json").is_file()]
+    unknown = [s for s in sizes if s not in SIZES and not _has_weights(s)]
     if unknown:
-        raise UserError(f"--policies: unknown model size {unknown[0]!r} and no checkpoint folder there; "
-                        f"choose from {', '.join(SIZES)} or a folder dw train wrote")
+        raise UserError(f"--policies: unknown model size {unknown[0]!r} and no checkpoint there; "
+                        f"choose from {', '.join(SIZES)}, a bundled checkpoint or a folder dw train wrote")
     n = 10 if quick else 60
     frames = {"1920x1080": _frame(1920, 1080, 1.0), "5120x2880@2": _frame(5120, 2880, 2.0)}
     out = {"device": device, "threads": threads, "iterations": n, "models": {}}
@@ -85,20 +84,28 @@ def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
     return out
 
 
+def _has_weights(name: str) -> bool:
+    """A bundled checkpoint's name or a checkpoint folder (else a size, timed with random weights)."""
+    from policies.pixel import checkpoint_dir
+
+    return (checkpoint_dir(name) / "config.json").is_file()
+
+
 def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     """One model size in one runtime: preprocessing per frame size, forward pass, whole step."""
     import torch
 
     from policies.base import Observation
-    from policies.pixel import SIZES, PixelConfig, PixelModel, PixelPolicy, checkpoint_dir, load_model
+    from policies.checkpoints import BUNDLED
+    from policies.pixel import PixelConfig, PixelModel, PixelPolicy, load_model
 
     torch.manual_seed(0)
-    bundled = (checkpoint_dir(name) / "config.json").is_file()
+    bundled = _has_weights(name)
     model = load_model(name, device) if bundled else PixelModel(PixelConfig.for_size(name)).to(device).eval()
     pol = PixelPolicy(model, name=name, device=device, runtime=runtime)
     pol.reset('Click the "OK" button.')
     row = {"size": name, "runtime": runtime, "parameters": sum(p.numel() for p in model.parameters()),
-           "dtype": str(pol.dtype).removeprefix("torch."), "precision": pol.precision, "weights": ("bundled" if name in SIZES else "checkpoint") if bundled else "random",
+           "dtype": str(pol.dtype).removeprefix("torch."), "precision": pol.precision, "weights": ("bundled" if name in BUNDLED else "checkpoint") if bundled else "random",
            "reads": model.config.grounding is not None}
     cuda = device.startswith("cuda")
 

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("part", nargs="?", default="all", choices=("all",) + PARTS)
     p.add_argument("--sizes", default=None, help="WxH[@scale],... (each part has its own default)")
     p.add_argument("--policies", "--policy", default=None,
-                   help="policy names, comma list (loop, baseline and fleet parts; model sizes or checkpoint folders for the policies part)")
+                   help="policy names, comma list (loop, baseline and fleet parts; model sizes, bundled checkpoints or checkpoint folders for the policies part)")
     p.add_argument("--workers", type=int, default=None,
                    help="fleet: workers in the reported run (default 32; workers_at_10hz is searched from it)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (policies, fleet)")
