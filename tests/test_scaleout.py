@@ -251,6 +251,19 @@ def test_bad_arguments_are_user_errors(tmp_path, specs):
         find_sessions([tmp_path])
 
 
+def test_find_sessions_follows_linked_folders(tmp_path):
+    """A folder of links to sessions (a dataset put together from others) is searched like a real
+    one; a link back up the tree does not loop."""
+    real = tmp_path / "real" / "s1"
+    real.mkdir(parents=True)
+    (real / "session.json").write_text("{}")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a").symlink_to(real, target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)
+    assert find_sessions([linked]) == [str(linked / "a")]
+
+
 def test_dw_eval_cli_same_json_on_both_backends(ray_cluster, capsys):
     from agent.cli.main import main
 

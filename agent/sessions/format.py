@@ -579,16 +579,31 @@ def read_events(path: Path, damage: list[str]) -> list[Event]:
     return events
 
 
+def _sessions_below(root: Path) -> list[str]:
+    """Every folder below ``root`` that holds a ``session.json``, sorted, linked folders followed
+    (a dataset of links to sessions); each real folder is searched once, so a link loop ends."""
+    found, searched = [], set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in searched:
+            dirs[:] = []
+            continue
+        searched.add(real)
+        if "session.json" in files:
+            found.append(d)
+    return sorted(found)
+
+
 def find_sessions(paths: Iterable[str | os.PathLike]) -> list[str]:
     """Sessions named by ``paths``, in order: a session directory as given; any other directory
-    searched recursively for ``session.json`` (sorted by path); duplicates dropped. A path that
-    is neither stays in the list, so its task reports why it is not a session."""
+    searched recursively for ``session.json`` (sorted by path; linked folders followed); duplicates
+    dropped. A path that is neither stays in the list, so its task reports why it is not a session."""
     out: list[str] = []
     seen: set[str] = set()
     for raw in paths:
         p = Path(raw)
         if p.is_dir() and not (p / "session.json").exists():
-            found = sorted(str(f.parent) for f in p.rglob("session.json"))
+            found = _sessions_below(p)
             if not found:
                 raise UserError(f"{p}: no sessions found (no session.json below it)")
         else:
