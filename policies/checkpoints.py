@@ -26,3 +26,8 @@ BUNDLED = bundled_names()
 def checkpoint_dir(spec: str) -> Path:
     """The folder of a bundled checkpoint (by name) or of a checkpoint path."""
     return bundled_checkpoint(spec) if spec in BUNDLED else Path(spec)
+
+
+def has_checkpoint(spec: str) -> bool:
+    """Weights are there: a bundled name whose checkpoint is bundled, or a checkpoint folder."""
+    return (checkpoint_dir(spec) / "config.json").is_file()

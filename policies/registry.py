@@ -6,11 +6,11 @@ from pathlib import Path
 
 from policies.base import Policy, PolicyError
 from policies.builtin import RandomPolicy, ScriptedPolicy
-from policies.checkpoints import BUNDLED, PIXEL_SIZES, bundled_checkpoint
+from policies.checkpoints import BUNDLED, PIXEL_SIZES, bundled_checkpoint, has_checkpoint
 
 BUILTIN = ("scripted", "random")
 __all__ = ["BUILTIN", "BUNDLED", "PIXEL_SIZES", "available_policies", "best_bundled_policy", "bundled_checkpoint",
-           "bundled_success", "load_policy"]
+           "bundled_success", "has_checkpoint", "load_policy"]
 
 SUCCESS_BAR = 0.9
 
@@ -34,7 +34,7 @@ def best_bundled_policy(trained_only: bool = False) -> str:
     otherwise the scripted expert (which needs a task with ground truth). ``trained_only``
     (live desktops, where there is no ground truth) returns the best trained checkpoint present.
     """
-    present = [n for n in ("pixel-small", "pixel-tiny") if (bundled_checkpoint(n) / "config.json").is_file()]
+    present = [n for n in ("pixel-small", "pixel-tiny") if has_checkpoint(n)]
     scored = sorted(((bundled_success(n) or 0.0, n) for n in present), reverse=True)
     if trained_only:
         if not scored:

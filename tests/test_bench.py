@@ -112,6 +112,6 @@ def test_bench_policies_quick_json():
             assert row[k]["n"] == 10 and row[k]["p50_ms"] > 0, k
     bad = _dw("policies", "--policies", "pixel-huge", timeout=120)
     assert bad.returncode != 0 and "unknown model size 'pixel-huge'" in bad.stderr
-    from agent.bench.policies import _has_weights  # a bundled name that is not a size is timed too
+    from policies.checkpoints import has_checkpoint  # a bundled name that is not a size is timed too
 
-    assert _has_weights("miniwob-pixel-tiny") and _has_weights(folder) and not _has_weights("pixel-huge")
+    assert has_checkpoint("miniwob-pixel-tiny") and has_checkpoint(folder) and not has_checkpoint("pixel-huge")

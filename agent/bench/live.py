@@ -45,9 +45,9 @@ FLIP_PT = 96  # side of the flipped square, in logical points
 def build_policy(name: str, device: str = "cpu"):
     """A policy by name; ``pixel-*`` sizes without a bundled checkpoint get random weights
     (latency does not depend on the weights). Returns (policy, how it was built)."""
-    from policies.registry import PIXEL_SIZES, bundled_checkpoint, load_policy
+    from policies.registry import PIXEL_SIZES, has_checkpoint, load_policy
 
-    if name in PIXEL_SIZES and not (bundled_checkpoint(name) / "config.json").is_file():
+    if name in PIXEL_SIZES and not has_checkpoint(name):
         import torch
 
         from policies.pixel import PixelConfig, PixelModel, PixelPolicy

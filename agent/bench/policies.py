@@ -3,8 +3,8 @@ preprocessing from 1920x1080 and 5120x2880 frames, the forward pass and one whol
 at batch 1 with threads = cores.
 
 A size with a bundled checkpoint is measured as bundled (its own settings: a reading model reads);
-the others with their size's default settings and random weights; a checkpoint folder (``dw train``'s)
-as it is (``weights`` says which)."""
+the others with their size's default settings and random weights; another bundled checkpoint or a
+checkpoint folder (``dw train``'s) as it is (``weights`` says which)."""
 
 from __future__ import annotations
 
@@ -57,10 +57,12 @@ def _forget(pol) -> None:
 
 
 def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
-    """``policies``: model sizes (``pixel-tiny``, ...; default all) or checkpoint folders (``dw train``'s)."""
+    """``policies``: model sizes (``pixel-tiny``, ...; default all), bundled checkpoints by name or
+    checkpoint folders (``dw train``'s)."""
     import cv2
     import torch
 
+    from policies.checkpoints import has_checkpoint
     from policies.pixel import SIZES
     from policies.pixel.hardware import onnx_available
 
@@ -68,7 +70,7 @@ def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     sizes = list(policies or SIZES)
-    unknown = [s for s in sizes if s not in SIZES and not _has_weights(s)]
+    unknown = [s for s in sizes if s not in SIZES and not has_checkpoint(s)]
     if unknown:
         raise UserError(f"--policies: unknown model size {unknown[0]!r} and no checkpoint there; "
                         f"choose from {', '.join(SIZES)}, a bundled checkpoint or a folder dw train wrote")
@@ -84,23 +86,16 @@ def run(policies=None, device: str = "cpu", quick: bool = False) -> dict:
     return out
 
 
-def _has_weights(name: str) -> bool:
-    """A bundled checkpoint's name or a checkpoint folder (else a size, timed with random weights)."""
-    from policies.pixel import checkpoint_dir
-
-    return (checkpoint_dir(name) / "config.json").is_file()
-
-
 def _row(name: str, runtime: str, device: str, frames: dict, n: int) -> dict:
     """One model size in one runtime: preprocessing per frame size, forward pass, whole step."""
     import torch
 
     from policies.base import Observation
-    from policies.checkpoints import BUNDLED
+    from policies.checkpoints import BUNDLED, has_checkpoint
     from policies.pixel import PixelConfig, PixelModel, PixelPolicy, load_model
 
     torch.manual_seed(0)
-    bundled = _has_weights(name)
+    bundled = has_checkpoint(name)
     model = load_model(name, device) if bundled else PixelModel(PixelConfig.for_size(name)).to(device).eval()
     pol = PixelPolicy(model, name=name, device=device, runtime=runtime)
     pol.reset('Click the "OK" button.')

@@ -492,12 +492,12 @@ def _check_policy(spec: str, seed: int) -> None:
     """Resolve the policy on the driver first, so a typo is one clear line, not N task errors.
     Loads only what is cheap to load (built-ins); checkpoints are checked for presence."""
     from policies.base import PolicyError
-    from policies.registry import BUILTIN, BUNDLED, bundled_checkpoint
+    from policies.registry import BUILTIN, BUNDLED, bundled_checkpoint, has_checkpoint
 
     if spec in BUILTIN:
         return
     if spec in BUNDLED:
-        if not (bundled_checkpoint(spec) / "config.json").is_file():
+        if not has_checkpoint(spec):
             raise UserError(f"policy {spec!r}: no bundled checkpoint at {bundled_checkpoint(spec)}")
         return
     p = Path(spec)

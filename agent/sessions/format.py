@@ -589,6 +589,7 @@ def _sessions_below(root: Path) -> list[str]:
             dirs[:] = []
             continue
         searched.add(real)
+        dirs.sort()  # walked in name order: which path a linked session is found by does not vary
         if "session.json" in files:
             found.append(d)
     return sorted(found)
