@@ -28,6 +28,31 @@ def solve(d: VirtualDesktop, max_steps: int = 200) -> list:
     return applied
 
 
+@pytest.mark.parametrize("name", ["click-menu", "select-dropdown", "context-menu"])
+def test_a_menu_entry_is_clicked_on_its_label(name):
+    """The experts click a menu entry where its label is drawn, as a person aims (the rest of the
+    row is blank), plain and human-like, in mixed looks."""
+    from agent.desktops.virtual.widgets import ENTRY_TEXT_X, MenuItem
+
+    for seed in range(6):
+        for human_like in (False, True):
+            d = VirtualDesktop(name, seed=seed, size=(800, 600), human_like=human_like, theme="mixed", font="mixed")
+            t, hits = d.oracle, []
+            for _ in range(200):
+                d.observe()
+                if d.finished:
+                    break
+                for a in t.expert_actions():
+                    if isinstance(a, Click):
+                        x, y = a.x * t.lw, a.y * t.lh
+                        w = t.interactive_at(x, y)
+                        if isinstance(w, MenuItem):
+                            left = w.rect.x + ENTRY_TEXT_X
+                            hits.append(left - 2 <= x <= left + t.text_width(w.label) + 2)
+                    d.apply(a)
+            assert d.success and hits and all(hits), (name, seed, human_like, hits)
+
+
 def test_at_least_24_families():
     assert len(NAMES) >= 24 and list(TASKS) == NAMES
     assert NAMES[:7] == list(CLASSIC_TASKS)

@@ -31,7 +31,7 @@ GOLDEN = {
     "click-checkboxes": ["d232295f1f36d850", "b3c748d2c64009fc"],
     "enter-text": ["bd21097d5a5ac0fe", "00e326f4107d1a7c"],  # 2026-12-06: its expert selects all before typing
     "drag-slider": ["d371fd209dd92506", "9ed5a80039489e0a"],
-    "click-menu": ["d8eced9ed8e63ccc", "493fedbfc39c4f02"],
+    "click-menu": ["e9705c2849663bc8", "470b27e92ffde266"],  # 2026-12-08: its expert clicks the entry's label
     "close-dialog": ["314026c72c1af58d", "123609a136dc2bef"],
     "double-click-icon": ["40f107b62221f99d", "1161eb3351f512a9"],
 }

@@ -26,9 +26,11 @@ from typing import ClassVar
 from agent.desktops.virtual.render import Rect
 from agent.desktops.virtual.themes import CLASSIC, Look
 from agent.desktops.virtual.widgets import (
+    ENTRY_TEXT_X,
     TITLE_H,
     Button,
     Label,
+    MenuItem,
     Panel,
     Scene,
     TextField,
@@ -332,6 +334,12 @@ class Task(Scene):
         if isinstance(at, Move):
             return [at]
         return [Click(*self.norm(*at), button=button, count=count)]
+
+    def click_entry(self, item: MenuItem) -> list[Action]:
+        """Click a menu entry on its label, as a person aims: the rest of the row is blank, and
+        the label is what the instruction names."""
+        x = item.rect.x + ENTRY_TEXT_X
+        return self.click(item, r=Rect(x - 2, item.rect.y, self.text_width(item.label) + 4, item.rect.h))
 
     # -- helpers for the families ----------------------------------------------------------------
     def phrase(self, *templates: str, **values: str) -> str:

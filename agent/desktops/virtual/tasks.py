@@ -284,7 +284,7 @@ class ClickMenu(Task):
             if self.human_like and self.open_menu is not None:
                 return [Key("escape")]
             return self.click(self.menu)
-        return self.click(self.item)
+        return self.click_entry(self.item)
 
     def target_word(self) -> str | None:
         return self.item.label if self.open_menu is self.menu else self.menu.label

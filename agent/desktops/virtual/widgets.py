@@ -17,6 +17,7 @@ WHITE: Color = (255, 255, 255)
 FONT = 13.0  # body text, points
 TITLE_H = 28.0  # window title bar, points
 MAX_FIELD = 64  # characters a text field holds
+ENTRY_TEXT_X = 14.0  # a menu entry's label starts this far right of the entry's left edge
 
 
 @dataclass(eq=False)
@@ -340,7 +341,7 @@ class MenuItem(Widget):
                 p.bevel(self.rect.inset(2))
             else:
                 p.rect(self.rect.inset(2), fill="menu_hover", radius=p.t.r(3))
-        p.text(self.rect.x + 14, self.rect.center[1], self.label, FONT, "menu_hover_text" if self.hovered else "text")
+        p.text(self.rect.x + ENTRY_TEXT_X, self.rect.center[1], self.label, FONT, "menu_hover_text" if self.hovered else "text")
 
 
 @dataclass(eq=False)

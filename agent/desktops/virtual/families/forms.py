@@ -116,7 +116,7 @@ class SelectDropdown(_Commit):
         if self.box.value != self.target:
             if not self.box.open:
                 return self.click(self.box)
-            return self.click(next(i for i in self.items if i.label == self.target))
+            return self.click_entry(next(i for i in self.items if i.label == self.target))
         if self.box.open:
             return self.click(self.box)
         return self.click(self.commit)

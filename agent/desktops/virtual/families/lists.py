@@ -425,7 +425,7 @@ class ContextMenu(Task):
             if self.menu_for is not None:
                 return [Key("escape")]
             return self.click(self.target, button="right")
-        return self.click(next(i for i in self.items if i.label == self.action))
+        return self.click_entry(next(i for i in self.items if i.label == self.action))
 
     def target_word(self) -> str | None:
         if self.menu_for is not self.target:
