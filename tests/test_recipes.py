@@ -154,3 +154,34 @@ def test_a_recipe_stops_before_a_stage_whose_data_is_not_made_yet_and_resumes(tm
     recipe.write_text(TINY + '[[stages]]\nname = "a"\n[[stages]]\nname = "a"\n')
     with pytest.raises(UserError, match="a stage named 'a' comes earlier"):
         recipes.load_recipe(recipe)
+
+
+def test_a_key_combo_the_demos_press_grows_the_key_head(tmp_path):
+    """A demo's combo the key head cannot name (ctrl+n, say) would label nothing: training appends it
+    to the model's keys; a grown key head keeps the rows it had."""
+    import torch
+
+    from agent.sessions.demos import record_demo
+    from agent.training.dataset import session_keys
+    from policies.pixel.configuration import KEYS
+    from policies.pixel.training import with_keys
+
+    for seed in range(40):  # the shortcut family's combo comes from the seed
+        got = record_demo({"task": "keyboard-shortcut", "seed": seed, "size": [640, 480], "scale": 1.0,
+                           "human_like": False}, str(tmp_path / "demos"))
+        new = [k for k in session_keys([Path(got["path"])]) if k not in KEYS]
+        if new:
+            break
+    assert new, "no seed of keyboard-shortcut pressed a combo outside the default keys"
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY)
+    logged = []
+    recipes.run(recipes.load_recipe(recipe), [got["path"]], tmp_path / "out", cache=tmp_path / "cache",
+                progress=False, log=logged.append)
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["actions"]["keys"] == [*KEYS, *new] and any(new[0] in line for line in logged)
+    model = recipes.build_model({}, size=None, init=str(tmp_path / "out"))
+    grown = with_keys(model, ["ctrl+shift+q"])
+    w0, w1 = model.head_key.weight, grown.head_key.weight
+    assert w1.shape[0] == w0.shape[0] + 1 and torch.equal(w1[:-1], w0) and torch.equal(grown.head_key.bias[:-1], model.head_key.bias)
+    assert torch.equal(grown.head_type.weight, model.head_type.weight)

@@ -390,3 +390,24 @@ def session_task(session: Path) -> str:
     d = meta.get("desktop") if isinstance(meta, dict) else None
     return str(d.get("task", "")) if isinstance(d, dict) else ""
 
+
+
+def session_keys(sessions: list[Path]) -> list[str]:
+    """The key combos (``key`` actions) the sessions' events press, in order of first use; an
+    unreadable line is skipped here (reading the samples reports it)."""
+    seen: dict[str, None] = {}
+    for s in sessions:
+        try:
+            lines = (s / "events.jsonl").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"key"' not in line:
+                continue
+            try:
+                a = json.loads(line).get("action")
+            except (ValueError, AttributeError, RecursionError):
+                continue
+            if isinstance(a, dict) and a.get("type") == "key" and isinstance(a.get("keys"), str):
+                seen.setdefault(a["keys"], None)
+    return list(seen)

@@ -101,7 +101,7 @@ def build_model(model: dict, *, size: str | None, init: str | None):
 
     from policies.base import PolicyError
     from policies.pixel import SIZES, PixelConfig, PixelModel, load_model
-    from policies.pixel.training import grow
+    from policies.pixel.training import grow, plain_config
 
     start = init or model.get("init")
     overrides = dict(model.get("config", {}))
@@ -118,10 +118,7 @@ def build_model(model: dict, *, size: str | None, init: str | None):
             base = load_model(start)
             if not overrides:
                 return base
-            cfg = base.config.to_dict()
-            for k in ("architectures", "model_type", "transformers_version", "training", "dtype"):
-                cfg.pop(k, None)
-            return grow(base, PixelConfig(**{**cfg, **overrides}))
+            return grow(base, PixelConfig(**{**plain_config(base), **overrides}))
         size = size or model.get("size") or "pixel-small"
         if size not in SIZES:
             raise UserError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
@@ -166,7 +163,7 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     import numpy as np
 
     from agent.sessions.format import find_sessions
-    from agent.training.dataset import concat, load_samples, session_task, split_sessions
+    from agent.training.dataset import concat, load_samples, session_keys, session_task, split_sessions
     from policies.pixel.training import (
         TrainError,
         TrainSettings,
@@ -174,6 +171,7 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
         load_reader_weights,
         precompute,
         precompute_key,
+        with_keys,
     )
 
     t = dict(stage["train"])
@@ -207,6 +205,10 @@ def train_stage(stage: dict, sessions: list[str], out: Path, *, size: str | None
     for p in paths:
         if not (p / "session.json").is_file():
             raise UserError(f"{p}: not a session (no session.json)")
+    missing = [k for k in session_keys(paths) if k not in model.config.keys]
+    if missing:  # a combo the demos press and the key head cannot name would teach nothing
+        model = with_keys(model, missing)
+        log(f"the key head learns {len(missing)} more combo(s) the sessions press: {', '.join(missing)}")
     cfg = model.config
     shifts = int(extra.get("shifts", 0))
     if not 0 <= shifts <= 8:

@@ -73,8 +73,30 @@ def grow(model: PixelModel, config: PixelConfig) -> PixelModel:
     new = PixelModel(config)
     own = new.state_dict()
     keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    old_keys, new_keys = list(model.config.keys), list(config.keys)
+    if len(new_keys) > len(old_keys) and new_keys[:len(old_keys)] == old_keys:  # combos appended: the old rows stay
+        for k in ("head_key.weight", "head_key.bias"):
+            grown = own[k].clone()
+            grown[:len(old_keys)] = model.state_dict()[k]
+            keep[k] = grown
     new.load_state_dict(keep, strict=False)
     return new
+
+
+def plain_config(model: PixelModel) -> dict:
+    """``model``'s config as PixelConfig fields (without what transformers and training add)."""
+    cfg = model.config.to_dict()
+    for k in ("architectures", "model_type", "transformers_version", "training", "dtype"):
+        cfg.pop(k, None)
+    return cfg
+
+
+def with_keys(model: PixelModel, keys: list[str]) -> PixelModel:
+    """``model`` with ``keys`` appended to the key combos its key head chooses among: what it knew
+    stays as it was, each new combo starts from a fresh row."""
+    cfg = plain_config(model)
+    cfg["actions"] = {**cfg["actions"], "keys": [*cfg["actions"]["keys"], *keys]}
+    return grow(model, PixelConfig(**cfg))
 
 
 def load_reader_weights(model: PixelModel, folder: str | Path) -> None:
