@@ -337,3 +337,21 @@ def test_the_bundled_reader_reads_a_dark_theme_better_inverted(monkeypatch):
     monkeypatch.setattr(vision, "light_ground", lambda windows, y: y)
     plain = R.word_accuracy(reader, x, words)
     assert len(words) >= 200 and inverted > plain + 0.02, (inverted, plain)
+
+
+def test_a_policy_checkpoints_reader_is_a_reader_to_go_on_from(tmp_path):
+    """``init`` (and ``load_reader``) take a checkpoint with a reader grounding, a bundled name or a
+    folder: its reader is the one inside it, so a bundled policy's reader can learn more words."""
+    from safetensors.torch import load_file
+
+    from policies.checkpoints import bundled_checkpoint
+
+    cfg, model = R.load_reader("pixel-small")
+    inside = load_file(str(bundled_checkpoint("pixel-small") / "model.safetensors"))
+    assert all(torch.equal(v, inside[f"grounding.reader.{k}"].float()) for k, v in model.state_dict().items())
+    assert (cfg["window"], cfg["window_px"], cfg["stem"]) == ([128, 64], [96, 48], "reader-relu")
+    summary = R.pretrain_reader(tmp_path / "more", steps=2, batch_size=4, val_tiles=8, init="pixel-small",
+                                window=(128, 64, 96, 48), log=lambda s: None)
+    assert summary["stem"] == "reader-relu" and summary["stem_channels"] == 16 and summary["head_width"] == 256
+    with pytest.raises(R.ReaderError, match="not a reader folder"):
+        R.load_reader(tmp_path)  # neither a reader folder nor a checkpoint

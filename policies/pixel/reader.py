@@ -479,14 +479,38 @@ def save_reader(out: str | Path, weights: dict[str, torch.Tensor], cfg: dict) ->
     (out / READER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def _checkpoint_reader(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """The reader inside a policy checkpoint with a reader grounding (a folder or a bundled name),
+    as a reader folder's settings and weights; None where ``folder`` is no such checkpoint."""
+    from policies.checkpoints import checkpoint_dir
+
+    ck = checkpoint_dir(str(folder))
+    try:
+        c = json.loads((ck / "config.json").read_text())
+        g = c["grounding"]
+        if not isinstance(g, dict) or g.get("kind") != "reader":
+            return None
+        r = g["reader"]
+        cfg = {"stem": r["stem"], "stem_channels": r["channels"], "head_width": r["head"],
+               "tile_pt": c["tile_pt"], "glimpse_px": c["glimpse_px"],
+               **({"window": list(g["window"]), "window_px": list(g["window_px"] or g["window"])} if g.get("window") else {})}
+        weights = load_file(str(ck / "model.safetensors"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    pre = "grounding.reader."
+    return cfg, {k.removeprefix(pre): v.float() for k, v in weights.items() if k.startswith(pre)}
+
+
 def load_reader(folder: str | Path) -> tuple[dict, Reader]:
-    """A reader folder's settings and the whole reader (stem and reading head)."""
+    """A reader folder's settings and the whole reader (stem and reading head); a policy checkpoint
+    with a reader grounding (a folder or a bundled name) gives the reader inside it."""
     cfg, _ = load_reader_stem(folder)
     cfg.setdefault("head_width", 512)  # readers saved before the setting existed have the 512-wide head
     h_px, w_px = _input_px(cfg["glimpse_px"], _window(cfg))
     model = make_reader(cfg["stem"], cfg["stem_channels"], h_px, cfg["head_width"], width_px=w_px)
+    inside = None if (Path(folder) / READER_CONFIG).is_file() else _checkpoint_reader(folder)
     try:
-        model.load_state_dict(load_file(str(Path(folder) / READER_FILE)))
+        model.load_state_dict(inside[1] if inside else load_file(str(Path(folder) / READER_FILE)))
     except RuntimeError as e:
         raise ReaderError(f"{folder}: the weights do not fit the reader ({e})") from None
     return cfg, model.eval()
@@ -503,11 +527,12 @@ def _input_px(glimpse_px: int, window) -> tuple[int, int]:
 
 
 def load_reader_stem(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A reader folder's settings and stem weights (``stem.*`` keys of a pixel model, without the prefix)."""
+    """A reader folder's settings and stem weights (``stem.*`` keys of a pixel model, without the
+    prefix); a policy checkpoint with a reader grounding gives the reader inside it."""
     folder = Path(folder)
+    inside = None if (folder / READER_CONFIG).is_file() else _checkpoint_reader(folder)
     try:
-        cfg = json.loads((folder / READER_CONFIG).read_text())
-        weights = load_file(str(folder / READER_FILE))
+        cfg, weights = inside or (json.loads((folder / READER_CONFIG).read_text()), load_file(str(folder / READER_FILE)))
     except (OSError, ValueError) as e:
         raise ReaderError(f"{folder}: not a reader folder ({e})") from None
     for k in ("stem", "stem_channels", "glimpse_px"):
