@@ -5,8 +5,10 @@ from often keeps the gains of the fine-tuning and loses less of what the start k
     python scripts/average_checkpoints.py BEFORE AFTER OUT [--weight 0.5] [--float16]
 
 ``OUT`` gets ``(1 - weight) * BEFORE + weight * AFTER`` for every floating-point tensor (integer
-buffers must be equal), and AFTER's config.json and training.json, with the average recorded in
-training.json under ``"average"``. BEFORE and AFTER: checkpoint folders or bundled names.
+buffers must be equal) but a reader grounding's frozen reader, which is AFTER's (it learnt with it;
+a reader swapped in before training), and AFTER's config.json and training.json, with the average recorded in
+training.json under ``"average"``. Key combos AFTER's training appended to its keys are AFTER's rows
+in the average (BEFORE had none). BEFORE and AFTER: checkpoint folders or bundled names.
 """
 
 from __future__ import annotations
@@ -22,14 +24,22 @@ from safetensors.torch import load_file, save_file
 
 from policies.pixel import checkpoint_dir
 
+READER = "grounding.reader."  # a reader grounding's frozen reader
+KEY_HEAD = ("head_key.weight", "head_key.bias")
+
 
 def average(before: Path, after: Path, out: Path, weight: float, float16: bool) -> None:
     a, b = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    for k in KEY_HEAD:  # AFTER's key head grown by combos its sessions pressed: those rows are AFTER's own
+        if k in a and k in b and a[k].shape[0] < b[k].shape[0] and a[k].shape[1:] == b[k].shape[1:]:
+            a[k] = torch.cat([a[k].to(b[k].dtype), b[k][a[k].shape[0]:]])
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in b):
         raise SystemExit(f"{before} and {after} are not the same architecture (their tensors differ)")
     mixed = {}
     for k, t in b.items():
-        if t.is_floating_point():
+        if k.startswith(READER):  # frozen in training: AFTER learnt with its own reader (a swapped one, say)
+            mixed[k] = t
+        elif t.is_floating_point():
             m = (1 - weight) * a[k].float() + weight * t.float()
             mixed[k] = m.half() if float16 else m
         elif torch.equal(a[k], t):

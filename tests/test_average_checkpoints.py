@@ -43,3 +43,28 @@ def test_float16_and_refusals(tmp_path):
         average_checkpoints.main([str(a), str(other), str(tmp_path / "x")])
     with pytest.raises(SystemExit):
         average_checkpoints.main([str(a), str(b), str(tmp_path / "y"), "--weight", "1.5"])
+
+
+def test_a_swapped_reader_and_grown_keys_are_the_fine_tuned_ones(tmp_path):
+    """AFTER trained with its own frozen reader (a new one swapped in) and appended key combos: the
+    average keeps AFTER's reader and AFTER's rows for the new combos, and averages the rest."""
+    from policies.pixel import load_model
+    from policies.pixel.training import with_keys
+
+    after = with_keys(load_model("pixel-small"), ["ctrl+n"])
+    with torch.no_grad():
+        for name, t in after.named_parameters():
+            if name.startswith("grounding.reader.") or name.startswith("head_"):
+                t.add_(0.5)
+    after.save_pretrained(tmp_path / "after")
+    average_checkpoints.main(["pixel-small", str(tmp_path / "after"), str(tmp_path / "out")])
+    from policies.checkpoints import bundled_checkpoint
+
+    ta = load_file(bundled_checkpoint("pixel-small") / "model.safetensors")
+    tb, tm = (load_file(tmp_path / p / "model.safetensors") for p in ("after", "out"))
+    reader = [k for k in tm if k.startswith("grounding.reader.")]
+    assert reader and all(torch.equal(tm[k], tb[k]) for k in reader)
+    n = ta["head_key.weight"].shape[0]
+    assert torch.allclose(tm["head_key.weight"][:n], 0.5 * ta["head_key.weight"].float() + 0.5 * tb["head_key.weight"][:n], atol=1e-6)
+    assert torch.equal(tm["head_key.weight"][n:], tb["head_key.weight"][n:])
+    assert load_model(str(tmp_path / "out")).config.keys[-1] == "ctrl+n"
