@@ -23,9 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from policies.pixel import checkpoint_dir
-
-READER = "grounding.reader."  # a reader grounding's frozen reader
-KEY_HEAD = ("head_key.weight", "head_key.bias")
+from policies.pixel.reader import READER_PREFIX
+from policies.pixel.training import KEY_HEAD
 
 
 def average(before: Path, after: Path, out: Path, weight: float, float16: bool) -> None:
@@ -37,7 +36,7 @@ def average(before: Path, after: Path, out: Path, weight: float, float16: bool) 
         raise SystemExit(f"{before} and {after} are not the same architecture (their tensors differ)")
     mixed = {}
     for k, t in b.items():
-        if k.startswith(READER):  # frozen in training: AFTER learnt with its own reader (a swapped one, say)
+        if k.startswith(READER_PREFIX):  # frozen in training: AFTER learnt with its own reader (a swapped one, say)
             mixed[k] = t
         elif t.is_floating_point():
             m = (1 - weight) * a[k].float() + weight * t.float()

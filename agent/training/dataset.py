@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.sessions.format import EXPERT_LABEL, EXPERT_TARGET, open_session
-from policies.actions import Drag, Move
+from agent.sessions.format import EXPERT_LABEL, EXPERT_TARGET, open_session, read_events
+from policies.actions import Drag, Key, Move
 from policies.pixel.codec import LABEL_FIELDS, NO_WORD, action_label, history_features, last_type_end
 from policies.pixel.configuration import PixelConfig
 from policies.pixel.processing import Preprocessor, RecentViews, encode_text
@@ -391,23 +391,7 @@ def session_task(session: Path) -> str:
     return str(d.get("task", "")) if isinstance(d, dict) else ""
 
 
-
 def session_keys(sessions: list[Path]) -> list[str]:
-    """The key combos (``key`` actions) the sessions' events press, in order of first use; an
-    unreadable line is skipped here (reading the samples reports it)."""
-    seen: dict[str, None] = {}
-    for s in sessions:
-        try:
-            lines = (s / "events.jsonl").read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            if '"key"' not in line:
-                continue
-            try:
-                a = json.loads(line).get("action")
-            except (ValueError, AttributeError, RecursionError):
-                continue
-            if isinstance(a, dict) and a.get("type") == "key" and isinstance(a.get("keys"), str):
-                seen.setdefault(a["keys"], None)
+    """The key combos (``key`` actions) the sessions' events press, in order of first use."""
+    seen = {e.action.keys: None for s in sessions for e in read_events(s, []) if isinstance(e.action, Key)}
     return list(seen)

@@ -39,6 +39,7 @@ from policies.pixel.words import CHARS, END, MAX_CHARS
 
 READER_FILE = "reader.safetensors"
 READER_CONFIG = "reader.json"
+READER_PREFIX = "grounding.reader."  # a reader grounding's reader inside a policy checkpoint's weights
 # stems a reader's weights can start (--init), with what they keep of it (carry_layers)
 DERIVED_STEMS = {"reader-relu": "every layer is kept, with ReLU for GELU"}
 
@@ -497,20 +498,18 @@ def _checkpoint_reader(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor
         weights = load_file(str(ck / "model.safetensors"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    pre = "grounding.reader."
-    return cfg, {k.removeprefix(pre): v.float() for k, v in weights.items() if k.startswith(pre)}
+    return cfg, {k.removeprefix(READER_PREFIX): v.float() for k, v in weights.items() if k.startswith(READER_PREFIX)}
 
 
 def load_reader(folder: str | Path) -> tuple[dict, Reader]:
     """A reader folder's settings and the whole reader (stem and reading head); a policy checkpoint
     with a reader grounding (a folder or a bundled name) gives the reader inside it."""
-    cfg, _ = load_reader_stem(folder)
+    cfg, weights = _read_reader(folder)
     cfg.setdefault("head_width", 512)  # readers saved before the setting existed have the 512-wide head
     h_px, w_px = _input_px(cfg["glimpse_px"], _window(cfg))
     model = make_reader(cfg["stem"], cfg["stem_channels"], h_px, cfg["head_width"], width_px=w_px)
-    inside = None if (Path(folder) / READER_CONFIG).is_file() else _checkpoint_reader(folder)
     try:
-        model.load_state_dict(inside[1] if inside else load_file(str(Path(folder) / READER_FILE)))
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise ReaderError(f"{folder}: the weights do not fit the reader ({e})") from None
     return cfg, model.eval()
@@ -526,9 +525,9 @@ def _input_px(glimpse_px: int, window) -> tuple[int, int]:
     return (window[3], window[2]) if window else (glimpse_px, glimpse_px)
 
 
-def load_reader_stem(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A reader folder's settings and stem weights (``stem.*`` keys of a pixel model, without the
-    prefix); a policy checkpoint with a reader grounding gives the reader inside it."""
+def _read_reader(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A reader folder's settings and all its weights, read once; a policy checkpoint with a reader
+    grounding gives the reader inside it."""
     folder = Path(folder)
     inside = None if (folder / READER_CONFIG).is_file() else _checkpoint_reader(folder)
     try:
@@ -538,7 +537,13 @@ def load_reader_stem(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]
     for k in ("stem", "stem_channels", "glimpse_px"):
         if k not in cfg:
             raise ReaderError(f"{folder}/{READER_CONFIG}: missing {k!r}")
-    stem = {k.removeprefix("stem."): v for k, v in weights.items() if k.startswith("stem.")}
-    if not stem:
+    if not any(k.startswith("stem.") for k in weights):
         raise ReaderError(f"{folder}/{READER_FILE}: no stem weights inside")
-    return cfg, stem
+    return cfg, weights
+
+
+def load_reader_stem(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A reader folder's settings and stem weights (``stem.*`` keys of a pixel model, without the
+    prefix); a policy checkpoint with a reader grounding gives the reader inside it."""
+    cfg, weights = _read_reader(folder)
+    return cfg, {k.removeprefix("stem."): v for k, v in weights.items() if k.startswith("stem.")}

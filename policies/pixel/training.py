@@ -67,18 +67,17 @@ class TrainSettings:
 
 
 # -- models ------------------------------------------------------------------------------------
+KEY_HEAD = ("head_key.weight", "head_key.bias")  # a row per key combo (config.keys); combos are appended
 def grow(model: PixelModel, config: PixelConfig) -> PixelModel:
     """A model of ``config`` holding every weight of ``model`` whose name and shape fit: a grounding or
     a refiner added to a trained model starts as the model without it (each part's own start)."""
     new = PixelModel(config)
-    own = new.state_dict()
-    keep = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    own, have = new.state_dict(), model.state_dict()
+    keep = {k: v for k, v in have.items() if k in own and own[k].shape == v.shape}
     old_keys, new_keys = list(model.config.keys), list(config.keys)
     if len(new_keys) > len(old_keys) and new_keys[:len(old_keys)] == old_keys:  # combos appended: the old rows stay
-        for k in ("head_key.weight", "head_key.bias"):
-            grown = own[k].clone()
-            grown[:len(old_keys)] = model.state_dict()[k]
-            keep[k] = grown
+        for k in KEY_HEAD:
+            keep[k] = torch.cat([have[k], own[k][len(old_keys):]])
     new.load_state_dict(keep, strict=False)
     return new
 
